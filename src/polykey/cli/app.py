@@ -1,0 +1,43 @@
+"""The root command group; subcommands are imported only when they are invoked."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from polykey import __version__
+
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "bootstrap": ("polykey.cli.nodes", "bootstrap"),
+    "node": ("polykey.cli.nodes", "node"),
+    "keys": ("polykey.cli.keys", "keys"),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands live in modules imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module = importlib.import_module(target[0])
+        command: Any = getattr(module, target[1])
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="pk", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Polykey: a self-hosted, peer-to-peer secret manager.
+
+    A node is one encrypted file holding vaults of secrets. The node file comes from --node PATH,
+    else PK_NODE, else the platform data directory. The password comes from --password-file,
+    else PK_PASSWORD, else a prompt; never from the command line.
+    """

@@ -1,0 +1,232 @@
+"""What every command shares: where the node is, where passwords come from, how output looks."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from polykey.errors import EmptyPassword, InvalidInput, PasswordMismatch, PolykeyError, UsageError
+
+if TYPE_CHECKING:
+    from polykey.node import KdfCost, Node
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_NODE = "PK_NODE"
+ENV_PASSWORD = "PK_PASSWORD"  # noqa: S105 - the name of a variable, not a password
+ENV_NEW_PASSWORD = "PK_NEW_PASSWORD"  # noqa: S105
+ENV_RECOVERY_CODE = "PK_RECOVERY_CODE"
+ENV_UNSAFE_FAST_KDF = "PK_UNSAFE_FAST_KDF"
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+class PasswordUnavailable(PolykeyError):
+    """No password was given and there is no terminal to ask for one."""
+
+    exit_code = 4
+    hint = "Pass --password-file FILE or set PK_PASSWORD, or run the command in a terminal."
+
+
+@dataclass
+class Settings:
+    node: Path | None
+    password_file: Path | None
+    format: str
+
+    @property
+    def json(self) -> bool:
+        return self.format == "json"
+
+    def node_path(self) -> Path:
+        """--node, else PK_NODE, else the platform data directory."""
+        if self.node is not None:
+            return self.node
+        env = os.environ.get(ENV_NODE)
+        if env:
+            return Path(env)
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("polykey", appauthor=False)) / "node.pk"
+
+    def allow_weak(self) -> bool:
+        """Tests set PK_UNSAFE_FAST_KDF=1 to use and open nodes with a fast, weak KDF."""
+        return os.environ.get(ENV_UNSAFE_FAST_KDF) == "1"
+
+    def password(self, prompt: str = "Password") -> bytes:
+        return read_secret(self.password_file, ENV_PASSWORD, prompt)
+
+    def open_node(self) -> Node:
+        from polykey.node import Node
+
+        path = self.node_path()
+        if not path.exists():  # tell a missing node before asking for a password
+            from polykey.errors import NodeNotFound
+
+            raise NodeNotFound(str(path))
+        return Node.open(path, self.password(), allow_weak=self.allow_weak())
+
+    def kdf_cost(self) -> KdfCost:
+        from polykey.node import DEFAULT_KDF, FAST_INSECURE_KDF
+
+        return FAST_INSECURE_KDF if self.allow_weak() else DEFAULT_KDF
+
+
+def node_options(f: F) -> F:
+    """--node, --password-file and --format, on every command that opens a node."""
+    f = click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Read the password from this file (first line). Else PK_PASSWORD, else a prompt.",
+    )(f)
+    f = click.option(
+        "--node",
+        "node",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The node file. Else PK_NODE, else the platform data directory.",
+    )(f)
+    return format_option(f)
+
+
+def format_option(f: F) -> F:
+    f = click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["human", "json"]),
+        default="human",
+        show_default=True,
+        help="Output for people, or JSON for programs.",
+    )(f)
+    return f
+
+
+def _normalise(raw: str) -> bytes:
+    return unicodedata.normalize("NFC", raw).encode("utf-8")
+
+
+def _first_line(data: bytes, source: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{source} is not UTF-8 text") from None
+    lines = text.splitlines()
+    return lines[0] if lines else ""
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise InvalidInput(f"the {what} file {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    return _first_line(data, f"the {what} file {path}")
+
+
+def read_secret(file: Path | None, env: str, prompt: str) -> bytes:
+    """A password: from the file, else the environment variable, else a prompt with echo off."""
+    if file is not None:
+        raw = read_secret_file(file, "password")
+    elif env in os.environ:
+        raw = os.environ[env]
+    else:
+        raw = _prompt(prompt)
+    if not raw:
+        raise EmptyPassword()
+    return _normalise(raw)
+
+
+def read_new_secret(file: Path | None, env: str, prompt: str) -> bytes:
+    """A new password: from the file or environment once, or typed twice at a prompt."""
+    if file is not None or env in os.environ:
+        return read_secret(file, env, prompt)
+    first = _prompt(prompt)
+    if not first:
+        raise EmptyPassword()
+    second = _prompt(f"{prompt} (again)")
+    import hmac
+
+    if not hmac.compare_digest(_normalise(first), _normalise(second)):
+        raise PasswordMismatch()
+    return _normalise(first)
+
+
+def _prompt(prompt: str) -> str:
+    if not sys.stdin.isatty():
+        raise PasswordUnavailable()
+    import getpass
+
+    try:
+        return getpass.getpass(f"{prompt}: ")
+    except EOFError:
+        raise PasswordUnavailable() from None
+
+
+def read_input(path: str, what: str = "input") -> bytes:
+    """The bytes of a FILE argument; ``-`` is standard input."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except IsADirectoryError:
+        raise InvalidInput(f"{path} is a directory, not a file") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def write_output(data: bytes, out: Path | None, *, binary: bool) -> None:
+    """Write to a new file (0600, never over an existing one) or to standard output."""
+    if out is None:
+        if binary and sys.stdout.isatty():
+            raise UsageError(
+                "refusing to write binary output to a terminal",
+                hint="Use --armor, or --output FILE, or redirect standard output.",
+            )
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        fd = os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        raise InvalidInput(f"{out} already exists", hint="Choose a new output file.") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot create {out}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def emit(s: Settings, human: str, doc: dict[str, Any]) -> None:
+    """Print the result of a command in the chosen format."""
+    if s.json:
+        click.echo(json.dumps(doc, indent=None, sort_keys=True))
+    elif human:
+        click.echo(human)
+
+
+def table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def pass_settings(f: F) -> F:
+    """Collect the common options into a :class:`Settings` passed as ``s``."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        s = Settings(
+            node=kwargs.pop("node", None),
+            password_file=kwargs.pop("password_file", None),
+            format=kwargs.pop("output_format", "human"),
+        )
+        return f(s, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

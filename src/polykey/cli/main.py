@@ -1,0 +1,80 @@
+"""Entry point of `pk` / `polykey`: turns every failure into one line, a hint and an exit code.
+
+Kept tiny on purpose: `pk --version` answers before click or any crypto is imported, and each
+command group is imported only when it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+EXIT_INTERNAL = 70
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    os.umask(0o077)
+    if args in (["--version"], ["-V"]):
+        from polykey import __version__
+
+        sys.stdout.write(f"pk {__version__}\n")
+        sys.exit(0)
+    sys.exit(run(args))
+
+
+def _wants_json(args: list[str]) -> bool:
+    for i, arg in enumerate(args):
+        if arg == "--format=json" or (arg == "--format" and args[i + 1 : i + 2] == ["json"]):
+            return True
+    return False
+
+
+def _report(args: list[str], message: str, hint: str, code: int) -> int:
+    if _wants_json(args):
+        import json
+
+        doc = {"error": {"message": message, "hint": hint, "exit_code": code}}
+        sys.stderr.write(json.dumps(doc) + "\n")
+    else:
+        sys.stderr.write(f"pk: error: {message}\n")
+        if hint:
+            sys.stderr.write(f"pk: hint: {hint}\n")
+    return code
+
+
+def run(args: list[str]) -> int:
+    import click
+
+    from polykey.cli.app import cli
+    from polykey.errors import PolykeyError
+
+    try:
+        cli.main(args=args, prog_name="pk", standalone_mode=False)
+    except PolykeyError as exc:
+        return _report(args, exc.message, exc.user_hint, exc.exit_code)
+    except click.UsageError as exc:
+        hint = "Run `pk --help` or add --help to the command to see how it is used."
+        if exc.ctx is not None:
+            hint = f"Run `{exc.ctx.command_path} --help` to see how it is used."
+        return _report(args, exc.format_message(), hint, 2)
+    except click.ClickException as exc:
+        return _report(args, exc.format_message(), "", exc.exit_code)
+    except (click.Abort, KeyboardInterrupt, EOFError):
+        return _report(args, "Interrupted", "", 130)
+    except BrokenPipeError:
+        return 141
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+        if os.environ.get("PK_DEBUG") == "1":
+            raise
+        return _report(
+            args,
+            f"Internal error ({type(exc).__name__})",
+            "This is a bug in Polykey; run again with PK_DEBUG=1 to see where it happened.",
+            EXIT_INTERNAL,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""`pk bootstrap` and `pk node ...`: create a node, describe it, check it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from polykey.cli.common import (
+    ENV_RECOVERY_CODE,
+    Settings,
+    emit,
+    node_options,
+    pass_settings,
+    read_new_secret,
+    read_secret,
+    table,
+)
+from polykey.errors import InvalidInput, NodeDamaged, NodeExists
+
+RECOVERY_NOTICE = (
+    "Write the recovery code down and keep it offline. It is shown only this once; with it you\n"
+    "can set a new password (`pk keys recover`) and restore this node's identity."
+)
+
+
+@click.command()
+@node_options
+@click.option(
+    "--recovery-code-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Restore an identity: use the recovery code in this file instead of a new one.",
+)
+@click.option(
+    "--recovery-code-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the new recovery code to this new file (mode 0600) instead of printing it.",
+)
+@pass_settings
+def bootstrap(
+    s: Settings, recovery_code_file: Path | None, recovery_code_out: Path | None
+) -> None:
+    """Create a new node file: a new key pair, NodeId and recovery code.
+
+    Asks for the new password twice (or takes it from --password-file / PK_PASSWORD) and prints
+    the 24-word recovery code once. Refuses to overwrite an existing node.
+    """
+    from polykey.ids import encode_node_id
+    from polykey.keys import recovery
+    from polykey.node import Node
+
+    path = s.node_path()
+    if path.exists():
+        raise NodeExists(str(path))
+    if recovery_code_out is not None and recovery_code_out.exists():
+        raise InvalidInput(f"{recovery_code_out} already exists", hint="Choose a new file.")
+    code = None
+    if recovery_code_file is not None:
+        code = recovery.parse(read_secret(recovery_code_file, ENV_RECOVERY_CODE, "").decode())
+    password = read_new_secret(s.password_file, "PK_PASSWORD", "New password")
+    node, code = Node.bootstrap(
+        path, password, kdf=s.kdf_cost(), code=code, allow_weak=s.allow_weak()
+    )
+    with node:
+        node_id = encode_node_id(node.node_id)
+    shown = recovery_code_file is None and recovery_code_out is None
+    if recovery_code_out is not None:
+        fd = os.open(recovery_code_out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(code) + "\n")
+    doc: dict[str, object] = {"node_id": node_id, "path": str(path)}
+    if shown:
+        doc["recovery_code"] = str(code)
+    lines = [f"Created node {node_id}", f"Node file: {path}"]
+    if shown:
+        lines += ["", "Recovery code:", "", f"    {code}", "", RECOVERY_NOTICE]
+    elif recovery_code_out is not None:
+        lines.append(f"Recovery code written to {recovery_code_out}")
+    emit(s, "\n".join(lines), doc)
+
+
+@click.group()
+def node() -> None:
+    """Describe and check the node file."""
+
+
+@node.command()
+@node_options
+@pass_settings
+def info(s: Settings) -> None:
+    """NodeId, node file path, format version, KDF parameters and vault count."""
+    with s.open_node() as n:
+        i = n.info()
+    kdf = i.kdf
+    kdf_text = (
+        f"argon2id, {kdf['memory_kib'] / 1024:g} MiB, {kdf['iterations']} iterations, "
+        f"{kdf['lanes']} lanes"
+    )
+    emit(
+        s,
+        table(
+            [
+                ("NodeId", i.node_id),
+                ("Node file", i.path),
+                ("Format", str(i.format)),
+                ("KDF", kdf_text),
+                ("Created", i.created),
+                ("Vaults", str(i.vault_count)),
+            ]
+        ),
+        {
+            "node_id": i.node_id,
+            "path": i.path,
+            "format": i.format,
+            "kdf": kdf,
+            "created": i.created,
+            "vault_count": i.vault_count,
+            "epoch": i.epoch,
+        },
+    )
+
+
+@node.command()
+@node_options
+@pass_settings
+def check(s: Settings) -> None:
+    """Authenticate every record; list the damage by name. Exit 0 only when whole."""
+    with s.open_node() as n:
+        damage = n.check()
+    if s.json:
+        emit(s, "", {"ok": not damage, "damage": [{"place": d.place, "problem": d.problem}
+                                                  for d in damage]})
+    elif not damage:
+        emit(s, "The node file is whole: every record authenticated.", {})
+    else:
+        for d in damage:
+            click.echo(f"damaged: {d}", err=True)
+    if damage:
+        raise NodeDamaged(f"{len(damage)} damaged place(s)")

@@ -1,0 +1,47 @@
+"""AES-256-GCM sealing with a random 96-bit nonce: ``nonce || ciphertext || tag``."""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+OVERHEAD = NONCE_BYTES + TAG_BYTES
+
+
+class SealBroken(Exception):  # noqa: N818 - an internal signal, turned into a user error above
+    """A sealed value failed authentication (wrong key, wrong associated data, or damage)."""
+
+
+class Sealer:
+    """Seals and opens values under one 256-bit key."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError("AES-256-GCM needs a 32-byte key")
+        self._aead = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return "Sealer(<key hidden>)"
+
+    def seal(self, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:
+        """Encrypt and authenticate; ``nonce`` is random unless given (test vectors only)."""
+        if nonce is None:
+            nonce = os.urandom(NONCE_BYTES)
+        elif len(nonce) != NONCE_BYTES:
+            raise ValueError("nonce must be 12 bytes")
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, sealed: bytes, aad: bytes) -> bytes:
+        if len(sealed) < OVERHEAD:
+            raise SealBroken("sealed value is shorter than nonce and tag")
+        try:
+            return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+        except InvalidTag:
+            raise SealBroken("authentication failed") from None

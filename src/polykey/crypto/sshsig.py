@@ -1,0 +1,129 @@
+"""OpenSSH signatures (PROTOCOL.sshsig): what ``ssh-keygen -Y sign`` writes and git uses.
+
+A signature binds a namespace ("file" for `pk keys sign`, "git" for commits) so that a signature
+made for one purpose cannot be replayed for another. Only Ed25519 keys and SHA-512 are produced;
+SHA-256 is accepted on verify, as the format allows.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+
+from polykey.crypto.signing import SSH_KEY_TYPE, SigningKey, ssh_public_blob, ssh_string, verify
+
+MAGIC = b"SSHSIG"
+VERSION = 1
+BEGIN = "-----BEGIN SSH SIGNATURE-----"
+END = "-----END SSH SIGNATURE-----"
+_HASHES = {b"sha512": hashlib.sha512, b"sha256": hashlib.sha256}
+MAX_ARMORED_BYTES = 16 * 1024
+
+
+class MalformedSignature(ValueError):
+    """The bytes are not an SSH signature this implementation accepts."""
+
+
+def _signed_data(namespace: bytes, hash_name: bytes, message_hash: bytes) -> bytes:
+    return (
+        MAGIC
+        + ssh_string(namespace)
+        + ssh_string(b"")
+        + ssh_string(hash_name)
+        + ssh_string(message_hash)
+    )
+
+
+def sign(key: SigningKey, message: bytes, namespace: str) -> str:
+    """An armored SSH signature of ``message`` in ``namespace``."""
+    ns = namespace.encode()
+    digest = hashlib.sha512(message).digest()
+    raw_sig = key.sign(_signed_data(ns, b"sha512", digest))
+    blob = (
+        MAGIC
+        + struct.pack(">I", VERSION)
+        + ssh_string(ssh_public_blob(key.public))
+        + ssh_string(ns)
+        + ssh_string(b"")
+        + ssh_string(b"sha512")
+        + ssh_string(ssh_string(SSH_KEY_TYPE) + ssh_string(raw_sig))
+    )
+    text = base64.b64encode(blob).decode("ascii")
+    lines = [text[i : i + 70] for i in range(0, len(text), 70)]
+    return "\n".join([BEGIN, *lines, END]) + "\n"
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise MalformedSignature("truncated")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def string(self) -> bytes:
+        (n,) = struct.unpack(">I", self.take(4))
+        return self.take(n)
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise MalformedSignature("trailing bytes")
+
+
+def parse(armored: str | bytes) -> tuple[bytes, str, bytes, bytes]:
+    """(public key, namespace, hash name, raw signature) of an armored SSH signature."""
+    if isinstance(armored, bytes):
+        if len(armored) > MAX_ARMORED_BYTES:
+            raise MalformedSignature("too large")
+        try:
+            armored = armored.decode("ascii")
+        except UnicodeDecodeError:
+            raise MalformedSignature("not ASCII") from None
+    lines = [line.strip() for line in armored.strip().splitlines()]
+    if len(lines) < 3 or lines[0] != BEGIN or lines[-1] != END:
+        raise MalformedSignature("missing SSH SIGNATURE armor")
+    try:
+        blob = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except ValueError:
+        raise MalformedSignature("bad base64") from None
+    r = _Reader(blob)
+    if r.take(6) != MAGIC or struct.unpack(">I", r.take(4))[0] != VERSION:
+        raise MalformedSignature("not an SSHSIG version 1 blob")
+    pub = _Reader(r.string())
+    namespace = r.string()
+    r.string()  # reserved
+    hash_name = r.string()
+    sig = _Reader(r.string())
+    r.done()
+    if pub.string() != SSH_KEY_TYPE:
+        raise MalformedSignature("only ssh-ed25519 signatures are supported")
+    public = pub.string()
+    pub.done()
+    if sig.string() != SSH_KEY_TYPE:
+        raise MalformedSignature("signature type is not ssh-ed25519")
+    raw_sig = sig.string()
+    sig.done()
+    if hash_name not in _HASHES:
+        raise MalformedSignature("unsupported hash algorithm")
+    try:
+        ns = namespace.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedSignature("namespace is not UTF-8") from None
+    return public, ns, hash_name, raw_sig
+
+
+def check(armored: str | bytes, message: bytes, namespace: str, public: bytes) -> bool:
+    """True if ``armored`` is ``public``'s signature of ``message`` in ``namespace``.
+
+    Raises :class:`MalformedSignature` when the signature cannot be parsed at all.
+    """
+    signer, ns, hash_name, raw_sig = parse(armored)
+    if signer != public or ns != namespace:
+        return False
+    digest = _HASHES[hash_name](message).digest()
+    return verify(public, _signed_data(ns.encode(), hash_name, digest), raw_sig)

@@ -1,0 +1,215 @@
+"""The Node facade: one unlocked node, its store and its keys.
+
+The CLI (when no agent runs) and the agent both work through this class; it joins the layers
+below it and holds no terminal, environment or argv logic.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from polykey.crypto.kdf import Argon2Params, equal
+from polykey.errors import NodeDamaged, WrongRecoveryCode
+from polykey.ids import NodeId, encode_node_id
+from polykey.keys import recovery
+from polykey.keys.root import RootKey, encrypt_to, verify_file
+from polykey.store.header import new_salt
+from polykey.store.nodefile import Damage, NodeFile, Transaction, read_header
+from polykey.store.records import Namespace
+
+__all__ = [
+    "DEFAULT_KDF",
+    "FAST_INSECURE_KDF",
+    "KdfCost",
+    "Node",
+    "NodeInfo",
+    "encrypt_to",
+    "verify_file",
+]
+
+NODE_KEYS = Namespace("node/keys")
+NODE_META = Namespace("node/meta")
+VAULT_REGISTRY = Namespace("vaults/registry")  # owned by the vaults layer once it exists
+ROOT_SEED = b"root-seed"
+
+
+@dataclass(frozen=True)
+class KdfCost:
+    """Argon2id cost, without a salt; each use draws a fresh salt."""
+
+    memory_kib: int
+    iterations: int
+    lanes: int
+
+    def params(self) -> Argon2Params:
+        return Argon2Params(self.memory_kib, self.iterations, self.lanes, new_salt())
+
+
+DEFAULT_KDF = KdfCost(memory_kib=64 * 1024, iterations=3, lanes=4)
+"""Close to RFC 9106's second recommended profile (64 MiB, t=3, p=4)."""
+
+FAST_INSECURE_KDF = KdfCost(memory_kib=64, iterations=1, lanes=1)
+"""For tests only: every open refuses it unless weak parameters are explicitly allowed."""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str
+    path: str
+    format: int
+    kdf: dict[str, Any]
+    created: str
+    vault_count: int
+    epoch: int
+
+
+class Node:
+    """An unlocked node."""
+
+    def __init__(self, store: NodeFile, key: RootKey) -> None:
+        self.store = store
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"Node({encode_node_id(self.node_id)}, {str(self.store.path)!r})"
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def bootstrap(
+        cls,
+        path: Path,
+        password: bytes,
+        *,
+        kdf: KdfCost = DEFAULT_KDF,
+        code: recovery.RecoveryCode | None = None,
+        allow_weak: bool = False,
+    ) -> tuple[Node, recovery.RecoveryCode]:
+        """Create a node file; a new recovery code unless one is given (same NodeId again)."""
+        code = code if code is not None else recovery.generate()
+        secret = code.seed()
+        key = RootKey.from_seed(secret[:32])
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+        def initial(tx: Transaction) -> None:
+            tx.put(NODE_KEYS, ROOT_SEED, key.signing.seed())
+            tx.put(NODE_META, b"created", created.encode())
+
+        store = NodeFile.create(
+            path, password, secret, kdf.params(), allow_weak=allow_weak, initial=initial
+        )
+        return cls(store, key), code
+
+    @classmethod
+    def open(cls, path: Path, password: bytes, *, allow_weak: bool = False) -> Node:
+        store = NodeFile.open(path, password, allow_weak=allow_weak)
+        return cls._with_key(store)
+
+    @classmethod
+    def recover(
+        cls,
+        path: Path,
+        code: recovery.RecoveryCode,
+        new_password: bytes,
+        *,
+        kdf: KdfCost = DEFAULT_KDF,
+        allow_weak: bool = False,
+    ) -> Node:
+        """Unlock with the recovery code and set a new password."""
+        secret = code.seed()
+        store = NodeFile.open_with_recovery(path, secret, allow_weak=allow_weak)
+        try:
+            node = cls._with_key(store)
+            if not equal(node.key.signing.public, RootKey.from_seed(secret[:32]).signing.public):
+                raise WrongRecoveryCode("it unlocks the file but belongs to another identity")
+            store.change_password(new_password, kdf.params())
+        except BaseException:
+            store.close()
+            raise
+        return node
+
+    @classmethod
+    def _with_key(cls, store: NodeFile) -> Node:
+        try:
+            seed = store.get(NODE_KEYS, ROOT_SEED)
+            if seed is None or len(seed) != 32:
+                raise NodeDamaged("the root key record is missing")
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, RootKey.from_seed(seed))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- facts ------------------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.key.node_id
+
+    def info(self) -> NodeInfo:
+        header = self.store.header
+        created = self.store.get(NODE_META, b"created") or b""
+        return NodeInfo(
+            node_id=encode_node_id(self.node_id),
+            path=str(self.store.path),
+            format=header.format,
+            kdf={
+                "algorithm": "argon2id",
+                "memory_kib": header.kdf.memory_kib,
+                "iterations": header.kdf.iterations,
+                "lanes": header.kdf.lanes,
+            },
+            created=created.decode(errors="replace"),
+            vault_count=self.store.count(VAULT_REGISTRY),
+            epoch=self.store.epoch,
+        )
+
+    def check(self) -> list[Damage]:
+        """Every damaged place in the node file; empty when it is whole."""
+        damage = self.store.check()
+        try:
+            seed = self.store.get(NODE_KEYS, ROOT_SEED)
+        except NodeDamaged:
+            return damage  # already listed by the store check
+        if seed is None:
+            damage.append(Damage("node/keys/root-seed", "root key is missing"))
+        elif not equal(RootKey.from_seed(seed).signing.public, self.key.signing.public):
+            damage.append(Damage("node/keys/root-seed", "root key changed while open"))
+        return damage
+
+    # --- keys -------------------------------------------------------------------------------------
+
+    def change_password(self, new_password: bytes, *, kdf: KdfCost = DEFAULT_KDF) -> None:
+        self.store.change_password(new_password, kdf.params())
+
+    def sign_file(self, data: bytes) -> str:
+        return self.key.sign_file(data)
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        return self.key.decrypt(ciphertext)
+
+
+def node_header_info(path: Path, *, allow_weak: bool = False) -> dict[str, Any]:
+    """What the plaintext header tells without a password."""
+    header = read_header(path, allow_weak=allow_weak)
+    return {
+        "path": str(path),
+        "format": header.format,
+        "kdf": {
+            "algorithm": "argon2id",
+            "memory_kib": header.kdf.memory_kib,
+            "iterations": header.kdf.iterations,
+            "lanes": header.kdf.lanes,
+        },
+    }
