@@ -33,7 +33,9 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="pk", message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="pk", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Polykey: a self-hosted, peer-to-peer secret manager.
 

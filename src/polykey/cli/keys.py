@@ -133,7 +133,11 @@ def verify(s: Settings, file: str, signature: Path, node_id: str) -> None:
 @format_option
 @click.argument("file")
 @click.option(
-    "--to", "recipients", metavar="NODEID", multiple=True, required=True,
+    "--to",
+    "recipients",
+    metavar="NODEID",
+    multiple=True,
+    required=True,
     help="A node that may read it (repeat for several).",
 )
 @click.option("-a", "--armor", is_flag=True, help="Write ASCII armor instead of binary.")

@@ -64,7 +64,7 @@ def run(args: list[str]) -> int:
         return _report(args, "Interrupted", "", 130)
     except BrokenPipeError:
         return 141
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+    except Exception as exc:
         if os.environ.get("PK_DEBUG") == "1":
             raise
         return _report(

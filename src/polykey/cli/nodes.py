@@ -38,9 +38,7 @@ RECOVERY_NOTICE = (
     help="Write the new recovery code to this new file (mode 0600) instead of printing it.",
 )
 @pass_settings
-def bootstrap(
-    s: Settings, recovery_code_file: Path | None, recovery_code_out: Path | None
-) -> None:
+def bootstrap(s: Settings, recovery_code_file: Path | None, recovery_code_out: Path | None) -> None:
     """Create a new node file: a new key pair, NodeId and recovery code.
 
     Asks for the new password twice (or takes it from --password-file / PK_PASSWORD) and prints
@@ -129,8 +127,14 @@ def check(s: Settings) -> None:
     with s.open_node() as n:
         damage = n.check()
     if s.json:
-        emit(s, "", {"ok": not damage, "damage": [{"place": d.place, "problem": d.problem}
-                                                  for d in damage]})
+        emit(
+            s,
+            "",
+            {
+                "ok": not damage,
+                "damage": [{"place": d.place, "problem": d.problem} for d in damage],
+            },
+        )
     elif not damage:
         emit(s, "The node file is whole: every record authenticated.", {})
     else:

@@ -13,7 +13,7 @@ TAG_BYTES = 16
 OVERHEAD = NONCE_BYTES + TAG_BYTES
 
 
-class SealBroken(Exception):  # noqa: N818 - an internal signal, turned into a user error above
+class SealBroken(Exception):
     """A sealed value failed authentication (wrong key, wrong associated data, or damage)."""
 
 

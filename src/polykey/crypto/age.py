@@ -12,7 +12,7 @@ import pyrage
 from polykey.crypto.signing import SigningKey, openssh_public_line
 
 
-class AgeFailed(ValueError):  # noqa: N818 - turned into DecryptionFailed by the caller
+class AgeFailed(ValueError):
     """The age file could not be decrypted by this identity."""
 
 

@@ -28,7 +28,7 @@ MIN_MEMORY_KIB = 19 * 1024
 MIN_ITERATIONS = 2
 
 
-class ParametersRefused(ValueError):  # noqa: N818 - turned into UnsafeParameters by the store
+class ParametersRefused(ValueError):
     """The Argon2id parameters are outside the bounds."""
 
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from polykey.crypto.aead import Sealer, SealBroken
+from polykey.crypto.aead import SealBroken, Sealer
 from polykey.crypto.kdf import Argon2Params, ParametersRefused, argon2id, equal, hkdf
 from polykey.errors import NodeDamaged, NotANode, UnsafeParameters, UnsupportedVersion
 
@@ -158,7 +158,8 @@ def unwrap_with_password(header: Header, password: bytes, *, allow_weak: bool) -
 
 
 def unwrap_with_recovery(header: Header, recovery_secret: bytes) -> bytes | None:
-    return _unwrap(Sealer(recovery_kek(recovery_secret)), header.recovery_wrap, header.recovery_aad())
+    kek = recovery_kek(recovery_secret)
+    return _unwrap(Sealer(kek), header.recovery_wrap, header.recovery_aad())
 
 
 def _unwrap(sealer: Sealer, wrapped: bytes, aad: bytes) -> bytes | None:

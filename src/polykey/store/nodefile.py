@@ -163,8 +163,13 @@ class NodeFile:
     """An open, unlocked node file."""
 
     def __init__(
-        self, path: Path, conn: sqlite3.Connection, header: hdr.Header, data_key: bytes,
-        *, allow_weak: bool,
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        header: hdr.Header,
+        data_key: bytes,
+        *,
+        allow_weak: bool,
     ) -> None:
         self.path = path
         self.header = header
@@ -360,7 +365,7 @@ class NodeFile:
         cached = self._manifests.get(ns_id)
         if cached is not None:
             return cached
-        kind, ver, name = self._root_now().namespaces[ns_id]
+        _, ver, name = self._root_now().namespaces[ns_id]
         with _sqlite_errors():
             row = self._conn.execute(
                 "SELECT ver, sealed FROM manifest WHERE ns = ?", (ns_id,)
@@ -577,8 +582,13 @@ class NodeFile:
                     damage.append(Damage(f"{manifest.name}/{show_key(key)}", "record is missing"))
 
     def _check_record(
-        self, root: Root, manifests: dict[bytes, Manifest], ns_id: bytes, rec_id: bytes,
-        ver: Any, sealed: Any,
+        self,
+        root: Root,
+        manifests: dict[bytes, Manifest],
+        ns_id: bytes,
+        rec_id: bytes,
+        ver: Any,
+        sealed: Any,
     ) -> Damage | None:
         entry = root.namespaces.get(ns_id)
         if entry is None or len(rec_id) != ID_BYTES or not isinstance(sealed, bytes):
@@ -683,9 +693,7 @@ class Transaction:
                 )
                 manifest.entries[rec_id] = (root.epoch, key)
             for ns_id, manifest in manifests.items():
-                sealed = keys.seal(
-                    manifest.encode(), aad(Kind.MANIFEST, ns_id, version=root.epoch)
-                )
+                sealed = keys.seal(manifest.encode(), aad(Kind.MANIFEST, ns_id, version=root.epoch))
                 conn.execute(
                     "INSERT OR REPLACE INTO manifest VALUES (?, ?, ?)",
                     (ns_id, root.epoch, sealed),
@@ -695,9 +703,7 @@ class Transaction:
             if not need_root:
                 return old_root, {}
             sealed = keys.seal(root.encode(), aad(Kind.ROOT, version=root.epoch))
-            conn.execute(
-                "INSERT OR REPLACE INTO root VALUES (1, ?, ?)", (root.epoch, sealed)
-            )
+            conn.execute("INSERT OR REPLACE INTO root VALUES (1, ?, ?)", (root.epoch, sealed))
         return root, manifests
 
 

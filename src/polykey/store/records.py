@@ -9,7 +9,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from polykey.crypto.aead import Sealer, SealBroken
+from polykey.crypto.aead import SealBroken, Sealer
 from polykey.crypto.kdf import hkdf, hmac_sha256
 from polykey.errors import NodeDamaged
 

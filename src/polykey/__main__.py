@@ -1,0 +1,3 @@
+from polykey.cli.main import main
+
+main()
