@@ -17,7 +17,7 @@ from polykey.ids import NodeId, encode_node_id
 from polykey.keys import recovery
 from polykey.keys.root import RootKey, encrypt_to, verify_file
 from polykey.store.header import new_salt
-from polykey.store.nodefile import Damage, NodeFile, Transaction, read_header
+from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
 
 __all__ = [
@@ -177,16 +177,22 @@ class Node:
 
     def check(self) -> list[Damage]:
         """Every damaged place in the node file; empty when it is whole."""
-        damage = self.store.check()
+        damage = _check_store(self.store)
         try:
             seed = self.store.get(NODE_KEYS, ROOT_SEED)
         except NodeDamaged:
-            return damage  # already listed by the store check
-        if seed is None:
-            damage.append(Damage("node/keys/root-seed", "root key is missing"))
-        elif not equal(RootKey.from_seed(seed).signing.public, self.key.signing.public):
+            return damage
+        if seed is not None and not equal(
+            RootKey.from_seed(seed).signing.public, self.key.signing.public
+        ):
             damage.append(Damage("node/keys/root-seed", "root key changed while open"))
         return damage
+
+    @staticmethod
+    def check_file(path: Path, password: bytes, *, allow_weak: bool = False) -> list[Damage]:
+        """Unlock and check a node file whose records may be too damaged to open it as a Node."""
+        with NodeFile.open(path, password, allow_weak=allow_weak, load_root=False) as store:
+            return _check_store(store)
 
     # --- keys -------------------------------------------------------------------------------------
 
@@ -200,16 +206,13 @@ class Node:
         return self.key.decrypt(ciphertext)
 
 
-def node_header_info(path: Path, *, allow_weak: bool = False) -> dict[str, Any]:
-    """What the plaintext header tells without a password."""
-    header = read_header(path, allow_weak=allow_weak)
-    return {
-        "path": str(path),
-        "format": header.format,
-        "kdf": {
-            "algorithm": "argon2id",
-            "memory_kib": header.kdf.memory_kib,
-            "iterations": header.kdf.iterations,
-            "lanes": header.kdf.lanes,
-        },
-    }
+def _check_store(store: NodeFile) -> list[Damage]:
+    damage = store.check()
+    if not damage:
+        try:
+            seed = store.get(NODE_KEYS, ROOT_SEED)
+        except NodeDamaged as exc:
+            return [Damage("node/keys/root-seed", exc.detail)]
+        if seed is None or len(seed) != 32:
+            damage.append(Damage("node/keys/root-seed", "root key is missing"))
+    return damage

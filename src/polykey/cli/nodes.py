@@ -124,8 +124,13 @@ def info(s: Settings) -> None:
 @pass_settings
 def check(s: Settings) -> None:
     """Authenticate every record; list the damage by name. Exit 0 only when whole."""
-    with s.open_node() as n:
-        damage = n.check()
+    from polykey.errors import NodeNotFound
+    from polykey.node import Node
+
+    path = s.node_path()
+    if not path.exists():
+        raise NodeNotFound(str(path))
+    damage = Node.check_file(path, s.password(), allow_weak=s.allow_weak())
     if s.json:
         emit(
             s,
@@ -141,4 +146,7 @@ def check(s: Settings) -> None:
         for d in damage:
             click.echo(f"damaged: {d}", err=True)
     if damage:
-        raise NodeDamaged(f"{len(damage)} damaged place(s)")
+        raise NodeDamaged(
+            f"{len(damage)} damaged place(s)",
+            hint="Places not listed are intact; restore the damaged ones from a backup node.",
+        )

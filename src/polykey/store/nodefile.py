@@ -189,7 +189,10 @@ class NodeFile:
     # --- opening and creating ---------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, password: bytes, *, allow_weak: bool = False) -> NodeFile:
+    def open(
+        cls, path: Path, password: bytes, *, allow_weak: bool = False, load_root: bool = True
+    ) -> NodeFile:
+        """Unlock a node file; ``load_root=False`` defers reading the root (for checking)."""
         conn, body, checksum = _open_connection(path)
         try:
             header = hdr.decode(body, checksum, allow_weak=allow_weak)
@@ -197,7 +200,8 @@ class NodeFile:
             if data_key is None:
                 raise WrongPassword()
             node = cls(path, conn, header, data_key, allow_weak=allow_weak)
-            node._load_root()
+            if load_root:
+                node._load_root()
         except BaseException:
             conn.close()
             raise
