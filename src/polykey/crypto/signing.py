@@ -6,7 +6,6 @@ import base64
 import struct
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SEED_BYTES = 32
@@ -54,6 +53,8 @@ class SigningKey:
 
     def openssh_private_pem(self) -> bytes:
         """The unencrypted OpenSSH private key, in memory only (for the age identity)."""
+        from cryptography.hazmat.primitives import serialization
+
         return self._key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.OpenSSH,

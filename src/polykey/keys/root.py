@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from polykey.crypto import age, sshsig
 from polykey.crypto.signing import SigningKey, openssh_public_line
 from polykey.errors import BadSignature, DecryptionFailed, InvalidSignatureFormat
 from polykey.ids import NodeId, encode_node_id, node_id_from_bytes
@@ -37,9 +36,13 @@ class RootKey:
 
     def sign_file(self, data: bytes) -> str:
         """An armored SSH signature (namespace "file") of ``data``."""
+        from polykey.crypto import sshsig
+
         return sshsig.sign(self.signing, data, FILE_NAMESPACE)
 
     def decrypt(self, ciphertext: bytes) -> bytes:
+        from polykey.crypto import age
+
         try:
             return age.decrypt(ciphertext, self.signing)
         except age.AgeFailed as exc:
@@ -48,6 +51,8 @@ class RootKey:
 
 def verify_file(data: bytes, signature: bytes, signer: NodeId) -> None:
     """Raise unless ``signature`` is ``signer``'s SSH signature of ``data``."""
+    from polykey.crypto import sshsig
+
     try:
         ok = sshsig.check(signature, data, FILE_NAMESPACE, signer)
     except sshsig.MalformedSignature as exc:
@@ -58,4 +63,6 @@ def verify_file(data: bytes, signature: bytes, signer: NodeId) -> None:
 
 def encrypt_to(data: bytes, recipients: list[NodeId], *, armor: bool = False) -> bytes:
     """An age file that only the recipients' nodes can open."""
+    from polykey.crypto import age
+
     return age.encrypt(data, [bytes(r) for r in recipients], armor=armor)
