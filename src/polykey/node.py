@@ -19,6 +19,7 @@ from polykey.keys.root import RootKey, encrypt_to, verify_file
 from polykey.store.header import new_salt
 from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
+from polykey.vaults.registry import Vaults
 
 __all__ = [
     "DEFAULT_KDF",
@@ -32,7 +33,6 @@ __all__ = [
 
 NODE_KEYS = Namespace("node/keys")
 NODE_META = Namespace("node/meta")
-VAULT_REGISTRY = Namespace("vaults/registry")  # owned by the vaults layer once it exists
 ROOT_SEED = b"root-seed"
 
 
@@ -72,6 +72,7 @@ class Node:
     def __init__(self, store: NodeFile, key: RootKey) -> None:
         self.store = store
         self.key = key
+        self.vaults = Vaults(store, key)
 
     def __repr__(self) -> str:
         return f"Node({encode_node_id(self.node_id)}, {str(self.store.path)!r})"
@@ -171,7 +172,7 @@ class Node:
                 "lanes": header.kdf.lanes,
             },
             created=created.decode(errors="replace"),
-            vault_count=self.store.count(VAULT_REGISTRY),
+            vault_count=self.vaults.count(),
             epoch=self.store.epoch,
         )
 

@@ -32,9 +32,7 @@ TIB_IN_KIB = 1024 * 1024 * 1024
 # Cheap parameters below the production floor: usable only with allow_weak=True.
 WEAK = Argon2Params(memory_kib=64, iterations=1, lanes=1, salt=SALT)
 # The production floor itself: accepted without allow_weak.
-FLOOR = Argon2Params(
-    memory_kib=MIN_MEMORY_KIB, iterations=MIN_ITERATIONS, lanes=1, salt=SALT
-)
+FLOOR = Argon2Params(memory_kib=MIN_MEMORY_KIB, iterations=MIN_ITERATIONS, lanes=1, salt=SALT)
 
 
 def params(
@@ -199,7 +197,11 @@ def test_argon2id_depends_on_password_salt_and_every_cost_parameter() -> None:
     base = argon2id(b"password", WEAK, allow_weak=True)
     variants = [
         argon2id(b"passwore", WEAK, allow_weak=True),
-        argon2id(b"password", params(memory_kib=64, iterations=1, lanes=1, salt=b"x" * 16), allow_weak=True),
+        argon2id(
+            b"password",
+            params(memory_kib=64, iterations=1, lanes=1, salt=b"x" * 16),
+            allow_weak=True,
+        ),
         argon2id(b"password", params(memory_kib=72, iterations=1, lanes=1), allow_weak=True),
         argon2id(b"password", params(memory_kib=64, iterations=2, lanes=1), allow_weak=True),
         argon2id(b"password", params(memory_kib=64, iterations=1, lanes=2), allow_weak=True),
@@ -209,7 +211,8 @@ def test_argon2id_depends_on_password_salt_and_every_cost_parameter() -> None:
 
 def test_argon2id_known_answer_from_the_argon2_cffi_documentation() -> None:
     # argon2-cffi's README: PasswordHasher().hash("correct horse battery staple") ==
-    # "$argon2id$v=19$m=65536,t=3,p=4$MIIRqgvgQbgj220jfp0MPA$YfwJSVjtjSU0zzV/P3S9nnQ/USre2wvJMjfCIjrTQbg"
+    # "$argon2id$v=19$m=65536,t=3,p=4$MIIRqgvgQbgj220jfp0MPA"
+    # "$YfwJSVjtjSU0zzV/P3S9nnQ/USre2wvJMjfCIjrTQbg" (one PHC string, split here)
     salt = base64.b64decode("MIIRqgvgQbgj220jfp0MPA==")
     expected = base64.b64decode("YfwJSVjtjSU0zzV/P3S9nnQ/USre2wvJMjfCIjrTQbg=")
     rfc_profile_2 = Argon2Params(memory_kib=65536, iterations=3, lanes=4, salt=salt)

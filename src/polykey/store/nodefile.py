@@ -627,6 +627,7 @@ class Transaction:
 
     node: NodeFile
     _puts: dict[tuple[Namespace, bytes], bytes | None] = field(default_factory=dict)
+    _drops: list[Namespace] = field(default_factory=list)
     _force_root: bool = False
 
     def put(self, ns: Namespace, key: bytes, value: bytes) -> None:
@@ -640,7 +641,15 @@ class Transaction:
     def get(self, ns: Namespace, key: bytes) -> bytes | None:
         if (ns, key) in self._puts:
             return self._puts[(ns, key)]
+        if ns in self._drops:
+            return None
         return self.node._get(ns, key)
+
+    def drop_namespace(self, ns: Namespace) -> None:
+        """Delete a whole namespace (every record, its manifest, its root entry)."""
+        self._drops.append(ns)
+        for pending in [k for k in self._puts if k[0] == ns]:
+            del self._puts[pending]
 
     def touch_root(self) -> None:
         """Advance the epoch even if nothing versioned changes (used at creation)."""
@@ -655,8 +664,15 @@ class Transaction:
         need_root = self._force_root
         manifests: dict[bytes, Manifest] = {}
         with _sqlite_errors():
+            for ns in self._drops:
+                ns_id = keys.ns_id(ns.name)
+                if root.namespaces.pop(ns_id, None) is not None:
+                    conn.execute("DELETE FROM record WHERE ns = ?", (ns_id,))
+                    conn.execute("DELETE FROM manifest WHERE ns = ?", (ns_id,))
+                    need_root = True
             for (ns, key), value in self._puts.items():
                 ns_id, registered = node._namespace_entry(ns)
+                registered = registered and ns not in self._drops
                 if value is None and not registered:
                     continue
                 if not registered and ns_id not in root.namespaces:

@@ -1,0 +1,126 @@
+"""Git objects of a vault, kept as write-once sealed records of the node file.
+
+A stored object is ``u8 type number ‖ raw object content``, keyed by its raw 20-byte SHA-1 in the
+namespace ``vault/<id>/objects``. The AEAD already authenticates each record, so local reads skip
+re-hashing; `check` re-hashes every object. Parsed trees and commits (never blobs, which are
+secrets) are cached by id, which is safe because objects never change.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections import OrderedDict
+from typing import Protocol, cast
+
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
+
+from polykey.errors import NodeDamaged
+from polykey.store.nodefile import Transaction
+from polykey.store.records import Namespace
+
+TYPE_NUMS = {Commit.type_num, Tree.type_num, Blob.type_num, 4}
+CACHE_SIZE = 4096
+
+
+class RecordSource(Protocol):
+    def get(self, ns: Namespace, key: bytes) -> bytes | None: ...
+
+
+def objects_ns(vault_id: str) -> Namespace:
+    return Namespace(f"vault/{vault_id}/objects", immutable=True)
+
+
+def refs_ns(vault_id: str) -> Namespace:
+    return Namespace(f"vault/{vault_id}/refs")
+
+
+class ObjectCache:
+    """Parsed trees and commits by (vault, id), least recently used out first."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, bytes], ShaFile] = OrderedDict()
+
+    def get(self, key: tuple[str, bytes]) -> ShaFile | None:
+        obj = self._items.get(key)
+        if obj is not None:
+            self._items.move_to_end(key)
+        return obj
+
+    def put(self, key: tuple[str, bytes], obj: ShaFile) -> None:
+        if isinstance(obj, Blob):
+            return
+        self._items[key] = obj
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+class VaultObjects:
+    """Read (and, inside a write transaction, add) the git objects of one vault."""
+
+    def __init__(self, source: RecordSource, vault_id: str, cache: ObjectCache) -> None:
+        self.source = source
+        self.vault_id = vault_id
+        self.ns = objects_ns(vault_id)
+        self.cache = cache
+
+    def get(self, sha: bytes) -> ShaFile:
+        """The object with this hex id; NodeDamaged if it is missing (a vault is closed)."""
+        obj = self.cache.get((self.vault_id, sha))
+        if obj is not None:
+            return obj
+        raw = self.source.get(self.ns, binascii.unhexlify(sha))
+        if raw is None:
+            raise NodeDamaged(f"git object {sha.decode()} of vault {self.vault_id} is missing")
+        obj = parse(raw, sha)
+        self.cache.put((self.vault_id, sha), obj)
+        return obj
+
+    def get_tree(self, sha: bytes) -> Tree:
+        obj = self.get(sha)
+        if not isinstance(obj, Tree):
+            raise NodeDamaged(f"object {sha.decode()} of vault {self.vault_id} is not a tree")
+        return obj
+
+    def get_commit(self, sha: bytes) -> Commit:
+        obj = self.get(sha)
+        if not isinstance(obj, Commit):
+            raise NodeDamaged(f"object {sha.decode()} of vault {self.vault_id} is not a commit")
+        return obj
+
+    def get_blob_data(self, sha: bytes) -> bytes:
+        raw = self.source.get(self.ns, binascii.unhexlify(sha))
+        if raw is None or raw[0] != Blob.type_num:
+            raise NodeDamaged(f"blob {sha.decode()} of vault {self.vault_id} is missing")
+        return raw[1:]
+
+    def blob_size(self, sha: bytes) -> int:
+        return len(self.get_blob_data(sha))
+
+    def add(self, obj: ShaFile) -> bytes:
+        """Store an object (inside a write transaction); return its hex id."""
+        if not isinstance(self.source, Transaction):
+            raise RuntimeError("objects are added inside a write transaction")
+        sha: bytes = obj.id
+        self.source.put(self.ns, binascii.unhexlify(sha), encode(obj))
+        self.cache.put((self.vault_id, sha), obj)
+        return sha
+
+    def add_blob(self, data: bytes) -> bytes:
+        return self.add(Blob.from_string(data))
+
+
+def encode(obj: ShaFile) -> bytes:
+    return bytes([obj.type_num]) + obj.as_raw_string()
+
+
+def parse(raw: bytes, sha: bytes | None = None, *, verify: bool = False) -> ShaFile:
+    if not raw or raw[0] not in TYPE_NUMS:
+        raise NodeDamaged("a git object has an unknown type")
+    try:
+        oid = cast(ObjectID, sha) if sha is not None else None
+        if verify:
+            return ShaFile.from_raw_string(raw[0], raw[1:], verify_sha=oid)
+        return ShaFile.from_raw_string(raw[0], raw[1:], sha=oid)
+    except Exception as exc:  # dulwich raises several types for malformed objects
+        raise NodeDamaged(f"git object {sha!r} is malformed ({type(exc).__name__})") from None

@@ -1,0 +1,95 @@
+"""Secret paths and vault names: what is allowed, and the errors for what is not.
+
+A secret path is relative, '/'-separated, each component 1..255 bytes of UTF-8 with no control
+characters, never '.', '..' or '.git' (in any case), and never a name reserved by Polykey
+('.polykey*'). Two names that differ only by case or Unicode normalisation may not live in one
+directory (they would collide on case-insensitive or normalising filesystems when exported).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from polykey.errors import InvalidInput
+
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_BYTES = 4096
+MAX_DEPTH = 64
+RESERVED_PREFIX = ".polykey"
+_VAULT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class InvalidSecretPath(InvalidInput):
+    """Not a valid secret path."""
+
+    hint = "Use a relative path like db/password: no '..', '.', '.git', leading '/', controls."
+
+
+class InvalidVaultName(InvalidInput):
+    """Not a valid vault name."""
+
+    hint = (
+        "Vault names are 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."
+    )
+
+
+def _show(text: str) -> str:
+    shown = text.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def check_vault_name(name: str) -> str:
+    if not _VAULT_NAME.fullmatch(name):
+        raise InvalidVaultName(repr(_show(name)))
+    return name
+
+
+def split_path(path: str, *, allow_root: bool = False) -> tuple[str, ...]:
+    """The components of a secret path, after checking every rule."""
+    if "\x00" in path:
+        raise InvalidSecretPath(f"{_show(path)!r} contains a NUL byte")
+    if path.startswith("/"):
+        raise InvalidSecretPath(f"{_show(path)!r} is absolute")
+    stripped = path.rstrip("/")
+    if not stripped:
+        if allow_root:
+            return ()
+        raise InvalidSecretPath("the path is empty")
+    if len(stripped.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise InvalidSecretPath(f"longer than {MAX_PATH_BYTES} bytes")
+    parts = tuple(stripped.split("/"))
+    if len(parts) > MAX_DEPTH:
+        raise InvalidSecretPath(f"deeper than {MAX_DEPTH} folders")
+    for part in parts:
+        check_component(part, path)
+    return parts
+
+
+def check_component(part: str, path: str = "") -> None:
+    where = f" in {_show(path)!r}" if path else ""
+    if part == "":
+        raise InvalidSecretPath(f"empty component{where}")
+    if part in (".", ".."):
+        raise InvalidSecretPath(f"{part!r} component{where}")
+    if part.lower() == ".git":
+        raise InvalidSecretPath(f"'.git' component{where}")
+    if part.lower().startswith(RESERVED_PREFIX):
+        raise InvalidSecretPath(f"{_show(part)!r} is reserved by Polykey{where}")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in part):
+        raise InvalidSecretPath(f"control character{where}: {_show(part)!r}")
+    try:
+        encoded = part.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSecretPath(f"not valid UTF-8{where}") from None
+    if len(encoded) > MAX_COMPONENT_BYTES:
+        raise InvalidSecretPath(f"a component is longer than {MAX_COMPONENT_BYTES} bytes{where}")
+
+
+def fold(name: str) -> str:
+    """The form under which two names collide: NFC, then case-folded."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def join(parts: tuple[str, ...]) -> str:
+    return "/".join(parts)

@@ -1,0 +1,135 @@
+"""The vaults of a node: names, stable ids, vault tags, creation and removal.
+
+``vaults/registry`` maps a vault id to its metadata (name, created, tags); ``vaults/names`` maps a
+name to its id, so names are unique per node and a rename keeps the id. Both, and the vault's
+objects and refs, change together in one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+
+from dulwich.objects import Tree
+
+from polykey.errors import NodeDamaged
+from polykey.keys.root import RootKey
+from polykey.store.nodefile import NodeFile, Transaction
+from polykey.store.records import Namespace
+from polykey.vaults.errors import VaultExists, VaultNotFound
+from polykey.vaults.objects import ObjectCache, objects_ns, refs_ns
+from polykey.vaults.paths import check_vault_name
+from polykey.vaults.vault import BRANCH, Vault, check_tag
+
+REGISTRY = Namespace("vaults/registry")
+NAMES = Namespace("vaults/names")
+
+
+@dataclass
+class VaultInfo:
+    id: str
+    name: str
+    created: str
+    tags: list[str] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"name": self.name, "created": self.created, "tags": sorted(self.tags)},
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, vault_id: str, raw: bytes) -> VaultInfo:
+        try:
+            doc = json.loads(raw)
+            return cls(vault_id, str(doc["name"]), str(doc["created"]), list(doc.get("tags", [])))
+        except (ValueError, KeyError, TypeError):
+            raise NodeDamaged(f"the registry entry of vault {vault_id} is malformed") from None
+
+
+def new_vault_id() -> str:
+    return "v" + base64.b32hexencode(os.urandom(16)).decode().rstrip("=").lower()
+
+
+class Vaults:
+    """The vault registry of one unlocked node."""
+
+    def __init__(self, store: NodeFile, key: RootKey) -> None:
+        self.store = store
+        self.key = key
+        self.cache = ObjectCache()
+
+    def all(self, tag: str | None = None) -> list[VaultInfo]:
+        infos = [VaultInfo.decode(k.decode(), v) for k, v in self.store.items(REGISTRY)]
+        if tag is not None:
+            infos = [i for i in infos if tag in i.tags]
+        return sorted(infos, key=lambda i: i.name)
+
+    def count(self) -> int:
+        return self.store.count(REGISTRY)
+
+    def info(self, name: str, source: NodeFile | Transaction | None = None) -> VaultInfo:
+        src = source if source is not None else self.store
+        vault_id = src.get(NAMES, name.encode())
+        if vault_id is None:
+            raise VaultNotFound(name)
+        raw = src.get(REGISTRY, vault_id)
+        if raw is None:
+            raise NodeDamaged(f"vault {name} is named but not registered")
+        return VaultInfo.decode(vault_id.decode(), raw)
+
+    def open(self, name: str) -> Vault:
+        info = self.info(name)
+        return Vault(self.store, info.id, info.name, self.key, self.cache)
+
+    def create(self, name: str, tags: list[str] | None = None) -> Vault:
+        check_vault_name(name)
+        tags = sorted({check_tag(t) for t in tags or []})
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        info = VaultInfo(new_vault_id(), name, created, tags)
+        with self.store.write() as tx:
+            if tx.get(NAMES, name.encode()) is not None:
+                raise VaultExists(name)
+            tx.put(NAMES, name.encode(), info.id.encode())
+            tx.put(REGISTRY, info.id.encode(), info.encode())
+            vault = Vault(self.store, info.id, name, self.key, self.cache)
+            objects = vault.objects(tx)
+            tree = objects.add(Tree())
+            commit = vault._new_commit(tree, [], f"Create vault {name}.")
+            tx.put(refs_ns(info.id), BRANCH, objects.add(commit))
+        return vault
+
+    def rename(self, old: str, new: str) -> None:
+        check_vault_name(new)
+        with self.store.write() as tx:
+            info = self.info(old, tx)
+            if old == new:
+                return
+            if tx.get(NAMES, new.encode()) is not None:
+                raise VaultExists(new)
+            tx.delete(NAMES, old.encode())
+            tx.put(NAMES, new.encode(), info.id.encode())
+            info.name = new
+            tx.put(REGISTRY, info.id.encode(), info.encode())
+
+    def remove(self, name: str) -> str:
+        """Delete a vault and all its history; returns its id."""
+        with self.store.write() as tx:
+            info = self.info(name, tx)
+            tx.delete(NAMES, name.encode())
+            tx.delete(REGISTRY, info.id.encode())
+            tx.drop_namespace(objects_ns(info.id))
+            tx.drop_namespace(refs_ns(info.id))
+        return info.id
+
+    def retag(self, name: str, add: list[str], remove: list[str]) -> VaultInfo:
+        for t in add + remove:
+            check_tag(t)
+        with self.store.write() as tx:
+            info = self.info(name, tx)
+            info.tags = sorted((set(info.tags) | set(add)) - set(remove))
+            tx.put(REGISTRY, info.id.encode(), info.encode())
+        return info

@@ -1,0 +1,565 @@
+"""One vault: read secrets at any revision, change them in signed commits, walk the history.
+
+Every change is one commit in one node-file transaction: the blobs, trees, the commit (signed with
+the node key in git's SSH signature format) and the branch ref land together or not at all, and
+the commit is built on the head read inside that transaction, so concurrent writers never lose
+each other's work.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import re
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import cast
+
+from dulwich.objects import Commit, ObjectID, Tree
+
+from polykey.crypto import sshsig
+from polykey.errors import NodeDamaged
+from polykey.ids import encode_node_id
+from polykey.keys.root import RootKey
+from polykey.store.nodefile import NodeFile, Transaction
+from polykey.vaults import tree as trees
+from polykey.vaults.errors import (
+    InvalidTag,
+    IsADirectory,
+    NotADirectory,
+    RevisionNotFound,
+    SecretExists,
+    SecretNotFound,
+)
+from polykey.vaults.objects import ObjectCache, RecordSource, VaultObjects, refs_ns
+from polykey.vaults.paths import join, split_path
+
+BRANCH = b"refs/heads/main"
+TAGS_FILE = b".polykey-tags"
+GIT_NAMESPACE = "git"
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_REV = re.compile(r"(?P<base>HEAD|[0-9a-f]{4,40})(?:~(?P<back>[0-9]{1,6}))?")
+
+
+def check_tag(tag: str) -> str:
+    if not _TAG.fullmatch(tag):
+        raise InvalidTag(repr(tag[:80]))
+    return tag
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    kind: str  # "secret" or "dir"
+    blob: bytes | None = None
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    id: str
+    author: str
+    time: int
+    message: str
+    parents: tuple[str, ...]
+    signed: bool
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "add", "modify" or "delete"
+    path: str
+    old: bytes | None
+    new: bytes | None
+
+
+@dataclass
+class SecretStat:
+    path: str
+    size: int
+    created: int
+    modified: int
+    last_commit: str
+    tags: list[str] = field(default_factory=list)
+
+
+class Vault:
+    """A vault of one node, bound to the node's key for signing commits."""
+
+    def __init__(
+        self, store: NodeFile, vault_id: str, name: str, key: RootKey, cache: ObjectCache
+    ) -> None:
+        self.store = store
+        self.id = vault_id
+        self.name = name
+        self.key = key
+        self.cache = cache
+        self.refs = refs_ns(vault_id)
+
+    def __repr__(self) -> str:
+        return f"Vault({self.name!r}, {self.id})"
+
+    def objects(self, source: RecordSource | None = None) -> VaultObjects:
+        return VaultObjects(source if source is not None else self.store, self.id, self.cache)
+
+    # --- revisions ----------------------------------------------------------------------------
+
+    def head(self, source: RecordSource | None = None) -> bytes | None:
+        ref = (source if source is not None else self.store).get(self.refs, BRANCH)
+        return ref if ref else None
+
+    def resolve(self, rev: str | None) -> bytes:
+        """A commit id from HEAD, HEAD~N, a full or abbreviated id (reachable from HEAD)."""
+        head = self.head()
+        if head is None:
+            raise RevisionNotFound(f"{rev or 'HEAD'} (the vault has no commits)")
+        if rev is None:
+            return head
+        match = _REV.fullmatch(rev.strip())
+        if match is None:
+            raise RevisionNotFound(repr(rev[:80]))
+        base = match["base"]
+        commit_id = head
+        if base != "HEAD":
+            found = [c for c in self._walk(head) if c.decode().startswith(base)]
+            if not found:
+                raise RevisionNotFound(rev)
+            if len(found) > 1:
+                raise RevisionNotFound(f"{rev} is ambiguous; give more characters")
+            commit_id = found[0]
+        objects = self.objects()
+        for _ in range(int(match["back"] or 0)):
+            parents = objects.get_commit(commit_id).parents
+            if not parents:
+                raise RevisionNotFound(f"{rev} goes back past the first commit")
+            commit_id = parents[0]
+        return commit_id
+
+    def _walk(self, head: bytes) -> Iterator[bytes]:
+        """Commit ids reachable from ``head``, newest first."""
+        objects = self.objects()
+        seen = {head}
+        queue: list[tuple[int, bytes]] = [(-objects.get_commit(head).commit_time, head)]
+        while queue:
+            _, commit_id = heapq.heappop(queue)
+            yield commit_id
+            for parent in objects.get_commit(commit_id).parents:
+                if parent not in seen:
+                    seen.add(parent)
+                    heapq.heappush(queue, (-objects.get_commit(parent).commit_time, parent))
+
+    def _tree_of(self, commit_id: bytes, objects: VaultObjects | None = None) -> bytes:
+        tree: bytes = (objects or self.objects()).get_commit(commit_id).tree
+        return tree
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def lookup(
+        self, parts: tuple[str, ...], rev: str | None = None, objects: VaultObjects | None = None
+    ) -> tuple[int, bytes] | None:
+        """(mode, id) of the entry at ``parts``, or None."""
+        objects = objects or self.objects()
+        tree_id = self._tree_of(self.resolve(rev), objects)
+        return _lookup(objects, tree_id, parts)
+
+    def read(self, path: str, rev: str | None = None) -> bytes:
+        parts = split_path(path)
+        objects = self.objects()
+        entry = self.lookup(parts, rev, objects)
+        if entry is None:
+            raise SecretNotFound(f"{self.name}:{join(parts)}")
+        if stat.S_ISDIR(entry[0]):
+            raise IsADirectory(f"{self.name}:{join(parts)}")
+        return objects.get_blob_data(entry[1])
+
+    def kind(self, path: str, rev: str | None = None) -> str | None:
+        """'secret', 'dir', or None when nothing is there."""
+        parts = split_path(path, allow_root=True)
+        if not parts:
+            return "dir"
+        entry = self.lookup(parts, rev)
+        if entry is None:
+            return None
+        return "dir" if stat.S_ISDIR(entry[0]) else "secret"
+
+    def ls(self, path: str = "", *, recursive: bool = False, rev: str | None = None) -> list[Entry]:
+        parts = split_path(path, allow_root=True)
+        objects = self.objects()
+        tree_id = self._tree_of(self.resolve(rev), objects)
+        if parts:
+            entry = _lookup(objects, tree_id, parts)
+            if entry is None:
+                raise SecretNotFound(f"{self.name}:{join(parts)}")
+            if not stat.S_ISDIR(entry[0]):
+                return [Entry(join(parts), "secret", entry[1])]
+            tree_id = entry[1]
+        prefix = join(parts) + "/" if parts else ""
+        return list(_list(objects, tree_id, prefix, recursive, top=not parts))
+
+    def tags(self, rev: str | None = None) -> dict[str, list[str]]:
+        """Secret path -> tags, as kept in the vault."""
+        objects = self.objects()
+        return _read_tags(objects, self._tree_of(self.resolve(rev), objects))
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def commit(
+        self,
+        build: Callable[[VaultObjects, bytes], list[tuple[tuple[str, ...], trees.Op]]],
+        message: str,
+        *,
+        tags: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None = None,
+        tx: Transaction | None = None,
+    ) -> bytes:
+        """One signed commit; ``build`` adds blobs and returns the path operations."""
+        if tx is not None:
+            return self._commit_in(tx, build, message, tags)
+        with self.store.write() as own:
+            return self._commit_in(own, build, message, tags)
+
+    def _commit_in(
+        self,
+        tx: Transaction,
+        build: Callable[[VaultObjects, bytes], list[tuple[tuple[str, ...], trees.Op]]],
+        message: str,
+        tags: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None,
+    ) -> bytes:
+        objects = self.objects(tx)
+        head = self.head(tx)
+        base_tree = objects.get_commit(head).tree if head else objects.add(Tree())
+        ops = build(objects, base_tree)
+        new_tree = trees.apply(objects, base_tree, trees.plan(ops)) if ops else base_tree
+        old_tags = _read_tags(objects, base_tree)
+        new_tags = tags(old_tags) if tags is not None else old_tags
+        new_tags = _carry_tags(new_tags, ops, objects, new_tree)
+        if new_tags != old_tags:
+            new_tree = _write_tags(objects, new_tree, new_tags)
+        commit = self._new_commit(new_tree, [head] if head else [], message)
+        commit_id = objects.add(commit)
+        tx.put(self.refs, BRANCH, commit_id)
+        return commit_id
+
+    def _new_commit(self, tree_id: bytes, parents: list[bytes], message: str) -> Commit:
+        ident = encode_node_id(self.key.node_id).encode()
+        commit = Commit()
+        commit.tree = cast(ObjectID, tree_id)
+        commit.parents = [cast(ObjectID, p) for p in parents]
+        commit.author = commit.committer = ident + b" <" + ident + b">"
+        commit.author_time = commit.commit_time = int(time.time())
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.encoding = b"UTF-8"
+        commit.message = message.encode("utf-8") + b"\n"
+        signature = sshsig.sign(self.key.signing, commit.raw_without_sig(), GIT_NAMESPACE)
+        commit.gpgsig = signature.encode("ascii")
+        return commit
+
+    def write(self, path: str, data: bytes, message: str | None = None) -> bytes:
+        parts = split_path(path)
+        verb = "Update" if self.kind(path) == "secret" else "Add"
+
+        def build(objects: VaultObjects, _: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
+            return [(parts, trees.Put(objects.add_blob(data)))]
+
+        return self.commit(build, message or f"{verb} secret {join(parts)}.")
+
+    def write_many(self, items: list[tuple[str, bytes]], message: str) -> bytes:
+        split = [(split_path(p), data) for p, data in items]
+
+        def build(objects: VaultObjects, _: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
+            return [(parts, trees.Put(objects.add_blob(data))) for parts, data in split]
+
+        return self.commit(build, message)
+
+    def remove(self, paths: list[str], *, recursive: bool = False) -> bytes:
+        split = [split_path(p) for p in paths]
+        names = ", ".join(join(p) for p in split)
+
+        def build(objects: VaultObjects, _: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
+            return [(parts, trees.Delete(recursive)) for parts in split]
+
+        noun = "secret" if len(split) == 1 else "secrets"
+        return self.commit(build, f"Remove {noun} {names}.")
+
+    def mkdir(self, path: str, *, parents: bool = False) -> bytes:
+        parts = split_path(path)
+        if not parents and len(parts) > 1 and self.kind(join(parts[:-1])) != "dir":
+            raise SecretNotFound(f"{self.name}:{join(parts[:-1])} (use -p to create parents)")
+        if self.kind(path) == "dir":
+            raise SecretExists(f"{self.name}:{join(parts)}", hint="The directory exists already.")
+
+        def build(objects: VaultObjects, _: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
+            return [(parts, trees.MkDir(parents))]
+
+        return self.commit(build, f"Make directory {join(parts)}.")
+
+    def move_within(self, src: str, dst: str, *, force: bool = False, copy: bool = False) -> bytes:
+        """Move or copy a secret or directory inside this vault, in one commit."""
+        sparts, dparts = split_path(src), split_path(dst)
+        if dparts[: len(sparts)] == sparts:
+            raise NotADirectory(f"cannot move {join(sparts)} into itself")
+        moved: list[tuple[str, ...]] = []
+
+        def retag(current: dict[str, list[str]]) -> dict[str, list[str]]:
+            old_prefix, new_prefix = join(sparts), join(moved[0])
+            out = dict(current)
+            for path, tags in current.items():
+                if path == old_prefix or path.startswith(old_prefix + "/"):
+                    out[new_prefix + path[len(old_prefix) :]] = tags
+            return out
+
+        def build(objects: VaultObjects, tree_id: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
+            entry = _lookup(objects, tree_id, sparts)
+            if entry is None:
+                raise SecretNotFound(f"{self.name}:{join(sparts)}")
+            target = dparts
+            existing = _lookup(objects, tree_id, target)
+            if existing is not None and stat.S_ISDIR(existing[0]):
+                target = (*dparts, sparts[-1])
+                existing = _lookup(objects, tree_id, target)
+            if existing is not None and not force:
+                raise SecretExists(f"{self.name}:{join(target)}")
+            moved.append(target)
+            ops: list[tuple[tuple[str, ...], trees.Op]] = []
+            if existing is not None:
+                ops.append((target, trees.Delete(recursive=True)))
+            ops.extend(_copy_ops(objects, entry, target))
+            if not copy:
+                ops.append((sparts, trees.Delete(recursive=True)))
+            return ops
+
+        verb = "Copy" if copy else "Move"
+        return self.commit(build, f"{verb} {join(sparts)} to {join(dparts)}.", tags=retag)
+
+    def set_tags(self, path: str, add: list[str], remove: list[str]) -> bytes:
+        parts = split_path(path)
+        for t in add + remove:
+            check_tag(t)
+        if self.kind(path) is None:
+            raise SecretNotFound(f"{self.name}:{join(parts)}")
+        key = join(parts)
+
+        def retag(current: dict[str, list[str]]) -> dict[str, list[str]]:
+            tags = set(current.get(key, [])) | set(add)
+            tags -= set(remove)
+            out = dict(current)
+            if tags:
+                out[key] = sorted(tags)
+            else:
+                out.pop(key, None)
+            return out
+
+        words = []
+        if add:
+            words.append(f"Tag {key} with {', '.join(add)}")
+        if remove:
+            words.append(f"remove tag {', '.join(remove)} from {key}")
+        message = "; ".join(words)
+        return self.commit(lambda *_: [], message[0].upper() + message[1:] + ".", tags=retag)
+
+    def revert(self, rev: str) -> bytes:
+        """A new commit whose content is that of ``rev``; history is never rewritten."""
+        target = self.resolve(rev)
+        with self.store.write() as tx:
+            objects = self.objects(tx)
+            head = self.head(tx)
+            old_tree = objects.get_commit(target).tree
+            message = f"Revert to {target[:8].decode()}."
+            commit_id = objects.add(self._new_commit(old_tree, [head] if head else [], message))
+            tx.put(self.refs, BRANCH, commit_id)
+            return commit_id
+
+    # --- history ------------------------------------------------------------------------------
+
+    def log(self, limit: int | None = None, path: str | None = None) -> list[CommitInfo]:
+        head = self.head()
+        if head is None:
+            return []
+        parts = split_path(path) if path else None
+        objects = self.objects()
+        out: list[CommitInfo] = []
+        for commit_id in self._walk(head):
+            commit = objects.get_commit(commit_id)
+            if parts is not None and not _touches(objects, commit, parts):
+                continue
+            out.append(_info(commit_id, commit))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def stat(self, path: str) -> SecretStat:
+        parts = split_path(path)
+        objects = self.objects()
+        entry = self.lookup(parts, None, objects)
+        if entry is None:
+            raise SecretNotFound(f"{self.name}:{join(parts)}")
+        if stat.S_ISDIR(entry[0]):
+            raise IsADirectory(f"{self.name}:{join(parts)}")
+        history = self.log(path=path)
+        if not history:
+            raise NodeDamaged(f"no commit of {self.name} adds {join(parts)}")
+        return SecretStat(
+            path=join(parts),
+            size=objects.blob_size(entry[1]),
+            created=history[-1].time,
+            modified=history[0].time,
+            last_commit=history[0].id,
+            tags=self.tags().get(join(parts), []),
+        )
+
+    def diff(self, rev1: str, rev2: str | None = None) -> list[Change]:
+        objects = self.objects()
+        t1 = self._tree_of(self.resolve(rev1), objects)
+        t2 = self._tree_of(self.resolve(rev2), objects)
+        return sorted(_diff(objects, t1, t2, ""), key=lambda c: c.path)
+
+    def read_blob(self, blob: bytes) -> bytes:
+        return self.objects().get_blob_data(blob)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _lookup(
+    objects: VaultObjects, tree_id: bytes, parts: tuple[str, ...]
+) -> tuple[int, bytes] | None:
+    mode, sha = stat.S_IFDIR, tree_id
+    for part in parts:
+        if not stat.S_ISDIR(mode):
+            return None
+        tree = objects.get_tree(sha)
+        try:
+            mode, sha = tree[part.encode("utf-8")]
+        except KeyError:
+            return None
+    return mode, sha
+
+
+def _list(
+    objects: VaultObjects, tree_id: bytes, prefix: str, recursive: bool, top: bool
+) -> Iterator[Entry]:
+    for item in objects.get_tree(tree_id).iteritems():
+        name = item.path.decode("utf-8", "replace")
+        if name.startswith(".polykey"):
+            continue
+        path = prefix + name
+        if stat.S_ISDIR(item.mode):
+            yield Entry(path, "dir")
+            if recursive:
+                yield from _list(objects, item.sha, path + "/", True, False)
+        else:
+            yield Entry(path, "secret", item.sha)
+
+
+def _copy_ops(
+    objects: VaultObjects, entry: tuple[int, bytes], target: tuple[str, ...]
+) -> list[tuple[tuple[str, ...], trees.Op]]:
+    if not stat.S_ISDIR(entry[0]):
+        return [(target, trees.Put(entry[1]))]
+    ops: list[tuple[tuple[str, ...], trees.Op]] = []
+    tree = objects.get_tree(entry[1])
+    for item in tree.iteritems():
+        name = item.path.decode("utf-8")
+        if name == trees.DIR_MARKER.decode():
+            ops.append((target, trees.MkDir()))
+            continue
+        ops.extend(_copy_ops(objects, (item.mode, item.sha), (*target, name)))
+    return ops
+
+
+def _touches(objects: VaultObjects, commit: Commit, parts: tuple[str, ...]) -> bool:
+    mine = _lookup(objects, commit.tree, parts)
+    if not commit.parents:
+        return mine is not None
+    return any(_lookup(objects, objects.get_commit(p).tree, parts) != mine for p in commit.parents)
+
+
+def _info(commit_id: bytes, commit: Commit) -> CommitInfo:
+    return CommitInfo(
+        id=commit_id.decode(),
+        author=commit.author.decode("utf-8", "replace"),
+        time=commit.commit_time,
+        message=commit.message.decode("utf-8", "replace").strip(),
+        parents=tuple(p.decode() for p in commit.parents),
+        signed=commit.gpgsig is not None,
+    )
+
+
+def _diff(objects: VaultObjects, t1: bytes | None, t2: bytes | None, prefix: str) -> list[Change]:
+    if t1 == t2:
+        return []
+    a = {i.path: (i.mode, i.sha) for i in objects.get_tree(t1).iteritems()} if t1 else {}
+    b = {i.path: (i.mode, i.sha) for i in objects.get_tree(t2).iteritems()} if t2 else {}
+    out: list[Change] = []
+    for name in sorted(set(a) | set(b)):
+        text = name.decode("utf-8", "replace")
+        if text.startswith(".polykey"):
+            continue
+        path = prefix + text
+        old, new = a.get(name), b.get(name)
+        if old == new:
+            continue
+        old_dir = old is not None and stat.S_ISDIR(old[0])
+        new_dir = new is not None and stat.S_ISDIR(new[0])
+        if old_dir or new_dir:
+            out.extend(
+                _diff(
+                    objects,
+                    old[1] if old and old_dir else None,
+                    new[1] if new and new_dir else None,
+                    path + "/",
+                )
+            )
+            if old is not None and not old_dir:
+                out.append(Change("delete", path, old[1], None))
+            if new is not None and not new_dir:
+                out.append(Change("add", path, None, new[1]))
+            continue
+        if old is None:
+            out.append(Change("add", path, None, new[1] if new else None))
+        elif new is None:
+            out.append(Change("delete", path, old[1], None))
+        else:
+            out.append(Change("modify", path, old[1], new[1]))
+    return out
+
+
+def _read_tags(objects: VaultObjects, tree_id: bytes) -> dict[str, list[str]]:
+    tree = objects.get_tree(tree_id)
+    try:
+        _, sha = tree[TAGS_FILE]
+    except KeyError:
+        return {}
+    try:
+        doc = json.loads(objects.get_blob_data(sha))
+    except ValueError:
+        raise NodeDamaged("the vault's tag file is not JSON") from None
+    if not isinstance(doc, dict):
+        raise NodeDamaged("the vault's tag file is malformed")
+    return {str(k): [str(t) for t in v] for k, v in doc.items() if isinstance(v, list)}
+
+
+def _carry_tags(
+    tags: dict[str, list[str]],
+    ops: list[tuple[tuple[str, ...], trees.Op]],
+    objects: VaultObjects,
+    new_tree: bytes,
+) -> dict[str, list[str]]:
+    """Drop the tags of secrets that no longer exist after a commit."""
+    if not tags or not any(isinstance(op, trees.Delete) for _, op in ops):
+        return tags
+    return {
+        path: t for path, t in tags.items() if _lookup(objects, new_tree, tuple(path.split("/")))
+    }
+
+
+def _write_tags(objects: VaultObjects, tree_id: bytes, tags: dict[str, list[str]]) -> bytes:
+    tree = objects.get_tree(tree_id)
+    new = Tree()
+    for item in tree.iteritems():
+        if item.path != TAGS_FILE:
+            new.add(item.path, item.mode, item.sha)
+    if tags:
+        body = json.dumps(tags, sort_keys=True, indent=1).encode() + b"\n"
+        new.add(TAGS_FILE, trees.FILE_MODE, cast(ObjectID, objects.add_blob(body)))
+    return objects.add(new)
