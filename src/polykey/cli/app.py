@@ -13,6 +13,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "bootstrap": ("polykey.cli.nodes", "bootstrap"),
     "node": ("polykey.cli.nodes", "node"),
     "keys": ("polykey.cli.keys", "keys"),
+    "vaults": ("polykey.cli.vaults", "vaults"),
+    "secrets": ("polykey.cli.secrets", "secrets"),
+    "tags": ("polykey.cli.tags", "tags"),
 }
 
 

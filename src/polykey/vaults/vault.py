@@ -271,7 +271,9 @@ class Vault:
 
         return self.commit(build, message)
 
-    def remove(self, paths: list[str], *, recursive: bool = False) -> bytes:
+    def remove(
+        self, paths: list[str], *, recursive: bool = False, tx: Transaction | None = None
+    ) -> bytes:
         split = [split_path(p) for p in paths]
         names = ", ".join(join(p) for p in split)
 
@@ -279,7 +281,7 @@ class Vault:
             return [(parts, trees.Delete(recursive)) for parts in split]
 
         noun = "secret" if len(split) == 1 else "secrets"
-        return self.commit(build, f"Remove {noun} {names}.")
+        return self.commit(build, f"Remove {noun} {names}.", tx=tx)
 
     def mkdir(self, path: str, *, parents: bool = False) -> bytes:
         parts = split_path(path)
@@ -295,7 +297,7 @@ class Vault:
 
     def move_within(self, src: str, dst: str, *, force: bool = False, copy: bool = False) -> bytes:
         """Move or copy a secret or directory inside this vault, in one commit."""
-        sparts, dparts = split_path(src), split_path(dst)
+        sparts, dparts = split_path(src), split_path(dst, allow_root=True)
         if dparts[: len(sparts)] == sparts:
             raise NotADirectory(f"cannot move {join(sparts)} into itself")
         moved: list[tuple[str, ...]] = []
@@ -329,7 +331,8 @@ class Vault:
             return ops
 
         verb = "Copy" if copy else "Move"
-        return self.commit(build, f"{verb} {join(sparts)} to {join(dparts)}.", tags=retag)
+        where = join(dparts) or "the vault root"
+        return self.commit(build, f"{verb} {join(sparts)} to {where}.", tags=retag)
 
     def set_tags(self, path: str, add: list[str], remove: list[str]) -> bytes:
         parts = split_path(path)
@@ -563,3 +566,59 @@ def _write_tags(objects: VaultObjects, tree_id: bytes, tags: dict[str, list[str]
         body = json.dumps(tags, sort_keys=True, indent=1).encode() + b"\n"
         new.add(TAGS_FILE, trees.FILE_MODE, cast(ObjectID, objects.add_blob(body)))
     return objects.add(new)
+
+
+def transfer(
+    src: Vault, src_path: str, dst: Vault, dst_path: str, *, force: bool = False, copy: bool = False
+) -> None:
+    """Copy or move a secret or directory to another vault: one commit in each, one transaction."""
+    sparts, dparts = split_path(src_path), split_path(dst_path, allow_root=True)
+    with src.store.write() as tx:
+        sobjects = src.objects(tx)
+        shead, dhead = src.head(tx), dst.head(tx)
+        if shead is None or dhead is None:
+            raise NodeDamaged("a vault has no head commit")
+        entry = _lookup(sobjects, sobjects.get_commit(shead).tree, sparts)
+        if entry is None:
+            raise SecretNotFound(f"{src.name}:{join(sparts)}")
+        src_tags = _read_tags(sobjects, sobjects.get_commit(shead).tree)
+        target: list[tuple[str, ...]] = []
+
+        def build(objects: VaultObjects, tree_id: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
+            goal = dparts
+            existing = _lookup(objects, tree_id, goal)
+            if existing is not None and stat.S_ISDIR(existing[0]):
+                goal = (*dparts, sparts[-1])
+                existing = _lookup(objects, tree_id, goal)
+            if existing is not None and not force:
+                raise SecretExists(f"{dst.name}:{join(goal)}")
+            target.append(goal)
+            ops: list[tuple[tuple[str, ...], trees.Op]] = []
+            if existing is not None:
+                ops.append((goal, trees.Delete(recursive=True)))
+            for parts, op in _copy_ops(sobjects, entry, goal):
+                if isinstance(op, trees.Put):
+                    ops.append(
+                        (parts, trees.Put(objects.add_blob(sobjects.get_blob_data(op.blob))))
+                    )
+                else:
+                    ops.append((parts, op))
+            return ops
+
+        def carry(current: dict[str, list[str]]) -> dict[str, list[str]]:
+            old_prefix, new_prefix = join(sparts), join(target[0])
+            out = dict(current)
+            for path, tags in src_tags.items():
+                if path == old_prefix or path.startswith(old_prefix + "/"):
+                    out[new_prefix + path[len(old_prefix) :]] = tags
+            return out
+
+        verb = "Copy" if copy else "Move"
+        where = join(dparts) or "the vault root"
+        dst.commit(build, f"{verb} {src.name}:{join(sparts)} to {where}.", tags=carry, tx=tx)
+        if not copy:
+            src.commit(
+                lambda *_: [(sparts, trees.Delete(recursive=True))],
+                f"Move {join(sparts)} to vault {dst.name}.",
+                tx=tx,
+            )
