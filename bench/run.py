@@ -1,127 +1,31 @@
-"""Polykey benchmarks: one command, one table. Run with `scripts/bench`.
+"""Polykey benchmarks: one command, one table. Run with `scripts/bench [--quick] [SECTION...]`.
 
-Times on shared machines are noisy: every figure is a median of repeated runs in the same
-process run, and comparisons are ratios measured side by side.
+Times on shared machines are noisy: every figure is a median of repeated runs, and comparisons
+with peers (pass) are measured side by side in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable
-from pathlib import Path
 
-from polykey.node import DEFAULT_KDF, Node
-from polykey.store.records import Namespace
+from bench import node, vaults
+from bench.common import Row
 
-PASSWORD = b"benchmark password"
-NS = Namespace("bench/records")
-
-
-def median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
-
-
-def timed(fn: Callable[[], object], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def run_process(args: list[str], env: dict[str, str], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        subprocess.run(args, env=env, check=True, capture_output=True)
-        out.append(time.perf_counter() - t)
-    return out
+SECTIONS = {"node": node.section, "vaults": vaults.section}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
     opts = parser.parse_args()
-    reps = 3 if opts.quick else 1
-    rows: list[tuple[str, str, str]] = []
-    tmp = Path(tempfile.mkdtemp(prefix="pk-bench-"))
-    try:
-        path = tmp / "node.pk"
-        node, _ = Node.bootstrap(path, PASSWORD, kdf=DEFAULT_KDF)
-        node.close()
-
-        unlock = timed(lambda: Node.open(path, PASSWORD).close(), 7 // reps + 2)
-        rows.append(("unlock, default KDF (64 MiB, t=3, p=4)", f"{median_ms(unlock):.0f} ms",
-                     "0.1-0.5 s"))
-
-        node = Node.open(path, PASSWORD)
-        store = node.store
-        with store.write() as tx:
-            for i in range(1000):
-                tx.put(NS, f"seed/{i:05d}".encode(), os.urandom(64))
-        counter = iter(range(10**9))
-
-        def put_one() -> None:
-            i = next(counter)
-            with store.write() as tx:
-                tx.put(NS, f"w/{i:06d}".encode(), os.urandom(64))
-
-        writes = timed(put_one, 1500 // reps)
-        rows.append(("write 1 record (1 transaction, fsync)", f"{median_ms(writes):.2f} ms",
-                     "< 2 ms"))
-        rows.append(("write throughput, 1 record/transaction",
-                     f"{1 / statistics.median(writes):.0f} /s", ""))
-
-        def put_batch() -> None:
-            i = next(counter)
-            with store.write() as tx:
-                for j in range(100):
-                    tx.put(NS, f"b/{i:06d}/{j:03d}".encode(), os.urandom(64))
-
-        batch = timed(put_batch, 30 // reps)
-        rows.append(("write throughput, 100 records/transaction",
-                     f"{100 / statistics.median(batch):.0f} /s", ""))
-
-        keys = [f"seed/{i:05d}".encode() for i in range(1000)]
-        reads = timed(lambda: [store.get(NS, k) for k in keys], 10)
-        per_read = statistics.median(reads) / len(keys) * 1000
-        rows.append(("read 1 record, node open", f"{per_read * 1000:.0f} µs", "< 0.1 ms"))
-        node.close()
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
-        env.update(PK_NODE=str(path), PK_PASSWORD=PASSWORD.decode())
-        py = sys.executable
-        pk = shutil.which("pk", path=str(Path(py).parent)) or "pk"
-        cold_read = (
-            "from pathlib import Path; from polykey.node import Node; "
-            "from polykey.store.records import Namespace; "
-            f"n = Node.open(Path({str(path)!r}), {PASSWORD!r}); "
-            "assert n.store.get(Namespace('bench/records'), b'seed/00001'); n.close()"
-        )
-        cold = run_process([py, "-c", cold_read], env, 7 // reps + 2)
-        rows.append(("cold process: open node + read 1 record", f"{median_ms(cold):.0f} ms",
-                     "KDF-bound"))
-        bare = run_process([py, "-c", "pass"], env, 7 // reps + 2)
-        rows.append(("  (bare python startup, for scale)", f"{median_ms(bare):.0f} ms", ""))
-        version = run_process([pk, "--version"], env, 15 // reps + 2)
-        rows.append(("pk --version (wall)", f"{median_ms(version):.0f} ms", "< 60 ms"))
-        info = run_process([pk, "node", "info"], env, 7 // reps + 2)
-        overhead = median_ms(info) - median_ms(unlock)
-        rows.append(("pk node info, cold (PK_PASSWORD)", f"{median_ms(info):.0f} ms",
-                     "KDF-bound"))
-        rows.append(("  of which not the KDF (startup, imports)", f"{overhead:.0f} ms",
-                     "< KDF"))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
+    unknown = [s for s in opts.sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(unknown)}")
+    rows: list[Row] = []
+    for name in opts.sections or SECTIONS:
+        rows.append((f"[{name}]", "", ""))
+        rows.extend(SECTIONS[name](opts.quick))
     w1 = max(len(r[0]) for r in rows)
     w2 = max(len(r[1]) for r in rows)
     print(f"{'measure'.ljust(w1)}  {'median'.rjust(w2)}  target")
