@@ -2,7 +2,8 @@
 
 Two nodes, alice and bob, live on this machine. Each is one encrypted file. The demo shows what
 works today: bootstrap, node info and check, signatures, encryption from one node to another,
-a lost password recovered with the recovery code, and what a damaged file looks like.
+a lost password recovered with the recovery code, a vault of secrets with its signed history,
+and what a damaged file looks like.
 """
 
 from __future__ import annotations
@@ -83,13 +84,28 @@ def main() -> int:
         alice["PK_PASSWORD"] = "alice's new passphrase"
         pk("node", "check", env=alice)
 
+        step("Alice keeps secrets in a vault: every change is one signed git commit")
+        pk("vaults", "create", "work", "--tag", "team", env=alice)
+        pk("secrets", "write", "work:db/password", env=alice, stdin=b"hunter2")
+        pk("secrets", "write", "work:db/user", env=alice, stdin=b"admin")
+        pk("secrets", "generate", "work:api/token", "--length", "32", env=alice)
+        pk("tags", "add", "work:db/password", "prod", env=alice)
+        pk("secrets", "ls", "work", "-R", env=alice)
+        pk("secrets", "write", "work:db/password", env=alice, stdin=b"correct-horse-2")
+        pk("secrets", "cat", "work:db/password", env=alice)
+        pk("secrets", "cat", "work:db/password", "--rev", "HEAD~1", env=alice)
+        pk("vaults", "log", "work", env=alice)
+        pk("secrets", "ls", "--tag", "prod", env=alice)
+        pk("vaults", "revert", "work", "HEAD~1", env=alice)
+        pk("secrets", "cat", "work:db/password", env=alice)
+
         step("A damaged node file is reported by name, never read as wrong plaintext")
         shutil.copy(work / "alice.pk", work / "damaged.pk")
         with contextlib.closing(sqlite3.connect(work / "damaged.pk")) as db, db:
             db.execute("UPDATE record SET sealed = randomblob(length(sealed))")
         pk("node", "check", env=dict(alice, PK_NODE=str(work / "damaged.pk")), check=False)
 
-        step("Coming next (open issues): vaults of secrets, the agent, sharing between nodes")
+        step("Coming next (open issues): the agent, sharing vaults between nodes over SSH")
         print("  See README.md for the roadmap.")
     finally:
         shutil.rmtree(work, ignore_errors=True)
