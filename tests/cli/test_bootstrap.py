@@ -6,8 +6,6 @@ import re
 import stat
 from pathlib import Path
 
-import pytest
-
 from tests.cli.helpers import (
     CliNode,
     assert_error,
@@ -211,12 +209,6 @@ def test_recovery_code_out_refuses_an_existing_file_and_creates_no_node(
     assert not node_path.exists()
 
 
-@pytest.mark.xfail(
-    reason="BUG: bootstrap creates the node before opening --recovery-code-out; when that file "
-    "cannot be created (its folder is missing) it exits 70 'Internal error (FileNotFoundError)' "
-    "and leaves a node whose recovery code was never shown or written",
-    strict=True,
-)
 def test_recovery_code_out_in_a_missing_folder_fails_cleanly_and_creates_no_node(
     node_path: Path, tmp_path: Path
 ) -> None:
@@ -284,12 +276,6 @@ def test_bootstrap_with_an_empty_password_is_refused_and_creates_no_node(
     assert not node_path.exists()
 
 
-@pytest.mark.xfail(
-    reason="BUG: an empty --recovery-code-file is reported as 'The password is empty' (exit 3, "
-    "EmptyPassword) instead of an invalid recovery code (exit 13): bootstrap reads the code "
-    "with read_secret(), the password reader",
-    strict=True,
-)
 def test_bootstrap_with_an_empty_recovery_code_file_reports_an_invalid_code(
     node_path: Path, tmp_path: Path
 ) -> None:
@@ -305,11 +291,6 @@ def test_bootstrap_with_an_empty_recovery_code_file_reports_an_invalid_code(
     assert not node_path.exists()
 
 
-@pytest.mark.xfail(
-    reason="BUG: a missing --recovery-code-file is reported as 'cannot read the password file "
-    "...': read_secret_file() is always called with what='password'",
-    strict=True,
-)
 def test_bootstrap_with_a_missing_recovery_code_file_names_the_recovery_code_file(
     node_path: Path, tmp_path: Path
 ) -> None:

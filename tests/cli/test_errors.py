@@ -216,12 +216,6 @@ def test_an_invalid_recovery_code_exits_13_and_says_what_is_wrong_with_the_words
     assert cli_node.path.read_bytes() == before
 
 
-@pytest.mark.xfail(
-    reason="BUG: an empty recovery code (PK_RECOVERY_CODE='' or an empty --recovery-code-file) "
-    "is reported as 'The password is empty' (exit 3, EmptyPassword) instead of an invalid "
-    "recovery code (exit 13): the code is read with read_secret(), the password reader",
-    strict=True,
-)
 def test_an_empty_recovery_code_exits_13_as_an_invalid_code(cli_node: CliNode) -> None:
     env = pk_env(cli_node.path, PK_RECOVERY_CODE="", PK_NEW_PASSWORD=NEW_PASSWORD)
     result = run_pk("keys", "recover", env=env, input=b"")
@@ -439,11 +433,6 @@ def test_usage_error_with_format_json_is_a_json_error(cli_node: CliNode) -> None
     assert "--help" in error["hint"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: `pk` (and `pk keys`) without a subcommand prints 'pk: error: Usage: ...' followed "
-    "by the whole multi-line help text on stderr, not a one-line error and hint",
-    strict=True,
-)
 @pytest.mark.parametrize("args", [(), ("keys",)], ids=["pk", "pk keys"])
 def test_a_missing_subcommand_gives_help_or_a_one_line_error(args: tuple[str, ...]) -> None:
     result = run_pk(*args)
@@ -511,7 +500,8 @@ def test_a_malformed_node_id_with_format_json_is_a_json_error(tmp_path: Path) ->
 
 
 def _armored(blob: bytes) -> str:
-    return f"-----BEGIN SSH SIGNATURE-----\n{base64.b64encode(blob).decode()}\n-----END SSH SIGNATURE-----\n"
+    body = base64.b64encode(blob).decode()
+    return f"-----BEGIN SSH SIGNATURE-----\n{body}\n-----END SSH SIGNATURE-----\n"
 
 
 BAD_SIGNATURES: dict[str, bytes | str] = {

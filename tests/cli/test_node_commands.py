@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.cli.helpers import (
     CliNode,
@@ -134,6 +137,7 @@ def test_pk_node_is_used_when_there_is_no_node_option(cli_node: CliNode) -> None
     assert json_stdout(result)["node_id"] == cli_node.node_id
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="XDG_DATA_HOME is the Linux data directory")
 def test_without_node_option_or_pk_node_the_node_lives_in_the_platform_data_dir(
     tmp_path: Path,
 ) -> None:

@@ -218,13 +218,6 @@ def test_ctrl_c_at_a_prompt_exits_130_without_a_traceback(cli_node: CliNode) -> 
     assert "Traceback" not in session.screen
 
 
-@pytest.mark.xfail(
-    reason="BUG: end of input (Ctrl-D) at a password prompt exits 4 'No password was given and "
-    "there is no terminal to ask for one' although a terminal is there; docs/exit-codes.md "
-    "documents 130 Interrupted for end of input at a prompt (_prompt turns EOFError into "
-    "PasswordUnavailable)",
-    strict=True,
-)
 def test_ctrl_d_at_a_prompt_exits_130_as_documented(cli_node: CliNode) -> None:
     session = drive(["node", "info"], pk_env(cli_node.path), [("Password: ", "\x04")])
     assert session.exit_code == 130, session.screen

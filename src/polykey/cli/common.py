@@ -14,9 +14,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from polykey.errors import EmptyPassword, InvalidInput, PasswordMismatch, PolykeyError, UsageError
+from polykey.errors import (
+    EmptyPassword,
+    Interrupted,
+    InvalidInput,
+    PasswordMismatch,
+    PolykeyError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
+    from polykey.keys.recovery import RecoveryCode
     from polykey.node import KdfCost, Node
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +42,12 @@ class PasswordUnavailable(PolykeyError):
 
     exit_code = 4
     hint = "Pass --password-file FILE or set PK_PASSWORD, or run the command in a terminal."
+
+
+class RecoveryCodeUnavailable(PasswordUnavailable):
+    """No recovery code was given and there is no terminal to ask for one."""
+
+    hint = "Pass --recovery-code-file FILE or set PK_RECOVERY_CODE, or run it in a terminal."
 
 
 @dataclass
@@ -145,6 +159,19 @@ def read_secret(file: Path | None, env: str, prompt: str) -> bytes:
     return _normalise(raw)
 
 
+def read_recovery_code(file: Path | None, env: str) -> RecoveryCode:
+    """A recovery code: from the file, else the environment variable, else a prompt."""
+    from polykey.keys import recovery
+
+    if file is not None:
+        raw = read_secret_file(file, "recovery code")
+    elif env in os.environ:
+        raw = os.environ[env]
+    else:
+        raw = _prompt("Recovery code", RecoveryCodeUnavailable)
+    return recovery.parse(raw)
+
+
 def read_new_secret(file: Path | None, env: str, prompt: str) -> bytes:
     """A new password: from the file or environment once, or typed twice at a prompt."""
     if file is not None or env in os.environ:
@@ -160,15 +187,15 @@ def read_new_secret(file: Path | None, env: str, prompt: str) -> bytes:
     return _normalise(first)
 
 
-def _prompt(prompt: str) -> str:
+def _prompt(prompt: str, missing: type[PasswordUnavailable] = PasswordUnavailable) -> str:
     if not sys.stdin.isatty():
-        raise PasswordUnavailable()
+        raise missing()
     import getpass
 
     try:
         return getpass.getpass(f"{prompt}: ")
     except EOFError:
-        raise PasswordUnavailable() from None
+        raise Interrupted("end of input at the prompt") from None
 
 
 def read_input(path: str, what: str = "input") -> bytes:

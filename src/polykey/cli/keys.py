@@ -16,7 +16,7 @@ from polykey.cli.common import (
     pass_settings,
     read_input,
     read_new_secret,
-    read_secret,
+    read_recovery_code,
     write_output,
 )
 from polykey.errors import NodeNotFound
@@ -81,15 +81,12 @@ def password(s: Settings, new_password_file: Path | None) -> None:
 def recover(s: Settings, recovery_code_file: Path | None, new_password_file: Path | None) -> None:
     """Set a new password with the recovery code, when the password is lost."""
     from polykey.ids import encode_node_id
-    from polykey.keys import recovery
     from polykey.node import Node
 
     path = s.node_path()
     if not path.exists():
         raise NodeNotFound(str(path))
-    code = recovery.parse(
-        read_secret(recovery_code_file, ENV_RECOVERY_CODE, "Recovery code").decode()
-    )
+    code = read_recovery_code(recovery_code_file, ENV_RECOVERY_CODE)
     new = read_new_secret(new_password_file, ENV_NEW_PASSWORD, "New password")
     with Node.recover(path, code, new, kdf=s.kdf_cost(), allow_weak=s.allow_weak()) as n:
         node_id = encode_node_id(n.node_id)

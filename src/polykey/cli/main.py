@@ -53,6 +53,10 @@ def run(args: list[str]) -> int:
         cli.main(args=args, prog_name="pk", standalone_mode=False)
     except PolykeyError as exc:
         return _report(args, exc.message, exc.user_hint, exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        if exc.ctx is not None:
+            sys.stdout.write(exc.ctx.get_help() + "\n")
+        return 0
     except click.UsageError as exc:
         hint = "Run `pk --help` or add --help to the command to see how it is used."
         if exc.ctx is not None:

@@ -14,7 +14,7 @@ from polykey.cli.common import (
     node_options,
     pass_settings,
     read_new_secret,
-    read_secret,
+    read_recovery_code,
     table,
 )
 from polykey.errors import InvalidInput, NodeDamaged, NodeExists
@@ -45,28 +45,42 @@ def bootstrap(s: Settings, recovery_code_file: Path | None, recovery_code_out: P
     the 24-word recovery code once. Refuses to overwrite an existing node.
     """
     from polykey.ids import encode_node_id
-    from polykey.keys import recovery
     from polykey.node import Node
 
     path = s.node_path()
     if path.exists():
         raise NodeExists(str(path))
-    if recovery_code_out is not None and recovery_code_out.exists():
-        raise InvalidInput(f"{recovery_code_out} already exists", hint="Choose a new file.")
     code = None
     if recovery_code_file is not None:
-        code = recovery.parse(read_secret(recovery_code_file, ENV_RECOVERY_CODE, "").decode())
+        code = read_recovery_code(recovery_code_file, ENV_RECOVERY_CODE)
     password = read_new_secret(s.password_file, "PK_PASSWORD", "New password")
-    node, code = Node.bootstrap(
-        path, password, kdf=s.kdf_cost(), code=code, allow_weak=s.allow_weak()
-    )
+    out_fd = None
+    if recovery_code_out is not None:  # made before the node, so the code can never be lost
+        try:
+            out_fd = os.open(recovery_code_out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            raise InvalidInput(
+                f"{recovery_code_out} already exists", hint="Choose a new file."
+            ) from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot create {recovery_code_out}: {exc.strerror}") from None
+    try:
+        node, code = Node.bootstrap(
+            path, password, kdf=s.kdf_cost(), code=code, allow_weak=s.allow_weak()
+        )
+    except BaseException:
+        if out_fd is not None and recovery_code_out is not None:
+            os.close(out_fd)
+            recovery_code_out.unlink()
+        raise
     with node:
         node_id = encode_node_id(node.node_id)
     shown = recovery_code_file is None and recovery_code_out is None
-    if recovery_code_out is not None:
-        fd = os.open(recovery_code_out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "w") as f:
+    if out_fd is not None:
+        with os.fdopen(out_fd, "w") as f:
             f.write(str(code) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
     doc: dict[str, object] = {"node_id": node_id, "path": str(path)}
     if shown:
         doc["recovery_code"] = str(code)
