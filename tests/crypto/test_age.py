@@ -225,6 +225,28 @@ def test_armor_with_non_canonical_base64_padding_bits_is_refused() -> None:
         age.decrypt(damaged, ALICE)
 
 
+@pytest.mark.timeout(60)
+def test_a_hostile_header_with_a_long_stanza_body_is_refused_before_parsing() -> None:
+    # rage parses such a header in quadratic time (str4d/rage#368): 260 KB took about 90 s
+    # before the header bound existed; the bound refuses it without handing it to rage.
+    hostile = (
+        b"age-encryption.org/v1\n-> grease x\n"
+        + (b"A" * 64 + b"\n") * 4000
+        + b"\n--- "
+        + b"A" * 43
+        + b"\n"
+    )
+    with pytest.raises(AgeFailed, match="header is longer"):
+        age.decrypt(hostile, ALICE)
+    armored = (
+        b"-----BEGIN AGE ENCRYPTED FILE-----\n"
+        + b"\n".join(base64.b64encode(hostile[i : i + 48]) for i in range(0, len(hostile), 48))
+        + b"\n-----END AGE ENCRYPTED FILE-----\n"
+    )
+    with pytest.raises(AgeFailed, match="header is longer"):
+        age.decrypt(armored, ALICE)
+
+
 # --- interop with the stock age tool ------------------------------------------------------------
 
 

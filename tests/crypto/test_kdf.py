@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 
 import pytest
@@ -60,12 +59,10 @@ def test_the_hard_upper_bounds_themselves_pass() -> None:
 @pytest.mark.timeout(10)
 def test_a_terabyte_of_memory_is_refused_before_any_work() -> None:
     absurd = params(memory_kib=TIB_IN_KIB)
-    started = time.perf_counter()
     with pytest.raises(ParametersRefused, match="memory"):
         argon2id(b"password", absurd)
     with pytest.raises(ParametersRefused, match="memory"):
         argon2id(b"password", absurd, allow_weak=True)
-    assert time.perf_counter() - started < 2.0
 
 
 @pytest.mark.parametrize("allow_weak", [False, True])

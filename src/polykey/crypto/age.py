@@ -7,9 +7,17 @@ OpenSSH private key, and a file encrypted with ``age -R`` to the node's public k
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import pyrage
 
 from polykey.crypto.signing import SigningKey, openssh_public_line
+
+MAX_HEADER_BYTES = 16 * 1024
+"""Headers are bounded before pyrage sees them: rage parses long stanza bodies in quadratic time
+(str4d/rage#368). 16 KiB holds about a hundred ssh-ed25519 recipients."""
+ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 
 
 class AgeFailed(ValueError):
@@ -25,8 +33,32 @@ def encrypt(plaintext: bytes, recipients: list[bytes], *, armor: bool = False) -
     return result
 
 
+def check_header(ciphertext: bytes) -> None:
+    """Refuse a file whose header does not end within MAX_HEADER_BYTES."""
+    head = ciphertext[: MAX_HEADER_BYTES + 64]
+    if ciphertext.lstrip().startswith(ARMOR_BEGIN):
+        lines = ciphertext.lstrip().splitlines()[1:]
+        chunks: list[bytes] = []
+        size = 0
+        for line in lines:
+            if line.startswith(b"-----END") or size > MAX_HEADER_BYTES + 64:
+                break
+            chunks.append(line.strip())
+            size += len(line) * 3 // 4
+        try:
+            head = base64.b64decode(b"".join(chunks)[: (MAX_HEADER_BYTES + 64) // 3 * 4])
+        except (binascii.Error, ValueError):
+            raise AgeFailed("the armor is not valid base64") from None
+    if not head.startswith(b"age-encryption.org/v1\n"):
+        raise AgeFailed("not an age file (version 1)")
+    end = head.find(b"\n---", 0, MAX_HEADER_BYTES)
+    if end < 0:
+        raise AgeFailed(f"the age header is longer than {MAX_HEADER_BYTES} bytes")
+
+
 def decrypt(ciphertext: bytes, key: SigningKey) -> bytes:
     """Decrypt an age file (binary or armored) with the node's key."""
+    check_header(ciphertext)
     identity = pyrage.ssh.Identity.from_buffer(key.openssh_private_pem())
     try:
         result: bytes = pyrage.decrypt(ciphertext, [identity])

@@ -37,6 +37,8 @@ def _signed_data(namespace: bytes, hash_name: bytes, message_hash: bytes) -> byt
 
 def sign(key: SigningKey, message: bytes, namespace: str) -> str:
     """An armored SSH signature of ``message`` in ``namespace``."""
+    if not namespace:
+        raise ValueError("an SSH signature needs a namespace")
     ns = namespace.encode()
     digest = hashlib.sha512(message).digest()
     raw_sig = key.sign(_signed_data(ns, b"sha512", digest))
@@ -77,9 +79,9 @@ class _Reader:
 
 def parse(armored: str | bytes) -> tuple[bytes, str, bytes, bytes]:
     """(public key, namespace, hash name, raw signature) of an armored SSH signature."""
+    if len(armored) > MAX_ARMORED_BYTES:
+        raise MalformedSignature("too large")
     if isinstance(armored, bytes):
-        if len(armored) > MAX_ARMORED_BYTES:
-            raise MalformedSignature("too large")
         try:
             armored = armored.decode("ascii")
         except UnicodeDecodeError:
@@ -114,6 +116,8 @@ def parse(armored: str | bytes) -> tuple[bytes, str, bytes, bytes]:
         ns = namespace.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedSignature("namespace is not UTF-8") from None
+    if not ns:
+        raise MalformedSignature("the namespace is empty")
     return public, ns, hash_name, raw_sig
 
 
