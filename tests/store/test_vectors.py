@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from polykey.crypto.aead import Sealer, SealBroken
+from polykey.crypto.aead import SealBroken, Sealer
 from polykey.crypto.kdf import Argon2Params, argon2id
 from polykey.errors import NodeDamaged, UnsafeParameters, UnsupportedVersion
 from polykey.ids import encode_node_id

@@ -130,7 +130,9 @@ def new_header(
     allow_weak: bool = False,
 ) -> Header:
     blank = Header(format=FORMAT, kdf=kdf, password_wrap=b"", recovery_wrap=b"")
-    recovery_wrap = Sealer(recovery_kek(recovery_secret)).seal(data_key, blank.recovery_aad())
+    recovery_wrap = bytes(
+        Sealer(recovery_kek(recovery_secret)).seal(data_key, blank.recovery_aad())
+    )
     return rewrap_password(
         replace(blank, recovery_wrap=recovery_wrap), data_key, password, kdf, allow_weak=allow_weak
     )
@@ -145,7 +147,7 @@ def rewrap_password(
     except ParametersRefused as exc:
         raise UnsafeParameters(str(exc)) from None
     fresh = replace(header, kdf=kdf, password_wrap=b"")
-    return replace(fresh, password_wrap=Sealer(kek).seal(data_key, fresh.password_aad()))
+    return replace(fresh, password_wrap=bytes(Sealer(kek).seal(data_key, fresh.password_aad())))
 
 
 def unwrap_with_password(header: Header, password: bytes, *, allow_weak: bool) -> bytes | None:

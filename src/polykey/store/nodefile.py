@@ -74,6 +74,18 @@ class Damage:
         return f"{self.place}: {self.problem}"
 
 
+def sealed_row(row: Any, place: str) -> tuple[int, bytes]:
+    """(version, sealed) of a row, refusing the wrong SQLite types a damaged file may hold."""
+    ver, sealed = row
+    if type(ver) is not int or not 0 <= ver < 1 << 63 or not isinstance(sealed, bytes):
+        raise NodeDamaged(f"{place} has a damaged version or value column")
+    return ver, sealed
+
+
+def is_id(value: Any) -> bool:
+    return isinstance(value, bytes) and len(value) == ID_BYTES
+
+
 def show_key(key: bytes) -> str:
     """A record key as text for messages: UTF-8 when printable, else hex."""
     try:
@@ -97,6 +109,9 @@ def _sqlite_errors() -> Iterator[None]:
         raise NodeDamaged(str(exc)) from None
     except sqlite3.DatabaseError as exc:
         raise NodeDamaged(str(exc)) from None
+    except (UnicodeDecodeError, OverflowError) as exc:
+        # sqlite3 fails to decode the error text of a schema damaged into invalid UTF-8
+        raise NodeDamaged(f"the SQLite structure is damaged ({type(exc).__name__})") from None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -351,7 +366,7 @@ class NodeFile:
             row = self._conn.execute("SELECT ver, sealed FROM root WHERE id = 1").fetchone()
         if row is None:
             raise NodeDamaged("the root record is missing")
-        ver, sealed = row
+        ver, sealed = sealed_row(row, "the root record")
         plain = self._keys.open(sealed, aad(Kind.ROOT, version=ver), "the root record")
         root = Root.decode(plain)
         if root.epoch != ver:
@@ -377,10 +392,11 @@ class NodeFile:
         place = f"the manifest of {name}"
         if row is None:
             raise NodeDamaged(f"{place} is missing")
-        if row[0] != ver:
+        row_ver, sealed = sealed_row(row, place)
+        if row_ver != ver:
             raise NodeDamaged(f"{place} was rolled back or replaced")
         manifest = Manifest.decode(
-            self._keys.open(row[1], aad(Kind.MANIFEST, ns_id, version=ver), place), place
+            self._keys.open(sealed, aad(Kind.MANIFEST, ns_id, version=ver), place), place
         )
         if manifest.name != name:
             raise NodeDamaged(f"{place} names another namespace")
@@ -403,9 +419,21 @@ class NodeFile:
         with self._read():
             return self._get(ns, key)
 
+    def _unregistered(self, ns: Namespace, ns_id: bytes) -> None:
+        """A namespace the root does not list must have no rows (else the root was rolled back)."""
+        with _sqlite_errors():
+            found = self._conn.execute(
+                "SELECT 1 FROM manifest WHERE ns = ? UNION ALL "
+                "SELECT 1 FROM record WHERE ns = ? LIMIT 1",
+                (ns_id, ns_id),
+            ).fetchone()
+        if found is not None:
+            raise NodeDamaged(f"namespace {ns.name} has records but the root does not list it")
+
     def _get(self, ns: Namespace, key: bytes) -> bytes | None:
         ns_id, registered = self._namespace_entry(ns)
         if not registered:
+            self._unregistered(ns, ns_id)
             return None
         rec_id = self._keys.rec_id(ns_id, key)
         place = f"record {show_key(key)} in {ns.name}"
@@ -424,10 +452,11 @@ class NodeFile:
             if ns.immutable:
                 return None
             raise NodeDamaged(f"{place} is missing")
-        if row[0] != expected:
+        row_ver, sealed = sealed_row(row, place)
+        if row_ver != expected:
             raise NodeDamaged(f"{place} was rolled back or replaced")
         stored_key, value = decode_record(
-            self._keys.open(row[1], aad(ns.kind, ns_id, rec_id, expected), place), place
+            self._keys.open(sealed, aad(ns.kind, ns_id, rec_id, expected), place), place
         )
         if stored_key != key:
             raise NodeDamaged(f"{place} holds another record")
@@ -438,6 +467,7 @@ class NodeFile:
         with self._read():
             ns_id, registered = self._namespace_entry(ns)
             if not registered:
+                self._unregistered(ns, ns_id)
                 return False
             rec_id = self._keys.rec_id(ns_id, key)
             if not ns.immutable:
@@ -453,6 +483,7 @@ class NodeFile:
         with self._read():
             ns_id, registered = self._namespace_entry(ns)
             if not registered:
+                self._unregistered(ns, ns_id)
                 return []
             if not ns.immutable:
                 return sorted(key for _, key in self._manifest(ns_id).entries.values())
@@ -463,6 +494,7 @@ class NodeFile:
         with self._read():
             ns_id, registered = self._namespace_entry(ns)
             if not registered:
+                self._unregistered(ns, ns_id)
                 return []
             if ns.immutable:
                 return sorted(self._scan(ns, ns_id))
@@ -474,25 +506,26 @@ class NodeFile:
             return sorted(out)
 
     def count(self, ns: Namespace) -> int:
+        """How many records (write-once namespaces: every record is opened to count it)."""
         with self._read():
             ns_id, registered = self._namespace_entry(ns)
             if not registered:
+                self._unregistered(ns, ns_id)
                 return 0
             if not ns.immutable:
                 return len(self._manifest(ns_id).entries)
-            with _sqlite_errors():
-                (n,) = self._conn.execute(
-                    "SELECT count(*) FROM record WHERE ns = ?", (ns_id,)
-                ).fetchone()
-            return int(n)
+            return sum(1 for _ in self._scan(ns, ns_id))
 
     def _scan(self, ns: Namespace, ns_id: bytes) -> Iterator[tuple[bytes, bytes]]:
         with _sqlite_errors():
             rows = self._conn.execute(
                 "SELECT name, ver, sealed FROM record WHERE ns = ?", (ns_id,)
             ).fetchall()
-        for rec_id, ver, sealed in rows:
-            place = f"record {rec_id.hex()} in {ns.name}"
+        for rec_id, ver_col, sealed_col in rows:
+            place = f"record {rec_id.hex() if is_id(rec_id) else '?'} in {ns.name}"
+            if not is_id(rec_id):
+                raise NodeDamaged(f"{place} has a damaged name column")
+            ver, sealed = sealed_row((ver_col, sealed_col), place)
             if ver != 0:
                 raise NodeDamaged(f"{place} has a version in a write-once namespace")
             key, value = decode_record(
@@ -569,10 +602,13 @@ class NodeFile:
                 except NodeDamaged as exc:
                     damage.append(Damage(name, exc.detail))
         with _sqlite_errors():
-            for (ns_id,) in self._conn.execute("SELECT ns FROM manifest").fetchall():
-                entry = root.namespaces.get(ns_id)
+            for ns_id, ver, sealed in self._conn.execute(
+                "SELECT ns, ver, sealed FROM manifest"
+            ).fetchall():
+                entry = root.namespaces.get(ns_id) if is_id(ns_id) else None
                 if entry is None or entry[0] != Kind.MUTABLE:
-                    damage.append(Damage(f"manifest {ns_id.hex()}", "belongs to no namespace"))
+                    place = self._orphan_manifest_name(ns_id, ver, sealed)
+                    damage.append(Damage(place, "is not listed in the root (rolled back?)"))
             rows = self._conn.execute("SELECT ns, name, ver, sealed FROM record")
             seen: set[tuple[bytes, bytes]] = set()
             for ns_id, rec_id, ver, sealed in rows:
@@ -585,6 +621,17 @@ class NodeFile:
                 if (ns_id, rec_id) not in seen:
                     damage.append(Damage(f"{manifest.name}/{show_key(key)}", "record is missing"))
 
+    def _orphan_manifest_name(self, ns_id: Any, ver: Any, sealed: Any) -> str:
+        """Name an unlisted manifest by opening it, if its own row still authenticates."""
+        if not is_id(ns_id):
+            return "a manifest with a damaged name column"
+        try:
+            ver, sealed = sealed_row((ver, sealed), "manifest")
+            plain = self._keys.open(sealed, aad(Kind.MANIFEST, ns_id, version=ver), "manifest")
+            return f"the manifest of {Manifest.decode(plain, 'manifest').name}"
+        except NodeDamaged:
+            return f"manifest {ns_id.hex()}"
+
     def _check_record(
         self,
         root: Root,
@@ -594,11 +641,18 @@ class NodeFile:
         ver: Any,
         sealed: Any,
     ) -> Damage | None:
-        entry = root.namespaces.get(ns_id)
-        if entry is None or len(rec_id) != ID_BYTES or not isinstance(sealed, bytes):
-            return Damage(f"record {bytes(rec_id).hex()}", "belongs to no namespace")
+        entry = root.namespaces.get(ns_id) if is_id(ns_id) else None
+        shown = rec_id.hex() if is_id(rec_id) else "?"
+        if entry is None:
+            return Damage(f"record {shown}", "belongs to no namespace in the root")
         kind, _, name = entry
-        place = f"{name}/{rec_id.hex()}"
+        place = f"{name}/{shown}"
+        if not is_id(rec_id):
+            return Damage(place, "record has a damaged name column")
+        try:
+            ver, sealed = sealed_row((ver, sealed), place)
+        except NodeDamaged:
+            return Damage(place, "record has a damaged version or value column")
         if kind == Kind.MUTABLE:
             manifest = manifests.get(ns_id)
             if manifest is None:
@@ -612,7 +666,7 @@ class NodeFile:
         elif ver != 0:
             return Damage(place, "record has a version in a write-once namespace")
         try:
-            plain = self._keys.open(sealed, aad(kind, ns_id, rec_id, int(ver)), place)
+            plain = self._keys.open(sealed, aad(kind, ns_id, rec_id, ver), place)
             key, _ = decode_record(plain, place)
         except NodeDamaged as exc:
             return Damage(place, exc.detail.removeprefix(place + " ") or "failed authentication")
@@ -626,7 +680,9 @@ class Transaction:
     """The changes of one write transaction, applied when its ``with`` block ends."""
 
     node: NodeFile
-    _puts: dict[tuple[Namespace, bytes], bytes | None] = field(default_factory=dict)
+    _puts: dict[tuple[Namespace, bytes], bytes | tuple[bytes, ...] | None] = field(
+        default_factory=dict
+    )
     _drops: list[Namespace] = field(default_factory=list)
     _force_root: bool = False
 
@@ -635,12 +691,19 @@ class Transaction:
             raise ValueError("record keys are 1 to 4096 bytes")
         self._puts[(ns, bytes(key))] = bytes(value)
 
+    def put_parts(self, ns: Namespace, key: bytes, parts: tuple[bytes, ...]) -> None:
+        """Put a value given as parts, joined only when sealed (large values: one copy less)."""
+        if not key or len(key) > MAX_KEY_BYTES:
+            raise ValueError("record keys are 1 to 4096 bytes")
+        self._puts[(ns, bytes(key))] = parts
+
     def delete(self, ns: Namespace, key: bytes) -> None:
         self._puts[(ns, bytes(key))] = None
 
     def get(self, ns: Namespace, key: bytes) -> bytes | None:
         if (ns, key) in self._puts:
-            return self._puts[(ns, key)]
+            pending = self._puts[(ns, key)]
+            return b"".join(pending) if isinstance(pending, tuple) else pending
         if ns in self._drops:
             return None
         return self.node._get(ns, key)

@@ -63,10 +63,10 @@ class RecordKeys:
     def rec_id(self, ns_id: bytes, key: bytes) -> bytes:
         return hmac_sha256(self._name_key, b"rec\x00" + ns_id + key)[:ID_BYTES]
 
-    def seal(self, plaintext: bytes, aad_: bytes, nonce: bytes | None = None) -> bytes:
+    def seal(self, plaintext: bytes, aad_: bytes, nonce: bytes | None = None) -> bytes | bytearray:
         return self.sealer.seal(plaintext, aad_, nonce)
 
-    def open(self, sealed: bytes, aad_: bytes, place: str) -> bytes:
+    def open(self, sealed: bytes | bytearray, aad_: bytes, place: str) -> bytes:
         try:
             return self.sealer.open(sealed, aad_)
         except SealBroken:
@@ -76,8 +76,10 @@ class RecordKeys:
 # --- record plaintext: u32 key length, key, value ----------------------------------------------
 
 
-def encode_record(key: bytes, value: bytes) -> bytes:
-    return struct.pack(">I", len(key)) + key + value
+def encode_record(key: bytes, value: bytes | tuple[bytes, ...]) -> bytes:
+    """The plaintext of a record; a value given in parts is joined once, here."""
+    parts = value if isinstance(value, tuple) else (value,)
+    return b"".join((struct.pack(">I", len(key)), key, *parts))
 
 
 def decode_record(plain: bytes, place: str) -> tuple[bytes, bytes]:
