@@ -111,11 +111,23 @@ def dir_(s: Settings, local_dir: Path, address: str) -> None:
 @pass_settings
 def cat(s: Settings, addresses: tuple[str, ...], rev: str | None) -> None:
     """Print secrets, one after the other."""
+    targets = [split_address(a) for a in addresses]
+    if not s.json:
+        out = sys.stdout.buffer
+        with s.open_node() as n:
+            streams = [n.vaults.open(v).read_parts(p, rev) for v, p in targets]
+            first = [next(stream, b"") for stream in streams]  # every secret found before output
+            for head, stream in zip(first, streams, strict=True):
+                out.write(head)
+                for part in stream:
+                    out.write(part)
+        out.flush()
+        return
     with s.open_node() as n:
-        values = []
-        for address in addresses:
-            vault_name, path = split_address(address)
-            values.append((address, n.vaults.open(vault_name).read(path, rev)))
+        values = [
+            (address, n.vaults.open(v).read(p, rev))
+            for address, (v, p) in zip(addresses, targets, strict=True)
+        ]
     if s.json:
         docs = []
         for address, value in values:
@@ -126,11 +138,6 @@ def cat(s: Settings, addresses: tuple[str, ...], rev: str | None) -> None:
 
                 docs.append({"address": address, "base64": base64.b64encode(value).decode()})
         emit(s, "", {"secrets": docs})
-        return
-    out = sys.stdout.buffer
-    for _, value in values:
-        out.write(value)
-    out.flush()
 
 
 @secrets.command()

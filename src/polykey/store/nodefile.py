@@ -680,7 +680,7 @@ class Transaction:
     """The changes of one write transaction, applied when its ``with`` block ends."""
 
     node: NodeFile
-    _puts: dict[tuple[Namespace, bytes], bytes | tuple[bytes, ...] | None] = field(
+    _puts: dict[tuple[Namespace, bytes], bytes | tuple[bytes | memoryview, ...] | None] = field(
         default_factory=dict
     )
     _drops: list[Namespace] = field(default_factory=list)
@@ -691,7 +691,7 @@ class Transaction:
             raise ValueError("record keys are 1 to 4096 bytes")
         self._puts[(ns, bytes(key))] = bytes(value)
 
-    def put_parts(self, ns: Namespace, key: bytes, parts: tuple[bytes, ...]) -> None:
+    def put_parts(self, ns: Namespace, key: bytes, parts: tuple[bytes | memoryview, ...]) -> None:
         """Put a value given as parts, joined only when sealed (large values: one copy less)."""
         if not key or len(key) > MAX_KEY_BYTES:
             raise ValueError("record keys are 1 to 4096 bytes")

@@ -76,7 +76,7 @@ class RecordKeys:
 # --- record plaintext: u32 key length, key, value ----------------------------------------------
 
 
-def encode_record(key: bytes, value: bytes | tuple[bytes, ...]) -> bytes:
+def encode_record(key: bytes, value: bytes | tuple[bytes | memoryview, ...]) -> bytes:
     """The plaintext of a record; a value given in parts is joined once, here."""
     parts = value if isinstance(value, tuple) else (value,)
     return b"".join((struct.pack(">I", len(key)), key, *parts))

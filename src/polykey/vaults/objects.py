@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import struct
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Protocol, cast
 
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
@@ -22,6 +24,23 @@ from polykey.store.records import Namespace
 TYPE_NUMS = {Commit.type_num, Tree.type_num, Blob.type_num, 4}
 CACHE_SIZE = 4096
 BLOB_TYPE = bytes([Blob.type_num])
+CHUNKED_BLOB = 0x80 | Blob.type_num
+CHUNK_BYTES = 1 << 20
+OBJECT_KEY_BYTES = 20
+
+
+def chunk_key(key: bytes, index: int) -> bytes:
+    """The record key of part ``index`` of a large blob (25 bytes; object keys are 20)."""
+    return key + b"#" + struct.pack(">I", index)
+
+
+def _chunk_header(raw: bytes, sha: bytes) -> tuple[int, int]:
+    if len(raw) != 13:
+        raise NodeDamaged(f"the part list of blob {sha.decode()} is malformed")
+    count, total = struct.unpack(">IQ", raw[1:])
+    if count != (total + CHUNK_BYTES - 1) // CHUNK_BYTES:
+        raise NodeDamaged(f"the part list of blob {sha.decode()} is inconsistent")
+    return count, total
 
 
 class RecordSource(Protocol):
@@ -74,6 +93,8 @@ class VaultObjects:
         raw = self.source.get(self.ns, binascii.unhexlify(sha))
         if raw is None:
             raise NodeDamaged(f"git object {sha.decode()} of vault {self.vault_id} is missing")
+        if raw[0] == CHUNKED_BLOB:
+            raw = BLOB_TYPE + self.get_blob_data(sha)
         obj = parse(raw, sha)
         self.cache.put((self.vault_id, sha), obj)
         return obj
@@ -91,10 +112,25 @@ class VaultObjects:
         return obj
 
     def get_blob_data(self, sha: bytes) -> bytes:
-        raw = self.source.get(self.ns, binascii.unhexlify(sha))
-        if raw is None or raw[0] != Blob.type_num:
+        return b"".join(self.iter_blob(sha))
+
+    def iter_blob(self, sha: bytes) -> Iterator[bytes]:
+        """A blob's content in parts (one part unless it is larger than 1 MiB)."""
+        key = binascii.unhexlify(sha)
+        raw = self.source.get(self.ns, key)
+        if raw is None or raw[0] not in (Blob.type_num, CHUNKED_BLOB):
             raise NodeDamaged(f"blob {sha.decode()} of vault {self.vault_id} is missing")
-        return raw[1:]
+        if raw[0] == Blob.type_num:
+            yield raw[1:]
+            return
+        count, total = _chunk_header(raw, sha)
+        seen = 0
+        for index in range(count):
+            chunk = self.source.get(self.ns, chunk_key(key, index))
+            if chunk is None or len(chunk) != min(CHUNK_BYTES, total - seen):
+                raise NodeDamaged(f"part {index} of blob {sha.decode()} is missing or damaged")
+            seen += len(chunk)
+            yield chunk
 
     def blob_size(self, sha: bytes) -> int:
         return len(self.get_blob_data(sha))
@@ -114,7 +150,17 @@ class VaultObjects:
             raise RuntimeError("objects are added inside a write transaction")
         digest = hashlib.sha1(b"blob %d\x00" % len(data))  # noqa: S324 - git's object id
         digest.update(data)
-        self.source.put_parts(self.ns, digest.digest(), (BLOB_TYPE, data))
+        key = digest.digest()
+        if len(data) <= CHUNK_BYTES:
+            self.source.put_parts(self.ns, key, (BLOB_TYPE, data))
+        else:  # large secrets: parts of 1 MiB, so sealing never copies the whole secret
+            view = memoryview(data)
+            count = (len(data) + CHUNK_BYTES - 1) // CHUNK_BYTES
+            for index in range(count):
+                part = view[index * CHUNK_BYTES : (index + 1) * CHUNK_BYTES]
+                self.source.put_parts(self.ns, chunk_key(key, index), (part,))
+            header = bytes([CHUNKED_BLOB]) + struct.pack(">IQ", count, len(data))
+            self.source.put(self.ns, key, header)
         return digest.hexdigest().encode("ascii")
 
 

@@ -164,6 +164,10 @@ class Vault:
         return _lookup(objects, tree_id, parts)
 
     def read(self, path: str, rev: str | None = None) -> bytes:
+        return b"".join(self.read_parts(path, rev))
+
+    def read_parts(self, path: str, rev: str | None = None) -> Iterator[bytes]:
+        """A secret's content in parts, for streaming large secrets out."""
         parts = split_path(path)
         objects = self.objects()
         entry = self.lookup(parts, rev, objects)
@@ -171,7 +175,7 @@ class Vault:
             raise SecretNotFound(f"{self.name}:{join(parts)}")
         if stat.S_ISDIR(entry[0]):
             raise IsADirectory(f"{self.name}:{join(parts)}")
-        return objects.get_blob_data(entry[1])
+        return objects.iter_blob(entry[1])
 
     def kind(self, path: str, rev: str | None = None) -> str | None:
         """'secret', 'dir', or None when nothing is there."""
