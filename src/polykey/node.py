@@ -216,4 +216,6 @@ def _check_store(store: NodeFile) -> list[Damage]:
             return [Damage("node/keys/root-seed", exc.detail)]
         if seed is None or len(seed) != 32:
             damage.append(Damage("node/keys/root-seed", "root key is missing"))
+            return damage
+        damage.extend(Vaults(store, RootKey.from_seed(seed)).check())
     return damage

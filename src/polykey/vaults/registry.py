@@ -17,7 +17,7 @@ from dulwich.objects import Tree
 
 from polykey.errors import NodeDamaged
 from polykey.keys.root import RootKey
-from polykey.store.nodefile import NodeFile, Transaction
+from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.vaults.errors import VaultExists, VaultNotFound
 from polykey.vaults.objects import ObjectCache, objects_ns, refs_ns
@@ -124,6 +124,15 @@ class Vaults:
             tx.drop_namespace(objects_ns(info.id))
             tx.drop_namespace(refs_ns(info.id))
         return info.id
+
+    def check(self) -> list[Damage]:
+        """Re-hash every git object of every vault and follow every ref; report what is wrong."""
+        from polykey.vaults.check import check_vault
+
+        damage: list[Damage] = []
+        for info in self.all():
+            damage.extend(check_vault(self.store, info.id, info.name))
+        return damage
 
     def retag(self, name: str, add: list[str], remove: list[str]) -> VaultInfo:
         for t in add + remove:
