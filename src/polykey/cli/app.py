@@ -16,6 +16,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "vaults": ("polykey.cli.vaults", "vaults"),
     "secrets": ("polykey.cli.secrets", "secrets"),
     "tags": ("polykey.cli.tags", "tags"),
+    "agent": ("polykey.cli.agent", "agent"),
 }
 
 

@@ -24,6 +24,7 @@ from polykey.errors import (
 )
 
 if TYPE_CHECKING:
+    from polykey.cli.client import AgentClient
     from polykey.keys.recovery import RecoveryCode
     from polykey.node import KdfCost, Node
 
@@ -87,6 +88,67 @@ class Settings:
 
             raise NodeNotFound(str(path))
         return Node.open(path, self.password(), allow_weak=self.allow_weak())
+
+    def can_ask_password(self) -> bool:
+        return self.password_file is not None or ENV_PASSWORD in os.environ or sys.stdin.isatty()
+
+    def agent(self) -> AgentClient | None:
+        """The agent serving this node, unless PK_NO_AGENT=1 or none runs."""
+        if os.environ.get("PK_NO_AGENT") == "1":
+            return None
+        from polykey.cli.client import AgentClient
+
+        return AgentClient.find(self.node_path())
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run a method in the agent when one serves this node, else on the node file itself."""
+        params = dict(params or {})
+        client = self.agent()
+        if client is not None:
+            from polykey.cli.client import AgentGone
+
+            try:
+                return self._call_agent(client, method, params)
+            except AgentGone:
+                pass  # a stale socket: the agent is gone, work on the file
+            finally:
+                client.close()
+        from polykey.agent import methods
+
+        with self.open_node() as node:
+            return methods.call(node, method, params)
+
+    def _call_agent(
+        self, client: AgentClient, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        from polykey.cli.client import AgentError
+
+        try:
+            return client.call(method, params)
+        except AgentError as exc:
+            if exc.kind != "session":
+                raise
+            if not self.can_ask_password():
+                from polykey.agent.sessions import SessionInvalid
+
+                raise SessionInvalid(
+                    exc.message.split(": ", 1)[-1],
+                    hint="Set PK_PASSWORD or --password-file, run in a terminal, "
+                    "or unlock with `pk agent unlock`.",
+                ) from None
+            sys.stderr.write(f"pk: {exc.message}; unlocking a new session.\n")
+        self.unlock_agent(client)
+        return client.call(method, params)
+
+    def unlock_agent(self, client: AgentClient) -> str:
+        """Ask the agent for a new session with the password; keep its token (0600 file)."""
+        password = self.password().decode()
+        token = str(client.call("agent.unlock", {"password": password}, token=False)["token"])
+        if not os.environ.get("PK_TOKEN"):
+            client.save_token(token)
+        else:
+            os.environ["PK_TOKEN"] = token  # this process only
+        return token
 
     def kdf_cost(self) -> KdfCost:
         from polykey.node import DEFAULT_KDF, FAST_INSECURE_KDF

@@ -41,12 +41,8 @@ def keys() -> None:
 @pass_settings
 def public(s: Settings) -> None:
     """The NodeId, and the public key in OpenSSH format."""
-    from polykey.ids import encode_node_id
-
-    with s.open_node() as n:
-        node_id = encode_node_id(n.node_id)
-        ssh = n.key.openssh_public()
-    emit(s, f"{node_id}\n{ssh}", {"node_id": node_id, "openssh": ssh})
+    r = s.call("keys.public")
+    emit(s, f"{r['node_id']}\n{r['openssh']}", r)
 
 
 @keys.command()
@@ -59,9 +55,20 @@ def public(s: Settings) -> None:
 @pass_settings
 def password(s: Settings, new_password_file: Path | None) -> None:
     """Change the password (the current one is asked first, the new one twice)."""
-    with s.open_node() as n:
+    client = s.agent()
+    if client is not None:  # the agent holds the data key: it checks the old password itself
+        old = s.password("Current password")
         new = read_new_secret(new_password_file, ENV_NEW_PASSWORD, "New password")
-        n.change_password(new, kdf=s.kdf_cost())
+        try:
+            client.call(
+                "keys.password", {"old_password": old.decode(), "new_password": new.decode()}
+            )
+        finally:
+            client.close()
+    else:
+        with s.open_node() as n:
+            new = read_new_secret(new_password_file, ENV_NEW_PASSWORD, "New password")
+            n.change_password(new, kdf=s.kdf_cost())
     emit(s, "Password changed.", {"changed": True})
 
 
@@ -100,9 +107,7 @@ def recover(s: Settings, recovery_code_file: Path | None, new_password_file: Pat
 @pass_settings
 def sign(s: Settings, file: str, output: Path | None) -> None:
     """Sign FILE ('-' for stdin): an SSH signature, as `ssh-keygen -Y sign -n file` makes."""
-    data = read_input(file)
-    with s.open_node() as n:
-        signature = n.sign_file(data)
+    signature = s.call("keys.sign", {"data": read_input(file)})["signature"]
     if s.json and output is None:
         emit(s, "", {"signature": signature})
     else:
@@ -162,7 +167,5 @@ def encrypt(
 @pass_settings
 def decrypt(s: Settings, file: str, output: Path | None) -> None:
     """Decrypt FILE (an age file encrypted to this node) to standard output or --output."""
-    data = read_input(file)
-    with s.open_node() as n:
-        plain = n.decrypt(data)
+    plain = s.call("keys.decrypt", {"data": read_input(file)})["data"]
     write_output(plain, output, binary=False)

@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.stdout.write(f"pk {__version__}\n")
         sys.exit(0)
+    if len(args) >= 3 and args[0] == "secrets" and args[1] in ("cat", "write"):
+        from polykey.cli.fast import try_fast
+
+        code = try_fast(args)
+        if code is not None:
+            sys.exit(code)
     sys.exit(run(args))
 
 

@@ -102,35 +102,21 @@ def node() -> None:
 @pass_settings
 def info(s: Settings) -> None:
     """NodeId, node file path, format version, KDF parameters and vault count."""
-    with s.open_node() as n:
-        i = n.info()
-    kdf = i.kdf
+    i = s.call("node.info")
+    kdf = i["kdf"]
     kdf_text = (
         f"argon2id, {kdf['memory_kib'] / 1024:g} MiB, {kdf['iterations']} iterations, "
         f"{kdf['lanes']} lanes"
     )
-    emit(
-        s,
-        table(
-            [
-                ("NodeId", i.node_id),
-                ("Node file", i.path),
-                ("Format", str(i.format)),
-                ("KDF", kdf_text),
-                ("Created", i.created),
-                ("Vaults", str(i.vault_count)),
-            ]
-        ),
-        {
-            "node_id": i.node_id,
-            "path": i.path,
-            "format": i.format,
-            "kdf": kdf,
-            "created": i.created,
-            "vault_count": i.vault_count,
-            "epoch": i.epoch,
-        },
-    )
+    rows = [
+        ("NodeId", i["node_id"]),
+        ("Node file", i["path"]),
+        ("Format", str(i["format"])),
+        ("KDF", kdf_text),
+        ("Created", i["created"]),
+        ("Vaults", str(i["vault_count"])),
+    ]
+    emit(s, table(rows), i)
 
 
 @node.command()
@@ -140,11 +126,16 @@ def check(s: Settings) -> None:
     """Authenticate every record; list the damage by name. Exit 0 only when whole."""
     from polykey.errors import NodeNotFound
     from polykey.node import Node
+    from polykey.store.nodefile import Damage
 
     path = s.node_path()
     if not path.exists():
         raise NodeNotFound(str(path))
-    damage = Node.check_file(path, s.password(), allow_weak=s.allow_weak())
+    if s.agent() is not None:
+        found = s.call("node.check")["damage"]
+        damage = [Damage(d["place"], d["problem"]) for d in found]
+    else:
+        damage = Node.check_file(path, s.password(), allow_weak=s.allow_weak())
     if s.json:
         emit(
             s,

@@ -32,6 +32,10 @@ def split_address(text: str, *, need_path: bool = True) -> tuple[str, str]:
 
 def read_value_from_stdin(prompt: str) -> bytes:
     """A secret from standard input, or typed twice with echo off at a terminal."""
+    from polykey.cli import fast
+
+    if fast.stdin_data is not None:  # the fast path read it before stepping aside
+        return fast.stdin_data
     if not sys.stdin.isatty():
         return sys.stdin.buffer.read()
     import getpass
@@ -56,11 +60,9 @@ def secrets() -> None:
 def write(s: Settings, address: str) -> None:
     """Write a secret from standard input (or typed twice at a prompt)."""
     vault_name, path = split_address(address)
-    with s.open_node() as n:
-        vault = n.vaults.open(vault_name)
-        data = read_value_from_stdin(f"Secret for {address}")
-        commit = vault.write(path, data).decode()
-    emit(s, "", {"vault": vault_name, "path": path, "commit": commit})
+    value = read_value_from_stdin(f"Secret for {address}")
+    r = s.call("secrets.write", {"vault": vault_name, "path": path, "data": value})
+    emit(s, "", r)
 
 
 @secrets.command()
@@ -71,10 +73,8 @@ def write(s: Settings, address: str) -> None:
 def create(s: Settings, local_file: Path, address: str) -> None:
     """Store the content of LOCAL_FILE as a secret."""
     vault_name, path = split_address(address)
-    data = read_input(str(local_file))
-    with s.open_node() as n:
-        commit = n.vaults.open(vault_name).write(path, data).decode()
-    emit(s, "", {"vault": vault_name, "path": path, "commit": commit})
+    value = read_input(str(local_file))
+    emit(s, "", s.call("secrets.write", {"vault": vault_name, "path": path, "data": value}))
 
 
 @secrets.command("dir")
@@ -86,22 +86,20 @@ def dir_(s: Settings, local_dir: Path, address: str) -> None:
     """Import every file under LOCAL_DIR into the vault, in one commit."""
     vault_name, base = split_address(address, need_path=False)
     base = base.strip("/")
-    items: list[tuple[str, bytes]] = []
+    items: list[list[object]] = []
     for file in sorted(local_dir.rglob("*")):
         if file.is_symlink():
             raise InvalidInput(f"{file} is a symbolic link", hint="Vaults hold no links.")
         if file.is_file():
             rel = file.relative_to(local_dir).as_posix()
-            items.append((f"{base}/{rel}" if base else rel, file.read_bytes()))
+            items.append([f"{base}/{rel}" if base else rel, file.read_bytes()])
             if len(items) > MAX_DIR_FILES:
                 raise InvalidInput(f"more than {MAX_DIR_FILES} files under {local_dir}")
     if not items:
         raise InvalidInput(f"{local_dir} holds no files")
-    with s.open_node() as n:
-        vault = n.vaults.open(vault_name)
-        where = base or "the vault root"
-        commit = vault.write_many(items, f"Import {len(items)} secrets into {where}.").decode()
-    emit(s, f"Imported {len(items)} secrets.", {"count": len(items), "commit": commit})
+    message = f"Import {len(items)} secrets into {base or 'the vault root'}."
+    r = s.call("secrets.write_many", {"vault": vault_name, "items": items, "message": message})
+    emit(s, f"Imported {r['count']} secrets.", r)
 
 
 @secrets.command()
@@ -111,33 +109,34 @@ def dir_(s: Settings, local_dir: Path, address: str) -> None:
 @pass_settings
 def cat(s: Settings, addresses: tuple[str, ...], rev: str | None) -> None:
     """Print secrets, one after the other."""
-    targets = [split_address(a) for a in addresses]
-    if not s.json:
+    targets = [list(split_address(a)) for a in addresses]
+    if not s.json and s.agent() is None:  # no agent: stream large secrets straight out
         out = sys.stdout.buffer
         with s.open_node() as n:
             streams = [n.vaults.open(v).read_parts(p, rev) for v, p in targets]
-            first = [next(stream, b"") for stream in streams]  # every secret found before output
+            first = [next(stream, b"") for stream in streams]  # every secret found first
             for head, stream in zip(first, streams, strict=True):
                 out.write(head)
                 for part in stream:
                     out.write(part)
         out.flush()
         return
-    with s.open_node() as n:
-        values = [
-            (address, n.vaults.open(v).read(p, rev))
-            for address, (v, p) in zip(addresses, targets, strict=True)
-        ]
-    if s.json:
-        docs = []
-        for address, value in values:
-            try:
-                docs.append({"address": address, "value": value.decode()})
-            except UnicodeDecodeError:
-                import base64
+    r = s.call("secrets.cat", {"items": targets, "rev": rev})
+    if not s.json:
+        out = sys.stdout.buffer
+        for item in r["secrets"]:
+            out.write(item["data"])
+        out.flush()
+        return
+    import base64
 
-                docs.append({"address": address, "base64": base64.b64encode(value).decode()})
-        emit(s, "", {"secrets": docs})
+    docs = []
+    for address, item in zip(addresses, r["secrets"], strict=True):
+        try:
+            docs.append({"address": address, "value": item["data"].decode()})
+        except UnicodeDecodeError:
+            docs.append({"address": address, "base64": base64.b64encode(item["data"]).decode()})
+    emit(s, "", {"secrets": docs})
 
 
 @secrets.command()
@@ -150,27 +149,16 @@ def ls(s: Settings, address: str | None, recursive: bool, tag: str | None) -> No
     """List the secrets of a vault directory, or every secret with --tag."""
     if address is None and tag is None:
         raise UsageError("name a vault, or --tag to list tagged secrets across vaults")
-    rows: list[dict[str, str]] = []
-    with s.open_node() as n:
-        names = [split_address(address, need_path=False)[0]] if address else None
-        if tag is not None:
-            for info in n.vaults.all():
-                if names is not None and info.name not in names:
-                    continue
-                vault = n.vaults.open(info.name)
-                for path, tags in sorted(vault.tags().items()):
-                    if tag in tags:
-                        rows.append({"vault": info.name, "path": path, "kind": "secret"})
-        else:
-            assert address is not None
-            vault_name, path = split_address(address, need_path=False)
-            for e in n.vaults.open(vault_name).ls(path, recursive=recursive):
-                rows.append({"vault": vault_name, "path": e.path, "kind": e.kind})
+    vault_name, path = split_address(address, need_path=False) if address else (None, "")
+    r = s.call(
+        "secrets.ls", {"vault": vault_name, "path": path, "recursive": recursive, "tag": tag}
+    )
+    rows = r["entries"]
     if tag is not None:
-        human = "\n".join(f"{r['vault']}:{r['path']}" for r in rows)
+        human = "\n".join(f"{e['vault']}:{e['path']}" for e in rows)
     else:
-        human = "\n".join(r["path"] + ("/" if r["kind"] == "dir" else "") for r in rows)
-    emit(s, human, {"entries": rows})
+        human = "\n".join(e["path"] + ("/" if e["kind"] == "dir" else "") for e in rows)
+    emit(s, human, r)
 
 
 @secrets.command()
@@ -180,31 +168,23 @@ def ls(s: Settings, address: str | None, recursive: bool, tag: str | None) -> No
 @pass_settings
 def rm(s: Settings, addresses: tuple[str, ...], recursive: bool) -> None:
     """Remove secrets (one commit per vault, all in one transaction)."""
-    groups: dict[str, list[str]] = {}
-    for address in addresses:
-        vault_name, path = split_address(address)
-        groups.setdefault(vault_name, []).append(path)
-    commits = {}
-    with s.open_node() as n:
-        opened = {name: n.vaults.open(name) for name in groups}
-        with n.store.write() as tx:
-            for name, paths in groups.items():
-                commits[name] = opened[name].remove(paths, recursive=recursive, tx=tx).decode()
-    emit(s, "", {"removed": list(addresses), "commits": commits})
+    items = [list(split_address(a)) for a in addresses]
+    r = s.call("secrets.rm", {"items": items, "recursive": recursive})
+    emit(s, "", {"removed": list(addresses), **r})
 
 
 def _move(s: Settings, src: str, dst: str, force: bool, copy: bool) -> None:
-    from polykey.vaults.vault import transfer
-
     svault, spath = split_address(src)
     dvault, dpath = split_address(dst, need_path=False)
-    with s.open_node() as n:
-        source = n.vaults.open(svault)
-        if svault == dvault:
-            source.move_within(spath, dpath, force=force, copy=copy)
-        else:
-            transfer(source, spath, n.vaults.open(dvault), dpath, force=force, copy=copy)
-    emit(s, "", {"from": src, "to": dst, "copied" if copy else "moved": True})
+    params = {
+        "src_vault": svault,
+        "src_path": spath,
+        "dst_vault": dvault,
+        "dst_path": dpath,
+        "force": force,
+        "copy": copy,
+    }
+    emit(s, "", {"from": src, "to": dst, **s.call("secrets.move", params)})
 
 
 @secrets.command()
@@ -237,9 +217,8 @@ def cp(s: Settings, src: str, dst: str, force: bool) -> None:
 def mkdir(s: Settings, address: str, parents: bool) -> None:
     """Make an empty directory."""
     vault_name, path = split_address(address)
-    with s.open_node() as n:
-        commit = n.vaults.open(vault_name).mkdir(path, parents=parents).decode()
-    emit(s, "", {"vault": vault_name, "path": path, "commit": commit})
+    r = s.call("secrets.mkdir", {"vault": vault_name, "path": path, "parents": parents})
+    emit(s, "", r)
 
 
 @secrets.command("stat")
@@ -251,30 +230,18 @@ def stat_(s: Settings, address: str) -> None:
     from polykey.cli.vaults import when
 
     vault_name, path = split_address(address)
-    with s.open_node() as n:
-        st = n.vaults.open(vault_name).stat(path)
-    emit(
-        s,
-        "\n".join(
-            [
-                f"Path      {vault_name}:{st.path}",
-                f"Size      {st.size} bytes",
-                f"Created   {when(st.created)}",
-                f"Modified  {when(st.modified)}",
-                f"Commit    {st.last_commit}",
-                f"Tags      {', '.join(st.tags) or '-'}",
-            ]
-        ),
-        {
-            "vault": vault_name,
-            "path": st.path,
-            "size": st.size,
-            "created": st.created,
-            "modified": st.modified,
-            "last_commit": st.last_commit,
-            "tags": st.tags,
-        },
+    st = s.call("secrets.stat", {"vault": vault_name, "path": path})
+    human = "\n".join(
+        [
+            f"Path      {vault_name}:{st['path']}",
+            f"Size      {st['size']} bytes",
+            f"Created   {when(st['created'])}",
+            f"Modified  {when(st['modified'])}",
+            f"Commit    {st['last_commit']}",
+            f"Tags      {', '.join(st['tags']) or '-'}",
+        ]
     )
+    emit(s, human, st)
 
 
 @secrets.command()
@@ -283,21 +250,11 @@ def stat_(s: Settings, address: str) -> None:
 @pass_settings
 def history(s: Settings, address: str) -> None:
     """The commits that changed one secret, newest first."""
-    from polykey.cli.vaults import when
+    from polykey.cli.vaults import commit_lines
 
     vault_name, path = split_address(address)
-    with s.open_node() as n:
-        vault = n.vaults.open(vault_name)
-        if vault.kind(path) is None and not vault.log(path=path):
-            from polykey.vaults.errors import SecretNotFound
-
-            raise SecretNotFound(address)
-        commits = vault.log(path=path)
-    emit(
-        s,
-        "\n".join(f"{c.id[:12]}  {when(c.time)}  {c.message}" for c in commits),
-        {"commits": [{"id": c.id, "time": c.time, "message": c.message} for c in commits]},
-    )
+    r = s.call("secrets.history", {"vault": vault_name, "path": path})
+    emit(s, commit_lines(r["commits"]), r)
 
 
 @secrets.command()
@@ -321,12 +278,10 @@ def generate(
 
     vault_name, path = split_address(address)
     value = passphrase(words) if words else password(length, charset)
-    with s.open_node() as n:
-        commit = n.vaults.open(vault_name).write(path, value.encode()).decode()
-    doc: dict[str, object] = {"vault": vault_name, "path": path, "commit": commit}
+    r = s.call("secrets.write", {"vault": vault_name, "path": path, "data": value.encode()})
     if show:
-        doc["value"] = value
-    emit(s, value if show else "", doc)
+        r["value"] = value
+    emit(s, value if show else "", r)
 
 
 @secrets.command()
@@ -340,18 +295,25 @@ def generate(
 @pass_settings
 def edit(s: Settings, address: str, allow_disk_temp: bool) -> None:
     """Edit a secret in $EDITOR through a RAM-backed private temporary file, wiped after."""
-    from polykey.cli.edit import edit_in_memory_file
+    from polykey.cli.edit import NoRamTemp, edit_in_memory_file, ram_folder
 
     vault_name, path = split_address(address)
-    with s.open_node() as n:
-        vault = n.vaults.open(vault_name)
-        old = vault.read(path) if vault.kind(path) == "secret" else b""
-        new = edit_in_memory_file(old, Path(path).name, allow_disk=allow_disk_temp)
-        if new == old:
-            emit(s, "No changes.", {"changed": False})
-            return
-        commit = vault.write(path, new).decode()
-    emit(s, "", {"changed": True, "commit": commit})
+    if ram_folder() is None and not allow_disk_temp:
+        raise NoRamTemp()
+    kind = s.call("secrets.kind", {"vault": vault_name, "path": path})["kind"]
+    old = b""
+    if kind == "secret":
+        old = s.call("secrets.cat", {"items": [[vault_name, path]]})["secrets"][0]["data"]
+    elif kind == "dir":
+        from polykey.vaults.errors import IsADirectory
+
+        raise IsADirectory(address)
+    new = edit_in_memory_file(old, Path(path).name, allow_disk=allow_disk_temp)
+    if new == old:
+        emit(s, "No changes.", {"changed": False})
+        return
+    r = s.call("secrets.write", {"vault": vault_name, "path": path, "data": new})
+    emit(s, "", {"changed": True, **r})
 
 
 @secrets.command()
@@ -361,28 +323,8 @@ def edit(s: Settings, address: str, allow_disk_temp: bool) -> None:
 @pass_settings
 def find(s: Settings, pattern: str, vault_names: tuple[str, ...]) -> None:
     """Secrets whose path matches PATTERN (a glob, or a substring), across vaults."""
-    import fnmatch
-
-    glob = any(ch in pattern for ch in "*?[")
-    needle = pattern.casefold()
-    hits: list[dict[str, str]] = []
-    with s.open_node() as n:
-        for info in n.vaults.all():
-            if vault_names and info.name not in vault_names:
-                continue
-            for e in n.vaults.open(info.name).ls("", recursive=True):
-                if e.kind != "secret":
-                    continue
-                name = e.path.casefold()
-                ok = (
-                    fnmatch.fnmatchcase(name, needle)
-                    or fnmatch.fnmatchcase(name.rsplit("/", 1)[-1], needle)
-                    if glob
-                    else needle in name
-                )
-                if ok:
-                    hits.append({"vault": info.name, "path": e.path})
-    emit(s, "\n".join(f"{h['vault']}:{h['path']}" for h in hits), {"matches": hits})
+    r = s.call("secrets.find", {"pattern": pattern, "vaults": list(vault_names)})
+    emit(s, "\n".join(f"{h['vault']}:{h['path']}" for h in r["matches"]), r)
 
 
 @secrets.command()
@@ -393,28 +335,6 @@ def find(s: Settings, pattern: str, vault_names: tuple[str, ...]) -> None:
 @pass_settings
 def grep(s: Settings, pattern: str, vault_names: tuple[str, ...], ignore_case: bool) -> None:
     """Lines of secrets that match the regular expression PATTERN, across vaults."""
-    import re
-
-    try:
-        regex = re.compile(pattern.encode(), re.IGNORECASE if ignore_case else 0)
-    except re.error as exc:
-        raise InvalidInput(f"bad regular expression: {exc}") from None
-    hits: list[dict[str, str]] = []
-    with s.open_node() as n:
-        for info in n.vaults.all():
-            if vault_names and info.name not in vault_names:
-                continue
-            vault = n.vaults.open(info.name)
-            for e in vault.ls("", recursive=True):
-                if e.kind != "secret" or e.blob is None:
-                    continue
-                for line in vault.read_blob(e.blob).splitlines():
-                    if regex.search(line):
-                        hits.append(
-                            {
-                                "vault": info.name,
-                                "path": e.path,
-                                "line": line.decode("utf-8", "replace"),
-                            }
-                        )
-    emit(s, "\n".join(f"{h['vault']}:{h['path']}: {h['line']}" for h in hits), {"matches": hits})
+    params = {"pattern": pattern, "vaults": list(vault_names), "ignore_case": ignore_case}
+    r = s.call("secrets.grep", params)
+    emit(s, "\n".join(f"{h['vault']}:{h['path']}: {h['line']}" for h in r["matches"]), r)

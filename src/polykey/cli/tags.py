@@ -18,18 +18,9 @@ def tags() -> None:
 @pass_settings
 def list_(s: Settings) -> None:
     """Every tag in use, with how many secrets and vaults carry it."""
-    counts: dict[str, dict[str, int]] = {}
-    with s.open_node() as n:
-        for info in n.vaults.all():
-            for t in info.tags:
-                counts.setdefault(t, {"secrets": 0, "vaults": 0})["vaults"] += 1
-            for secret_tags in n.vaults.open(info.name).tags().values():
-                for t in secret_tags:
-                    counts.setdefault(t, {"secrets": 0, "vaults": 0})["secrets"] += 1
-    lines = [
-        f"{t}\t{c['secrets']} secrets\t{c['vaults']} vaults" for t, c in sorted(counts.items())
-    ]
-    emit(s, "\n".join(lines), {"tags": {t: counts[t] for t in sorted(counts)}})
+    r = s.call("tags.list")
+    lines = [f"{t}\t{c['secrets']} secrets\t{c['vaults']} vaults" for t, c in r["tags"].items()]
+    emit(s, "\n".join(lines), r)
 
 
 @tags.command()
@@ -40,9 +31,8 @@ def list_(s: Settings) -> None:
 def add(s: Settings, address: str, tag_names: tuple[str, ...]) -> None:
     """Tag a secret (one commit)."""
     vault_name, path = split_address(address)
-    with s.open_node() as n:
-        commit = n.vaults.open(vault_name).set_tags(path, list(tag_names), []).decode()
-    emit(s, "", {"vault": vault_name, "path": path, "added": list(tag_names), "commit": commit})
+    params = {"vault": vault_name, "path": path, "add": list(tag_names), "remove": []}
+    emit(s, "", {"added": list(tag_names), **s.call("tags.set", params)})
 
 
 @tags.command()
@@ -53,6 +43,5 @@ def add(s: Settings, address: str, tag_names: tuple[str, ...]) -> None:
 def rm(s: Settings, address: str, tag_names: tuple[str, ...]) -> None:
     """Remove tags from a secret (one commit)."""
     vault_name, path = split_address(address)
-    with s.open_node() as n:
-        commit = n.vaults.open(vault_name).set_tags(path, [], list(tag_names)).decode()
-    emit(s, "", {"vault": vault_name, "path": path, "removed": list(tag_names), "commit": commit})
+    params = {"vault": vault_name, "path": path, "add": [], "remove": list(tag_names)}
+    emit(s, "", {"removed": list(tag_names), **s.call("tags.set", params)})

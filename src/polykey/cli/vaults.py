@@ -15,6 +15,12 @@ def when(ts: int) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def commit_lines(commits: list[dict[str, object]]) -> str:
+    return "\n".join(
+        f"{c['id']!s:.12}  {when(int(str(c['time'])))}  {c['message']}" for c in commits
+    )
+
+
 @click.group()
 def vaults() -> None:
     """Vaults: git repositories of secrets inside the node."""
@@ -27,10 +33,8 @@ def vaults() -> None:
 @pass_settings
 def create(s: Settings, name: str, tags: tuple[str, ...]) -> None:
     """Create an empty vault NAME."""
-    with s.open_node() as n:
-        vault = n.vaults.create(name, list(tags))
-        vault_id = vault.id
-    emit(s, f"Created vault {name} ({vault_id}).", {"name": name, "id": vault_id})
+    r = s.call("vaults.create", {"name": name, "tags": list(tags)})
+    emit(s, f"Created vault {r['name']} ({r['id']}).", r)
 
 
 @vaults.command("list")
@@ -39,18 +43,12 @@ def create(s: Settings, name: str, tags: tuple[str, ...]) -> None:
 @pass_settings
 def list_(s: Settings, tag: str | None) -> None:
     """The vaults of this node."""
-    with s.open_node() as n:
-        infos = n.vaults.all(tag)
-    rows = [f"{i.name}\t{i.id}" + (f"\t{','.join(i.tags)}" if i.tags else "") for i in infos]
-    emit(
-        s,
-        "\n".join(rows),
-        {
-            "vaults": [
-                {"name": i.name, "id": i.id, "created": i.created, "tags": i.tags} for i in infos
-            ]
-        },
-    )
+    r = s.call("vaults.list", {"tag": tag})
+    rows = [
+        f"{i['name']}\t{i['id']}" + (f"\t{','.join(i['tags'])}" if i["tags"] else "")
+        for i in r["vaults"]
+    ]
+    emit(s, "\n".join(rows), r)
 
 
 @vaults.command()
@@ -60,9 +58,8 @@ def list_(s: Settings, tag: str | None) -> None:
 @pass_settings
 def rename(s: Settings, old: str, new: str) -> None:
     """Rename vault OLD to NEW (its id and history stay)."""
-    with s.open_node() as n:
-        n.vaults.rename(old, new)
-    emit(s, f"Renamed vault {old} to {new}.", {"old": old, "new": new})
+    r = s.call("vaults.rename", {"old": old, "new": new})
+    emit(s, f"Renamed vault {old} to {new}.", r)
 
 
 @vaults.command()
@@ -79,9 +76,8 @@ def rm(s: Settings, name: str, yes: bool) -> None:
                 hint="Add --yes to remove it (its secrets and history are deleted).",
             )
         click.confirm(f"Remove vault {name} with all its secrets and history?", abort=True)
-    with s.open_node() as n:
-        vault_id = n.vaults.remove(name)
-    emit(s, f"Removed vault {name}.", {"name": name, "id": vault_id, "removed": True})
+    r = s.call("vaults.rm", {"name": name})
+    emit(s, f"Removed vault {name}.", r)
 
 
 @vaults.command()
@@ -92,26 +88,8 @@ def rm(s: Settings, name: str, yes: bool) -> None:
 @pass_settings
 def log(s: Settings, name: str, limit: int | None, path: str | None) -> None:
     """The history of vault NAME, newest first."""
-    with s.open_node() as n:
-        commits = n.vaults.open(name).log(limit, path)
-    lines = [f"{c.id[:12]}  {when(c.time)}  {c.message}" for c in commits]
-    emit(
-        s,
-        "\n".join(lines),
-        {
-            "commits": [
-                {
-                    "id": c.id,
-                    "author": c.author,
-                    "time": c.time,
-                    "message": c.message,
-                    "parents": list(c.parents),
-                    "signed": c.signed,
-                }
-                for c in commits
-            ]
-        },
-    )
+    r = s.call("vaults.log", {"name": name, "limit": limit, "path": path})
+    emit(s, commit_lines(r["commits"]), r)
 
 
 @vaults.command()
@@ -125,34 +103,27 @@ def diff(s: Settings, name: str, rev1: str, rev2: str | None, patch: bool) -> No
     """What changed between REV1 and REV2 (default: the newest revision)."""
     import difflib
 
-    with s.open_node() as n:
-        vault = n.vaults.open(name)
-        changes = vault.diff(rev1, rev2)
-        patches: dict[str, str] = {}
-        if patch:
-            for c in changes:
-                old = vault.read_blob(c.old) if c.old else b""
-                new = vault.read_blob(c.new) if c.new else b""
-                try:
-                    a, b = old.decode(), new.decode()
-                except UnicodeDecodeError:
-                    patches[c.path] = "Binary secret differs.\n"
-                    continue
-                patches[c.path] = "".join(
-                    difflib.unified_diff(
-                        a.splitlines(keepends=True),
-                        b.splitlines(keepends=True),
-                        f"a/{c.path}",
-                        f"b/{c.path}",
-                    )
-                )
+    r = s.call("vaults.diff", {"name": name, "rev1": rev1, "rev2": rev2, "patch": patch})
     mark = {"add": "A", "modify": "M", "delete": "D"}
-    lines = []
-    for c in changes:
-        lines.append(f"{mark[c.kind]}  {c.path}")
-        if patch:
-            lines.append(patches[c.path].rstrip("\n"))
-    doc: dict[str, object] = {"changes": [{"kind": c.kind, "path": c.path} for c in changes]}
+    lines: list[str] = []
+    patches: dict[str, str] = {}
+    for c in r["changes"]:
+        lines.append(f"{mark[c['kind']]}  {c['path']}")
+        if not patch:
+            continue
+        try:
+            old, new = c["old"].decode(), c["new"].decode()
+        except UnicodeDecodeError:
+            patches[c["path"]] = "Binary secret differs.\n"
+        else:
+            a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
+            patches[c["path"]] = "".join(
+                difflib.unified_diff(a, b, f"a/{c['path']}", f"b/{c['path']}")
+            )
+        lines.append(patches[c["path"]].rstrip("\n"))
+    doc: dict[str, object] = {
+        "changes": [{"kind": c["kind"], "path": c["path"]} for c in r["changes"]]
+    }
     if patch:
         doc["patches"] = patches
     emit(s, "\n".join(lines), doc)
@@ -165,15 +136,8 @@ def diff(s: Settings, name: str, rev1: str, rev2: str | None, patch: bool) -> No
 @pass_settings
 def show(s: Settings, name: str, rev: str) -> None:
     """The secrets of vault NAME as they were at REV."""
-    with s.open_node() as n:
-        vault = n.vaults.open(name)
-        commit = vault.resolve(rev).decode()
-        entries = vault.ls("", recursive=True, rev=commit)
-    emit(
-        s,
-        "\n".join(e.path + ("/" if e.kind == "dir" else "") for e in entries),
-        {"commit": commit, "entries": [{"path": e.path, "kind": e.kind} for e in entries]},
-    )
+    r = s.call("vaults.show", {"name": name, "rev": rev})
+    emit(s, "\n".join(e["path"] + ("/" if e["kind"] == "dir" else "") for e in r["entries"]), r)
 
 
 @vaults.command()
@@ -183,9 +147,8 @@ def show(s: Settings, name: str, rev: str) -> None:
 @pass_settings
 def revert(s: Settings, name: str, rev: str) -> None:
     """Restore vault NAME to its content at REV, as a new commit (history is kept)."""
-    with s.open_node() as n:
-        commit = n.vaults.open(name).revert(rev).decode()
-    emit(s, f"Reverted {name} to {rev} in commit {commit[:12]}.", {"commit": commit})
+    r = s.call("vaults.revert", {"name": name, "rev": rev})
+    emit(s, f"Reverted {name} to {rev} in commit {r['commit'][:12]}.", r)
 
 
 @vaults.command()
@@ -195,9 +158,8 @@ def revert(s: Settings, name: str, rev: str) -> None:
 @pass_settings
 def tag(s: Settings, name: str, tag: str) -> None:
     """Add TAG to vault NAME."""
-    with s.open_node() as n:
-        info = n.vaults.retag(name, [tag], [])
-    emit(s, f"Vault {name}: tags {', '.join(info.tags)}.", {"name": name, "tags": info.tags})
+    r = s.call("vaults.retag", {"name": name, "add": [tag], "remove": []})
+    emit(s, f"Vault {name}: tags {', '.join(r['tags'])}.", r)
 
 
 @vaults.command()
@@ -207,7 +169,5 @@ def tag(s: Settings, name: str, tag: str) -> None:
 @pass_settings
 def untag(s: Settings, name: str, tag: str) -> None:
     """Remove TAG from vault NAME."""
-    with s.open_node() as n:
-        info = n.vaults.retag(name, [], [tag])
-    shown = ", ".join(info.tags) or "none"
-    emit(s, f"Vault {name}: tags {shown}.", {"name": name, "tags": info.tags})
+    r = s.call("vaults.retag", {"name": name, "add": [], "remove": [tag]})
+    emit(s, f"Vault {name}: tags {', '.join(r['tags']) or 'none'}.", r)

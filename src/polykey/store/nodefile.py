@@ -315,6 +315,13 @@ class NodeFile:
 
     # --- the header ---------------------------------------------------------------------------
 
+    def verify_password(self, password: bytes) -> bool:
+        """Whether ``password`` unwraps this file's data key (runs the KDF)."""
+        from polykey.crypto.kdf import equal
+
+        key = hdr.unwrap_with_password(self.header, password, allow_weak=self._allow_weak)
+        return key is not None and equal(key, self._data_key)
+
     def change_password(self, new_password: bytes, kdf: Argon2Params) -> None:
         """Wrap the data key under a new password; the recovery wrap is unchanged."""
         header = hdr.rewrap_password(

@@ -1,0 +1,413 @@
+"""The operations the CLI asks for, in one table, whether the agent runs them or the CLI itself.
+
+Each method takes the unlocked Node and a dict of parameters (JSON values, plus bytes where a
+secret travels) and returns a dict. The agent serves exactly this table over its socket (bytes
+become ``{"$b64": ...}`` on the wire); without an agent, the CLI calls the same functions
+in-process. So every command behaves the same in both modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from polykey.errors import InvalidInput, PolykeyError
+from polykey.node import Node
+
+Params = dict[str, Any]
+Method = Callable[[Node, Params], dict[str, Any]]
+METHODS: dict[str, Method] = {}
+
+
+class InvalidParams(InvalidInput):
+    """Invalid parameters for an agent method."""
+
+
+class UnknownMethod(PolykeyError):
+    """No such agent method."""
+
+    exit_code = 2
+    hint = "The CLI and the agent may be of different versions; restart the agent."
+
+
+def method(name: str) -> Callable[[Method], Method]:
+    def register(fn: Method) -> Method:
+        METHODS[name] = fn
+        return fn
+
+    return register
+
+
+def call(node: Node, name: str, params: Params) -> dict[str, Any]:
+    fn = METHODS.get(name)
+    if fn is None:
+        raise UnknownMethod(name)
+    return fn(node, params)
+
+
+# --- parameter access --------------------------------------------------------------------------
+
+
+def text(p: Params, key: str, *, optional: bool = False) -> str:
+    value = p.get(key)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidParams(f"{key} must be text")
+    return value
+
+
+def opt_text(p: Params, key: str) -> str | None:
+    value = p.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidParams(f"{key} must be text")
+    return value
+
+
+def data(p: Params, key: str) -> bytes:
+    value = p.get(key)
+    if not isinstance(value, bytes):
+        raise InvalidParams(f"{key} must be bytes")
+    return value
+
+
+def flag(p: Params, key: str) -> bool:
+    value = p.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidParams(f"{key} must be true or false")
+    return value
+
+
+def opt_int(p: Params, key: str) -> int | None:
+    value = p.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidParams(f"{key} must be a whole number")
+    return value
+
+
+def texts(p: Params, key: str) -> list[str]:
+    value = p.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidParams(f"{key} must be a list of text")
+    return value
+
+
+def pairs(p: Params, key: str) -> list[tuple[str, str]]:
+    value = p.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v) for v in value
+    ):
+        raise InvalidParams(f"{key} must be a list of [text, text] pairs")
+    return [(a, b) for a, b in value]
+
+
+# --- node and keys -----------------------------------------------------------------------------
+
+
+@method("node.info")
+def node_info(node: Node, p: Params) -> dict[str, Any]:
+    return asdict(node.info())
+
+
+@method("node.check")
+def node_check(node: Node, p: Params) -> dict[str, Any]:
+    damage = node.check()
+    return {"ok": not damage, "damage": [{"place": d.place, "problem": d.problem} for d in damage]}
+
+
+@method("keys.public")
+def keys_public(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.ids import encode_node_id
+
+    return {"node_id": encode_node_id(node.node_id), "openssh": node.key.openssh_public()}
+
+
+@method("keys.sign")
+def keys_sign(node: Node, p: Params) -> dict[str, Any]:
+    return {"signature": node.sign_file(data(p, "data"))}
+
+
+@method("keys.decrypt")
+def keys_decrypt(node: Node, p: Params) -> dict[str, Any]:
+    return {"data": node.decrypt(data(p, "data"))}
+
+
+# --- vaults ------------------------------------------------------------------------------------
+
+
+@method("vaults.create")
+def vaults_create(node: Node, p: Params) -> dict[str, Any]:
+    vault = node.vaults.create(text(p, "name"), texts(p, "tags"))
+    return {"name": vault.name, "id": vault.id}
+
+
+@method("vaults.list")
+def vaults_list(node: Node, p: Params) -> dict[str, Any]:
+    infos = node.vaults.all(opt_text(p, "tag"))
+    return {
+        "vaults": [
+            {"name": i.name, "id": i.id, "created": i.created, "tags": i.tags} for i in infos
+        ]
+    }
+
+
+@method("vaults.rename")
+def vaults_rename(node: Node, p: Params) -> dict[str, Any]:
+    node.vaults.rename(text(p, "old"), text(p, "new"))
+    return {"old": p["old"], "new": p["new"]}
+
+
+@method("vaults.rm")
+def vaults_rm(node: Node, p: Params) -> dict[str, Any]:
+    vault_id = node.vaults.remove(text(p, "name"))
+    return {"name": p["name"], "id": vault_id, "removed": True}
+
+
+@method("vaults.log")
+def vaults_log(node: Node, p: Params) -> dict[str, Any]:
+    vault = node.vaults.open(text(p, "name"))
+    commits = vault.log(opt_int(p, "limit"), opt_text(p, "path"))
+    return {"commits": [asdict(c) for c in commits]}
+
+
+@method("vaults.diff")
+def vaults_diff(node: Node, p: Params) -> dict[str, Any]:
+    vault = node.vaults.open(text(p, "name"))
+    changes = vault.diff(text(p, "rev1"), opt_text(p, "rev2"))
+    out: list[dict[str, Any]] = []
+    for c in changes:
+        entry: dict[str, Any] = {"kind": c.kind, "path": c.path}
+        if flag(p, "patch"):
+            entry["old"] = vault.read_blob(c.old) if c.old else b""
+            entry["new"] = vault.read_blob(c.new) if c.new else b""
+        out.append(entry)
+    return {"changes": out}
+
+
+@method("vaults.show")
+def vaults_show(node: Node, p: Params) -> dict[str, Any]:
+    vault = node.vaults.open(text(p, "name"))
+    commit = vault.resolve(text(p, "rev")).decode()
+    entries = vault.ls("", recursive=True, rev=commit)
+    return {"commit": commit, "entries": [{"path": e.path, "kind": e.kind} for e in entries]}
+
+
+@method("vaults.revert")
+def vaults_revert(node: Node, p: Params) -> dict[str, Any]:
+    return {"commit": node.vaults.open(text(p, "name")).revert(text(p, "rev")).decode()}
+
+
+@method("vaults.retag")
+def vaults_retag(node: Node, p: Params) -> dict[str, Any]:
+    info = node.vaults.retag(text(p, "name"), texts(p, "add"), texts(p, "remove"))
+    return {"name": info.name, "tags": info.tags}
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+@method("secrets.write")
+def secrets_write(node: Node, p: Params) -> dict[str, Any]:
+    vault = node.vaults.open(text(p, "vault"))
+    commit = vault.write(text(p, "path"), data(p, "data"))
+    return {"vault": vault.name, "path": p["path"], "commit": commit.decode()}
+
+
+@method("secrets.write_many")
+def secrets_write_many(node: Node, p: Params) -> dict[str, Any]:
+    vault = node.vaults.open(text(p, "vault"))
+    raw = p.get("items")
+    if not isinstance(raw, list) or not all(
+        isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and isinstance(i[1], bytes)
+        for i in raw
+    ):
+        raise InvalidParams("items must be a list of [path, bytes] pairs")
+    commit = vault.write_many([(i[0], i[1]) for i in raw], text(p, "message"))
+    return {"count": len(raw), "commit": commit.decode()}
+
+
+@method("secrets.cat")
+def secrets_cat(node: Node, p: Params) -> dict[str, Any]:
+    rev = opt_text(p, "rev")
+    values = [
+        {"vault": v, "path": path, "data": node.vaults.open(v).read(path, rev)}
+        for v, path in pairs(p, "items")
+    ]
+    return {"secrets": values}
+
+
+@method("secrets.kind")
+def secrets_kind(node: Node, p: Params) -> dict[str, Any]:
+    return {"kind": node.vaults.open(text(p, "vault")).kind(text(p, "path"))}
+
+
+@method("secrets.ls")
+def secrets_ls(node: Node, p: Params) -> dict[str, Any]:
+    tag = opt_text(p, "tag")
+    vault_name = opt_text(p, "vault")
+    rows: list[dict[str, str]] = []
+    if tag is not None:
+        for info in node.vaults.all():
+            if vault_name is not None and info.name != vault_name:
+                continue
+            for path, tags in sorted(node.vaults.open(info.name).tags().items()):
+                if tag in tags:
+                    rows.append({"vault": info.name, "path": path, "kind": "secret"})
+    else:
+        if vault_name is None:
+            raise InvalidParams("name a vault, or a tag")
+        vault = node.vaults.open(vault_name)
+        for e in vault.ls(text(p, "path", optional=True), recursive=flag(p, "recursive")):
+            rows.append({"vault": vault_name, "path": e.path, "kind": e.kind})
+    return {"entries": rows}
+
+
+@method("secrets.rm")
+def secrets_rm(node: Node, p: Params) -> dict[str, Any]:
+    groups: dict[str, list[str]] = {}
+    for vault_name, path in pairs(p, "items"):
+        groups.setdefault(vault_name, []).append(path)
+    opened = {name: node.vaults.open(name) for name in groups}
+    commits = {}
+    with node.store.write() as tx:
+        for name, paths in groups.items():
+            commits[name] = opened[name].remove(paths, recursive=flag(p, "recursive"), tx=tx)
+    return {"commits": {k: v.decode() for k, v in commits.items()}}
+
+
+@method("secrets.move")
+def secrets_move(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.vaults.vault import transfer
+
+    svault, dvault = text(p, "src_vault"), text(p, "dst_vault")
+    spath, dpath = text(p, "src_path"), text(p, "dst_path", optional=True)
+    force, copy = flag(p, "force"), flag(p, "copy")
+    source = node.vaults.open(svault)
+    if svault == dvault:
+        source.move_within(spath, dpath, force=force, copy=copy)
+    else:
+        transfer(source, spath, node.vaults.open(dvault), dpath, force=force, copy=copy)
+    return {"copied" if copy else "moved": True}
+
+
+@method("secrets.mkdir")
+def secrets_mkdir(node: Node, p: Params) -> dict[str, Any]:
+    vault = node.vaults.open(text(p, "vault"))
+    commit = vault.mkdir(text(p, "path"), parents=flag(p, "parents"))
+    return {"vault": vault.name, "path": p["path"], "commit": commit.decode()}
+
+
+@method("secrets.stat")
+def secrets_stat(node: Node, p: Params) -> dict[str, Any]:
+    st = node.vaults.open(text(p, "vault")).stat(text(p, "path"))
+    return {"vault": p["vault"], **asdict(st)}
+
+
+@method("secrets.history")
+def secrets_history(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.vaults.errors import SecretNotFound
+
+    vault = node.vaults.open(text(p, "vault"))
+    path = text(p, "path")
+    commits = vault.log(path=path)
+    if not commits and vault.kind(path) is None:
+        raise SecretNotFound(f"{vault.name}:{path}")
+    return {"commits": [asdict(c) for c in commits]}
+
+
+@method("secrets.find")
+def secrets_find(node: Node, p: Params) -> dict[str, Any]:
+    import fnmatch
+
+    pattern = text(p, "pattern")
+    only = texts(p, "vaults")
+    glob = any(ch in pattern for ch in "*?[")
+    needle = pattern.casefold()
+    hits: list[dict[str, str]] = []
+    for info in node.vaults.all():
+        if only and info.name not in only:
+            continue
+        for e in node.vaults.open(info.name).ls("", recursive=True):
+            if e.kind != "secret":
+                continue
+            name = e.path.casefold()
+            if glob:
+                ok = fnmatch.fnmatchcase(name, needle) or fnmatch.fnmatchcase(
+                    name.rsplit("/", 1)[-1], needle
+                )
+            else:
+                ok = needle in name
+            if ok:
+                hits.append({"vault": info.name, "path": e.path})
+    return {"matches": hits}
+
+
+@method("secrets.grep")
+def secrets_grep(node: Node, p: Params) -> dict[str, Any]:
+    import re
+
+    try:
+        regex = re.compile(
+            text(p, "pattern").encode(), re.IGNORECASE if flag(p, "ignore_case") else 0
+        )
+    except re.error as exc:
+        raise InvalidInput(f"bad regular expression: {exc}") from None
+    only = texts(p, "vaults")
+    hits: list[dict[str, str]] = []
+    for info in node.vaults.all():
+        if only and info.name not in only:
+            continue
+        vault = node.vaults.open(info.name)
+        for e in vault.ls("", recursive=True):
+            if e.kind != "secret" or e.blob is None:
+                continue
+            for line in vault.read_blob(e.blob).splitlines():
+                if regex.search(line):
+                    hits.append(
+                        {
+                            "vault": info.name,
+                            "path": e.path,
+                            "line": line.decode("utf-8", "replace"),
+                        }
+                    )
+    return {"matches": hits}
+
+
+@method("secrets.env")
+def secrets_env(node: Node, p: Params) -> dict[str, Any]:
+    """Every secret under each VAULT[:PATH] as (relative name, value), for `secrets env`."""
+    out: list[list[Any]] = []
+    for vault_name, path in pairs(p, "items"):
+        vault = node.vaults.open(vault_name)
+        if path and vault.kind(path) == "secret":
+            out.append([vault_name, path, path.rsplit("/", 1)[-1], vault.read(path)])
+            continue
+        prefix = path.strip("/") + "/" if path.strip("/") else ""
+        for e in vault.ls(path, recursive=True):
+            if e.kind == "secret" and e.blob is not None:
+                out.append([vault_name, e.path, e.path[len(prefix) :], vault.read_blob(e.blob)])
+    return {"secrets": out}
+
+
+@method("tags.list")
+def tags_list(node: Node, p: Params) -> dict[str, Any]:
+    counts: dict[str, dict[str, int]] = {}
+    for info in node.vaults.all():
+        for t in info.tags:
+            counts.setdefault(t, {"secrets": 0, "vaults": 0})["vaults"] += 1
+        for secret_tags in node.vaults.open(info.name).tags().values():
+            for t in secret_tags:
+                counts.setdefault(t, {"secrets": 0, "vaults": 0})["secrets"] += 1
+    return {"tags": {t: counts[t] for t in sorted(counts)}}
+
+
+@method("tags.set")
+def tags_set(node: Node, p: Params) -> dict[str, Any]:
+    vault = node.vaults.open(text(p, "vault"))
+    commit = vault.set_tags(text(p, "path"), texts(p, "add"), texts(p, "remove"))
+    return {"vault": vault.name, "path": p["path"], "commit": commit.decode()}

@@ -1,0 +1,82 @@
+"""Frames on the agent's Unix socket: ``u32 length ‖ JSON-RPC 2.0 message`` (docs/spec/agent.md).
+
+A frame larger than MAX_FRAME, a body that is not a JSON object, or a request without the fields
+JSON-RPC 2.0 requires closes the connection; the agent goes on serving others.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from typing import Any
+
+MAX_FRAME = 192 * 1024 * 1024  # a 100 MB secret, base64-encoded, fits
+HEADER = struct.Struct(">I")
+PROTOCOL = "polykey-agent/1"
+
+# JSON-RPC 2.0 error codes, and ours (-32000..-32099 are for the implementation)
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+POLYKEY_ERROR = -32000
+SESSION_INVALID = -32001
+
+
+class FrameError(Exception):
+    """The peer sent something that is not a valid frame; the connection must close."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    if len(body) > MAX_FRAME:
+        raise FrameError("message too large")
+    return HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise FrameError("not JSON") from None
+    if not isinstance(message, dict):
+        raise FrameError("not a JSON object")
+    return message
+
+
+def check_request(message: dict[str, Any]) -> tuple[Any, str, dict[str, Any]]:
+    """(id, method, params) of a valid request."""
+    if message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
+        raise FrameError("not a JSON-RPC 2.0 request")
+    params = message.get("params", {})
+    if not isinstance(params, dict):
+        raise FrameError("params must be an object")
+    request_id = message.get("id")
+    if request_id is not None and not isinstance(request_id, (int, str)):
+        raise FrameError("bad id")
+    return request_id, message["method"], params
+
+
+def to_wire(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return {"$b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dict):
+        return {k: to_wire(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_wire(v) for v in value]
+    return value
+
+
+def from_wire(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$b64"} and isinstance(value["$b64"], str):
+            try:
+                return base64.b64decode(value["$b64"], validate=True)
+            except ValueError:
+                raise FrameError("bad base64") from None
+        return {k: from_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_wire(v) for v in value]
+    return value

@@ -1,0 +1,225 @@
+"""The agent process: holds the unlocked node and serves the CLI on a private Unix socket.
+
+One asyncio loop accepts connections; every request is checked (frame size, JSON-RPC shape,
+session token) before a node method runs, and node methods run one at a time on a worker thread
+(the node file and its caches are shared). A bad frame closes only its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import datetime
+import logging
+import os
+import resource
+import signal
+import socket
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from polykey import __version__
+from polykey.agent import methods, protocol
+from polykey.agent.runtime import Runtime, check_private
+from polykey.agent.sessions import SessionInvalid, Sessions
+from polykey.errors import PolykeyError, WrongPassword
+from polykey.ids import encode_node_id
+from polykey.node import Node
+
+log = logging.getLogger("polykey.agent")
+PR_SET_DUMPABLE = 4
+
+
+class AgentRunning(PolykeyError):
+    """An agent is already running for this node."""
+
+    exit_code = 40
+    hint = "See it with `pk agent status`; stop it with `pk agent stop`."
+
+
+def harden_process() -> None:
+    """No core dumps, and (Linux) no ptrace attach or /proc/PID/mem reads by other processes."""
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def peer_uid(sock: socket.socket | None) -> int | None:
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class Agent:
+    def __init__(self, node: Node, node_path: Path, runtime: Runtime, sessions: Sessions) -> None:
+        self.node = node
+        self.node_path = node_path
+        self.runtime = runtime
+        self.sessions = sessions
+        self.since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pk-node")
+        self.kdf_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pk-kdf")
+        self.stopping: asyncio.Event | None = None
+        self.connections = 0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "node_id": encode_node_id(self.node.node_id),
+            "node": str(self.node_path),
+            "socket": str(self.runtime.socket),
+            "since": self.since,
+            "version": __version__,
+        }
+
+    async def serve(self, ready: Any = None) -> None:
+        """Serve until agent.stop, SIGTERM or SIGINT; ``ready(status)`` is called once bound."""
+        self.stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        path = self.runtime.socket
+        server = await asyncio.start_unix_server(self._connection, path=str(path))
+        os.chmod(path, 0o600)
+        check_private(path, directory=False)
+        self.runtime.write_status(self.status())
+        log.info("agent started: pid %d, socket %s", os.getpid(), path)
+        if ready is not None:
+            ready(self.status())
+        try:
+            async with server:
+                await self.stopping.wait()
+        finally:
+            log.info("agent stopping")
+            server.close()
+            self.runtime.clear()
+            self.worker.shutdown(wait=True)
+            self.kdf_worker.shutdown(wait=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            uid = peer_uid(writer.get_extra_info("socket"))
+            if uid is not None and uid != os.getuid():
+                log.warning("refused a connection from uid %d", uid)
+                return
+            while True:
+                try:
+                    header = await reader.readexactly(protocol.HEADER.size)
+                except asyncio.IncompleteReadError:
+                    return
+                (size,) = protocol.HEADER.unpack(header)
+                if size > protocol.MAX_FRAME:
+                    log.warning("closed a connection: frame of %d bytes", size)
+                    return
+                body = await reader.readexactly(size)
+                try:
+                    request_id, name, params = protocol.check_request(protocol.decode_body(body))
+                    params = protocol.from_wire(params)
+                except protocol.FrameError as exc:
+                    log.warning("closed a connection: %s", exc)
+                    return
+                response = await self._answer(request_id, name, params)
+                writer.write(protocol.encode(response))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self.connections -= 1
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _answer(self, request_id: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            result = await self._dispatch(name, params)
+        except SessionInvalid as exc:
+            log.info("%s refused: %s", name, exc.detail)
+            return _error(request_id, protocol.SESSION_INVALID, exc)
+        except PolykeyError as exc:
+            log.info("%s failed: %s", name, type(exc).__name__)
+            return _error(request_id, protocol.POLYKEY_ERROR, exc)
+        except Exception as exc:
+            log.error("%s: internal error %s", name, type(exc).__name__)
+            return {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "error": {"code": protocol.INTERNAL_ERROR, "message": type(exc).__name__},
+            }
+        log.info("%s ok in %.1f ms", name, (time.perf_counter() - started) * 1000)
+        return {"jsonrpc": "2.0", "id": request_id, "result": protocol.to_wire(result)}
+
+    async def _dispatch(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        token = params.pop("token", None)
+        if name == "agent.status":
+            return {**self.status(), "sessions": len(self.sessions)}
+        if name == "agent.unlock":
+            password = params.get("password")
+            if not isinstance(password, str):
+                raise methods.InvalidParams("password must be text")
+            ok = await loop.run_in_executor(
+                self.kdf_worker, self.node.store.verify_password, password.encode()
+            )
+            if not ok:
+                raise WrongPassword()
+            return {"token": self.sessions.issue()}
+        if name == "agent.lockall":
+            return {"revoked": self.sessions.revoke_all()}
+        if name == "agent.stop":
+            assert self.stopping is not None
+            loop.call_later(0.05, self.stopping.set)
+            return {"stopping": True}
+        self.sessions.check(token)
+        if name == "agent.lock":
+            assert isinstance(token, str)
+            return {"revoked": self.sessions.revoke(token)}
+        if name == "keys.password":
+            return await loop.run_in_executor(self.kdf_worker, self._change_password, params)
+        if name not in methods.METHODS:
+            raise methods.UnknownMethod(name)
+        return await loop.run_in_executor(self.worker, methods.call, self.node, name, params)
+
+    def _change_password(self, params: dict[str, Any]) -> dict[str, Any]:
+        old, new = params.get("old_password"), params.get("new_password")
+        if not isinstance(old, str) or not isinstance(new, str) or not new:
+            raise methods.InvalidParams("old_password and new_password must be text")
+        if not self.node.store.verify_password(old.encode()):
+            raise WrongPassword()
+        self.node.change_password(new.encode(), kdf=self._kdf_cost())
+        return {"changed": True}
+
+    def _kdf_cost(self) -> Any:
+        from polykey.node import KdfCost
+
+        kdf = self.node.store.header.kdf
+        return KdfCost(kdf.memory_kib, kdf.iterations, kdf.lanes)
+
+
+def _error(request_id: Any, code: int, exc: PolykeyError) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "error": {
+            "code": code,
+            "message": exc.message,
+            "data": {"exit_code": exc.exit_code, "hint": exc.user_hint, "type": type(exc).__name__},
+        },
+    }
+
+
+def setup_logging(path: Path) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+    handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False

@@ -1,0 +1,330 @@
+"""`pk agent ...`: start the agent, see it, stop it, and manage its sessions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from polykey.cli.common import Settings, emit, node_options, pass_settings
+from polykey.errors import PolykeyError
+
+READY_TIMEOUT_S = 60.0
+
+
+class AgentNotRunning(PolykeyError):
+    """No agent is running for this node."""
+
+    exit_code = 43
+    hint = "Start one with `pk agent start --background`."
+
+
+class AgentFailed(PolykeyError):
+    """The agent did not start."""
+
+    exit_code = 44
+    hint = "See the agent's log in its runtime folder for the reason."
+
+
+def _runtime(s: Settings) -> Any:
+    from polykey.agent.runtime import Runtime
+    from polykey.cli.client import runtime_base
+
+    return Runtime.for_node(Path(runtime_base()), s.node_path())
+
+
+def _live_status(s: Settings) -> dict[str, Any] | None:
+    """The running agent's status (it answers on its socket), cleaning up after a dead one."""
+    from polykey.cli.client import AgentClient, AgentGone
+
+    runtime = _runtime(s)
+    if not runtime.folder.exists():
+        return None
+    client = AgentClient.find(s.node_path())
+    if client is not None:
+        try:
+            return client.call("agent.status", {}, token=False)
+        except AgentGone:
+            pass
+        finally:
+            client.close()
+    runtime.clear()  # stale: the agent died (kill -9) without removing its socket and status
+    return None
+
+
+@click.group()
+def agent() -> None:
+    """The agent holds the unlocked node so that commands are fast and the password is typed
+    once."""
+
+
+@agent.command()
+@node_options
+@click.option("-b", "--background", is_flag=True, help="Detach and run in the background.")
+@click.option(
+    "--session-idle",
+    type=click.IntRange(min=10),
+    default=1800,
+    show_default=True,
+    help="Seconds a session may stay unused.",
+)
+@click.option(
+    "--session-max",
+    type=click.IntRange(min=10),
+    default=12 * 3600,
+    show_default=True,
+    help="Seconds a session lasts at most.",
+)
+@click.option("--child", is_flag=True, hidden=True)
+@pass_settings
+def start(s: Settings, background: bool, session_idle: int, session_max: int, child: bool) -> None:
+    """Unlock the node once and serve the CLI on a private Unix socket."""
+    from polykey.agent.server import AgentRunning
+
+    path = s.node_path()
+    if not path.exists():
+        from polykey.errors import NodeNotFound
+
+        raise NodeNotFound(str(path))
+    if child:
+        _run_child(s, session_idle, session_max)
+        return
+    live = _live_status(s)
+    if live is not None:
+        raise AgentRunning(f"pid {live.get('pid')}")
+    password = s.password()
+    if background:
+        status = _spawn(s, password, session_idle, session_max)
+    else:
+        _serve(s, password, session_idle, session_max, announce=True)
+        return
+    emit(
+        s,
+        f"Agent running: pid {status['pid']}, node {status['node_id']}, socket {status['socket']}",
+        status,
+    )
+
+
+def _spawn(s: Settings, password: bytes, idle: int, maximum: int) -> dict[str, Any]:
+    """Start the agent as a detached child; hand it the password on a pipe, never in argv/env."""
+    runtime = _runtime(s)
+    runtime.ensure()
+    args = [sys.executable, "-m", "polykey", "agent", "start", "--child"]
+    args += ["--node", str(s.node_path()), "--session-idle", str(idle)]
+    args += ["--session-max", str(maximum)]
+    env = {k: v for k, v in os.environ.items() if k not in ("PK_PASSWORD", "PK_NEW_PASSWORD")}
+    log_fd = os.open(runtime.log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log_fd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(log_fd)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(password + b"\n")
+    proc.stdin.close()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    line = b""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line or proc.poll() is not None:
+            break
+    proc.stdout.close()
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise AgentFailed(f"see {runtime.log_file}")
+    if "error" in doc:
+        err = doc["error"]
+        raise _Relayed(err["message"], err.get("hint", ""), int(err.get("exit_code", 44)))
+    return doc
+
+
+class _Relayed(PolykeyError):
+    def __init__(self, message: str, hint: str, exit_code: int) -> None:
+        self._message = message
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code  # type: ignore[misc]
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+
+def _run_child(s: Settings, idle: int, maximum: int) -> None:
+    """The detached agent: password from stdin, one JSON line on stdout when ready."""
+    raw = sys.stdin.buffer.readline().rstrip(b"\n")
+    ready_out = os.fdopen(os.dup(1), "w")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+    def ready(status: dict[str, Any]) -> None:
+        ready_out.write(json.dumps(status) + "\n")
+        ready_out.close()
+
+    try:
+        _serve(s, raw, idle, maximum, announce=False, ready=ready)
+    except PolykeyError as exc:
+        if not ready_out.closed:
+            doc = {"message": exc.message, "hint": exc.user_hint, "exit_code": exc.exit_code}
+            ready_out.write(json.dumps({"error": doc}) + "\n")
+            ready_out.close()
+        raise
+
+
+def _serve(
+    s: Settings,
+    password: bytes,
+    idle: int,
+    maximum: int,
+    *,
+    announce: bool,
+    ready: Any = None,
+) -> None:
+    import asyncio
+
+    from polykey.agent.server import Agent, AgentRunning, harden_process, setup_logging
+    from polykey.agent.sessions import Sessions
+    from polykey.cli.client import AgentClient
+    from polykey.node import Node
+
+    harden_process()
+    runtime = _runtime(s)
+    runtime.ensure()
+    if _live_status(s) is not None:
+        raise AgentRunning()
+    runtime.clear()
+    setup_logging(runtime.log_file)
+    node = Node.open(s.node_path(), password, allow_weak=s.allow_weak())
+    del password
+    sessions = Sessions(idle, maximum)
+    agent_ = Agent(node, s.node_path(), runtime, sessions)
+    token = sessions.issue()
+    AgentClient(runtime.folder).save_token(token)
+
+    def on_ready(status: dict[str, Any]) -> None:
+        if announce:
+            emit(
+                s,
+                f"Agent running in the foreground: pid {status['pid']}, socket {status['socket']}"
+                " (Ctrl-C stops it)",
+                status,
+            )
+            sys.stdout.flush()
+        if ready is not None:
+            ready(status)
+
+    try:
+        asyncio.run(agent_.serve(on_ready))
+    finally:
+        node.close()
+
+
+@agent.command()
+@node_options
+@pass_settings
+def status(s: Settings) -> None:
+    """Whether an agent runs for this node: pid, NodeId, socket, since (no password needed)."""
+    live = _live_status(s)
+    if live is None:
+        raise AgentNotRunning(str(s.node_path()))
+    lines = [
+        f"{k:<9} {live[k]}" for k in ("pid", "node_id", "node", "socket", "since") if k in live
+    ]
+    emit(s, "Agent running\n" + "\n".join(lines), {"running": True, **live})
+
+
+@agent.command()
+@node_options
+@pass_settings
+def stop(s: Settings) -> None:
+    """Stop the agent (it removes its socket and status)."""
+    import signal
+
+    from polykey.agent.runtime import pid_alive
+    from polykey.cli.client import AgentClient, AgentGone
+
+    live = _live_status(s)
+    if live is None:
+        raise AgentNotRunning(str(s.node_path()))
+    client = AgentClient.find(s.node_path())
+    if client is not None:
+        with contextlib.suppress(AgentGone):
+            client.call("agent.stop", {}, token=False)
+        client.close()
+    pid = live.get("pid")
+    deadline = time.monotonic() + 10
+    while isinstance(pid, int) and pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if isinstance(pid, int) and pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    emit(s, "Agent stopped.", {"stopped": True, "pid": pid})
+
+
+def _client(s: Settings) -> Any:
+    from polykey.cli.client import AgentClient
+
+    client = AgentClient.find(s.node_path())
+    if client is None or _live_status(s) is None:
+        raise AgentNotRunning(str(s.node_path()))
+    return client
+
+
+@agent.command()
+@node_options
+@pass_settings
+def lock(s: Settings) -> None:
+    """Forget this client's session (the agent revokes its token)."""
+    from polykey.cli.client import AgentError
+
+    client = _client(s)
+    revoked = False
+    with contextlib.suppress(AgentError):
+        revoked = bool(client.call("agent.lock", {})["revoked"])
+    client.forget_token()
+    client.close()
+    emit(s, "Session locked.", {"locked": True, "revoked": revoked})
+
+
+@agent.command()
+@node_options
+@pass_settings
+def lockall(s: Settings) -> None:
+    """Revoke every session of the agent at once."""
+    client = _client(s)
+    revoked = client.call("agent.lockall", {}, token=False)["revoked"]
+    client.forget_token()
+    client.close()
+    emit(s, f"Revoked {revoked} session(s).", {"revoked": revoked})
+
+
+@agent.command()
+@node_options
+@click.option("--print-token", is_flag=True, help="Print the token (for PK_TOKEN) as well.")
+@pass_settings
+def unlock(s: Settings, print_token: bool) -> None:
+    """Open a new session for this shell (the password is asked)."""
+    client = _client(s)
+    token = s.unlock_agent(client)
+    client.close()
+    doc: dict[str, Any] = {"unlocked": True, "token_file": str(Path(client.token_file))}
+    if print_token:
+        doc["token"] = token
+    emit(s, token if print_token else "Session unlocked.", doc)
