@@ -17,6 +17,11 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "secrets": ("polykey.cli.secrets", "secrets"),
     "tags": ("polykey.cli.tags", "tags"),
     "agent": ("polykey.cli.agent", "agent"),
+    "run": ("polykey.cli.inject", "run"),
+    "read": ("polykey.cli.inject", "read"),
+    "inject": ("polykey.cli.inject", "inject"),
+    "otp": ("polykey.cli.otp", "otp"),
+    "completion": ("polykey.cli.app", "completion"),
 }
 
 
@@ -47,3 +52,14 @@ def cli() -> None:
     else PK_NODE, else the platform data directory. The password comes from --password-file,
     else PK_PASSWORD, else a prompt; never from the command line.
     """
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(pk completion bash)" in ~/.bashrc."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "pk", "_PK_COMPLETE").source())

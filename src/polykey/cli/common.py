@@ -172,6 +172,21 @@ def node_options(f: F) -> F:
     return format_option(f)
 
 
+def password_options(f: F) -> F:
+    """--node and --password-file, for commands whose output format is their own."""
+    f = click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Read the password from this file (first line). Else PK_PASSWORD, else a prompt.",
+    )(f)
+    return click.option(
+        "--node",
+        "node",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The node file. Else PK_NODE, else the platform data directory.",
+    )(f)
+
+
 def format_option(f: F) -> F:
     f = click.option(
         "--format",

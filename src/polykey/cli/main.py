@@ -10,10 +10,13 @@ import os
 import sys
 
 EXIT_INTERNAL = 70
+ARGS: list[str] = []
+"""The arguments of this run, as given (click drops the `--` that some commands need)."""
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    ARGS[:] = args
     os.umask(0o077)
     if args in (["--version"], ["-V"]):
         from polykey import __version__

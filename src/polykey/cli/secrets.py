@@ -48,7 +48,25 @@ def read_value_from_stdin(prompt: str) -> bytes:
     return first.encode()
 
 
-@click.group()
+def _env_command() -> click.Command:
+    from polykey.cli.inject import env
+
+    return env
+
+
+class _SecretsGroup(click.Group):
+    """`secrets env` lives in cli/inject.py; it is loaded only when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "env"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "env":
+            return _env_command()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_SecretsGroup)
 def secrets() -> None:
     """Secrets: files inside vaults, addressed as VAULT:PATH."""
 
@@ -106,10 +124,29 @@ def dir_(s: Settings, local_dir: Path, address: str) -> None:
 @node_options
 @click.argument("addresses", metavar="VAULT:PATH...", nargs=-1, required=True)
 @click.option("--rev", help="Read the secret as it was at this revision.")
+@click.option("--clip", is_flag=True, help="Copy to the clipboard instead of printing.")
+@click.option(
+    "--clear-after",
+    type=click.IntRange(min=0),
+    default=45,
+    show_default=True,
+    help="With --clip: clear the clipboard after this many seconds if it still holds the secret.",
+)
 @pass_settings
-def cat(s: Settings, addresses: tuple[str, ...], rev: str | None) -> None:
-    """Print secrets, one after the other."""
+def cat(
+    s: Settings, addresses: tuple[str, ...], rev: str | None, clip: bool, clear_after: int
+) -> None:
+    """Print secrets, one after the other (or copy one to the clipboard)."""
     targets = [list(split_address(a)) for a in addresses]
+    if clip:
+        from polykey.cli import clip as clipboard
+
+        if len(targets) != 1:
+            raise UsageError("--clip copies one secret")
+        value = s.call("secrets.cat", {"items": targets, "rev": rev})["secrets"][0]["data"]
+        clipboard.copy(value, clear_after)
+        emit(s, f"Copied {addresses[0]}; clearing in {clear_after} s.", {"copied": True})
+        return
     if not s.json and s.agent() is None:  # no agent: stream large secrets straight out
         out = sys.stdout.buffer
         with s.open_node() as n:
