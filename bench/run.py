@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from bench import node, vaults
+from bench import agent, node, vaults
 from bench.common import Row
 
-SECTIONS = {"node": node.section, "vaults": vaults.section}
+SECTIONS = {"node": node.section, "vaults": vaults.section, "agent": agent.section}
 
 
 def main() -> int:

@@ -78,11 +78,12 @@ def section(quick: bool) -> list[Row]:
     return rows
 
 
-def _pass_side_by_side(tmp: Path, quick: bool) -> list[Row]:
+def setup_pass(tmp: Path) -> dict[str, str] | None:
+    """A throwaway GnuPG home and password store; None when pass or gpg is missing."""
     if shutil.which("pass") is None or shutil.which("gpg") is None:
-        return [("pass insert / pass show", "not installed", "apt-get install pass")]
+        return None
     gnupg = tmp / "gnupg"
-    gnupg.mkdir(mode=0o700)
+    gnupg.mkdir(mode=0o700, exist_ok=True)
     env = dict(os.environ, GNUPGHOME=str(gnupg), PASSWORD_STORE_DIR=str(tmp / "store"))
     subprocess.run(
         [
@@ -103,6 +104,13 @@ def _pass_side_by_side(tmp: Path, quick: bool) -> list[Row]:
     subprocess.run(
         ["pass", "init", "bench@polykey.invalid"], env=env, check=True, capture_output=True
     )
+    return env
+
+
+def _pass_side_by_side(tmp: Path, quick: bool) -> list[Row]:
+    env = setup_pass(tmp)
+    if env is None:
+        return [("pass insert / pass show", "not installed", "apt-get install pass")]
     n = 10 if quick else 25
     counter = iter(range(10**6))
     inserts = [

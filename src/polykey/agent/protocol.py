@@ -14,6 +14,8 @@ from typing import Any
 MAX_FRAME = 192 * 1024 * 1024  # a 100 MB secret, base64-encoded, fits
 HEADER = struct.Struct(">I")
 PROTOCOL = "polykey-agent/1"
+RAW = b"\x00"
+"""First byte of a raw reply (``secrets.cat`` with ``"raw": true``): the values, concatenated."""
 
 # JSON-RPC 2.0 error codes, and ours (-32000..-32099 are for the implementation)
 PARSE_ERROR = -32700

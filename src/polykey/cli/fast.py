@@ -1,9 +1,11 @@
 """The hot path: `pk secrets cat` and `pk secrets write` answered by a running agent.
 
 When an agent serves the node and the command is a plain one (addresses only, human output),
-these few lines do the whole job without importing click, cryptography, dulwich or SQLite. On
-anything unusual (options, no agent, an invalid session, an error from the agent) they step aside
-and the full CLI runs the command, which gives the same result or the proper error message.
+these lines do the whole job with modules built into the interpreter: no click, no json, no
+cryptography, no SQLite. `secrets.cat` asks for a raw reply (the values, no JSON). On anything
+unusual (options, no agent, a socket that is not private, an invalid session, any error) they
+step aside and the full CLI runs the command, which then gives the result or the proper error.
+The runtime folder rule must match polykey.cli.client.runtime_base.
 """
 
 from __future__ import annotations
@@ -14,51 +16,122 @@ import sys
 stdin_data: bytes | None = None
 """Standard input already read by the fast path, for the full CLI when the fast path steps aside."""
 
+_S_IFMT, _S_IFDIR, _S_IFSOCK = 0o170000, 0o040000, 0o140000
 
-def _node_path(args: list[str]) -> str | None:
-    env = os.environ.get("PK_NODE")
-    if env:
-        return env
-    return None  # the default path needs platformdirs: leave it to the full CLI
+
+def _sha256_hex(data: bytes) -> str:
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # builtin, no OpenSSL
+    except ImportError:  # Python 3.12+: _sha2
+        from hashlib import sha256
+    return str(sha256(data).hexdigest())
+
+
+def _folder(node: str) -> str:
+    base = os.environ.get("PK_RUNTIME_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg and os.path.isdir(xdg):
+            base = os.path.join(xdg, "polykey")
+        else:
+            tmp = os.environ.get("TMPDIR") or os.environ.get("TEMP") or os.environ.get("TMP")
+            base = os.path.join(tmp or "/tmp", f"polykey-{os.getuid()}")  # noqa: S108
+    return os.path.join(base, _sha256_hex(os.path.realpath(node).encode())[:16])
+
+
+def _private(path: str, kind: int) -> bool:
+    info = os.lstat(path)
+    return (
+        info.st_mode & _S_IFMT == kind and info.st_uid == os.getuid() and not info.st_mode & 0o077
+    )
+
+
+def _json_text(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _exchange(sock_path: str, body: bytes) -> bytes:
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(600.0)
+        sock.connect(sock_path)
+        sock.sendall(len(body).to_bytes(4, "big") + body)
+        header = _recv(sock, 4)
+        return _recv(sock, int.from_bytes(header, "big"))
+    finally:
+        sock.close()
+
+
+def _recv(sock: object, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))  # type: ignore[attr-defined]
+        if not chunk:
+            raise OSError("closed")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
 
 
 def try_fast(args: list[str]) -> int | None:
     """Run `secrets cat|write` through the agent; None means "use the full CLI"."""
-    if os.environ.get("PK_NO_AGENT") == "1":
-        return None
+    global stdin_data  # noqa: PLW0603 - handed to the full CLI if this path gives up
+    node = os.environ.get("PK_NODE")
     verb, rest = args[1], args[2:]
-    if not rest or any(a.startswith("-") or ":" not in a for a in rest):
+    if os.environ.get("PK_NO_AGENT") == "1" or not node or not rest:
         return None
-    node = _node_path(args)
-    if node is None:
+    if any(a.startswith("-") or ":" not in a for a in rest):
         return None
-    from polykey.cli.client import AgentClient, AgentError, AgentGone
-
+    folder = _folder(node)
+    sock_path = os.path.join(folder, "agent.sock")
     try:
-        client = AgentClient.find(node)
-    except Exception:
+        if not (_private(folder, _S_IFDIR) and _private(sock_path, _S_IFSOCK)):
+            return None
+        token = os.environ.get("PK_TOKEN")
+        if not token:
+            with open(os.path.join(folder, "session.token")) as f:
+                token = f.read().strip()
+    except OSError:
         return None
-    if client is None or client.token() is None:
-        return None
+    items = [a.split(":", 1) for a in rest]
     try:
         if verb == "cat":
-            items = [a.split(":", 1) for a in rest]
-            result = client.call("secrets.cat", {"items": items})
-            out = sys.stdout.buffer
-            for item in result["secrets"]:
-                out.write(item["data"])
-            out.flush()
-            return 0
-        if verb == "write" and len(rest) == 1 and not sys.stdin.isatty():
-            vault, path = rest[0].split(":", 1)
-            if not vault or not path:
+            pairs = ",".join(f"[{_json_text(v)},{_json_text(p)}]" for v, p in items)
+            params = f'{{"items":[{pairs}],"raw":true,"token":{_json_text(token)}}}'
+            reply = _exchange(sock_path, _request("secrets.cat", params))
+            if reply[:1] != b"\x00":
                 return None
-            global stdin_data  # noqa: PLW0603 - handed to the full CLI if this path gives up
-            data = stdin_data = sys.stdin.buffer.read()
-            client.call("secrets.write", {"vault": vault, "path": path, "data": data})
+            sys.stdout.buffer.write(reply[1:])
+            sys.stdout.buffer.flush()
             return 0
-    except (AgentError, AgentGone, KeyError, TypeError):
+        if verb == "write" and len(items) == 1 and all(items[0]) and not sys.stdin.isatty():
+            import binascii
+
+            data = stdin_data = sys.stdin.buffer.read()
+            b64 = binascii.b2a_base64(data, newline=False).decode("ascii")
+            vault, path = items[0]
+            params = (
+                f'{{"vault":{_json_text(vault)},"path":{_json_text(path)},'
+                f'"data":{{"$b64":"{b64}"}},"token":{_json_text(token)}}}'
+            )
+            reply = _exchange(sock_path, _request("secrets.write", params))
+            if reply.startswith(b'{"jsonrpc":"2.0","id":1,"result":'):
+                return 0
+    except (OSError, ValueError):
         return None
-    finally:
-        client.close()
     return None
+
+
+def _request(method: str, params: str) -> bytes:
+    return f'{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}'.encode()
