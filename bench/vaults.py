@@ -104,6 +104,14 @@ def setup_pass(tmp: Path) -> dict[str, str] | None:
     subprocess.run(
         ["pass", "init", "bench@polykey.invalid"], env=env, check=True, capture_output=True
     )
+    # pass with its git history on, as its users keep it and as every pk write is a commit
+    env.update(
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@polykey.invalid",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@polykey.invalid",
+    )
+    subprocess.run(["pass", "git", "init"], env=env, check=True, capture_output=True)
     return env
 
 
