@@ -164,7 +164,10 @@ def vaults_rename(node: Node, p: Params) -> dict[str, Any]:
 
 @method("vaults.rm")
 def vaults_rm(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.trust.acl import Acl
+
     vault_id = node.vaults.remove(text(p, "name"))
+    Acl(node.store).drop(vault_id)
     return {"name": p["name"], "id": vault_id, "removed": True}
 
 
@@ -411,3 +414,104 @@ def tags_set(node: Node, p: Params) -> dict[str, Any]:
     vault = node.vaults.open(text(p, "vault"))
     commit = vault.set_tags(text(p, "path"), texts(p, "add"), texts(p, "remove"))
     return {"vault": vault.name, "path": p["path"], "commit": commit.decode()}
+
+
+# --- nodes and sharing -------------------------------------------------------------------------
+
+
+def _node_id(p: Params, key: str = "node_id") -> Any:
+    from polykey.ids import decode_node_id
+
+    return decode_node_id(text(p, key))
+
+
+@method("nodes.add")
+def nodes_add(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.network.graph import Graph, parse_address
+
+    address = parse_address(text(p, "address"))
+    Graph(node.store).add(_node_id(p), address)
+    return {"node_id": p["node_id"], "address": str(address)}
+
+
+@method("nodes.list")
+def nodes_list(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.network.graph import Graph
+
+    return {
+        "nodes": [{"node_id": k, "address": str(a)} for k, a in Graph(node.store).all().items()]
+    }
+
+
+@method("nodes.rm")
+def nodes_rm(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.network.graph import Graph, UnknownNode
+
+    if not Graph(node.store).remove(_node_id(p)):
+        raise UnknownNode(text(p, "node_id"))
+    return {"node_id": p["node_id"], "removed": True}
+
+
+@method("nodes.ping")
+def nodes_ping(node: Node, p: Params) -> dict[str, Any]:
+    import time
+
+    from polykey.sync.fetch import ping
+
+    started = time.perf_counter()
+    reply = ping(node.store, node.key, _node_id(p))
+    return {**reply, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+@method("vaults.share")
+def vaults_share(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.trust.acl import DEFAULT, Acl
+
+    info = node.vaults.info(text(p, "name"))
+    perms = texts(p, "permissions") or list(DEFAULT)
+    granted = Acl(node.store).grant(info.id, _node_id(p), perms)
+    return {"vault": info.name, "node_id": p["node_id"], "permissions": granted}
+
+
+@method("vaults.unshare")
+def vaults_unshare(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.trust.acl import Acl
+
+    info = node.vaults.info(text(p, "name"))
+    revoked = Acl(node.store).revoke(info.id, _node_id(p))
+    return {"vault": info.name, "node_id": p["node_id"], "revoked": revoked}
+
+
+@method("vaults.permissions")
+def vaults_permissions(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.trust.acl import Acl
+
+    info = node.vaults.info(text(p, "name"))
+    return {"vault": info.name, "permissions": Acl(node.store).grants(info.id)}
+
+
+@method("vaults.scan")
+def vaults_scan(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.sync.fetch import scan
+
+    return {"vaults": scan(node.store, node.key, _node_id(p))}
+
+
+@method("vaults.clone")
+def vaults_clone(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.sync.fetch import clone
+
+    info = clone(
+        node.store, node.vaults, node.key, _node_id(p), text(p, "vault"), opt_text(p, "name")
+    )
+    return {"name": info.name, "id": info.id, "origin": info.origin}
+
+
+@method("vaults.pull")
+def vaults_pull(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.sync.fetch import pull
+
+    names = (
+        [opt_text(p, "name")] if p.get("name") else [i.name for i in node.vaults.all() if i.origin]
+    )
+    return {"pulled": [pull(node.store, node.vaults, node.key, n) for n in names if n]}

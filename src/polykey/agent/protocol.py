@@ -6,10 +6,11 @@ JSON-RPC 2.0 requires closes the connection; the agent goes on serving others.
 
 from __future__ import annotations
 
-import base64
 import json
 import struct
 from typing import Any
+
+from polykey import codec
 
 MAX_FRAME = 192 * 1024 * 1024  # a 100 MB secret, base64-encoded, fits
 HEADER = struct.Struct(">I")
@@ -61,24 +62,12 @@ def check_request(message: dict[str, Any]) -> tuple[Any, str, dict[str, Any]]:
     return request_id, message["method"], params
 
 
-def to_wire(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):
-        return {"$b64": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, dict):
-        return {k: to_wire(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_wire(v) for v in value]
-    return value
-
-
 def from_wire(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"$b64"} and isinstance(value["$b64"], str):
-            try:
-                return base64.b64decode(value["$b64"], validate=True)
-            except ValueError:
-                raise FrameError("bad base64") from None
-        return {k: from_wire(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_wire(v) for v in value]
-    return value
+    """Decode {"$b64": ...} values; bad base64 is a frame error (the connection closes)."""
+    try:
+        return codec.from_wire(value)
+    except codec.BadEncoding:
+        raise FrameError("bad base64") from None
+
+
+to_wire = codec.to_wire

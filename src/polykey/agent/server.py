@@ -69,6 +69,24 @@ class Agent:
         self.kdf_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pk-kdf")
         self.stopping: asyncio.Event | None = None
         self.connections = 0
+        self.peer_host = "127.0.0.1"
+        self.peer_port: int | None = None
+        self.peer_server: Any = None
+
+    async def _serve_peers(self, host: str, port: int) -> None:
+        from polykey.network.ssh import serve, ssh_key
+        from polykey.sync.serve import PeerService
+
+        service = PeerService(self.node.store, self.node.vaults, self.node.node_id)
+        loop = asyncio.get_running_loop()
+
+        async def handle(peer: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
+            log.info("peer %s: %s", encode_node_id(peer), method)
+            return await loop.run_in_executor(self.worker, service.handle, peer, method, params)
+
+        key = ssh_key(self.node.key.signing.openssh_private_pem())
+        self.peer_server = await serve(host, port, key, handle)
+        log.info("serving peers on %s:%d", host, port)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -78,6 +96,7 @@ class Agent:
             "socket": str(self.runtime.socket),
             "since": self.since,
             "version": __version__,
+            **({"peers": f"{self.peer_host}:{self.peer_port}"} if self.peer_port else {}),
         }
 
     async def serve(self, ready: Any = None) -> None:
@@ -88,6 +107,8 @@ class Agent:
             loop.add_signal_handler(sig, self.stopping.set)
         path = self.runtime.socket
         server = await asyncio.start_unix_server(self._connection, path=str(path))
+        if self.peer_port is not None:
+            await self._serve_peers(self.peer_host, self.peer_port)
         os.chmod(path, 0o600)
         check_private(path, directory=False)
         self.runtime.write_status(self.status())
@@ -100,6 +121,8 @@ class Agent:
         finally:
             log.info("agent stopping")
             server.close()
+            if self.peer_server is not None:
+                self.peer_server.close()
             self.runtime.clear()
             self.worker.shutdown(wait=True)
             self.kdf_worker.shutdown(wait=True)

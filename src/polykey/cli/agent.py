@@ -82,9 +82,19 @@ def agent() -> None:
     show_default=True,
     help="Seconds a session lasts at most.",
 )
+@click.option("--port", type=click.IntRange(1, 65535), help="Also serve other nodes over SSH here.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address for --port.")
 @click.option("--child", is_flag=True, hidden=True)
 @pass_settings
-def start(s: Settings, background: bool, session_idle: int, session_max: int, child: bool) -> None:
+def start(
+    s: Settings,
+    background: bool,
+    session_idle: int,
+    session_max: int,
+    port: int | None,
+    host: str,
+    child: bool,
+) -> None:
     """Unlock the node once and serve the CLI on a private Unix socket."""
     from polykey.agent.server import AgentRunning
 
@@ -93,17 +103,18 @@ def start(s: Settings, background: bool, session_idle: int, session_max: int, ch
         from polykey.errors import NodeNotFound
 
         raise NodeNotFound(str(path))
+    peers = (host, port) if port else None
     if child:
-        _run_child(s, session_idle, session_max)
+        _run_child(s, session_idle, session_max, peers)
         return
     live = _live_status(s)
     if live is not None:
         raise AgentRunning(f"pid {live.get('pid')}")
     password = s.password()
     if background:
-        status = _spawn(s, password, session_idle, session_max)
+        status = _spawn(s, password, session_idle, session_max, peers)
     else:
-        _serve(s, password, session_idle, session_max, announce=True)
+        _serve(s, password, session_idle, session_max, peers, announce=True)
         return
     emit(
         s,
@@ -112,13 +123,17 @@ def start(s: Settings, background: bool, session_idle: int, session_max: int, ch
     )
 
 
-def _spawn(s: Settings, password: bytes, idle: int, maximum: int) -> dict[str, Any]:
+def _spawn(
+    s: Settings, password: bytes, idle: int, maximum: int, peers: tuple[str, int] | None
+) -> dict[str, Any]:
     """Start the agent as a detached child; hand it the password on a pipe, never in argv/env."""
     runtime = _runtime(s)
     runtime.ensure()
     args = [sys.executable, "-m", "polykey", "agent", "start", "--child"]
     args += ["--node", str(s.node_path()), "--session-idle", str(idle)]
     args += ["--session-max", str(maximum)]
+    if peers is not None:
+        args += ["--host", peers[0], "--port", str(peers[1])]
     env = {k: v for k, v in os.environ.items() if k not in ("PK_PASSWORD", "PK_NEW_PASSWORD")}
     log_fd = os.open(runtime.log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
     try:
@@ -166,7 +181,7 @@ class _Relayed(PolykeyError):
         return self._message
 
 
-def _run_child(s: Settings, idle: int, maximum: int) -> None:
+def _run_child(s: Settings, idle: int, maximum: int, peers: tuple[str, int] | None) -> None:
     """The detached agent: password from stdin, one JSON line on stdout when ready."""
     raw = sys.stdin.buffer.readline().rstrip(b"\n")
     ready_out = os.fdopen(os.dup(1), "w")
@@ -180,7 +195,7 @@ def _run_child(s: Settings, idle: int, maximum: int) -> None:
         ready_out.close()
 
     try:
-        _serve(s, raw, idle, maximum, announce=False, ready=ready)
+        _serve(s, raw, idle, maximum, peers, announce=False, ready=ready)
     except PolykeyError as exc:
         if not ready_out.closed:
             doc = {"message": exc.message, "hint": exc.user_hint, "exit_code": exc.exit_code}
@@ -194,6 +209,7 @@ def _serve(
     password: bytes,
     idle: int,
     maximum: int,
+    peers: tuple[str, int] | None,
     *,
     announce: bool,
     ready: Any = None,
@@ -216,6 +232,8 @@ def _serve(
     del password
     sessions = Sessions(idle, maximum)
     agent_ = Agent(node, s.node_path(), runtime, sessions)
+    if peers is not None:
+        agent_.peer_host, agent_.peer_port = peers
     token = sessions.issue()
     AgentClient(runtime.folder).save_token(token)
 

@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "secrets": ("polykey.cli.secrets", "secrets"),
     "tags": ("polykey.cli.tags", "tags"),
     "agent": ("polykey.cli.agent", "agent"),
+    "nodes": ("polykey.cli.peers", "nodes"),
     "run": ("polykey.cli.inject", "run"),
     "read": ("polykey.cli.inject", "read"),
     "inject": ("polykey.cli.inject", "inject"),

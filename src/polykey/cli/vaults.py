@@ -171,3 +171,87 @@ def untag(s: Settings, name: str, tag: str) -> None:
     """Remove TAG from vault NAME."""
     r = s.call("vaults.retag", {"name": name, "add": [], "remove": [tag]})
     emit(s, f"Vault {name}: tags {', '.join(r['tags']) or 'none'}.", r)
+
+
+@vaults.command()
+@node_options
+@click.argument("name")
+@click.argument("node_id", metavar="NODEID")
+@click.option(
+    "--perm",
+    "perms",
+    default="scan,clone,pull",
+    show_default=True,
+    help="Comma-separated: scan, clone, pull, push.",
+)
+@pass_settings
+def share(s: Settings, name: str, node_id: str, perms: str) -> None:
+    """Let NODEID see and clone vault NAME."""
+    wanted = [p.strip() for p in perms.split(",") if p.strip()]
+    r = s.call("vaults.share", {"name": name, "node_id": node_id, "permissions": wanted})
+    emit(s, f"Shared {name} with {node_id}: {', '.join(r['permissions'])}.", r)
+
+
+@vaults.command()
+@node_options
+@click.argument("name")
+@click.argument("node_id", metavar="NODEID")
+@pass_settings
+def unshare(s: Settings, name: str, node_id: str) -> None:
+    """Take back every permission NODEID has on vault NAME."""
+    r = s.call("vaults.unshare", {"name": name, "node_id": node_id})
+    emit(s, f"Unshared {name} from {node_id}.", r)
+
+
+@vaults.command()
+@node_options
+@click.argument("name")
+@pass_settings
+def permissions(s: Settings, name: str) -> None:
+    """Which nodes may do what with vault NAME."""
+    r = s.call("vaults.permissions", {"name": name})
+    lines = [f"{n}\t{', '.join(p)}" for n, p in sorted(r["permissions"].items())]
+    emit(s, "\n".join(lines), r)
+
+
+@vaults.command()
+@node_options
+@click.argument("node_id", metavar="NODEID")
+@pass_settings
+def scan(s: Settings, node_id: str) -> None:
+    """The vaults NODEID shares with this node."""
+    r = s.call("vaults.scan", {"node_id": node_id})
+    emit(
+        s,
+        "\n".join(f"{v['name']}\t{v['id']}\t{','.join(v['permissions'])}" for v in r["vaults"]),
+        r,
+    )
+
+
+@vaults.command("clone")
+@node_options
+@click.argument("node_id", metavar="NODEID")
+@click.argument("vault")
+@click.argument("local_name", required=False)
+@pass_settings
+def clone_(s: Settings, node_id: str, vault: str, local_name: str | None) -> None:
+    """Clone VAULT (its name or id) from NODEID; every commit is checked before it lands."""
+    r = s.call("vaults.clone", {"node_id": node_id, "vault": vault, "name": local_name})
+    emit(s, f"Cloned {vault} from {node_id} as {r['name']}.", r)
+
+
+@vaults.command()
+@node_options
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Pull every cloned vault.")
+@pass_settings
+def pull(s: Settings, name: str | None, all_: bool) -> None:
+    """Fetch what is new in a cloned vault from the node it came from (fast-forward only)."""
+    if not name and not all_:
+        raise UsageError("name a vault, or --all")
+    r = s.call("vaults.pull", {"name": None if all_ else name})
+    lines = [
+        f"{p['vault']}: " + (f"updated to {p['head'][:12]}" if p["updated"] else "up to date")
+        for p in r["pulled"]
+    ]
+    emit(s, "\n".join(lines), r)

@@ -34,18 +34,30 @@ class VaultInfo:
     name: str
     created: str
     tags: list[str] = field(default_factory=list)
+    origin: dict[str, str] = field(default_factory=dict)  # for a clone: node, vault, high water
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {"name": self.name, "created": self.created, "tags": sorted(self.tags)},
-            sort_keys=True,
-        ).encode()
+        doc: dict[str, object] = {
+            "name": self.name,
+            "created": self.created,
+            "tags": sorted(self.tags),
+        }
+        if self.origin:
+            doc["origin"] = self.origin
+        return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
     def decode(cls, vault_id: str, raw: bytes) -> VaultInfo:
         try:
             doc = json.loads(raw)
-            return cls(vault_id, str(doc["name"]), str(doc["created"]), list(doc.get("tags", [])))
+            origin = doc.get("origin") or {}
+            return cls(
+                vault_id,
+                str(doc["name"]),
+                str(doc["created"]),
+                list(doc.get("tags", [])),
+                {str(k): str(v) for k, v in origin.items()},
+            )
         except (ValueError, KeyError, TypeError):
             raise NodeDamaged(f"the registry entry of vault {vault_id} is malformed") from None
 
@@ -101,6 +113,22 @@ class Vaults:
             commit = vault._new_commit(tree, [], f"Create vault {name}.")
             tx.put(refs_ns(info.id), BRANCH, objects.add(commit))
         return vault
+
+    def register(self, name: str, origin: dict[str, str], tx: Transaction) -> VaultInfo:
+        """Register a vault with no commits, inside the caller's transaction (a clone)."""
+        check_vault_name(name)
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        info = VaultInfo(new_vault_id(), name, created, [], origin)
+        if tx.get(NAMES, name.encode()) is not None:
+            raise VaultExists(name)
+        tx.put(NAMES, name.encode(), info.id.encode())
+        tx.put(REGISTRY, info.id.encode(), info.encode())
+        return info
+
+    def set_origin(self, name: str, origin: dict[str, str], tx: Transaction) -> None:
+        info = self.info(name, tx)
+        info.origin = origin
+        tx.put(REGISTRY, info.id.encode(), info.encode())
 
     def rename(self, old: str, new: str) -> None:
         check_vault_name(new)

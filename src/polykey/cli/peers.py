@@ -1,0 +1,51 @@
+"""`pk nodes ...`: the other nodes this node knows, and whether they answer."""
+
+from __future__ import annotations
+
+import click
+
+from polykey.cli.common import Settings, emit, node_options, pass_settings
+
+
+@click.group()
+def nodes() -> None:
+    """Other nodes: their NodeIds and addresses."""
+
+
+@nodes.command()
+@node_options
+@click.argument("node_id", metavar="NODEID")
+@click.argument("address", metavar="HOST:PORT")
+@pass_settings
+def add(s: Settings, node_id: str, address: str) -> None:
+    """Remember where NODEID can be reached."""
+    r = s.call("nodes.add", {"node_id": node_id, "address": address})
+    emit(s, f"Added {node_id} at {r['address']}.", r)
+
+
+@nodes.command("list")
+@node_options
+@pass_settings
+def list_(s: Settings) -> None:
+    """The known nodes and their addresses."""
+    r = s.call("nodes.list")
+    emit(s, "\n".join(f"{n['node_id']}\t{n['address']}" for n in r["nodes"]), r)
+
+
+@nodes.command()
+@node_options
+@click.argument("node_id", metavar="NODEID")
+@pass_settings
+def rm(s: Settings, node_id: str) -> None:
+    """Forget a node's address."""
+    emit(s, f"Removed {node_id}.", s.call("nodes.rm", {"node_id": node_id}))
+
+
+@nodes.command()
+@node_options
+@click.argument("node_id", metavar="NODEID")
+@pass_settings
+def ping(s: Settings, node_id: str) -> None:
+    """Connect to a node over SSH, its NodeId pinned, and ask it to answer."""
+    r = s.call("nodes.ping", {"node_id": node_id})
+    emit(s, f"{r['node_id']} answered in {r['ms']} ms (protocol {r['version']}).", r)

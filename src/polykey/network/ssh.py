@@ -1,0 +1,216 @@
+"""SSH between nodes: the node key is the host key and the client key; NodeIds are pinned.
+
+The server binds the peer's NodeId after public-key authentication and hands each `polykey`
+subsystem channel to a handler with that NodeId; nothing is read before authentication. The
+client pins the NodeId it meant to reach as the only acceptable host key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncssh
+
+from polykey.errors import PolykeyError
+from polykey.ids import NodeId, encode_node_id, node_id_from_bytes
+
+log = logging.getLogger("polykey.network")
+SUBSYSTEM = "polykey"
+MAX_FRAME = 64 * 1024 * 1024
+PROTOCOL_VERSION = 1
+Handler = Callable[[NodeId, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class PeerUnreachable(PolykeyError):
+    """The node could not be reached."""
+
+    exit_code = 50
+    hint = "Check the address with `pk nodes list`, and that its agent runs with --port."
+
+
+class PeerError(PolykeyError):
+    """The other node refused the request."""
+
+    exit_code = 51
+
+
+def ssh_key(openssh_private_pem: bytes) -> asyncssh.SSHKey:
+    return asyncssh.import_private_key(openssh_private_pem)
+
+
+def node_id_of(key: asyncssh.SSHKey) -> NodeId | None:
+    if key.get_algorithm() != "ssh-ed25519":
+        return None
+    blob = key.public_data  # string "ssh-ed25519" || string pk
+    return node_id_from_bytes(blob[-32:])
+
+
+class _Server(asyncssh.SSHServer):
+    def __init__(self) -> None:
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.candidate: NodeId | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        node_id = node_id_of(key)
+        if node_id is None:
+            return False
+        self.candidate = node_id  # bound only once the signature checks out
+        return True
+
+    def auth_completed(self) -> None:
+        assert self.conn is not None
+        self.conn.set_extra_info(peer_node_id=self.candidate)
+
+
+async def _read_frame(reader: Any) -> dict[str, Any] | None:
+    header = await reader.readexactly(4)
+    size = int.from_bytes(header, "big")
+    if size > MAX_FRAME:
+        raise ValueError("frame too large")
+    body = await reader.readexactly(size)
+    doc = json.loads(body)
+    if not isinstance(doc, dict):
+        raise ValueError("not an object")
+    return doc
+
+
+def _frame(doc: dict[str, Any]) -> bytes:
+    from polykey.codec import to_wire
+
+    body = json.dumps(to_wire(doc), separators=(",", ":")).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+async def serve(
+    host: str, port: int, host_key: asyncssh.SSHKey, handler: Handler
+) -> asyncssh.SSHAcceptor:
+    """Accept peers; every RPC on a `polykey` channel goes to ``handler(peer, method, params)``."""
+    from polykey.codec import from_wire
+
+    async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
+        peer = proc.get_extra_info("peer_node_id")
+        if proc.subsystem != SUBSYSTEM or peer is None:
+            proc.stderr.write(b"only the polykey subsystem is served\n")
+            proc.exit(1)
+            return
+        try:
+            while True:
+                try:
+                    request = await _read_frame(proc.stdin)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                if request is None:
+                    break
+                method = request.get("method")
+                params = from_wire(request.get("params", {}))
+                if not isinstance(method, str) or not isinstance(params, dict):
+                    break
+                try:
+                    result = await handler(peer, method, params)
+                    reply = {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
+                except PolykeyError as exc:
+                    reply = {
+                        "jsonrpc": "2.0",
+                        "id": request.get("id"),
+                        "error": {
+                            "code": -32000,
+                            "message": exc.message,
+                            "data": {"exit_code": exc.exit_code, "hint": exc.user_hint},
+                        },
+                    }
+                proc.stdout.write(_frame(reply))
+        except (ValueError, UnicodeDecodeError) as exc:
+            log.warning("closed a channel from %s: %s", encode_node_id(peer), exc)
+        finally:
+            with contextlib.suppress(Exception):
+                proc.exit(0)
+
+    return await asyncssh.create_server(
+        _Server,
+        host,
+        port,
+        server_host_keys=[host_key],
+        process_factory=process,
+        encoding=None,
+        allow_scp=False,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        allow_pty=False,
+        line_editor=False,
+    )
+
+
+class PeerClient:
+    """An SSH connection to one node whose NodeId is pinned, carrying RPCs."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, writer: Any, reader: Any) -> None:
+        self.conn = conn
+        self.writer = writer
+        self.reader = reader
+        self.next_id = 1
+
+    @classmethod
+    async def connect(
+        cls, client_key: asyncssh.SSHKey, node_id: NodeId, host: str, port: int
+    ) -> PeerClient:
+        from polykey.crypto.signing import openssh_public_line
+
+        pinned = asyncssh.import_public_key(openssh_public_line(bytes(node_id)))
+        try:
+            conn = await asyncio.wait_for(
+                asyncssh.connect(
+                    host,
+                    port,
+                    username="polykey",
+                    client_keys=[client_key],
+                    known_hosts=([pinned], [], []),
+                    agent_path=None,
+                    config=None,
+                ),
+                timeout=15,
+            )
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            raise PeerUnreachable(f"{encode_node_id(node_id)} at {host}:{port} ({exc})") from None
+        writer, reader, _ = await conn.open_session(subsystem=SUBSYSTEM, encoding=None)
+        return cls(conn, writer, reader)
+
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        from polykey.codec import from_wire
+
+        self.writer.write(
+            _frame({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        )
+        self.next_id += 1
+        try:
+            reply = await _read_frame(self.reader)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+            raise PeerUnreachable(f"the connection broke ({type(exc).__name__})") from None
+        assert reply is not None
+        if "error" in reply:
+            err = reply["error"]
+            data = err.get("data") or {}
+            raise PeerError(str(err.get("message")), hint=str(data.get("hint", "")))
+        result = from_wire(reply.get("result"))
+        if not isinstance(result, dict):
+            raise PeerUnreachable("a malformed reply")
+        return result
+
+    def close(self) -> None:
+        self.conn.close()

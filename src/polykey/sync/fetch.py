@@ -1,0 +1,249 @@
+"""Cloning and pulling a vault from another node, checking everything before it lands.
+
+Everything a peer sends is untrusted: each object's id is computed here from its content; trees
+may hold only secrets and directories with valid names; every new commit must be signed (git's
+SSH signature, namespace "git") by the node the vault came from; the new head must descend from
+what we have (a peer serving an older state is refused). Only then are the objects and the ref
+written, in one transaction; a refused update leaves the local vault exactly as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import stat
+from collections.abc import Callable
+from typing import Any
+
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
+
+from polykey.crypto import sshsig
+from polykey.errors import PolykeyError
+from polykey.ids import NodeId, decode_node_id, encode_node_id
+from polykey.keys.root import RootKey
+from polykey.network.graph import Graph
+from polykey.network.ssh import PeerClient, ssh_key
+from polykey.store.nodefile import NodeFile
+from polykey.vaults.errors import VaultExists
+from polykey.vaults.objects import objects_ns, refs_ns
+from polykey.vaults.paths import InvalidSecretPath, check_component, fold
+from polykey.vaults.registry import VaultInfo, Vaults
+from polykey.vaults.vault import BRANCH, GIT_NAMESPACE
+
+TYPES = {1: b"commit", 2: b"tree", 3: b"blob"}
+MAX_OBJECT_BYTES = 256 * 1024 * 1024
+MAX_DEPTH = 64
+RESERVED = {b".polykey-tags", b".polykey-dir"}
+
+
+class UpdateRefused(PolykeyError):
+    """The update from the other node was refused; nothing changed here."""
+
+    exit_code = 53
+
+
+class NeedsMerge(PolykeyError):
+    """The vault has local commits the other node does not have."""
+
+    exit_code = 54
+    hint = "Merging is not supported yet: keep the local changes, or clone the vault again."
+
+
+def _remote(store: NodeFile, key: RootKey, peer: NodeId, call: Callable[[PeerClient], Any]) -> Any:
+    address = Graph(store).get(peer)
+
+    async def run() -> Any:
+        client = await PeerClient.connect(
+            ssh_key(key.signing.openssh_private_pem()), peer, address.host, address.port
+        )
+        try:
+            return await call(client)
+        finally:
+            client.close()
+
+    return asyncio.run(run())
+
+
+def scan(store: NodeFile, key: RootKey, peer: NodeId) -> list[dict[str, Any]]:
+    result = _remote(store, key, peer, lambda c: c.call("vaults.scan", {}))
+    return list(result["vaults"])
+
+
+def ping(store: NodeFile, key: RootKey, peer: NodeId) -> dict[str, Any]:
+    return dict(_remote(store, key, peer, lambda c: c.call("peer.hello", {})))
+
+
+def _fetch(
+    store: NodeFile, key: RootKey, peer: NodeId, vault: str, haves: list[str]
+) -> dict[str, Any]:
+    params = {"vault": vault, "haves": haves}
+    return dict(_remote(store, key, peer, lambda c: c.call("vaults.fetch", params)))
+
+
+def clone(
+    store: NodeFile, vaults: Vaults, key: RootKey, peer: NodeId, vault: str, name: str | None
+) -> VaultInfo:
+    reply = _fetch(store, key, peer, vault, [])
+    remote = reply["vault"]
+    local_name = name or str(remote["name"])
+    if any(i.name == local_name for i in vaults.all()):
+        raise VaultExists(
+            local_name, hint="Give the clone another name: pk vaults clone NODEID VAULT NAME."
+        )
+    head = str(reply["head"]).encode()
+    objects = validate(reply["objects"], head, lambda _sha: False, {bytes(peer)})
+    origin = {
+        "node_id": encode_node_id(peer),
+        "vault_id": remote["id"],
+        "name": remote["name"],
+        "high_water": head.decode(),
+    }
+    with store.write() as tx:
+        info = vaults.register(local_name, origin, tx)
+        ns = objects_ns(info.id)
+        for sha, raw in objects.items():
+            tx.put(ns, bytes.fromhex(sha.decode()), raw)
+        tx.put(refs_ns(info.id), BRANCH, head)
+    return info
+
+
+def pull(store: NodeFile, vaults: Vaults, key: RootKey, name: str) -> dict[str, Any]:
+    info = vaults.info(name)
+    if not info.origin:
+        raise UpdateRefused(f"vault {name} was not cloned from another node")
+    peer = decode_node_id(info.origin["node_id"])
+    vault = vaults.open(name)
+    local = vault.head()
+    high = str(info.origin.get("high_water", "")).encode()
+    haves = [h.decode() for h in {local, high} if h]
+    reply = _fetch(store, key, peer, info.origin["vault_id"], haves)
+    head = str(reply["head"]).encode()
+    if head == local:
+        return {"vault": name, "updated": False, "head": head.decode()}
+    local_objects = vault.objects()
+
+    def known(sha: bytes) -> bool:
+        return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
+
+    objects = validate(reply["objects"], head, known, {bytes(peer)})
+
+    def parents(sha: bytes) -> list[bytes]:
+        raw = objects.get(sha)
+        obj = _parse(raw, sha) if raw is not None else local_objects.get(sha)
+        return list(obj.parents) if isinstance(obj, Commit) else []
+
+    if high and high != head and _is_ancestor(head, high, parents):
+        raise UpdateRefused(f"{encode_node_id(peer)} serves an older state of {name} (rollback)")
+    if local is not None and not _is_ancestor(local, head, parents):
+        raise NeedsMerge(name)
+    with store.write() as tx:
+        ns = objects_ns(info.id)
+        for sha, raw in objects.items():
+            tx.put(ns, bytes.fromhex(sha.decode()), raw)
+        tx.put(refs_ns(info.id), BRANCH, head)
+        vaults.set_origin(info.name, {**info.origin, "high_water": head.decode()}, tx)
+    return {"vault": name, "updated": True, "head": head.decode(), "objects": len(objects)}
+
+
+def _is_ancestor(old: bytes, new: bytes, parents: Callable[[bytes], list[bytes]]) -> bool:
+    todo, seen = [new], set()
+    while todo:
+        sha = todo.pop()
+        if sha == old:
+            return True
+        if sha in seen:
+            continue
+        seen.add(sha)
+        todo.extend(parents(sha))
+    return False
+
+
+def _parse(raw: bytes, sha: bytes) -> ShaFile:
+    return ShaFile.from_raw_string(raw[0], raw[1:], sha=ObjectID(sha))
+
+
+def validate(
+    received: list[Any], head: bytes, known: Callable[[bytes], bool], signers: set[bytes]
+) -> dict[bytes, bytes]:
+    """Check a peer's objects; return them by id (hex) or raise UpdateRefused."""
+    objects: dict[bytes, bytes] = {}
+    parsed: dict[bytes, ShaFile] = {}
+    for raw in received:
+        if not isinstance(raw, bytes) or not raw or raw[0] not in TYPES:
+            raise UpdateRefused("an object of an unknown or forbidden type")
+        if len(raw) > MAX_OBJECT_BYTES:
+            raise UpdateRefused("an object is too large")
+        body = memoryview(raw)[1:]
+        digest = hashlib.sha1(b"%s %d\x00" % (TYPES[raw[0]], len(body)))  # noqa: S324 - git id
+        digest.update(body)
+        sha = digest.hexdigest().encode()
+        objects[sha] = raw
+        if raw[0] != Blob.type_num:
+            try:
+                parsed[sha] = _parse(raw, sha)
+            except Exception:
+                raise UpdateRefused(f"object {sha.decode()} is malformed") from None
+
+    def present(sha: bytes) -> bool:
+        return sha in objects or known(sha)
+
+    if not present(head):
+        raise UpdateRefused("the new head is missing")
+    for sha, obj in parsed.items():
+        if isinstance(obj, Commit):
+            _check_commit(sha, obj, present, signers)
+        elif isinstance(obj, Tree):
+            folded: set[str] = set()
+            for item in obj.iteritems():
+                _check_entry(sha, item.path, item.mode)
+                key = fold(item.path.decode("utf-8"))
+                if key in folded:
+                    raise UpdateRefused(f"tree {sha.decode()} holds names that differ by case only")
+                folded.add(key)
+                if not present(item.sha):
+                    raise UpdateRefused(f"tree {sha.decode()} names a missing object")
+    if head in parsed and not isinstance(parsed[head], Commit):
+        raise UpdateRefused("the new head is not a commit")
+    for obj in parsed.values():
+        if isinstance(obj, Commit) and obj.tree in parsed:
+            _depth(parsed, obj.tree, 0)
+    return objects
+
+
+def _check_commit(
+    sha: bytes, commit: Commit, present: Callable[[bytes], bool], signers: set[bytes]
+) -> None:
+    if not present(commit.tree) or not all(present(p) for p in commit.parents):
+        raise UpdateRefused(f"commit {sha.decode()} refers to missing objects")
+    if commit.gpgsig is None:
+        raise UpdateRefused(f"commit {sha.decode()} is not signed")
+    try:
+        signer, _, _, _ = sshsig.parse(commit.gpgsig)
+        ok = signer in signers and sshsig.check(
+            commit.gpgsig, commit.raw_without_sig(), GIT_NAMESPACE, signer
+        )
+    except sshsig.MalformedSignature:
+        ok = False
+    if not ok:
+        raise UpdateRefused(f"commit {sha.decode()} is not signed by a node allowed to write")
+
+
+def _check_entry(tree: bytes, name: bytes, mode: int) -> None:
+    if mode not in (0o100644, 0o040000):
+        raise UpdateRefused(f"tree {tree.decode()} holds a link, submodule or odd mode")
+    if name in RESERVED:
+        return
+    try:
+        check_component(name.decode("utf-8"))
+    except (UnicodeDecodeError, InvalidSecretPath):
+        raise UpdateRefused(f"tree {tree.decode()} holds a forbidden name") from None
+
+
+def _depth(parsed: dict[bytes, ShaFile], tree_id: bytes, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise UpdateRefused("a tree is nested too deep")
+    tree = parsed.get(tree_id)
+    if isinstance(tree, Tree):
+        for item in tree.iteritems():
+            if stat.S_ISDIR(item.mode):
+                _depth(parsed, item.sha, depth + 1)

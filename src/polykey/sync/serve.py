@@ -1,0 +1,124 @@
+"""The serving side of sharing: what a peer may scan and fetch, and only what it is missing.
+
+A peer without permission on a vault gets exactly the answer a missing vault gives, so a
+vault's existence does not leak.
+"""
+
+from __future__ import annotations
+
+import stat
+from typing import Any
+
+from dulwich.objects import Commit, Tree
+
+from polykey.errors import InvalidInput
+from polykey.ids import NodeId, encode_node_id
+from polykey.network.ssh import PROTOCOL_VERSION
+from polykey.store.nodefile import NodeFile
+from polykey.trust.acl import Acl
+from polykey.vaults.errors import VaultNotFound
+from polykey.vaults.objects import VaultObjects
+from polykey.vaults.registry import Vaults
+
+MAX_HAVES = 256
+
+
+class PeerService:
+    """Answers one node's peers; runs on the agent's node worker thread."""
+
+    def __init__(self, store: NodeFile, vaults: Vaults, node_id: NodeId) -> None:
+        self.store = store
+        self.vaults = vaults
+        self.acl = Acl(store)
+        self.node_id = node_id
+
+    def handle(self, peer: NodeId, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "peer.hello":
+            return {"version": PROTOCOL_VERSION, "node_id": encode_node_id(self.node_id)}
+        if method == "vaults.scan":
+            return {"vaults": self._scan(peer)}
+        if method == "vaults.fetch":
+            return self._fetch(peer, params)
+        raise InvalidInput(f"unknown method {method[:40]!r}")
+
+    def _scan(self, peer: NodeId) -> list[dict[str, Any]]:
+        out = []
+        for info in self.vaults.all():
+            perms = self.acl.grants(info.id).get(encode_node_id(peer), [])
+            if perms:
+                out.append({"id": info.id, "name": info.name, "permissions": perms})
+        return out
+
+    def _fetch(self, peer: NodeId, params: dict[str, Any]) -> dict[str, Any]:
+        wanted = params.get("vault")
+        haves = params.get("haves", [])
+        if not isinstance(wanted, str) or not isinstance(haves, list) or len(haves) > MAX_HAVES:
+            raise InvalidInput("vault must be text and haves a short list")
+        info = next(
+            (
+                i
+                for i in self.vaults.all()
+                if wanted in (i.id, i.name)
+                and {"clone", "pull"} & set(self.acl.grants(i.id).get(encode_node_id(peer), []))
+            ),
+            None,
+        )
+        if info is None:
+            raise VaultNotFound(wanted[:80])  # the same answer whether it exists or not
+        vault = self.vaults.open(info.name)
+        head = vault.head()
+        if head is None:
+            raise VaultNotFound(wanted[:80])
+        objects = vault.objects()
+        have_ids = {h.encode() for h in haves if isinstance(h, str) and len(h) == 40}
+        have_ids = {h for h in have_ids if _has(objects, h)}
+        known: set[bytes] = set()
+        for have in have_ids:
+            _reachable_tree_objects(objects, objects.get_commit(have).tree, known)
+        send: dict[bytes, bytes] = {}
+        todo = [head]
+        while todo:
+            commit_id = todo.pop()
+            if commit_id in have_ids or commit_id in send:
+                continue
+            commit = objects.get_commit(commit_id)
+            send[commit_id] = _raw(objects, commit_id)
+            found: set[bytes] = set()
+            _reachable_tree_objects(objects, commit.tree, found, skip=known)
+            for sha in found - known:
+                if sha not in send:
+                    send[sha] = _raw(objects, sha)
+            known |= found
+            todo.extend(commit.parents)
+        return {
+            "vault": {"id": info.id, "name": info.name},
+            "head": head.decode(),
+            "objects": list(send.values()),
+        }
+
+
+def _has(objects: VaultObjects, sha: bytes) -> bool:
+    try:
+        return isinstance(objects.get(sha), Commit)
+    except Exception:
+        return False
+
+
+def _raw(objects: VaultObjects, sha: bytes) -> bytes:
+    obj = objects.get(sha)
+    return bytes([obj.type_num]) + obj.as_raw_string()
+
+
+def _reachable_tree_objects(
+    objects: VaultObjects, tree_id: bytes, out: set[bytes], skip: set[bytes] | None = None
+) -> None:
+    if tree_id in out or (skip is not None and tree_id in skip):
+        return
+    out.add(tree_id)
+    tree = objects.get(tree_id)
+    assert isinstance(tree, Tree)
+    for item in tree.iteritems():
+        if stat.S_ISDIR(item.mode):
+            _reachable_tree_objects(objects, item.sha, out, skip)
+        else:
+            out.add(item.sha)

@@ -1,0 +1,1 @@
+"""Trust: who may do what with this node's vaults (the ACL)."""

@@ -1,0 +1,64 @@
+"""Per-vault permissions granted to other nodes: scan, clone, pull, push.
+
+Kept in the mutable namespace ``acl/vaults``: vault id -> JSON {NodeId: [permissions]}.
+"""
+
+from __future__ import annotations
+
+import json
+
+from polykey.errors import InvalidInput, NodeDamaged
+from polykey.ids import NodeId, encode_node_id
+from polykey.store.nodefile import NodeFile
+from polykey.store.records import Namespace
+
+ACL = Namespace("acl/vaults")
+PERMISSIONS = ("scan", "clone", "pull", "push")
+DEFAULT = ("scan", "clone", "pull")
+
+
+def check_permissions(perms: list[str]) -> list[str]:
+    unknown = [p for p in perms if p not in PERMISSIONS]
+    if unknown:
+        raise InvalidInput(
+            f"unknown permission {unknown[0]!r}", hint=f"Use {', '.join(PERMISSIONS)}."
+        )
+    return sorted(set(perms))
+
+
+class Acl:
+    def __init__(self, store: NodeFile) -> None:
+        self.store = store
+
+    def grants(self, vault_id: str) -> dict[str, list[str]]:
+        raw = self.store.get(ACL, vault_id.encode())
+        if raw is None:
+            return {}
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise NodeDamaged(f"the permissions of vault {vault_id} are malformed") from None
+        return {str(k): [str(p) for p in v] for k, v in doc.items()}
+
+    def allowed(self, vault_id: str, node_id: NodeId, permission: str) -> bool:
+        return permission in self.grants(vault_id).get(encode_node_id(node_id), [])
+
+    def grant(self, vault_id: str, node_id: NodeId, perms: list[str]) -> list[str]:
+        perms = check_permissions(perms)
+        with self.store.write() as tx:
+            current = self.grants(vault_id)
+            key = encode_node_id(node_id)
+            current[key] = sorted(set(current.get(key, [])) | set(perms))
+            tx.put(ACL, vault_id.encode(), json.dumps(current, sort_keys=True).encode())
+        return current[key]
+
+    def revoke(self, vault_id: str, node_id: NodeId) -> bool:
+        with self.store.write() as tx:
+            current = self.grants(vault_id)
+            found = current.pop(encode_node_id(node_id), None) is not None
+            tx.put(ACL, vault_id.encode(), json.dumps(current, sort_keys=True).encode())
+        return found
+
+    def drop(self, vault_id: str) -> None:
+        with self.store.write() as tx:
+            tx.delete(ACL, vault_id.encode())
