@@ -3,7 +3,8 @@
 Two nodes, alice and bob, live on this machine. Each is one encrypted file. The demo shows what
 works today: bootstrap, node info and check, signatures, encryption from one node to another,
 a lost password recovered with the recovery code, a vault of secrets with its signed history,
-and what a damaged file looks like.
+the vault shared with bob's node, cloned over SSH and kept up to date by pulls, and what a
+damaged file looks like.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -38,9 +40,16 @@ def pk(*args: str, env: dict[str, str], check: bool = True, stdin: bytes | None 
     return result.stdout.decode()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="polykey-demo-"))
     base = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
+    base["PK_RUNTIME_DIR"] = str(work / "run")
     try:
         alice = dict(base, PK_NODE=str(work / "alice.pk"), PK_PASSWORD="alice's passphrase")
         bob = dict(base, PK_NODE=str(work / "bob.pk"), PK_PASSWORD="bob's passphrase")
@@ -69,8 +78,17 @@ def main() -> int:
         step("Alice encrypts a secret to bob's NodeId (age format); only bob can read it")
         secret = work / "db-password.txt"
         secret.write_text("s3cr3t-for-bob\n")
-        pk("keys", "encrypt", str(secret), "--to", bob_id, "--armor", "-o",
-           str(work / "for-bob.age"), env=alice)
+        pk(
+            "keys",
+            "encrypt",
+            str(secret),
+            "--to",
+            bob_id,
+            "--armor",
+            "-o",
+            str(work / "for-bob.age"),
+            env=alice,
+        )
         secret.unlink()
         pk("keys", "decrypt", str(work / "for-bob.age"), env=bob)
         pk("keys", "decrypt", str(work / "for-bob.age"), env=alice, check=False)
@@ -79,8 +97,11 @@ def main() -> int:
         lost = dict(alice, PK_PASSWORD="not the password")
         pk("node", "info", env=lost, check=False)
         code = (work / "alice.code").read_text().strip()
-        pk("keys", "recover", env=dict(alice, PK_RECOVERY_CODE=code,
-                                       PK_NEW_PASSWORD="alice's new passphrase"))
+        pk(
+            "keys",
+            "recover",
+            env=dict(alice, PK_RECOVERY_CODE=code, PK_NEW_PASSWORD="alice's new passphrase"),
+        )
         alice["PK_PASSWORD"] = "alice's new passphrase"
         pk("node", "check", env=alice)
 
@@ -99,14 +120,33 @@ def main() -> int:
         pk("vaults", "revert", "work", "HEAD~1", env=alice)
         pk("secrets", "cat", "work:db/password", env=alice)
 
+        step("Alice shares the vault with bob's node; bob clones it over SSH, then pulls updates")
+        port = free_port()
+        pk("vaults", "share", "work", bob_id, env=alice)
+        pk("agent", "start", "--background", "--port", str(port), env=alice)
+        try:
+            pk("nodes", "add", alice_id, f"127.0.0.1:{port}", env=bob)
+            pk("nodes", "ping", alice_id, env=bob)
+            pk("vaults", "scan", alice_id, env=bob)
+            pk("vaults", "clone", alice_id, "work", env=bob)
+            pk("secrets", "cat", "work:db/password", env=bob)
+            pk("secrets", "write", "work:db/password", env=alice, stdin=b"rotated-on-alice")
+            pk("vaults", "pull", "work", env=bob)
+            pk("secrets", "cat", "work:db/password", env=bob)
+            pk("vaults", "log", "work", "-n", "2", env=bob)
+            pk("vaults", "unshare", "work", bob_id, env=alice)
+            pk("vaults", "pull", "work", env=bob, check=False)
+        finally:
+            pk("agent", "stop", env=alice, check=False)
+
         step("A damaged node file is reported by name, never read as wrong plaintext")
         shutil.copy(work / "alice.pk", work / "damaged.pk")
         with contextlib.closing(sqlite3.connect(work / "damaged.pk")) as db, db:
             db.execute("UPDATE record SET sealed = randomblob(length(sealed))")
         pk("node", "check", env=dict(alice, PK_NODE=str(work / "damaged.pk")), check=False)
 
-        step("Coming next (open issues): the agent, sharing vaults between nodes over SSH")
-        print("  See README.md for the roadmap.")
+        step("Coming next (open issues): pushing between one's own nodes, stock git clone,")
+        print("  notifications, merging, import/export. See README.md.")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

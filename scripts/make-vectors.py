@@ -52,8 +52,9 @@ def main() -> int:
     )
     manifest = Manifest("node/keys", {rec_id: (5, b"root-seed")}).encode()
     msealed = keys.seal(manifest, aad(Kind.MANIFEST, ns_id, version=5), b"\x05" * 12)
-    root = Root(5, {ns_id: (Kind.MUTABLE, 5, "node/keys"), ins_id: (Kind.IMMUTABLE, 0,
-                                                                  "vault/objects")}).encode()
+    root = Root(
+        5, {ns_id: (Kind.MUTABLE, 5, "node/keys"), ins_id: (Kind.IMMUTABLE, 0, "vault/objects")}
+    ).encode()
     rsealed = keys.seal(root, aad(Kind.ROOT, version=5), b"\x06" * 12)
 
     def flip_last(b: bytes) -> str:
@@ -64,7 +65,10 @@ def main() -> int:
         "about": "Test vectors of docs/spec/node-file.md; hex unless named otherwise.",
         "kdf": {
             "password_utf8": password.decode(),
-            "memory_kib": 64, "iterations": 1, "lanes": 1, "salt": params.salt.hex(),
+            "memory_kib": 64,
+            "iterations": 1,
+            "lanes": 1,
+            "salt": params.salt.hex(),
             "kek": kek.hex(),
         },
         "recovery": {
@@ -102,18 +106,25 @@ def main() -> int:
         },
         "failures": {
             "header_bad_checksum": {"checksum": flip_last(checksum), "expect": "damaged"},
-            "header_newer_format": {"body_utf8": body.decode().replace('"format":1', '"format":2'),
-                                    "expect": "unsupported version"},
-            "header_huge_memory": {"body_utf8": body.decode().replace('"memory_kib":64',
-                                                                       f'"memory_kib":{2**30}'),
-                                   "expect": "unsafe parameters"},
-            "header_wrong_password": {"password_utf8": "Correct horse battery staple",
-                                      "expect": "wrong password"},
+            "header_newer_format": {
+                "body_utf8": body.decode().replace('"format":1', '"format":2'),
+                "expect": "unsupported version",
+            },
+            "header_huge_memory": {
+                "body_utf8": body.decode().replace('"memory_kib":64', f'"memory_kib":{2**30}'),
+                "expect": "unsafe parameters",
+            },
+            "header_wrong_password": {
+                "password_utf8": "Correct horse battery staple",
+                "expect": "wrong password",
+            },
             "record_bad_tag": {"sealed": flip_last(sealed), "expect": "authentication failure"},
             "record_truncated": {"sealed": sealed[:27].hex(), "expect": "authentication failure"},
             "record_older_version": {"version": 4, "expect": "authentication failure"},
-            "record_as_immutable": {"kind": int(Kind.IMMUTABLE), "expect":
-                                    "authentication failure"},
+            "record_as_immutable": {
+                "kind": int(Kind.IMMUTABLE),
+                "expect": "authentication failure",
+            },
             "record_wrong_key": {"data_key": bytes(32).hex(), "expect": "authentication failure"},
             "record_unknown_format": {"aad_format": 2, "expect": "authentication failure"},
         },

@@ -37,6 +37,7 @@ class PeerError(PolykeyError):
     """The other node refused the request."""
 
     exit_code = 51
+    hint = "It may have no such vault, or not share it with this node (`pk vaults scan NODEID`)."
 
 
 def ssh_key(openssh_private_pem: bytes) -> asyncssh.SSHKey:
@@ -157,6 +158,11 @@ async def serve(
     )
 
 
+def _remote_hint(data: Any) -> str | None:
+    """Keep the class hint: the other node's own hints speak of its commands, not ours."""
+    return None
+
+
 class PeerClient:
     """An SSH connection to one node whose NodeId is pinned, carrying RPCs."""
 
@@ -206,7 +212,7 @@ class PeerClient:
         if "error" in reply:
             err = reply["error"]
             data = err.get("data") or {}
-            raise PeerError(str(err.get("message")), hint=str(data.get("hint", "")))
+            raise PeerError(str(err.get("message")), hint=_remote_hint(data))
         result = from_wire(reply.get("result"))
         if not isinstance(result, dict):
             raise PeerUnreachable("a malformed reply")
