@@ -1,0 +1,132 @@
+"""Two nodes as separate processes on loopback: share, clone, pull, unshare, refusals."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from polykey.node import Node
+from polykey.vaults.objects import refs_ns
+from polykey.vaults.vault import BRANCH
+from tests.support import pk_env, run_pk
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Pair:
+    alice: dict[str, str]
+    bob: dict[str, str]
+    alice_id: str
+    bob_id: str
+    port: int
+    tmp: Path
+
+    def a(self, *args: str, stdin: bytes | None = None) -> str:
+        r = run_pk(*args, env=self.alice, input=stdin)
+        assert r.returncode == 0, r.stderr.decode()
+        return r.stdout.decode()
+
+    def b(self, *args: str, stdin: bytes | None = None) -> str:
+        r = run_pk(*args, env=self.bob, input=stdin)
+        assert r.returncode == 0, r.stderr.decode()
+        return r.stdout.decode()
+
+    def start_alice(self) -> None:
+        self.a("agent", "start", "--background", "--port", str(self.port))
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    run = str(tmp_path / "run")
+    alice = pk_env(tmp_path / "alice.pk", PK_PASSWORD="alice pw", PK_RUNTIME_DIR=run)
+    bob = pk_env(tmp_path / "bob.pk", PK_PASSWORD="bob pw", PK_RUNTIME_DIR=run)
+    for env in (alice, bob):
+        assert run_pk("bootstrap", env=env).returncode == 0
+    ids = [run_pk("keys", "public", env=e).stdout.decode().split()[0] for e in (alice, bob)]
+    p = Pair(alice, bob, ids[0], ids[1], free_port(), tmp_path)
+    p.a("vaults", "create", "work")
+    p.a("secrets", "write", "work:db/password", stdin=b"first")
+    p.a("vaults", "share", "work", p.bob_id)
+    p.start_alice()
+    p.b("nodes", "add", p.alice_id, f"127.0.0.1:{p.port}")
+    try:
+        yield p
+    finally:
+        run_pk("agent", "stop", env=alice)
+
+
+def test_clone_then_pull_brings_each_update_and_checks_clean(pair: Pair) -> None:
+    assert "work" in pair.b("vaults", "scan", pair.alice_id)
+    pair.b("vaults", "clone", pair.alice_id, "work", "mine")
+    assert pair.b("secrets", "cat", "mine:db/password") == "first"
+    pair.a("secrets", "write", "work:db/password", stdin=b"second")
+    assert "updated" in pair.b("vaults", "pull", "mine")
+    assert pair.b("secrets", "cat", "mine:db/password") == "second"
+    assert "up to date" in pair.b("vaults", "pull", "mine")
+    alice_log = pair.a("vaults", "log", "work")
+    assert pair.b("vaults", "log", "mine") == alice_log
+    assert "whole" in pair.b("node", "check")
+
+
+def test_a_vault_not_shared_answers_like_a_missing_one(pair: Pair) -> None:
+    pair.a("vaults", "create", "private")
+    hidden = run_pk("vaults", "clone", pair.alice_id, "private", env=pair.bob)
+    missing = run_pk("vaults", "clone", pair.alice_id, "no-such-vault", env=pair.bob)
+    assert hidden.returncode == missing.returncode == 51
+    assert b"No such vault: private" in hidden.stderr
+    assert b"No such vault: no-such-vault" in missing.stderr
+    assert "private" not in pair.b("vaults", "scan", pair.alice_id)
+
+
+def test_after_unshare_pull_is_refused_and_the_clone_is_unchanged(pair: Pair) -> None:
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    pair.a("secrets", "write", "work:db/password", stdin=b"secret after unshare")
+    pair.a("vaults", "unshare", "work", pair.bob_id)
+    refused = run_pk("vaults", "pull", "work", env=pair.bob)
+    assert refused.returncode == 51
+    assert pair.b("secrets", "cat", "work:db/password") == "first"
+
+
+def test_a_node_whose_key_is_not_the_pinned_one_is_unreachable(pair: Pair) -> None:
+    carol = pk_env(pair.tmp / "carol.pk", PK_PASSWORD="carol pw")
+    assert run_pk("bootstrap", env=carol).returncode == 0
+    carol_id = run_pk("keys", "public", env=carol).stdout.decode().split()[0]
+    pair.b("nodes", "add", carol_id, f"127.0.0.1:{pair.port}")  # alice answers there
+    result = run_pk("nodes", "ping", carol_id, env=pair.bob)
+    assert result.returncode == 50
+    assert b"Traceback" not in result.stderr
+
+
+def test_local_commits_make_a_pull_that_needs_a_merge_fail_and_change_nothing(pair: Pair) -> None:
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    pair.b("secrets", "write", "work:local", stdin=b"bob's own")
+    pair.a("secrets", "write", "work:db/password", stdin=b"alice's new")
+    before = pair.b("vaults", "log", "work")
+    result = run_pk("vaults", "pull", "work", env=pair.bob)
+    assert result.returncode == 54
+    assert pair.b("vaults", "log", "work") == before
+
+
+def test_a_peer_serving_an_older_state_is_refused(pair: Pair) -> None:
+    pair.a("secrets", "write", "work:db/password", stdin=b"second")
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    run_pk("agent", "stop", env=pair.alice)
+    with Node.open(pair.tmp / "alice.pk", b"alice pw", allow_weak=True) as node:
+        vault = node.vaults.open("work")
+        older = vault.resolve("HEAD~1")
+        with node.store.write() as tx:  # alice's file rolled back (a restored old copy)
+            tx.put(refs_ns(vault.id), BRANCH, older)
+    pair.start_alice()
+    result = run_pk("vaults", "pull", "work", env=pair.bob)
+    assert result.returncode == 53, result.stderr
+    assert b"older state" in result.stderr
+    assert pair.b("secrets", "cat", "work:db/password") == "second"
