@@ -150,7 +150,7 @@ def test_object_ids_are_computed_locally_so_a_wrong_name_cannot_enter() -> None:
 
 
 def test_parents_known_locally_are_enough() -> None:
-    tree, blob = tree_with(b"a")
+    tree, _ = tree_with(b"a")
     first = commit(tree)
     tree2, blob2 = tree_with(b"a", data=b"new")
     second = commit(tree2, parents=[first.id])
