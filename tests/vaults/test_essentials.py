@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from dulwich.objects import ObjectID
+from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from polykey.ids import encode_node_id
@@ -30,8 +32,8 @@ def export(node: Node, name: str, target: Path) -> Repo:
             repo.object_store.add_object(objects.get(key.hex().encode()))
     head = vault.head()
     assert head is not None
-    repo.refs[b"refs/heads/main"] = head
-    repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
+    repo.refs[Ref(b"refs/heads/main")] = ObjectID(head)
+    repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(b"refs/heads/main"))
     return repo
 
 
