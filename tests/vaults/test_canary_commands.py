@@ -11,7 +11,7 @@ from tests.support import PASSWORD, pk_env, run_pk
 
 
 def forms(secret: bytes) -> list[bytes]:
-    blob_id = hashlib.sha1(b"blob %d\x00" % len(secret) + secret)  # noqa: S324 - git's id
+    blob_id = hashlib.sha1(b"blob %d\x00" % len(secret) + secret)
     return [
         secret,
         secret.hex().encode(),
