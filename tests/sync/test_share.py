@@ -130,3 +130,24 @@ def test_a_peer_serving_an_older_state_is_refused(pair: Pair) -> None:
     assert result.returncode == 53, result.stderr
     assert b"older state" in result.stderr
     assert pair.b("secrets", "cat", "work:db/password") == "second"
+
+
+def test_push_to_a_node_that_granted_push_lands_there_and_others_pull_it(pair: Pair) -> None:
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    pair.b("secrets", "write", "work:from-bob", stdin=b"bob wrote this")
+    assert "Pushed" in pair.b("vaults", "push", "work", pair.alice_id)
+    assert pair.a("secrets", "cat", "work:from-bob") == "bob wrote this"
+    assert "nothing to push" in pair.b("vaults", "push", "work", pair.alice_id)
+    pair.a("secrets", "write", "work:db/password", stdin=b"after the push")
+    assert "updated" in pair.b("vaults", "pull", "work")
+    assert pair.b("secrets", "cat", "work:db/password") == "after the push"
+
+
+def test_push_without_the_push_grant_is_refused_and_changes_nothing(pair: Pair) -> None:
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    pair.b("secrets", "write", "work:from-bob", stdin=b"x")
+    before = pair.a("vaults", "log", "work")
+    result = run_pk("vaults", "push", "work", pair.alice_id, env=pair.bob)
+    assert result.returncode == 51
+    assert pair.a("vaults", "log", "work") == before

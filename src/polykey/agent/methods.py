@@ -515,3 +515,10 @@ def vaults_pull(node: Node, p: Params) -> dict[str, Any]:
         [opt_text(p, "name")] if p.get("name") else [i.name for i in node.vaults.all() if i.origin]
     )
     return {"pulled": [pull(node.store, node.vaults, node.key, n) for n in names if n]}
+
+
+@method("vaults.push")
+def vaults_push(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.sync.fetch import push
+
+    return push(node.store, node.vaults, node.key, text(p, "name"), _node_id(p))

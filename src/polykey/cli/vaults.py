@@ -255,3 +255,15 @@ def pull(s: Settings, name: str | None, all_: bool) -> None:
         for p in r["pulled"]
     ]
     emit(s, "\n".join(lines), r)
+
+
+@vaults.command()
+@node_options
+@click.argument("name")
+@click.argument("node_id", metavar="NODEID")
+@pass_settings
+def push(s: Settings, name: str, node_id: str) -> None:
+    """Send this node's new commits of a cloned vault back to NODEID (which granted push)."""
+    r = s.call("vaults.push", {"name": name, "node_id": node_id})
+    human = f"Pushed {name} to {node_id}." if r["pushed"] else f"{name}: nothing to push."
+    emit(s, human, r)

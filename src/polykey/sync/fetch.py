@@ -23,7 +23,7 @@ from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.keys.root import RootKey
 from polykey.network.graph import Graph
 from polykey.network.ssh import PeerClient, ssh_key
-from polykey.store.nodefile import NodeFile
+from polykey.store.nodefile import NodeFile, Transaction
 from polykey.vaults.errors import VaultExists
 from polykey.vaults.objects import objects_ns, refs_ns
 from polykey.vaults.paths import InvalidSecretPath, check_component, fold
@@ -91,7 +91,8 @@ def clone(
             local_name, hint="Give the clone another name: pk vaults clone NODEID VAULT NAME."
         )
     head = str(reply["head"]).encode()
-    objects = validate(reply["objects"], head, lambda _sha: False, {bytes(peer)})
+    signers = {bytes(peer), *_writers(reply)}
+    objects = validate(reply["objects"], head, lambda _sha: False, signers)
     origin = {
         "node_id": encode_node_id(peer),
         "vault_id": remote["id"],
@@ -100,10 +101,7 @@ def clone(
     }
     with store.write() as tx:
         info = vaults.register(local_name, origin, tx)
-        ns = objects_ns(info.id)
-        for sha, raw in objects.items():
-            tx.put(ns, bytes.fromhex(sha.decode()), raw)
-        tx.put(refs_ns(info.id), BRANCH, head)
+        write_objects(tx, info.id, objects, head)
     return info
 
 
@@ -125,27 +123,62 @@ def pull(store: NodeFile, vaults: Vaults, key: RootKey, name: str) -> dict[str, 
     def known(sha: bytes) -> bool:
         return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
 
-    objects = validate(reply["objects"], head, known, {bytes(peer)})
+    objects = validate(reply["objects"], head, known, {bytes(peer), *_writers(reply)})
 
     def parents(sha: bytes) -> list[bytes]:
         raw = objects.get(sha)
         obj = _parse(raw, sha) if raw is not None else local_objects.get(sha)
         return list(obj.parents) if isinstance(obj, Commit) else []
 
-    if high and high != head and _is_ancestor(head, high, parents):
+    if high and high != head and is_ancestor(head, high, parents):
         raise UpdateRefused(f"{encode_node_id(peer)} serves an older state of {name} (rollback)")
-    if local is not None and not _is_ancestor(local, head, parents):
+    if local is not None and not is_ancestor(local, head, parents):
         raise NeedsMerge(name)
     with store.write() as tx:
-        ns = objects_ns(info.id)
-        for sha, raw in objects.items():
-            tx.put(ns, bytes.fromhex(sha.decode()), raw)
-        tx.put(refs_ns(info.id), BRANCH, head)
+        write_objects(tx, info.id, objects, head)
         vaults.set_origin(info.name, {**info.origin, "high_water": head.decode()}, tx)
     return {"vault": name, "updated": True, "head": head.decode(), "objects": len(objects)}
 
 
-def _is_ancestor(old: bytes, new: bytes, parents: Callable[[bytes], list[bytes]]) -> bool:
+def _writers(reply: dict[str, Any]) -> set[bytes]:
+    """The nodes the origin says may write its vault (itself and those it granted push)."""
+    out = set()
+    for text in reply.get("writers", []):
+        try:
+            out.add(bytes(decode_node_id(str(text))))
+        except PolykeyError:
+            continue
+    return out
+
+
+def write_objects(tx: Transaction, vault_id: str, objects: dict[bytes, bytes], head: bytes) -> None:
+    ns = objects_ns(vault_id)
+    for sha, raw in objects.items():
+        tx.put(ns, bytes.fromhex(sha.decode()), raw)
+    tx.put(refs_ns(vault_id), BRANCH, head)
+
+
+def push(store: NodeFile, vaults: Vaults, key: RootKey, name: str, peer: NodeId) -> dict[str, Any]:
+    """Send the commits made here since the last pull to the node the vault came from."""
+    from polykey.sync.serve import collect
+
+    info = vaults.info(name)
+    if not info.origin or info.origin.get("node_id") != encode_node_id(peer):
+        raise UpdateRefused(f"vault {name} was not cloned from {encode_node_id(peer)}")
+    vault = vaults.open(name)
+    head = vault.head()
+    base = str(info.origin.get("high_water", "")).encode()
+    if head is None or head == base:
+        return {"vault": name, "pushed": False}
+    objects = collect(vault.objects(), head, {base} if base else set())
+    params = {"vault": info.origin["vault_id"], "head": head.decode(), "objects": objects}
+    _remote(store, key, peer, lambda c: c.call("vaults.receive", params))
+    with store.write() as tx:
+        vaults.set_origin(name, {**info.origin, "high_water": head.decode()}, tx)
+    return {"vault": name, "pushed": True, "head": head.decode(), "objects": len(objects)}
+
+
+def is_ancestor(old: bytes, new: bytes, parents: Callable[[bytes], list[bytes]]) -> bool:
     todo, seen = [new], set()
     while todo:
         sha = todo.pop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat
 from typing import Any
 
-from dulwich.objects import Commit, Tree
+from dulwich.objects import Commit, ShaFile, Tree
 
 from polykey.errors import InvalidInput
 from polykey.ids import NodeId, encode_node_id
@@ -18,7 +18,7 @@ from polykey.store.nodefile import NodeFile
 from polykey.trust.acl import Acl
 from polykey.vaults.errors import VaultNotFound
 from polykey.vaults.objects import VaultObjects
-from polykey.vaults.registry import Vaults
+from polykey.vaults.registry import VaultInfo, Vaults
 
 MAX_HAVES = 256
 
@@ -39,6 +39,8 @@ class PeerService:
             return {"vaults": self._scan(peer)}
         if method == "vaults.fetch":
             return self._fetch(peer, params)
+        if method == "vaults.receive":
+            return self._receive(peer, params)
         raise InvalidInput(f"unknown method {method[:40]!r}")
 
     def _scan(self, peer: NodeId) -> list[dict[str, Any]]:
@@ -54,47 +56,91 @@ class PeerService:
         haves = params.get("haves", [])
         if not isinstance(wanted, str) or not isinstance(haves, list) or len(haves) > MAX_HAVES:
             raise InvalidInput("vault must be text and haves a short list")
-        info = next(
-            (
-                i
-                for i in self.vaults.all()
-                if wanted in (i.id, i.name)
-                and {"clone", "pull"} & set(self.acl.grants(i.id).get(encode_node_id(peer), []))
-            ),
-            None,
-        )
-        if info is None:
-            raise VaultNotFound(wanted[:80])  # the same answer whether it exists or not
+        info = self._granted(peer, wanted, {"clone", "pull"})
         vault = self.vaults.open(info.name)
         head = vault.head()
         if head is None:
             raise VaultNotFound(wanted[:80])
         objects = vault.objects()
         have_ids = {h.encode() for h in haves if isinstance(h, str) and len(h) == 40}
-        have_ids = {h for h in have_ids if _has(objects, h)}
-        known: set[bytes] = set()
-        for have in have_ids:
-            _reachable_tree_objects(objects, objects.get_commit(have).tree, known)
-        send: dict[bytes, bytes] = {}
-        todo = [head]
-        while todo:
-            commit_id = todo.pop()
-            if commit_id in have_ids or commit_id in send:
-                continue
-            commit = objects.get_commit(commit_id)
-            send[commit_id] = _raw(objects, commit_id)
-            found: set[bytes] = set()
-            _reachable_tree_objects(objects, commit.tree, found, skip=known)
-            for sha in found - known:
-                if sha not in send:
-                    send[sha] = _raw(objects, sha)
-            known |= found
-            todo.extend(commit.parents)
+        send = collect(objects, head, {h for h in have_ids if _has(objects, h)})
         return {
             "vault": {"id": info.id, "name": info.name},
             "head": head.decode(),
-            "objects": list(send.values()),
+            "writers": self._writers(info.id),
+            "objects": send,
         }
+
+    def _granted(self, peer: NodeId, wanted: str, perms: set[str]) -> VaultInfo:
+        for i in self.vaults.all():
+            if wanted in (i.id, i.name) and perms & set(
+                self.acl.grants(i.id).get(encode_node_id(peer), [])
+            ):
+                return i
+        raise VaultNotFound(wanted[:80])  # the same answer whether it exists or not
+
+    def _writers(self, vault_id: str) -> list[str]:
+        grants = self.acl.grants(vault_id)
+        return [encode_node_id(self.node_id), *sorted(n for n, p in grants.items() if "push" in p)]
+
+    def _receive(self, peer: NodeId, params: dict[str, Any]) -> dict[str, Any]:
+        """A push: fast-forward only, every commit signed by a node allowed to write."""
+        from polykey.ids import decode_node_id
+        from polykey.sync.fetch import UpdateRefused, is_ancestor, validate, write_objects
+
+        wanted, head, objects = params.get("vault"), params.get("head"), params.get("objects")
+        if (
+            not isinstance(wanted, str)
+            or not isinstance(head, str)
+            or not isinstance(objects, list)
+        ):
+            raise InvalidInput("vault, head and objects are required")
+        info = self._granted(peer, wanted, {"push"})
+        vault = self.vaults.open(info.name)
+        current = vault.head()
+        local = vault.objects()
+        signers = {bytes(decode_node_id(n)) for n in self._writers(info.id)}
+
+        def known(sha: bytes) -> bool:
+            return self.store.contains(local.ns, bytes.fromhex(sha.decode()))
+
+        received = validate(objects, head.encode(), known, signers)
+
+        def parents(sha: bytes) -> list[bytes]:
+            raw = received.get(sha)
+            obj = ShaFile.from_raw_string(raw[0], raw[1:]) if raw else local.get(sha)
+            return list(obj.parents) if isinstance(obj, Commit) else []
+
+        if current is not None and not is_ancestor(current, head.encode(), parents):
+            raise UpdateRefused("the push does not fast-forward; pull first")
+        with self.store.write() as tx:
+            if vault.head(tx) != current:  # a local commit landed meanwhile
+                raise UpdateRefused("the vault changed during the push; pull first")
+            write_objects(tx, info.id, received, head.encode())
+        return {"vault": info.name, "head": head, "objects": len(received)}
+
+
+def collect(objects: VaultObjects, head: bytes, haves: set[bytes]) -> list[bytes]:
+    """Every object reachable from ``head`` that the holder of ``haves`` lacks."""
+    known: set[bytes] = set()
+    for have in haves:
+        _reachable_tree_objects(objects, objects.get_commit(have).tree, known)
+    send: dict[bytes, bytes] = {}
+    todo = [head]
+    while todo:
+        commit_id = todo.pop()
+        if commit_id in haves or commit_id in send:
+            continue
+        commit = objects.get_commit(commit_id)
+        send[commit_id] = _raw(objects, commit_id)
+        found: set[bytes] = set()
+        _reachable_tree_objects(objects, commit.tree, found, skip=known)
+        for sha in found - known:
+            if sha not in send:
+                send[sha] = _raw(objects, sha)
+        known |= found
+        todo.extend(commit.parents)
+    return list(send.values())
 
 
 def _has(objects: VaultObjects, sha: bytes) -> bool:
