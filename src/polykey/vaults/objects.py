@@ -20,8 +20,23 @@ from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 from polykey.errors import NodeDamaged
 from polykey.store.nodefile import Transaction
 from polykey.store.records import Namespace
+from polykey.vaults.paths import objects_ns, refs_ns
 
 TYPE_NUMS = {Commit.type_num, Tree.type_num, Blob.type_num, 4}
+__all__ = [
+    "CHUNKED_BLOB",
+    "CHUNK_BYTES",
+    "OBJECT_KEY_BYTES",
+    "ObjectCache",
+    "RecordSource",
+    "VaultObjects",
+    "chunk_key",
+    "encode",
+    "objects_ns",
+    "parse",
+    "refs_ns",
+]
+
 CACHE_SIZE = 4096
 BLOB_TYPE = bytes([Blob.type_num])
 CHUNKED_BLOB = 0x80 | Blob.type_num
@@ -45,14 +60,6 @@ def _chunk_header(raw: bytes, sha: bytes) -> tuple[int, int]:
 
 class RecordSource(Protocol):
     def get(self, ns: Namespace, key: bytes) -> bytes | None: ...
-
-
-def objects_ns(vault_id: str) -> Namespace:
-    return Namespace(f"vault/{vault_id}/objects", immutable=True)
-
-
-def refs_ns(vault_id: str) -> Namespace:
-    return Namespace(f"vault/{vault_id}/refs")
 
 
 class ObjectCache:

@@ -12,6 +12,7 @@ import re
 import unicodedata
 
 from polykey.errors import InvalidInput
+from polykey.store.records import Namespace
 
 MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -93,3 +94,13 @@ def fold(name: str) -> str:
 
 def join(parts: tuple[str, ...]) -> str:
     return "/".join(parts)
+
+
+def objects_ns(vault_id: str) -> Namespace:
+    """The write-once namespace of a vault's git objects."""
+    return Namespace(f"vault/{vault_id}/objects", immutable=True)
+
+
+def refs_ns(vault_id: str) -> Namespace:
+    """The namespace of a vault's refs."""
+    return Namespace(f"vault/{vault_id}/refs")

@@ -12,17 +12,18 @@ import datetime
 import json
 import os
 from dataclasses import dataclass, field
-
-from dulwich.objects import Tree
+from typing import TYPE_CHECKING
 
 from polykey.errors import NodeDamaged
 from polykey.keys.root import RootKey
 from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.vaults.errors import VaultExists, VaultNotFound
-from polykey.vaults.objects import ObjectCache, objects_ns, refs_ns
-from polykey.vaults.paths import check_vault_name
-from polykey.vaults.vault import BRANCH, Vault, check_tag
+from polykey.vaults.paths import check_vault_name, objects_ns, refs_ns
+
+if TYPE_CHECKING:
+    from polykey.vaults.objects import ObjectCache
+    from polykey.vaults.vault import Vault
 
 REGISTRY = Namespace("vaults/registry")
 NAMES = Namespace("vaults/names")
@@ -72,7 +73,16 @@ class Vaults:
     def __init__(self, store: NodeFile, key: RootKey) -> None:
         self.store = store
         self.key = key
-        self.cache = ObjectCache()
+        self._cache: ObjectCache | None = None
+
+    @property
+    def cache(self) -> ObjectCache:
+        """Parsed trees and commits, shared by this node's vaults (git code loads on first use)."""
+        if self._cache is None:
+            from polykey.vaults.objects import ObjectCache
+
+            self._cache = ObjectCache()
+        return self._cache
 
     def all(self, tag: str | None = None) -> list[VaultInfo]:
         infos = [VaultInfo.decode(k.decode(), v) for k, v in self.store.items(REGISTRY)]
@@ -94,10 +104,16 @@ class Vaults:
         return VaultInfo.decode(vault_id.decode(), raw)
 
     def open(self, name: str) -> Vault:
+        from polykey.vaults.vault import Vault
+
         info = self.info(name)
         return Vault(self.store, info.id, info.name, self.key, self.cache)
 
     def create(self, name: str, tags: list[str] | None = None) -> Vault:
+        from dulwich.objects import Tree
+
+        from polykey.vaults.vault import BRANCH, Vault, check_tag
+
         check_vault_name(name)
         tags = sorted({check_tag(t) for t in tags or []})
         created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -163,6 +179,8 @@ class Vaults:
         return damage
 
     def retag(self, name: str, add: list[str], remove: list[str]) -> VaultInfo:
+        from polykey.vaults.vault import check_tag
+
         for t in add + remove:
             check_tag(t)
         with self.store.write() as tx:
