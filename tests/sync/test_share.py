@@ -151,3 +151,42 @@ def test_push_without_the_push_grant_is_refused_and_changes_nothing(pair: Pair) 
     result = run_pk("vaults", "push", "work", pair.alice_id, env=pair.bob)
     assert result.returncode == 51
     assert pair.a("vaults", "log", "work") == before
+
+
+def test_sharing_notifies_and_a_queued_notification_arrives_once_the_node_is_back(
+    pair: Pair,
+) -> None:
+    import time
+
+    bob_port = free_port()
+    pair.a("nodes", "add", pair.bob_id, f"127.0.0.1:{bob_port}")
+    pair.b("agent", "start", "--background", "--port", str(bob_port))
+    try:
+        pair.a("vaults", "create", "second")
+        pair.a("vaults", "share", "second", pair.bob_id)
+        assert "Vault second" in pair.b("notifications", "read")
+        pair.b("agent", "stop")
+        assert "Queued" in pair.a("notifications", "send", pair.bob_id, "while you were away")
+        pair.b("agent", "start", "--background", "--port", str(bob_port))
+        deadline = time.monotonic() + 40  # alice's agent retries its outbox every 10 s
+        while time.monotonic() < deadline:
+            if "while you were away" in pair.b("notifications", "read", "--unread"):
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("the queued notification never arrived")
+        assert "waiting" not in pair.a("notifications", "read")
+    finally:
+        run_pk("agent", "stop", env=pair.bob)
+
+
+def test_notifications_from_an_unknown_node_are_refused(pair: Pair) -> None:
+    carol = pk_env(pair.tmp / "carol.pk", PK_PASSWORD="carol pw")
+    assert run_pk("bootstrap", env=carol).returncode == 0
+    assert (
+        run_pk("nodes", "add", pair.alice_id, f"127.0.0.1:{pair.port}", env=carol).returncode == 0
+    )
+    result = run_pk("notifications", "send", pair.alice_id, "hi", env=carol)
+    assert result.returncode == 51  # alice has never heard of carol
+    assert b"does not know the sender" in result.stderr
+    assert pair.a("notifications", "read") == ""

@@ -470,7 +470,15 @@ def vaults_share(node: Node, p: Params) -> dict[str, Any]:
     info = node.vaults.info(text(p, "name"))
     perms = texts(p, "permissions") or list(DEFAULT)
     granted = Acl(node.store).grant(info.id, _node_id(p), perms)
-    return {"vault": info.name, "node_id": p["node_id"], "permissions": granted}
+    note = f"Vault {info.name} ({info.id}) is shared with you: {', '.join(granted)}."
+    try:  # tell the node; queued in the outbox when it cannot be reached now
+        from polykey.network.graph import UnknownNode
+        from polykey.sync.notify import send
+
+        delivery = send(node.store, node.key, _node_id(p), note)
+    except UnknownNode:
+        delivery = {"delivered": False, "queued": False}
+    return {"vault": info.name, "node_id": p["node_id"], "permissions": granted, **delivery}
 
 
 @method("vaults.unshare")
@@ -522,3 +530,24 @@ def vaults_push(node: Node, p: Params) -> dict[str, Any]:
     from polykey.sync.fetch import push
 
     return push(node.store, node.vaults, node.key, text(p, "name"), _node_id(p))
+
+
+@method("notifications.send")
+def notifications_send(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.sync.notify import send
+
+    return send(node.store, node.key, _node_id(p), text(p, "message"))
+
+
+@method("notifications.read")
+def notifications_read(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.sync.notify import outbox, read
+
+    return {"notifications": read(node.store, flag(p, "unread")), "outbox": outbox(node.store)}
+
+
+@method("notifications.clear")
+def notifications_clear(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.sync.notify import clear
+
+    return {"cleared": clear(node.store)}

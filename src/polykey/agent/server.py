@@ -32,6 +32,7 @@ from polykey.node import Node
 
 log = logging.getLogger("polykey.agent")
 PR_SET_DUMPABLE = 4
+OUTBOX_INTERVAL_S = 10.0
 
 
 class AgentRunning(PolykeyError):
@@ -72,6 +73,36 @@ class Agent:
         self.peer_host = "127.0.0.1"
         self.peer_port: int | None = None
         self.peer_server: Any = None
+        self.sync_interval: float = 0
+
+    async def _every(self, seconds: float, job: Any) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await loop.run_in_executor(self.worker, job)
+            except Exception as exc:
+                log.warning("background %s failed: %s", job.__name__, type(exc).__name__)
+
+    def _outbox(self) -> None:
+        from polykey.sync.notify import deliver_outbox
+
+        delivered = deliver_outbox(self.node.store, self.node.key)
+        if delivered:
+            log.info("delivered %d queued notification(s)", delivered)
+
+    def _sync(self) -> None:
+        from polykey.sync.fetch import pull
+
+        for info in self.node.vaults.all():
+            if info.origin:
+                try:
+                    result = pull(self.node.store, self.node.vaults, self.node.key, info.name)
+                except PolykeyError as exc:
+                    log.info("sync of %s: %s", info.name, type(exc).__name__)
+                    continue
+                if result.get("updated"):
+                    log.info("sync: %s updated", info.name)
 
     async def _serve_peers(self, host: str, port: int) -> None:
         from polykey.network.ssh import serve, ssh_key
@@ -115,11 +146,16 @@ class Agent:
         log.info("agent started: pid %d, socket %s", os.getpid(), path)
         if ready is not None:
             ready(self.status())
+        background = [asyncio.create_task(self._every(OUTBOX_INTERVAL_S, self._outbox))]
+        if self.sync_interval:
+            background.append(asyncio.create_task(self._every(self.sync_interval, self._sync)))
         try:
             async with server:
                 await self.stopping.wait()
         finally:
             log.info("agent stopping")
+            for task in background:
+                task.cancel()
             server.close()
             if self.peer_server is not None:
                 self.peer_server.close()

@@ -84,6 +84,11 @@ def agent() -> None:
 )
 @click.option("--port", type=click.IntRange(1, 65535), help="Also serve other nodes over SSH here.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for --port.")
+@click.option(
+    "--sync-interval",
+    type=click.IntRange(min=5),
+    help="Pull every cloned vault from its origin every this many seconds.",
+)
 @click.option("--child", is_flag=True, hidden=True)
 @pass_settings
 def start(
@@ -93,6 +98,7 @@ def start(
     session_max: int,
     port: int | None,
     host: str,
+    sync_interval: int | None,
     child: bool,
 ) -> None:
     """Unlock the node once and serve the CLI on a private Unix socket."""
@@ -104,6 +110,8 @@ def start(
 
         raise NodeNotFound(str(path))
     peers = (host, port) if port else None
+    if sync_interval:
+        os.environ["PK_AGENT_SYNC_INTERVAL"] = str(sync_interval)
     if child:
         _run_child(s, session_idle, session_max, peers)
         return
@@ -134,6 +142,8 @@ def _spawn(
     args += ["--session-max", str(maximum)]
     if peers is not None:
         args += ["--host", peers[0], "--port", str(peers[1])]
+    if os.environ.get("PK_AGENT_SYNC_INTERVAL"):
+        args += ["--sync-interval", os.environ["PK_AGENT_SYNC_INTERVAL"]]
     env = {k: v for k, v in os.environ.items() if k not in ("PK_PASSWORD", "PK_NEW_PASSWORD")}
     log_fd = os.open(runtime.log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
     try:
@@ -234,6 +244,7 @@ def _serve(
     agent_ = Agent(node, s.node_path(), runtime, sessions)
     if peers is not None:
         agent_.peer_host, agent_.peer_port = peers
+    agent_.sync_interval = float(os.environ.get("PK_AGENT_SYNC_INTERVAL", "0") or 0)
     token = sessions.issue()
     AgentClient(runtime.folder).save_token(token)
 

@@ -18,6 +18,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "tags": ("polykey.cli.tags", "tags"),
     "agent": ("polykey.cli.agent", "agent"),
     "nodes": ("polykey.cli.peers", "nodes"),
+    "notifications": ("polykey.cli.peers", "notifications"),
     "run": ("polykey.cli.inject", "run"),
     "read": ("polykey.cli.inject", "read"),
     "inject": ("polykey.cli.inject", "inject"),

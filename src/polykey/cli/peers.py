@@ -49,3 +49,43 @@ def ping(s: Settings, node_id: str) -> None:
     """Connect to a node over SSH, its NodeId pinned, and ask it to answer."""
     r = s.call("nodes.ping", {"node_id": node_id})
     emit(s, f"{r['node_id']} answered in {r['ms']} ms (protocol {r['version']}).", r)
+
+
+@click.group()
+def notifications() -> None:
+    """Messages between nodes (sharing a vault sends one)."""
+
+
+@notifications.command("send")
+@node_options
+@click.argument("node_id", metavar="NODEID")
+@click.argument("message")
+@pass_settings
+def send_(s: Settings, node_id: str, message: str) -> None:
+    """Send MESSAGE to NODEID now, or queue it for the agent to retry."""
+    r = s.call("notifications.send", {"node_id": node_id, "message": message})
+    emit(s, "Delivered." if r["delivered"] else "Queued: the agent will retry.", r)
+
+
+@notifications.command("read")
+@node_options
+@click.option("--unread", is_flag=True, help="Only the ones not read before.")
+@pass_settings
+def read_(s: Settings, unread: bool) -> None:
+    """The notifications received (they are marked read)."""
+    from polykey.cli.vaults import when
+
+    r = s.call("notifications.read", {"unread": unread})
+    lines = [f"{when(n['time'])}  {n['from']}  {n['message']}" for n in r["notifications"]]
+    if r["outbox"]:
+        lines.append(f"({len(r['outbox'])} notification(s) waiting to be delivered)")
+    emit(s, "\n".join(lines), r)
+
+
+@notifications.command("clear")
+@node_options
+@pass_settings
+def clear_(s: Settings) -> None:
+    """Delete every received notification."""
+    r = s.call("notifications.clear")
+    emit(s, f"Cleared {r['cleared']} notification(s).", r)

@@ -49,7 +49,7 @@ class NeedsMerge(PolykeyError):
     hint = "Merging is not supported yet: keep the local changes, or clone the vault again."
 
 
-def _remote(store: NodeFile, key: RootKey, peer: NodeId, call: Callable[[PeerClient], Any]) -> Any:
+def remote(store: NodeFile, key: RootKey, peer: NodeId, call: Callable[[PeerClient], Any]) -> Any:
     address = Graph(store).get(peer)
 
     async def run() -> Any:
@@ -65,19 +65,19 @@ def _remote(store: NodeFile, key: RootKey, peer: NodeId, call: Callable[[PeerCli
 
 
 def scan(store: NodeFile, key: RootKey, peer: NodeId) -> list[dict[str, Any]]:
-    result = _remote(store, key, peer, lambda c: c.call("vaults.scan", {}))
+    result = remote(store, key, peer, lambda c: c.call("vaults.scan", {}))
     return list(result["vaults"])
 
 
 def ping(store: NodeFile, key: RootKey, peer: NodeId) -> dict[str, Any]:
-    return dict(_remote(store, key, peer, lambda c: c.call("peer.hello", {})))
+    return dict(remote(store, key, peer, lambda c: c.call("peer.hello", {})))
 
 
 def _fetch(
     store: NodeFile, key: RootKey, peer: NodeId, vault: str, haves: list[str]
 ) -> dict[str, Any]:
     params = {"vault": vault, "haves": haves}
-    return dict(_remote(store, key, peer, lambda c: c.call("vaults.fetch", params)))
+    return dict(remote(store, key, peer, lambda c: c.call("vaults.fetch", params)))
 
 
 def clone(
@@ -172,7 +172,7 @@ def push(store: NodeFile, vaults: Vaults, key: RootKey, name: str, peer: NodeId)
         return {"vault": name, "pushed": False}
     objects = collect(vault.objects(), head, {base} if base else set())
     params = {"vault": info.origin["vault_id"], "head": head.decode(), "objects": objects}
-    _remote(store, key, peer, lambda c: c.call("vaults.receive", params))
+    remote(store, key, peer, lambda c: c.call("vaults.receive", params))
     with store.write() as tx:
         vaults.set_origin(name, {**info.origin, "high_water": head.decode()}, tx)
     return {"vault": name, "pushed": True, "head": head.decode(), "objects": len(objects)}

@@ -41,6 +41,10 @@ class PeerService:
             return self._fetch(peer, params)
         if method == "vaults.receive":
             return self._receive(peer, params)
+        if method == "notifications.send":
+            from polykey.sync.notify import receive
+
+            return receive(self.store, peer, params.get("message"))
         raise InvalidInput(f"unknown method {method[:40]!r}")
 
     def _scan(self, peer: NodeId) -> list[dict[str, Any]]:
