@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import argparse
 
-from bench import agent, node, vaults
+from bench import agent, node, sharing, vaults
 from bench.common import Row
 
-SECTIONS = {"node": node.section, "vaults": vaults.section, "agent": agent.section}
+SECTIONS = {
+    "node": node.section,
+    "vaults": vaults.section,
+    "agent": agent.section,
+    "sharing": sharing.section,
+}
 
 
 def main() -> int:

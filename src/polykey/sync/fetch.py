@@ -130,8 +130,12 @@ def pull(store: NodeFile, vaults: Vaults, key: RootKey, name: str) -> dict[str, 
         obj = _parse(raw, sha) if raw is not None else local_objects.get(sha)
         return list(obj.parents) if isinstance(obj, Commit) else []
 
-    if high and high != head and is_ancestor(head, high, parents):
-        raise UpdateRefused(f"{encode_node_id(peer)} serves an older state of {name} (rollback)")
+    if high and not is_ancestor(high, head, parents):  # cheap when head descends from high
+        if is_ancestor(head, high, parents):
+            raise UpdateRefused(
+                f"{encode_node_id(peer)} serves an older state of {name} (rollback)"
+            )
+        raise UpdateRefused(f"{encode_node_id(peer)} rewrote the history of {name}")
     if local is not None and not is_ancestor(local, head, parents):
         raise NeedsMerge(name)
     with store.write() as tx:
