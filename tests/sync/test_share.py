@@ -190,3 +190,37 @@ def test_notifications_from_an_unknown_node_are_refused(pair: Pair) -> None:
     assert result.returncode == 51  # alice has never heard of carol
     assert b"does not know the sender" in result.stderr
     assert pair.a("notifications", "read") == ""
+
+
+def test_a_clone_cut_off_midway_leaves_no_partial_vault_and_a_retry_completes(
+    pair: Pair,
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with Node.open(pair.tmp / "alice.pk", b"alice pw", allow_weak=True) as node:
+        vault = node.vaults.open("work")
+        vault.write_many([(f"bulk/{i:04d}", os.urandom(4096)) for i in range(6000)], "Bulk.")
+    clone = subprocess.Popen(
+        [sys.executable, "-m", "polykey", "vaults", "clone", pair.alice_id, "work"],
+        env=pair.bob,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(0.8)
+    status = (next((pair.tmp / "run").glob("*/status.json"))).read_text()
+    import json
+
+    os.kill(json.loads(status)["pid"], signal.SIGKILL)  # the serving agent dies mid-clone
+    _, err = clone.communicate(timeout=60)
+    if clone.returncode == 0:
+        pytest.skip("the clone finished before the agent was killed")
+    assert clone.returncode == 50, err
+    assert b"work" not in run_pk("vaults", "list", env=pair.bob).stdout
+    assert b"whole" in run_pk("node", "check", env=pair.bob).stdout
+    pair.start_alice()
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    assert len(pair.b("secrets", "ls", "work:bulk").split()) == 6000

@@ -194,7 +194,11 @@ class PeerClient:
             )
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise PeerUnreachable(f"{encode_node_id(node_id)} at {host}:{port} ({exc})") from None
-        writer, reader, _ = await conn.open_session(subsystem=SUBSYSTEM, encoding=None)
+        try:
+            writer, reader, _ = await conn.open_session(subsystem=SUBSYSTEM, encoding=None)
+        except (OSError, asyncssh.Error) as exc:
+            conn.close()
+            raise PeerUnreachable(f"{encode_node_id(node_id)}: {exc}") from None
         return cls(conn, writer, reader)
 
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +210,7 @@ class PeerClient:
         self.next_id += 1
         try:
             reply = await _read_frame(self.reader)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncssh.Error) as exc:
             raise PeerUnreachable(f"the connection broke ({type(exc).__name__})") from None
         assert reply is not None
         if "error" in reply:
