@@ -224,3 +224,33 @@ def test_a_clone_cut_off_midway_leaves_no_partial_vault_and_a_retry_completes(
     pair.start_alice()
     pair.b("vaults", "clone", pair.alice_id, "work")
     assert len(pair.b("secrets", "ls", "work:bulk").split()) == 6000
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x00\x00\x00\x05hello", b"\x7f\xff\xff\xff", b"\x00\x00\x00\x02[]"],
+    ids=["not json", "oversized", "not an object"],
+)
+def test_a_malformed_peer_frame_closes_that_channel_and_the_agent_keeps_serving(
+    pair: Pair, garbage: bytes
+) -> None:
+    import asyncio
+
+    from polykey.crypto.signing import SigningKey
+    from polykey.ids import decode_node_id
+    from polykey.network.ssh import PeerClient, ssh_key
+
+    key = ssh_key(SigningKey(bytes(range(32))).openssh_private_pem())
+
+    async def attack() -> bytes:
+        client = await PeerClient.connect(
+            key, decode_node_id(pair.alice_id), "127.0.0.1", pair.port
+        )
+        try:
+            client.writer.write(garbage)
+            return bytes(await asyncio.wait_for(client.reader.read(100), 10))
+        finally:
+            client.close()
+
+    assert asyncio.run(attack()) == b""  # closed without an answer
+    assert "answered" in pair.b("nodes", "ping", pair.alice_id)
