@@ -551,3 +551,8 @@ def notifications_clear(node: Node, p: Params) -> dict[str, Any]:
     from polykey.sync.notify import clear
 
     return {"cleared": clear(node.store)}
+
+
+@method("keys.openssh_private")
+def keys_openssh_private(node: Node, p: Params) -> dict[str, Any]:
+    return {"pem": node.key.signing.openssh_private_pem()}

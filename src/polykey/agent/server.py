@@ -68,6 +68,7 @@ class Agent:
         self.since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pk-node")
         self.kdf_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pk-kdf")
+        self.git_worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pk-git")
         self.stopping: asyncio.Event | None = None
         self.connections = 0
         self.peer_host = "127.0.0.1"
@@ -115,8 +116,28 @@ class Agent:
             log.info("peer %s: %s", encode_node_id(peer), method)
             return await loop.run_in_executor(self.worker, service.handle, peer, method, params)
 
+        from polykey.sync.gitserve import serve_upload_pack
+        from polykey.vaults.registry import Vaults
+
+        git_vaults = Vaults(self.node.store, self.node.key)  # its own cache: another thread
+
+        async def git(peer: Any, path: str, proc: Any) -> None:
+            log.info("peer %s: git-upload-pack", encode_node_id(peer))
+
+            def recv(n: int) -> bytes:
+                data: bytes = asyncio.run_coroutine_threadsafe(proc.stdin.read(n), loop).result()
+                return data
+
+            def write(data: bytes) -> None:
+                loop.call_soon_threadsafe(proc.stdout.write, bytes(data))
+
+            await loop.run_in_executor(
+                self.git_worker, serve_upload_pack, git_vaults, peer, path, recv, write
+            )
+            await proc.stdout.drain()
+
         key = ssh_key(self.node.key.signing.openssh_private_pem())
-        self.peer_server = await serve(host, port, key, handle)
+        self.peer_server = await serve(host, port, key, handle, git)
         log.info("serving peers on %s:%d", host, port)
 
     def status(self) -> dict[str, Any]:
@@ -162,6 +183,7 @@ class Agent:
             self.runtime.clear()
             self.worker.shutdown(wait=True)
             self.kdf_worker.shutdown(wait=True)
+            self.git_worker.shutdown(wait=False)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

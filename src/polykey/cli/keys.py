@@ -169,3 +169,33 @@ def decrypt(s: Settings, file: str, output: Path | None) -> None:
     """Decrypt FILE (an age file encrypted to this node) to standard output or --output."""
     plain = s.call("keys.decrypt", {"data": read_input(file)})["data"]
     write_output(plain, output, binary=False)
+
+
+@keys.command("ssh-key")
+@node_options
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new file (mode 0600) for the OpenSSH private key.",
+)
+@click.option(
+    "--yes", is_flag=True, help="Confirm: the private key is written to disk unencrypted."
+)
+@pass_settings
+def ssh_key(s: Settings, output: Path, yes: bool) -> None:
+    """Write the node's private key in OpenSSH format, for stock ssh and git (`ssh -i FILE`).
+
+    The file is the node's identity in plaintext: keep it on encrypted storage, delete it after.
+    """
+    from polykey.errors import UsageError
+
+    if not yes:
+        raise UsageError(
+            "refusing to write the private key without --yes",
+            hint="It is written unencrypted; add --yes if that is what you want.",
+        )
+    pem = s.call("keys.openssh_private")["pem"]
+    write_output(pem, output, binary=False)
+    emit(s, f"Wrote the node's OpenSSH private key to {output} (mode 0600).", {"path": str(output)})

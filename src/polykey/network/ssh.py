@@ -99,14 +99,30 @@ def _frame(doc: dict[str, Any]) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
+GitHandler = Callable[[NodeId, str, Any], Awaitable[None]]
+
+
 async def serve(
-    host: str, port: int, host_key: asyncssh.SSHKey, handler: Handler
+    host: str, port: int, host_key: asyncssh.SSHKey, handler: Handler, git: GitHandler | None = None
 ) -> asyncssh.SSHAcceptor:
     """Accept peers; every RPC on a `polykey` channel goes to ``handler(peer, method, params)``."""
     from polykey.codec import from_wire
 
     async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
         peer = proc.get_extra_info("peer_node_id")
+        command = proc.command or ""
+        if peer is not None and git is not None and command.startswith("git-upload-pack "):
+            import shlex
+
+            try:
+                path = shlex.split(command)[1]
+                await git(peer, path, proc)
+            except (ValueError, IndexError, OSError, asyncssh.Error) as exc:
+                log.warning("git-upload-pack for %s failed: %s", encode_node_id(peer), exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    proc.exit(0)
+            return
         if proc.subsystem != SUBSYSTEM or peer is None:
             proc.stderr.write(b"only the polykey subsystem is served\n")
             proc.exit(1)
