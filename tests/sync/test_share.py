@@ -252,5 +252,32 @@ def test_a_malformed_peer_frame_closes_that_channel_and_the_agent_keeps_serving(
         finally:
             client.close()
 
-    assert asyncio.run(attack()) == b""  # closed without an answer
+    assert asyncio.run(attack()) == b""  # closed without an answer (even after the hello)
     assert "answered" in pair.b("nodes", "ping", pair.alice_id)
+
+
+def test_a_channel_that_skips_the_version_hello_gets_no_answer(pair: Pair) -> None:
+    import asyncio
+    import json
+
+    from polykey.crypto.signing import SigningKey
+    from polykey.ids import decode_node_id
+    from polykey.network.ssh import SUBSYSTEM, PeerClient, ssh_key
+
+    key = ssh_key(SigningKey(bytes(range(32))).openssh_private_pem())
+
+    async def skip_hello() -> bytes:
+        client = await PeerClient.connect(
+            key, decode_node_id(pair.alice_id), "127.0.0.1", pair.port
+        )
+        try:
+            writer, reader, _ = await client.conn.open_session(subsystem=SUBSYSTEM, encoding=None)
+            body = json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "vaults.scan", "params": {}}
+            ).encode()
+            writer.write(len(body).to_bytes(4, "big") + body)
+            return bytes(await asyncio.wait_for(reader.read(100), 10))
+        finally:
+            client.close()
+
+    assert asyncio.run(skip_hello()) == b""

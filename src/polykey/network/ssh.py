@@ -127,6 +127,7 @@ async def serve(
             proc.stderr.write(b"only the polykey subsystem is served\n")
             proc.exit(1)
             return
+        greeted = False
         try:
             while True:
                 try:
@@ -139,6 +140,11 @@ async def serve(
                 params = from_wire(request.get("params", {}))
                 if not isinstance(method, str) or not isinstance(params, dict):
                     break
+                if not greeted:  # the protocol version is exchanged first, or nothing happens
+                    if method != "peer.hello" or params.get("version") != PROTOCOL_VERSION:
+                        log.warning("closed a channel from %s: no hello", encode_node_id(peer))
+                        break
+                    greeted = True
                 try:
                     result = await handler(peer, method, params)
                     reply = {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
@@ -187,6 +193,7 @@ class PeerClient:
         self.writer = writer
         self.reader = reader
         self.next_id = 1
+        self.hello: dict[str, Any] = {}
 
     @classmethod
     async def connect(
@@ -215,7 +222,17 @@ class PeerClient:
         except (OSError, asyncssh.Error) as exc:
             conn.close()
             raise PeerUnreachable(f"{encode_node_id(node_id)}: {exc}") from None
-        return cls(conn, writer, reader)
+        client = cls(conn, writer, reader)
+        try:
+            hello = await client.call("peer.hello", {"version": PROTOCOL_VERSION})
+        except PolykeyError:
+            client.close()
+            raise
+        if hello.get("version") != PROTOCOL_VERSION:
+            client.close()
+            raise PeerError(f"the node speaks protocol {hello.get('version')!r}, not 1")
+        client.hello = hello
+        return client
 
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         from polykey.codec import from_wire

@@ -70,7 +70,10 @@ def scan(store: NodeFile, key: RootKey, peer: NodeId) -> list[dict[str, Any]]:
 
 
 def ping(store: NodeFile, key: RootKey, peer: NodeId) -> dict[str, Any]:
-    return dict(remote(store, key, peer, lambda c: c.call("peer.hello", {})))
+    async def hello(client: PeerClient) -> dict[str, Any]:
+        return client.hello
+
+    return dict(remote(store, key, peer, hello))
 
 
 def _fetch(
