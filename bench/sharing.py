@@ -48,6 +48,7 @@ def section(quick: bool) -> list[Row]:
             t = time.perf_counter()
             run(bob, "vaults", "clone", aid, "big", f"big{i}")
             clones.append(time.perf_counter() - t)
+        git_rows = _stock_git(tmp, bob, port, run)
         pulls = []
         for i in range(5 if quick else 15):
             run(alice, "secrets", "write", f"big:team00/new{i}", stdin=b"new value")
@@ -63,8 +64,11 @@ def section(quick: bool) -> list[Row]:
             t = time.perf_counter()
             pull(node.store, node.vaults, node.key, "big0")
             inproc.append(time.perf_counter() - t)
+        many = _hundred_vaults(tmp, node, aid, bid, quick)
         node.close()
         return [
+            *git_rows,
+            many,
             (
                 "clone 1,000 commits / 1,000 secrets, loopback SSH",
                 f"{median_ms(clones):.0f} ms",
@@ -80,3 +84,83 @@ def section(quick: bool) -> list[Row]:
     finally:
         subprocess.run([pk, "agent", "stop"], env=alice, check=False, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _hundred_vaults(tmp: Path, bob: Node, aid: str, bid: str, quick: bool) -> tuple[str, str, str]:
+    """100 vaults shared with bob, cloned, one new commit in each, then one `pull --all`."""
+    from polykey.ids import decode_node_id
+    from polykey.sync.fetch import clone, pull_many
+    from polykey.trust.acl import Acl
+
+    count = 20 if quick else 100
+    alice = Node.open(tmp / "a.pk", b"a", allow_weak=True)
+    for i in range(count):
+        vault = alice.vaults.create(f"s{i:03d}")
+        vault.write("db/password", os.urandom(16).hex().encode())
+        Acl(alice.store).grant(vault.id, decode_node_id(bid), ["clone", "pull"])
+    for i in range(count):
+        clone(bob.store, bob.vaults, bob.key, decode_node_id(aid), f"s{i:03d}", None)
+    for i in range(count):
+        alice.vaults.open(f"s{i:03d}").write("db/password", b"rotated")
+    alice.close()
+    names = [f"s{i:03d}" for i in range(count)]
+    t = time.perf_counter()
+    results = pull_many(bob.store, bob.vaults, bob.key, names)
+    elapsed = time.perf_counter() - t
+    assert all(r["updated"] for r in results)
+    return (
+        f"pull --all of {count} shared vaults, 1 new commit each",
+        f"{elapsed * 1000:.0f} ms",
+        "< 5 s (100)",
+    )
+
+
+def _stock_git(
+    tmp: Path, bob: dict[str, str], port: int, run: object
+) -> list[tuple[str, str, str]]:
+    """Stock git clone of the same vault: over SSH from the agent, and from a plain copy."""
+    if shutil.which("git") is None or shutil.which("ssh") is None:
+        return [("stock git clone", "git or ssh missing", "")]
+    key = tmp / "bob.key"
+    subprocess.run(
+        [
+            shutil.which("pk", path=str(Path(sys.executable).parent)) or "pk",
+            "keys",
+            "ssh-key",
+            "-o",
+            str(key),
+            "--yes",
+        ],
+        env=bob,
+        check=True,
+        capture_output=True,
+    )
+    ssh = (
+        f"ssh -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
+        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    )
+    env = {"GIT_SSH_COMMAND": ssh, "PATH": os.environ.get("PATH", ""), "HOME": str(tmp)}
+    t = time.perf_counter()
+    subprocess.run(
+        ["git", "clone", "-q", f"ssh://pk@127.0.0.1:{port}/big", str(tmp / "g1")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    over_ssh = time.perf_counter() - t
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", str(tmp / "g1"), str(tmp / "plain.git")],
+        check=True,
+        capture_output=True,
+    )
+    t = time.perf_counter()
+    subprocess.run(
+        ["git", "clone", "-q", "--no-local", f"file://{tmp / 'plain.git'}", str(tmp / "g2")],
+        check=True,
+        capture_output=True,
+    )
+    floor = time.perf_counter() - t
+    return [
+        ("stock git clone ssh:// of it from the agent", f"{over_ssh * 1000:.0f} ms", ""),
+        ("stock git clone of a plain copy, no SSH (the floor)", f"{floor * 1000:.0f} ms", "floor"),
+    ]

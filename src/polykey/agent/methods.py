@@ -517,12 +517,13 @@ def vaults_clone(node: Node, p: Params) -> dict[str, Any]:
 
 @method("vaults.pull")
 def vaults_pull(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.sync.fetch import pull
+    from polykey.sync.fetch import pull, pull_many
 
-    names = (
-        [opt_text(p, "name")] if p.get("name") else [i.name for i in node.vaults.all() if i.origin]
-    )
-    return {"pulled": [pull(node.store, node.vaults, node.key, n) for n in names if n]}
+    name = opt_text(p, "name")
+    if name:
+        return {"pulled": [pull(node.store, node.vaults, node.key, name)]}
+    names = [i.name for i in node.vaults.all() if i.origin]
+    return {"pulled": pull_many(node.store, node.vaults, node.key, names)}
 
 
 @method("vaults.push")

@@ -93,17 +93,16 @@ class Agent:
             log.info("delivered %d queued notification(s)", delivered)
 
     def _sync(self) -> None:
-        from polykey.sync.fetch import pull
+        from polykey.sync.fetch import pull_many
 
-        for info in self.node.vaults.all():
-            if info.origin:
-                try:
-                    result = pull(self.node.store, self.node.vaults, self.node.key, info.name)
-                except PolykeyError as exc:
-                    log.info("sync of %s: %s", info.name, type(exc).__name__)
-                    continue
-                if result.get("updated"):
-                    log.info("sync: %s updated", info.name)
+        names = [i.name for i in self.node.vaults.all() if i.origin]
+        if not names:
+            return
+        for result in pull_many(self.node.store, self.node.vaults, self.node.key, names):
+            if result.get("updated"):
+                log.info("sync: %s updated", result["vault"])
+            elif "error" in result:
+                log.info("sync of %s refused", result["vault"])
 
     async def _serve_peers(self, host: str, port: int) -> None:
         from polykey.network.ssh import serve, ssh_key

@@ -251,7 +251,14 @@ def pull(s: Settings, name: str | None, all_: bool) -> None:
         raise UsageError("name a vault, or --all")
     r = s.call("vaults.pull", {"name": None if all_ else name})
     lines = [
-        f"{p['vault']}: " + (f"updated to {p['head'][:12]}" if p["updated"] else "up to date")
+        f"{p['vault']}: "
+        + (
+            f"refused: {p['error']}"
+            if "error" in p
+            else f"updated to {p['head'][:12]}"
+            if p["updated"]
+            else "up to date"
+        )
         for p in r["pulled"]
     ]
     emit(s, "\n".join(lines), r)

@@ -109,15 +109,48 @@ def clone(
 
 
 def pull(store: NodeFile, vaults: Vaults, key: RootKey, name: str) -> dict[str, Any]:
-    info = vaults.info(name)
-    if not info.origin:
-        raise UpdateRefused(f"vault {name} was not cloned from another node")
-    peer = decode_node_id(info.origin["node_id"])
+    return pull_many(store, vaults, key, [name], stop_on_error=True)[0]
+
+
+def pull_many(
+    store: NodeFile, vaults: Vaults, key: RootKey, names: list[str], *, stop_on_error: bool = False
+) -> list[dict[str, Any]]:
+    """Pull several cloned vaults: one SSH connection per origin node, reused for all of its
+    vaults. A vault that fails is reported in its result (or raised with ``stop_on_error``)."""
+    by_peer: dict[bytes, list[VaultInfo]] = {}
+    for name in names:
+        info = vaults.info(name)
+        if not info.origin:
+            raise UpdateRefused(f"vault {name} was not cloned from another node")
+        by_peer.setdefault(bytes(decode_node_id(info.origin["node_id"])), []).append(info)
+    results: list[dict[str, Any]] = []
+    for peer_raw, infos in by_peer.items():
+        peer = NodeId(peer_raw)
+
+        async def run(
+            client: PeerClient, infos: list[VaultInfo] = infos, peer: NodeId = peer
+        ) -> None:
+            for info in infos:
+                try:
+                    results.append(await _pull_one(store, vaults, client, peer, info))
+                except PolykeyError as exc:
+                    if stop_on_error:
+                        raise
+                    results.append({"vault": info.name, "updated": False, "error": exc.message})
+
+        remote(store, key, peer, run)
+    return results
+
+
+async def _pull_one(
+    store: NodeFile, vaults: Vaults, client: PeerClient, peer: NodeId, info: VaultInfo
+) -> dict[str, Any]:
+    name = info.name
     vault = vaults.open(name)
     local = vault.head()
     high = str(info.origin.get("high_water", "")).encode()
     haves = [h.decode() for h in {local, high} if h]
-    reply = _fetch(store, key, peer, info.origin["vault_id"], haves)
+    reply = await client.call("vaults.fetch", {"vault": info.origin["vault_id"], "haves": haves})
     head = str(reply["head"]).encode()
     if head == local:
         return {"vault": name, "updated": False, "head": head.decode()}
