@@ -145,8 +145,8 @@ def main() -> int:
             db.execute("UPDATE record SET sealed = randomblob(length(sealed))")
         pk("node", "check", env=dict(alice, PK_NODE=str(work / "damaged.pk")), check=False)
 
-        step("Coming next (open issues): pushing between one's own nodes, stock git clone,")
-        print("  notifications, merging, import/export. See README.md.")
+        step("Coming next (open issues): merging, node discovery, import and export")
+        print("  See README.md and the open issues.")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
