@@ -18,26 +18,31 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from polykey.crypto.kdf import Argon2Params
 from polykey.errors import (
-    NodeBusy,
     NodeDamaged,
     NodeExists,
-    NodeNotFound,
-    NotANode,
     StorageError,
     WrongPassword,
     WrongRecoveryCode,
 )
 from polykey.store import header as hdr
+from polykey.store.container import (
+    APPLICATION_ID,
+    SCHEMA,
+    connect,
+    is_id,
+    open_connection,
+    publish,
+    sealed_row,
+    show_key,
+    sqlite_errors,
+)
 from polykey.store.records import (
-    ID_BYTES,
-    MAX_KEY_BYTES,
     Kind,
     Manifest,
     Namespace,
@@ -45,22 +50,10 @@ from polykey.store.records import (
     Root,
     aad,
     decode_record,
-    encode_record,
 )
+from polykey.store.transaction import Transaction
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-APPLICATION_ID = 0x504B4E44  # "PKND"
-BUSY_TIMEOUT_S = 60.0
-SCHEMA = """
-CREATE TABLE header (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL,
-                     checksum BLOB NOT NULL);
-CREATE TABLE root (id INTEGER PRIMARY KEY CHECK (id = 1), ver INTEGER NOT NULL,
-                   sealed BLOB NOT NULL);
-CREATE TABLE manifest (ns BLOB PRIMARY KEY, ver INTEGER NOT NULL, sealed BLOB NOT NULL)
-    WITHOUT ROWID;
-CREATE TABLE record (ns BLOB NOT NULL, name BLOB NOT NULL, ver INTEGER NOT NULL,
-                     sealed BLOB NOT NULL, PRIMARY KEY (ns, name)) WITHOUT ROWID;
-"""
+__all__ = ["Damage", "NodeFile", "Transaction", "read_header", "show_key"]
 
 
 @dataclass(frozen=True)
@@ -74,100 +67,9 @@ class Damage:
         return f"{self.place}: {self.problem}"
 
 
-def sealed_row(row: Any, place: str) -> tuple[int, bytes]:
-    """(version, sealed) of a row, refusing the wrong SQLite types a damaged file may hold."""
-    ver, sealed = row
-    if type(ver) is not int or not 0 <= ver < 1 << 63 or not isinstance(sealed, bytes):
-        raise NodeDamaged(f"{place} has a damaged version or value column")
-    return ver, sealed
-
-
-def is_id(value: Any) -> bool:
-    return isinstance(value, bytes) and len(value) == ID_BYTES
-
-
-def show_key(key: bytes) -> str:
-    """A record key as text for messages: UTF-8 when printable, else hex."""
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        return key.hex()
-    return text if text.isprintable() else key.hex()
-
-
-@contextlib.contextmanager
-def _sqlite_errors() -> Iterator[None]:
-    """Turn SQLite's exceptions into the node file's user-facing errors."""
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc).lower()
-        if "locked" in text or "busy" in text:
-            raise NodeBusy() from None
-        if "disk" in text or "full" in text or "readonly" in text or "unable to open" in text:
-            raise StorageError(str(exc)) from None
-        raise NodeDamaged(str(exc)) from None
-    except sqlite3.DatabaseError as exc:
-        raise NodeDamaged(str(exc)) from None
-    except (UnicodeDecodeError, OverflowError) as exc:
-        # sqlite3 fails to decode the error text of a schema damaged into invalid UTF-8
-        raise NodeDamaged(f"the SQLite structure is damaged ({type(exc).__name__})") from None
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        f"file:{quote(str(path))}?mode=rw",
-        uri=True,
-        isolation_level=None,
-        timeout=BUSY_TIMEOUT_S,
-        check_same_thread=False,
-    )
-    for pragma in (
-        "PRAGMA synchronous = FULL",
-        "PRAGMA secure_delete = ON",
-        "PRAGMA cell_size_check = ON",
-        "PRAGMA trusted_schema = OFF",
-        "PRAGMA temp_store = MEMORY",
-    ):
-        conn.execute(pragma)
-    return conn
-
-
-def _open_connection(path: Path) -> tuple[sqlite3.Connection, bytes, bytes]:
-    """Connect to an existing node file and read its header row; no key is needed."""
-    if not path.exists():
-        raise NodeNotFound(str(path))
-    if not path.is_file():
-        raise NotANode(f"{path} is not a file")
-    try:
-        with path.open("rb") as f:
-            magic = f.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        raise StorageError(f"{path}: {exc.strerror}") from None
-    if magic != SQLITE_MAGIC:
-        raise NotANode(str(path))
-    with _sqlite_errors():
-        conn = _connect(path)
-    try:
-        with _sqlite_errors():
-            (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-            if app_id != APPLICATION_ID:
-                raise NotANode(str(path))
-            row = conn.execute("SELECT body, checksum FROM header WHERE id = 1").fetchone()
-        if row is None:
-            raise NodeDamaged("the header row is missing")
-        body, checksum = row
-        if not isinstance(body, bytes) or not isinstance(checksum, bytes):
-            raise NodeDamaged("the header row has the wrong type")
-    except BaseException:
-        conn.close()
-        raise
-    return conn, body, checksum
-
-
 def read_header(path: Path, *, allow_weak: bool = False) -> hdr.Header:
     """The parsed header of a node file, without unlocking it."""
-    conn, body, checksum = _open_connection(path)
+    conn, body, checksum = open_connection(path)
     try:
         return hdr.decode(body, checksum, allow_weak=allow_weak)
     finally:
@@ -208,7 +110,7 @@ class NodeFile:
         cls, path: Path, password: bytes, *, allow_weak: bool = False, load_root: bool = True
     ) -> NodeFile:
         """Unlock a node file; ``load_root=False`` defers reading the root (for checking)."""
-        conn, body, checksum = _open_connection(path)
+        conn, body, checksum = open_connection(path)
         try:
             header = hdr.decode(body, checksum, allow_weak=allow_weak)
             data_key = hdr.unwrap_with_password(header, password, allow_weak=allow_weak)
@@ -226,7 +128,7 @@ class NodeFile:
     def open_with_recovery(
         cls, path: Path, recovery_secret: bytes, *, allow_weak: bool = False
     ) -> NodeFile:
-        conn, body, checksum = _open_connection(path)
+        conn, body, checksum = open_connection(path)
         try:
             header = hdr.decode(body, checksum, allow_weak=allow_weak)
             data_key = hdr.unwrap_with_recovery(header, recovery_secret)
@@ -262,10 +164,10 @@ class NodeFile:
         tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.creating")
         try:
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            with _sqlite_errors():
-                conn = _connect(tmp)
+            with sqlite_errors():
+                conn = connect(tmp)
             try:
-                with _sqlite_errors():
+                with sqlite_errors():
                     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     conn.execute(f"PRAGMA user_version = {hdr.FORMAT}")
                     conn.execute("PRAGMA journal_mode = WAL")
@@ -273,7 +175,7 @@ class NodeFile:
                     body, checksum = header.encode()
                     conn.execute("INSERT INTO header VALUES (1, ?, ?)", (body, checksum))
                 node = cls(tmp, conn, header, data_key, allow_weak=allow_weak)
-                with _sqlite_errors():
+                with sqlite_errors():
                     (node._data_version,) = conn.execute("PRAGMA data_version").fetchone()
                 node._root = Root()
                 with node.write() as tx:
@@ -282,7 +184,7 @@ class NodeFile:
                         initial(tx)
             finally:
                 conn.close()
-            _publish(tmp, path)
+            publish(tmp, path)
         except OSError as exc:
             raise StorageError(f"{path}: {exc.strerror}") from None
         finally:
@@ -294,7 +196,7 @@ class NodeFile:
     def open_with_key(
         cls, path: Path, header: hdr.Header, data_key: bytes, *, allow_weak: bool
     ) -> NodeFile:
-        conn, _, _ = _open_connection(path)
+        conn, _, _ = open_connection(path)
         node = cls(path, conn, header, data_key, allow_weak=allow_weak)
         try:
             node._load_root()
@@ -328,7 +230,7 @@ class NodeFile:
             self.header, self._data_key, new_password, kdf, allow_weak=self._allow_weak
         )
         body, checksum = header.encode()
-        with self._lock, _sqlite_errors():
+        with self._lock, sqlite_errors():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.execute(
@@ -348,18 +250,18 @@ class NodeFile:
             if self._in_write:
                 yield
                 return
-            with _sqlite_errors():
+            with sqlite_errors():
                 self._conn.execute("BEGIN")
             try:
                 self._refresh()
                 yield
             finally:
-                with _sqlite_errors():
+                with sqlite_errors():
                     self._conn.execute("COMMIT")
 
     def _refresh(self) -> None:
         """Drop cached root and manifests when another connection has committed."""
-        with _sqlite_errors():
+        with sqlite_errors():
             (version,) = self._conn.execute("PRAGMA data_version").fetchone()
         if version != self._data_version:
             self._data_version = version
@@ -369,7 +271,7 @@ class NodeFile:
             self._load_root()
 
     def _load_root(self) -> None:
-        with _sqlite_errors():
+        with sqlite_errors():
             row = self._conn.execute("SELECT ver, sealed FROM root WHERE id = 1").fetchone()
         if row is None:
             raise NodeDamaged("the root record is missing")
@@ -392,7 +294,7 @@ class NodeFile:
         if cached is not None:
             return cached
         _, ver, name = self._root_now().namespaces[ns_id]
-        with _sqlite_errors():
+        with sqlite_errors():
             row = self._conn.execute(
                 "SELECT ver, sealed FROM manifest WHERE ns = ?", (ns_id,)
             ).fetchone()
@@ -428,7 +330,7 @@ class NodeFile:
 
     def _unregistered(self, ns: Namespace, ns_id: bytes) -> None:
         """A namespace the root does not list must have no rows (else the root was rolled back)."""
-        with _sqlite_errors():
+        with sqlite_errors():
             found = self._conn.execute(
                 "SELECT 1 FROM manifest WHERE ns = ? UNION ALL "
                 "SELECT 1 FROM record WHERE ns = ? LIMIT 1",
@@ -451,7 +353,7 @@ class NodeFile:
             if entry is None:
                 return None
             expected = entry[0]
-        with _sqlite_errors():
+        with sqlite_errors():
             row = self._conn.execute(
                 "SELECT ver, sealed FROM record WHERE ns = ? AND name = ?", (ns_id, rec_id)
             ).fetchone()
@@ -479,7 +381,7 @@ class NodeFile:
             rec_id = self._keys.rec_id(ns_id, key)
             if not ns.immutable:
                 return rec_id in self._manifest(ns_id).entries
-            with _sqlite_errors():
+            with sqlite_errors():
                 row = self._conn.execute(
                     "SELECT 1 FROM record WHERE ns = ? AND name = ?", (ns_id, rec_id)
                 ).fetchone()
@@ -524,7 +426,7 @@ class NodeFile:
             return sum(1 for _ in self._scan(ns, ns_id))
 
     def _scan(self, ns: Namespace, ns_id: bytes) -> Iterator[tuple[bytes, bytes]]:
-        with _sqlite_errors():
+        with sqlite_errors():
             rows = self._conn.execute(
                 "SELECT name, ver, sealed FROM record WHERE ns = ?", (ns_id,)
             ).fetchall()
@@ -556,7 +458,7 @@ class NodeFile:
         with self._lock:
             if self._in_write:
                 raise RuntimeError("write transactions do not nest")
-            with _sqlite_errors():
+            with sqlite_errors():
                 self._conn.execute("BEGIN IMMEDIATE")
             self._in_write = True
             try:
@@ -564,7 +466,7 @@ class NodeFile:
                 tx = Transaction(self)
                 yield tx
                 root, manifests = tx.apply()
-                with _sqlite_errors():
+                with sqlite_errors():
                     self._conn.execute("COMMIT")
             except BaseException:
                 self._in_write = False
@@ -591,7 +493,7 @@ class NodeFile:
             return damage
 
     def _check_into(self, damage: list[Damage]) -> None:
-        with _sqlite_errors():
+        with sqlite_errors():
             problems = [row[0] for row in self._conn.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             damage.extend(Damage("SQLite structure", p) for p in problems[:20])
@@ -608,7 +510,7 @@ class NodeFile:
                     manifests[ns_id] = self._manifest(ns_id)
                 except NodeDamaged as exc:
                     damage.append(Damage(name, exc.detail))
-        with _sqlite_errors():
+        with sqlite_errors():
             for ns_id, ver, sealed in self._conn.execute(
                 "SELECT ns, ver, sealed FROM manifest"
             ).fetchall():
@@ -680,136 +582,3 @@ class NodeFile:
         if self._keys.rec_id(ns_id, key) != rec_id:
             return Damage(place, "record holds another record's name")
         return None
-
-
-@dataclass
-class Transaction:
-    """The changes of one write transaction, applied when its ``with`` block ends."""
-
-    node: NodeFile
-    _puts: dict[tuple[Namespace, bytes], bytes | tuple[bytes | memoryview, ...] | None] = field(
-        default_factory=dict
-    )
-    _drops: list[Namespace] = field(default_factory=list)
-    _force_root: bool = False
-
-    def put(self, ns: Namespace, key: bytes, value: bytes) -> None:
-        if not key or len(key) > MAX_KEY_BYTES:
-            raise ValueError("record keys are 1 to 4096 bytes")
-        self._puts[(ns, bytes(key))] = bytes(value)
-
-    def put_parts(self, ns: Namespace, key: bytes, parts: tuple[bytes | memoryview, ...]) -> None:
-        """Put a value given as parts, joined only when sealed (large values: one copy less)."""
-        if not key or len(key) > MAX_KEY_BYTES:
-            raise ValueError("record keys are 1 to 4096 bytes")
-        self._puts[(ns, bytes(key))] = parts
-
-    def delete(self, ns: Namespace, key: bytes) -> None:
-        self._puts[(ns, bytes(key))] = None
-
-    def get(self, ns: Namespace, key: bytes) -> bytes | None:
-        if (ns, key) in self._puts:
-            pending = self._puts[(ns, key)]
-            return b"".join(pending) if isinstance(pending, tuple) else pending
-        if ns in self._drops:
-            return None
-        return self.node._get(ns, key)
-
-    def drop_namespace(self, ns: Namespace) -> None:
-        """Delete a whole namespace (every record, its manifest, its root entry)."""
-        self._drops.append(ns)
-        for pending in [k for k in self._puts if k[0] == ns]:
-            del self._puts[pending]
-
-    def touch_root(self) -> None:
-        """Advance the epoch even if nothing versioned changes (used at creation)."""
-        self._force_root = True
-
-    def apply(self) -> tuple[Root, dict[bytes, Manifest]]:
-        node = self.node
-        keys = node._keys
-        conn = node._conn
-        old_root = node._root_now()
-        root = Root(old_root.epoch + 1, dict(old_root.namespaces))
-        need_root = self._force_root
-        manifests: dict[bytes, Manifest] = {}
-        with _sqlite_errors():
-            for ns in self._drops:
-                ns_id = keys.ns_id(ns.name)
-                if root.namespaces.pop(ns_id, None) is not None:
-                    conn.execute("DELETE FROM record WHERE ns = ?", (ns_id,))
-                    conn.execute("DELETE FROM manifest WHERE ns = ?", (ns_id,))
-                    need_root = True
-            for (ns, key), value in self._puts.items():
-                ns_id, registered = node._namespace_entry(ns)
-                registered = registered and ns not in self._drops
-                if value is None and not registered:
-                    continue
-                if not registered and ns_id not in root.namespaces:
-                    root.namespaces[ns_id] = (ns.kind, 0, ns.name)
-                    need_root = True
-                rec_id = keys.rec_id(ns_id, key)
-                if ns.immutable:
-                    if value is None:
-                        conn.execute(
-                            "DELETE FROM record WHERE ns = ? AND name = ?", (ns_id, rec_id)
-                        )
-                    else:
-                        sealed = keys.seal(
-                            encode_record(key, value), aad(Kind.IMMUTABLE, ns_id, rec_id, 0)
-                        )
-                        conn.execute(
-                            "INSERT OR IGNORE INTO record VALUES (?, ?, 0, ?)",
-                            (ns_id, rec_id, sealed),
-                        )
-                    continue
-                manifest = manifests.get(ns_id)
-                if manifest is None:
-                    current = node._manifest(ns_id) if registered else Manifest(ns.name)
-                    manifest = Manifest(ns.name, dict(current.entries))
-                    manifests[ns_id] = manifest
-                if value is None:
-                    if manifest.entries.pop(rec_id, None) is not None:
-                        conn.execute(
-                            "DELETE FROM record WHERE ns = ? AND name = ?", (ns_id, rec_id)
-                        )
-                    continue
-                sealed = keys.seal(
-                    encode_record(key, value), aad(Kind.MUTABLE, ns_id, rec_id, root.epoch)
-                )
-                conn.execute(
-                    "INSERT OR REPLACE INTO record VALUES (?, ?, ?, ?)",
-                    (ns_id, rec_id, root.epoch, sealed),
-                )
-                manifest.entries[rec_id] = (root.epoch, key)
-            for ns_id, manifest in manifests.items():
-                sealed = keys.seal(manifest.encode(), aad(Kind.MANIFEST, ns_id, version=root.epoch))
-                conn.execute(
-                    "INSERT OR REPLACE INTO manifest VALUES (?, ?, ?)",
-                    (ns_id, root.epoch, sealed),
-                )
-                root.namespaces[ns_id] = (Kind.MUTABLE, root.epoch, manifest.name)
-                need_root = True
-            if not need_root:
-                return old_root, {}
-            sealed = keys.seal(root.encode(), aad(Kind.ROOT, version=root.epoch))
-            conn.execute("INSERT OR REPLACE INTO root VALUES (1, ?, ?)", (root.epoch, sealed))
-        return root, manifests
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Move a finished node file into place without ever replacing an existing one."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise NodeExists(str(path)) from None
-    except OSError:
-        # Filesystems without hard links (FAT on a USB stick): check, then rename.
-        if path.exists():
-            raise NodeExists(str(path)) from None
-        os.rename(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

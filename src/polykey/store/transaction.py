@@ -1,0 +1,139 @@
+"""One write transaction of a node file: buffered puts and deletes, applied at commit.
+
+Applying advances the epoch and reseals every touched manifest and the root
+(docs/spec/node-file.md, "Versions and rollback of one record").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from polykey.store.container import sqlite_errors
+from polykey.store.records import (
+    MAX_KEY_BYTES,
+    Kind,
+    Manifest,
+    Namespace,
+    Root,
+    aad,
+    encode_record,
+)
+
+if TYPE_CHECKING:
+    from polykey.store.nodefile import NodeFile
+
+
+@dataclass
+class Transaction:
+    """The changes of one write transaction, applied when its ``with`` block ends."""
+
+    node: NodeFile
+    _puts: dict[tuple[Namespace, bytes], bytes | tuple[bytes | memoryview, ...] | None] = field(
+        default_factory=dict
+    )
+    _drops: list[Namespace] = field(default_factory=list)
+    _force_root: bool = False
+
+    def put(self, ns: Namespace, key: bytes, value: bytes) -> None:
+        if not key or len(key) > MAX_KEY_BYTES:
+            raise ValueError("record keys are 1 to 4096 bytes")
+        self._puts[(ns, bytes(key))] = bytes(value)
+
+    def put_parts(self, ns: Namespace, key: bytes, parts: tuple[bytes | memoryview, ...]) -> None:
+        """Put a value given as parts, joined only when sealed (large values: one copy less)."""
+        if not key or len(key) > MAX_KEY_BYTES:
+            raise ValueError("record keys are 1 to 4096 bytes")
+        self._puts[(ns, bytes(key))] = parts
+
+    def delete(self, ns: Namespace, key: bytes) -> None:
+        self._puts[(ns, bytes(key))] = None
+
+    def get(self, ns: Namespace, key: bytes) -> bytes | None:
+        if (ns, key) in self._puts:
+            pending = self._puts[(ns, key)]
+            return b"".join(pending) if isinstance(pending, tuple) else pending
+        if ns in self._drops:
+            return None
+        return self.node._get(ns, key)
+
+    def drop_namespace(self, ns: Namespace) -> None:
+        """Delete a whole namespace (every record, its manifest, its root entry)."""
+        self._drops.append(ns)
+        for pending in [k for k in self._puts if k[0] == ns]:
+            del self._puts[pending]
+
+    def touch_root(self) -> None:
+        """Advance the epoch even if nothing versioned changes (used at creation)."""
+        self._force_root = True
+
+    def apply(self) -> tuple[Root, dict[bytes, Manifest]]:
+        node = self.node
+        keys = node._keys
+        conn = node._conn
+        old_root = node._root_now()
+        root = Root(old_root.epoch + 1, dict(old_root.namespaces))
+        need_root = self._force_root
+        manifests: dict[bytes, Manifest] = {}
+        with sqlite_errors():
+            for ns in self._drops:
+                ns_id = keys.ns_id(ns.name)
+                if root.namespaces.pop(ns_id, None) is not None:
+                    conn.execute("DELETE FROM record WHERE ns = ?", (ns_id,))
+                    conn.execute("DELETE FROM manifest WHERE ns = ?", (ns_id,))
+                    need_root = True
+            for (ns, key), value in self._puts.items():
+                ns_id, registered = node._namespace_entry(ns)
+                registered = registered and ns not in self._drops
+                if value is None and not registered:
+                    continue
+                if not registered and ns_id not in root.namespaces:
+                    root.namespaces[ns_id] = (ns.kind, 0, ns.name)
+                    need_root = True
+                rec_id = keys.rec_id(ns_id, key)
+                if ns.immutable:
+                    if value is None:
+                        conn.execute(
+                            "DELETE FROM record WHERE ns = ? AND name = ?", (ns_id, rec_id)
+                        )
+                    else:
+                        sealed = keys.seal(
+                            encode_record(key, value), aad(Kind.IMMUTABLE, ns_id, rec_id, 0)
+                        )
+                        conn.execute(
+                            "INSERT OR IGNORE INTO record VALUES (?, ?, 0, ?)",
+                            (ns_id, rec_id, sealed),
+                        )
+                    continue
+                manifest = manifests.get(ns_id)
+                if manifest is None:
+                    current = node._manifest(ns_id) if registered else Manifest(ns.name)
+                    manifest = Manifest(ns.name, dict(current.entries))
+                    manifests[ns_id] = manifest
+                if value is None:
+                    if manifest.entries.pop(rec_id, None) is not None:
+                        conn.execute(
+                            "DELETE FROM record WHERE ns = ? AND name = ?", (ns_id, rec_id)
+                        )
+                    continue
+                sealed = keys.seal(
+                    encode_record(key, value), aad(Kind.MUTABLE, ns_id, rec_id, root.epoch)
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO record VALUES (?, ?, ?, ?)",
+                    (ns_id, rec_id, root.epoch, sealed),
+                )
+                manifest.entries[rec_id] = (root.epoch, key)
+            for ns_id, manifest in manifests.items():
+                sealed = keys.seal(manifest.encode(), aad(Kind.MANIFEST, ns_id, version=root.epoch))
+                conn.execute(
+                    "INSERT OR REPLACE INTO manifest VALUES (?, ?, ?)",
+                    (ns_id, root.epoch, sealed),
+                )
+                root.namespaces[ns_id] = (Kind.MUTABLE, root.epoch, manifest.name)
+                need_root = True
+            if not need_root:
+                return old_root, {}
+            sealed = keys.seal(root.encode(), aad(Kind.ROOT, version=root.epoch))
+            conn.execute("INSERT OR REPLACE INTO root VALUES (1, ?, ?)", (root.epoch, sealed))
+        return root, manifests
