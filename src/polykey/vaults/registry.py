@@ -112,7 +112,8 @@ class Vaults:
     def create(self, name: str, tags: list[str] | None = None) -> Vault:
         from dulwich.objects import Tree
 
-        from polykey.vaults.vault import BRANCH, Vault, check_tag
+        from polykey.vaults.tags import check_tag
+        from polykey.vaults.vault import BRANCH, Vault
 
         check_vault_name(name)
         tags = sorted({check_tag(t) for t in tags or []})
@@ -179,7 +180,7 @@ class Vaults:
         return damage
 
     def retag(self, name: str, add: list[str], remove: list[str]) -> VaultInfo:
-        from polykey.vaults.vault import check_tag
+        from polykey.vaults.tags import check_tag
 
         for t in add + remove:
             check_tag(t)

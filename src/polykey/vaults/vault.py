@@ -9,7 +9,6 @@ each other's work.
 from __future__ import annotations
 
 import heapq
-import json
 import re
 import stat
 import time
@@ -26,7 +25,6 @@ from polykey.keys.root import RootKey
 from polykey.store.nodefile import NodeFile, Transaction
 from polykey.vaults import tree as trees
 from polykey.vaults.errors import (
-    InvalidTag,
     IsADirectory,
     NotADirectory,
     RevisionNotFound,
@@ -35,18 +33,11 @@ from polykey.vaults.errors import (
 )
 from polykey.vaults.objects import ObjectCache, RecordSource, VaultObjects, refs_ns
 from polykey.vaults.paths import join, split_path
+from polykey.vaults.tags import check_tag, read_tags, write_tags
 
 BRANCH = b"refs/heads/main"
-TAGS_FILE = b".polykey-tags"
 GIT_NAMESPACE = "git"
-_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _REV = re.compile(r"(?P<base>HEAD|[0-9a-f]{4,40})(?:~(?P<back>[0-9]{1,6}))?")
-
-
-def check_tag(tag: str) -> str:
-    if not _TAG.fullmatch(tag):
-        raise InvalidTag(repr(tag[:80]))
-    return tag
 
 
 @dataclass(frozen=True)
@@ -204,7 +195,7 @@ class Vault:
     def tags(self, rev: str | None = None) -> dict[str, list[str]]:
         """Secret path -> tags, as kept in the vault."""
         objects = self.objects()
-        return _read_tags(objects, self._tree_of(self.resolve(rev), objects))
+        return read_tags(objects, self._tree_of(self.resolve(rev), objects))
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -234,11 +225,11 @@ class Vault:
         base_tree = objects.get_commit(head).tree if head else objects.add(Tree())
         ops = build(objects, base_tree)
         new_tree = trees.apply(objects, base_tree, trees.plan(ops)) if ops else base_tree
-        old_tags = _read_tags(objects, base_tree)
+        old_tags = read_tags(objects, base_tree)
         new_tags = tags(old_tags) if tags is not None else old_tags
         new_tags = _carry_tags(new_tags, ops, objects, new_tree)
         if new_tags != old_tags:
-            new_tree = _write_tags(objects, new_tree, new_tags)
+            new_tree = write_tags(objects, new_tree, new_tags)
         commit = self._new_commit(new_tree, [head] if head else [], message)
         commit_id = objects.add(commit)
         tx.put(self.refs, BRANCH, commit_id)
@@ -307,28 +298,14 @@ class Vault:
         moved: list[tuple[str, ...]] = []
 
         def retag(current: dict[str, list[str]]) -> dict[str, list[str]]:
-            old_prefix, new_prefix = join(sparts), join(moved[0])
-            out = dict(current)
-            for path, tags in current.items():
-                if path == old_prefix or path.startswith(old_prefix + "/"):
-                    out[new_prefix + path[len(old_prefix) :]] = tags
-            return out
+            return _retagged(current, current, sparts, moved[0])
 
         def build(objects: VaultObjects, tree_id: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
             entry = _lookup(objects, tree_id, sparts)
             if entry is None:
                 raise SecretNotFound(f"{self.name}:{join(sparts)}")
-            target = dparts
-            existing = _lookup(objects, tree_id, target)
-            if existing is not None and stat.S_ISDIR(existing[0]):
-                target = (*dparts, sparts[-1])
-                existing = _lookup(objects, tree_id, target)
-            if existing is not None and not force:
-                raise SecretExists(f"{self.name}:{join(target)}")
+            target, ops = _destination(objects, tree_id, sparts, dparts, force, self.name)
             moved.append(target)
-            ops: list[tuple[tuple[str, ...], trees.Op]] = []
-            if existing is not None:
-                ops.append((target, trees.Delete(recursive=True)))
             ops.extend(_copy_ops(objects, entry, target))
             if not copy:
                 ops.append((sparts, trees.Delete(recursive=True)))
@@ -458,6 +435,42 @@ def _list(
             yield Entry(path, "secret", item.sha)
 
 
+def _destination(
+    objects: VaultObjects,
+    tree_id: bytes,
+    sparts: tuple[str, ...],
+    dparts: tuple[str, ...],
+    force: bool,
+    vault_name: str,
+) -> tuple[tuple[str, ...], list[tuple[tuple[str, ...], trees.Op]]]:
+    """Where a moved or copied entry lands (inside DST when DST is a directory), and the
+    operation that clears an existing entry there when --force allows it."""
+    goal = dparts
+    existing = _lookup(objects, tree_id, goal)
+    if existing is not None and stat.S_ISDIR(existing[0]):
+        goal = (*dparts, sparts[-1])
+        existing = _lookup(objects, tree_id, goal)
+    if existing is not None and not force:
+        raise SecretExists(f"{vault_name}:{join(goal)}")
+    return goal, [(goal, trees.Delete(recursive=True))] if existing is not None else []
+
+
+def _retagged(
+    source: dict[str, list[str]],
+    current: dict[str, list[str]],
+    sparts: tuple[str, ...],
+    target: tuple[str, ...],
+) -> dict[str, list[str]]:
+    """``current`` plus the tags of everything under ``sparts`` in ``source``, moved to
+    ``target``."""
+    old_prefix, new_prefix = join(sparts), join(target)
+    out = dict(current)
+    for path, tags in source.items():
+        if path == old_prefix or path.startswith(old_prefix + "/"):
+            out[new_prefix + path[len(old_prefix) :]] = tags
+    return out
+
+
 def _copy_ops(
     objects: VaultObjects, entry: tuple[int, bytes], target: tuple[str, ...]
 ) -> list[tuple[tuple[str, ...], trees.Op]]:
@@ -531,21 +544,6 @@ def _diff(objects: VaultObjects, t1: bytes | None, t2: bytes | None, prefix: str
     return out
 
 
-def _read_tags(objects: VaultObjects, tree_id: bytes) -> dict[str, list[str]]:
-    tree = objects.get_tree(tree_id)
-    try:
-        _, sha = tree[TAGS_FILE]
-    except KeyError:
-        return {}
-    try:
-        doc = json.loads(objects.get_blob_data(sha))
-    except ValueError:
-        raise NodeDamaged("the vault's tag file is not JSON") from None
-    if not isinstance(doc, dict):
-        raise NodeDamaged("the vault's tag file is malformed")
-    return {str(k): [str(t) for t in v] for k, v in doc.items() if isinstance(v, list)}
-
-
 def _carry_tags(
     tags: dict[str, list[str]],
     ops: list[tuple[tuple[str, ...], trees.Op]],
@@ -558,18 +556,6 @@ def _carry_tags(
     return {
         path: t for path, t in tags.items() if _lookup(objects, new_tree, tuple(path.split("/")))
     }
-
-
-def _write_tags(objects: VaultObjects, tree_id: bytes, tags: dict[str, list[str]]) -> bytes:
-    tree = objects.get_tree(tree_id)
-    new = Tree()
-    for item in tree.iteritems():
-        if item.path != TAGS_FILE:
-            new.add(item.path, item.mode, item.sha)
-    if tags:
-        body = json.dumps(tags, sort_keys=True, indent=1).encode() + b"\n"
-        new.add(TAGS_FILE, trees.FILE_MODE, cast(ObjectID, objects.add_blob(body)))
-    return objects.add(new)
 
 
 def transfer(
@@ -585,37 +571,20 @@ def transfer(
         entry = _lookup(sobjects, sobjects.get_commit(shead).tree, sparts)
         if entry is None:
             raise SecretNotFound(f"{src.name}:{join(sparts)}")
-        src_tags = _read_tags(sobjects, sobjects.get_commit(shead).tree)
+        src_tags = read_tags(sobjects, sobjects.get_commit(shead).tree)
         target: list[tuple[str, ...]] = []
 
         def build(objects: VaultObjects, tree_id: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
-            goal = dparts
-            existing = _lookup(objects, tree_id, goal)
-            if existing is not None and stat.S_ISDIR(existing[0]):
-                goal = (*dparts, sparts[-1])
-                existing = _lookup(objects, tree_id, goal)
-            if existing is not None and not force:
-                raise SecretExists(f"{dst.name}:{join(goal)}")
+            goal, ops = _destination(objects, tree_id, sparts, dparts, force, dst.name)
             target.append(goal)
-            ops: list[tuple[tuple[str, ...], trees.Op]] = []
-            if existing is not None:
-                ops.append((goal, trees.Delete(recursive=True)))
             for parts, op in _copy_ops(sobjects, entry, goal):
-                if isinstance(op, trees.Put):
-                    ops.append(
-                        (parts, trees.Put(objects.add_blob(sobjects.get_blob_data(op.blob))))
-                    )
-                else:
-                    ops.append((parts, op))
+                if isinstance(op, trees.Put):  # blobs are per vault: copy the content across
+                    op = trees.Put(objects.add_blob(sobjects.get_blob_data(op.blob)))  # noqa: PLW2901
+                ops.append((parts, op))
             return ops
 
         def carry(current: dict[str, list[str]]) -> dict[str, list[str]]:
-            old_prefix, new_prefix = join(sparts), join(target[0])
-            out = dict(current)
-            for path, tags in src_tags.items():
-                if path == old_prefix or path.startswith(old_prefix + "/"):
-                    out[new_prefix + path[len(old_prefix) :]] = tags
-            return out
+            return _retagged(src_tags, current, sparts, target[0])
 
         verb = "Copy" if copy else "Move"
         where = join(dparts) or "the vault root"
