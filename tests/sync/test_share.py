@@ -281,3 +281,17 @@ def test_a_channel_that_skips_the_version_hello_gets_no_answer(pair: Pair) -> No
             client.close()
 
     assert asyncio.run(skip_hello()) == b""
+
+
+def test_an_agent_asked_for_a_busy_port_says_so_and_leaves_no_socket(tmp_path: Path) -> None:
+    env = pk_env(tmp_path / "n.pk", PK_PASSWORD="pw", PK_RUNTIME_DIR=str(tmp_path / "run"))
+    assert run_pk("bootstrap", env=env).returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = run_pk("agent", "start", "--background", "--port", port, env=env)
+    assert result.returncode == 45, result.stderr
+    assert b"address already in use" in result.stderr
+    assert not list((tmp_path / "run").glob("*/agent.sock"))
+    assert run_pk("agent", "status", env=env).returncode == 43

@@ -42,6 +42,13 @@ class AgentRunning(PolykeyError):
     hint = "See it with `pk agent status`; stop it with `pk agent stop`."
 
 
+class PortUnavailable(PolykeyError):
+    """The agent cannot listen for other nodes on that address."""
+
+    exit_code = 45
+    hint = "Choose another --port (or --host), or stop what listens there."
+
+
 def harden_process() -> None:
     """No core dumps, and (Linux) no ptrace attach or /proc/PID/mem reads by other processes."""
     with contextlib.suppress(ValueError, OSError):
@@ -159,7 +166,14 @@ class Agent:
         path = self.runtime.socket
         server = await asyncio.start_unix_server(self._connection, path=str(path))
         if self.peer_port is not None:
-            await self._serve_peers(self.peer_host, self.peer_port)
+            try:
+                await self._serve_peers(self.peer_host, self.peer_port)
+            except OSError as exc:
+                server.close()
+                self.runtime.clear()
+                raise PortUnavailable(
+                    f"{self.peer_host}:{self.peer_port}: {exc.strerror or exc}"
+                ) from None
         os.chmod(path, 0o600)
         check_private(path, directory=False)
         self.runtime.write_status(self.status())
