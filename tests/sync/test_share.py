@@ -295,3 +295,20 @@ def test_an_agent_asked_for_a_busy_port_says_so_and_leaves_no_socket(tmp_path: P
     assert b"address already in use" in result.stderr
     assert not list((tmp_path / "run").glob("*/agent.sock"))
     assert run_pk("agent", "status", env=env).returncode == 43
+
+
+def test_the_agent_reuses_one_connection_per_peer(pair: Pair) -> None:
+    pair.b("agent", "start", "--background")
+    try:
+        pair.b("vaults", "clone", pair.alice_id, "work")
+        for value in (b"2", b"3"):
+            pair.a("secrets", "write", "work:db/password", stdin=value)
+            assert "updated" in pair.b("vaults", "pull", "work")
+        assert pair.b("secrets", "cat", "work:db/password") == "3"
+        open_now = pair.b("nodes", "connections").strip().splitlines()
+        assert len(open_now) == 1 and open_now[0].startswith(pair.alice_id)
+        logs = [p.read_text() for p in (pair.tmp / "run").glob("*/agent.log")]
+        alice_log = next(text for text in logs if "serving peers on" in text)
+        assert alice_log.count("peer.hello") >= 3  # one channel per operation, one connection
+    finally:
+        run_pk("agent", "stop", env=pair.bob)

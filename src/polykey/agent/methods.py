@@ -557,3 +557,10 @@ def notifications_clear(node: Node, p: Params) -> dict[str, Any]:
 @method("keys.openssh_private")
 def keys_openssh_private(node: Node, p: Params) -> dict[str, Any]:
     return {"pem": node.key.signing.openssh_private_pem()}
+
+
+@method("nodes.connections")
+def nodes_connections(node: Node, p: Params) -> dict[str, Any]:
+    from polykey.network.pool import POOL
+
+    return {"connections": POOL.connections()}

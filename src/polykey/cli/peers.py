@@ -89,3 +89,13 @@ def clear_(s: Settings) -> None:
     """Delete every received notification."""
     r = s.call("notifications.clear")
     emit(s, f"Cleared {r['cleared']} notification(s).", r)
+
+
+@nodes.command()
+@node_options
+@pass_settings
+def connections(s: Settings) -> None:
+    """Open SSH connections to other nodes, reused by every operation, closed when idle."""
+    r = s.call("nodes.connections")
+    lines = [f"{c['node_id']}\t{c['address']}\tidle {c['idle_s']} s" for c in r["connections"]]
+    emit(s, "\n".join(lines) or "No open connections.", r)

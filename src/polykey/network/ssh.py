@@ -218,18 +218,26 @@ class PeerClient:
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise PeerUnreachable(f"{encode_node_id(node_id)} at {host}:{port} ({exc})") from None
         try:
+            return await cls.over(conn, node_id)
+        except PolykeyError:
+            conn.close()
+            raise
+
+    @classmethod
+    async def over(cls, conn: asyncssh.SSHClientConnection, node_id: NodeId) -> PeerClient:
+        """A new `polykey` channel on an open connection, after the version hello."""
+        try:
             writer, reader, _ = await conn.open_session(subsystem=SUBSYSTEM, encoding=None)
         except (OSError, asyncssh.Error) as exc:
-            conn.close()
             raise PeerUnreachable(f"{encode_node_id(node_id)}: {exc}") from None
         client = cls(conn, writer, reader)
         try:
             hello = await client.call("peer.hello", {"version": PROTOCOL_VERSION})
         except PolykeyError:
-            client.close()
+            client.close_channel()
             raise
         if hello.get("version") != PROTOCOL_VERSION:
-            client.close()
+            client.close_channel()
             raise PeerError(f"the node speaks protocol {hello.get('version')!r}, not 1")
         client.hello = hello
         return client
@@ -255,5 +263,10 @@ class PeerClient:
             raise PeerUnreachable("a malformed reply")
         return result
 
+    def close_channel(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
     def close(self) -> None:
+        self.close_channel()
         self.conn.close()

@@ -9,7 +9,6 @@ written, in one transaction; a refused update leaves the local vault exactly as 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import stat
 from collections.abc import Callable
@@ -50,18 +49,12 @@ class NeedsMerge(PolykeyError):
 
 
 def remote(store: NodeFile, key: RootKey, peer: NodeId, call: Callable[[PeerClient], Any]) -> Any:
+    """Run ``call`` on a channel to ``peer``, over this process's pooled connection to it."""
+    from polykey.network.pool import POOL
+
     address = Graph(store).get(peer)
-
-    async def run() -> Any:
-        client = await PeerClient.connect(
-            ssh_key(key.signing.openssh_private_pem()), peer, address.host, address.port
-        )
-        try:
-            return await call(client)
-        finally:
-            client.close()
-
-    return asyncio.run(run())
+    client_key = ssh_key(key.signing.openssh_private_pem())
+    return POOL.run(client_key, peer, address.host, address.port, call)
 
 
 def scan(store: NodeFile, key: RootKey, peer: NodeId) -> list[dict[str, Any]]:

@@ -1,0 +1,104 @@
+"""One SSH connection per peer, kept open and reused by every operation of this process.
+
+A background thread runs one asyncio loop for all peer connections; callers on any thread hand it
+coroutines. Each operation gets its own channel on the shared connection (SSH multiplexes them).
+A connection that breaks is dropped and the next operation dials again; idle ones close after
+IDLE_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncssh
+
+from polykey.ids import NodeId, encode_node_id
+from polykey.network.ssh import PeerClient, PeerUnreachable
+
+IDLE_S = 300.0
+
+
+class Pool:
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._conns: dict[tuple[bytes, str, int], tuple[asyncssh.SSHClientConnection, float]] = {}
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="pk-peers", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def run(
+        self,
+        key: asyncssh.SSHKey,
+        peer: NodeId,
+        host: str,
+        port: int,
+        call: Callable[[PeerClient], Awaitable[Any]],
+    ) -> Any:
+        loop = self._ensure_loop()
+        return asyncio.run_coroutine_threadsafe(
+            self._run(key, peer, host, port, call), loop
+        ).result()
+
+    async def _run(
+        self,
+        key: asyncssh.SSHKey,
+        peer: NodeId,
+        host: str,
+        port: int,
+        call: Callable[[PeerClient], Awaitable[Any]],
+    ) -> Any:
+        self._close_idle()
+        slot = (bytes(peer), host, port)
+        for attempt in (1, 2):
+            cached = self._conns.get(slot)
+            if cached is not None:
+                try:
+                    client = await PeerClient.over(cached[0], peer)
+                except PeerUnreachable:
+                    cached[0].close()
+                    self._conns.pop(slot, None)
+                    continue
+            else:
+                client = await PeerClient.connect(key, peer, host, port)
+            self._conns[slot] = (client.conn, time.monotonic())
+            try:
+                return await call(client)
+            except PeerUnreachable:
+                client.conn.close()
+                self._conns.pop(slot, None)
+                if attempt == 2 or cached is None:
+                    raise
+            finally:
+                client.close_channel()
+        raise PeerUnreachable(encode_node_id(peer))
+
+    def _close_idle(self) -> None:
+        now = time.monotonic()
+        for slot, (conn, used) in list(self._conns.items()):
+            if now - used > IDLE_S:
+                conn.close()
+                del self._conns[slot]
+
+    def connections(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [
+            {
+                "node_id": encode_node_id(NodeId(raw)),
+                "address": f"{host}:{port}",
+                "idle_s": round(now - used, 1),
+            }
+            for (raw, host, port), (_, used) in self._conns.items()
+        ]
+
+
+POOL = Pool()
