@@ -312,3 +312,21 @@ def test_the_agent_reuses_one_connection_per_peer(pair: Pair) -> None:
         assert alice_log.count("peer.hello") >= 3  # one channel per operation, one connection
     finally:
         run_pk("agent", "stop", env=pair.bob)
+
+
+def test_the_agent_pulls_cloned_vaults_in_the_background(pair: Pair) -> None:
+    import time
+
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    pair.b("agent", "start", "--background", "--sync-interval", "5")
+    try:
+        pair.a("secrets", "write", "work:db/password", stdin=b"synced")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if pair.b("secrets", "cat", "work:db/password") == "synced":
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("the background sync never pulled the update")
+    finally:
+        run_pk("agent", "stop", env=pair.bob)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,14 @@ from polykey.cli.common import Settings, emit, node_options, pass_settings
 from polykey.errors import PolykeyError
 
 READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    idle: int
+    maximum: int
+    peers: tuple[str, int] | None
+    sync_interval: int | None
 
 
 class AgentNotRunning(PolykeyError):
@@ -109,20 +118,18 @@ def start(
         from polykey.errors import NodeNotFound
 
         raise NodeNotFound(str(path))
-    peers = (host, port) if port else None
-    if sync_interval:
-        os.environ["PK_AGENT_SYNC_INTERVAL"] = str(sync_interval)
+    opts = AgentOptions(session_idle, session_max, (host, port) if port else None, sync_interval)
     if child:
-        _run_child(s, session_idle, session_max, peers)
+        _run_child(s, opts)
         return
     live = _live_status(s)
     if live is not None:
         raise AgentRunning(f"pid {live.get('pid')}")
     password = s.password()
     if background:
-        status = _spawn(s, password, session_idle, session_max, peers)
+        status = _spawn(s, password, opts)
     else:
-        _serve(s, password, session_idle, session_max, peers, announce=True)
+        _serve(s, password, opts, announce=True)
         return
     emit(
         s,
@@ -131,19 +138,17 @@ def start(
     )
 
 
-def _spawn(
-    s: Settings, password: bytes, idle: int, maximum: int, peers: tuple[str, int] | None
-) -> dict[str, Any]:
+def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
     """Start the agent as a detached child; hand it the password on a pipe, never in argv/env."""
     runtime = _runtime(s)
     runtime.ensure()
     args = [sys.executable, "-m", "polykey", "agent", "start", "--child"]
-    args += ["--node", str(s.node_path()), "--session-idle", str(idle)]
-    args += ["--session-max", str(maximum)]
-    if peers is not None:
-        args += ["--host", peers[0], "--port", str(peers[1])]
-    if os.environ.get("PK_AGENT_SYNC_INTERVAL"):
-        args += ["--sync-interval", os.environ["PK_AGENT_SYNC_INTERVAL"]]
+    args += ["--node", str(s.node_path()), "--session-idle", str(opts.idle)]
+    args += ["--session-max", str(opts.maximum)]
+    if opts.peers is not None:
+        args += ["--host", opts.peers[0], "--port", str(opts.peers[1])]
+    if opts.sync_interval:
+        args += ["--sync-interval", str(opts.sync_interval)]
     env = {k: v for k, v in os.environ.items() if k not in ("PK_PASSWORD", "PK_NEW_PASSWORD")}
     log_fd = os.open(runtime.log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
     try:
@@ -191,7 +196,7 @@ class _Relayed(PolykeyError):
         return self._message
 
 
-def _run_child(s: Settings, idle: int, maximum: int, peers: tuple[str, int] | None) -> None:
+def _run_child(s: Settings, opts: AgentOptions) -> None:
     """The detached agent: password from stdin, one JSON line on stdout when ready."""
     raw = sys.stdin.buffer.readline().rstrip(b"\n")
     ready_out = os.fdopen(os.dup(1), "w")
@@ -205,7 +210,7 @@ def _run_child(s: Settings, idle: int, maximum: int, peers: tuple[str, int] | No
         ready_out.close()
 
     try:
-        _serve(s, raw, idle, maximum, peers, announce=False, ready=ready)
+        _serve(s, raw, opts, announce=False, ready=ready)
     except PolykeyError as exc:
         if not ready_out.closed:
             doc = {"message": exc.message, "hint": exc.user_hint, "exit_code": exc.exit_code}
@@ -217,9 +222,7 @@ def _run_child(s: Settings, idle: int, maximum: int, peers: tuple[str, int] | No
 def _serve(
     s: Settings,
     password: bytes,
-    idle: int,
-    maximum: int,
-    peers: tuple[str, int] | None,
+    opts: AgentOptions,
     *,
     announce: bool,
     ready: Any = None,
@@ -240,11 +243,11 @@ def _serve(
     setup_logging(runtime.log_file)
     node = Node.open(s.node_path(), password, allow_weak=s.allow_weak())
     del password
-    sessions = Sessions(idle, maximum)
+    sessions = Sessions(opts.idle, opts.maximum)
     agent_ = Agent(node, s.node_path(), runtime, sessions)
-    if peers is not None:
-        agent_.peer_host, agent_.peer_port = peers
-    agent_.sync_interval = float(os.environ.get("PK_AGENT_SYNC_INTERVAL", "0") or 0)
+    if opts.peers is not None:
+        agent_.peer_host, agent_.peer_port = opts.peers
+    agent_.sync_interval = float(opts.sync_interval or 0)
     token = sessions.issue()
     AgentClient(runtime.folder).save_token(token)
 
