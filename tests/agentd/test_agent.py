@@ -192,3 +192,13 @@ def test_a_hundred_concurrent_clients_are_all_answered_with_no_lost_write(
     assert len(listed) == 100
     log = json.loads(agent.pk("vaults", "log", "v", "--format", "json")[1])
     assert sum(1 for c in log["commits"] if c["message"].startswith("Add secret c/")) == 100
+
+
+def test_the_first_command_after_kill_9_cleans_the_stale_socket(agent: Running) -> None:
+    pid = agent.status()["pid"]
+    assert isinstance(pid, int)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    assert agent.pk("vaults", "list", PK_PASSWORD=PASSWORD)[0] == 0
+    assert not (agent.folder / "agent.sock").exists()
+    assert not (agent.folder / "status.json").exists()

@@ -50,6 +50,7 @@ class Sessions:
         return hmac.new(self._key, token.encode(), hashlib.sha256).digest()
 
     def issue(self) -> str:
+        self._purge()
         token = PREFIX + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
         now = time.monotonic()
         self._sessions[self._digest(token)] = Session(now, now)
@@ -64,9 +65,18 @@ class Sessions:
             raise SessionInvalid("the token is unknown or was revoked")
         now = time.monotonic()
         if now - session.used > self.idle_s or now - session.created > self.absolute_s:
-            del self._sessions[digest]
-            raise SessionInvalid("the session expired")
+            raise SessionInvalid("the session expired")  # kept, so a retry says the same
         session.used = now
+
+    def _purge(self) -> None:
+        """Forget sessions that expired long ago (an expired one is kept an hour to be named)."""
+        now = time.monotonic()
+        for digest, session in list(self._sessions.items()):
+            if (
+                now - session.used > self.idle_s + 3600
+                or now - session.created > self.absolute_s + 3600
+            ):
+                del self._sessions[digest]
 
     def revoke(self, token: str) -> bool:
         return self._sessions.pop(self._digest(token), None) is not None
@@ -78,4 +88,10 @@ class Sessions:
         return count
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        """Live sessions (an expired one is kept a while only to be named as expired)."""
+        now = time.monotonic()
+        return sum(
+            1
+            for x in self._sessions.values()
+            if now - x.used <= self.idle_s and now - x.created <= self.absolute_s
+        )

@@ -118,12 +118,24 @@ class AgentClient:
             sock.settimeout(CONNECT_TIMEOUT_S)
             try:
                 sock.connect(self.socket_path)
+            except ConnectionRefusedError:
+                sock.close()
+                self._clear_stale()
+                raise AgentGone() from None
             except OSError:
                 sock.close()
                 raise AgentGone() from None
             sock.settimeout(CALL_TIMEOUT_S)
             self._sock = sock
         return self._sock
+
+    def _clear_stale(self) -> None:
+        """Nobody listens on the socket (the agent died, kill -9): remove it and its status."""
+        for name in ("agent.sock", "status.json"):
+            try:  # noqa: SIM105 - contextlib costs an import on the hot path
+                os.unlink(os.path.join(self.folder, name))
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
         if self._sock is not None:

@@ -43,7 +43,10 @@ def tools() -> tuple[list[str], list[str]]:
 
 def copy(value: bytes, clear_after: int) -> None:
     copy_cmd, _ = tools()
-    subprocess.run(copy_cmd, input=value, check=True, stdout=subprocess.DEVNULL)
+    # the tool may fork a process that owns the selection: it must not hold our pipes open
+    subprocess.run(
+        copy_cmd, input=value, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     if clear_after > 0:
         digest = hashlib.sha256(value).hexdigest()
         child = subprocess.Popen(
@@ -63,7 +66,9 @@ def _clear_later(seconds: int, digest: str) -> None:
     copy_cmd, paste_cmd = tools()
     current = subprocess.run(paste_cmd, capture_output=True, check=False).stdout
     if hashlib.sha256(current).hexdigest() == digest:
-        subprocess.run(copy_cmd, input=b"", check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            copy_cmd, input=b"", check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def is_ram_backed(folder: Path) -> bool:
     real = str(folder.resolve())
     best, kind = "", ""
     for mount, fstype in _mounts():
-        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+        # >=: of several mounts on one point, the last listed is the one in use
+        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
             best, kind = mount, fstype
     return kind in RAM_FILESYSTEMS
 

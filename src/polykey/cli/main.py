@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _wants_json(args: list[str]) -> bool:
     for i, arg in enumerate(args):
+        if arg == "--":  # what follows belongs to another program
+            break
         if arg == "--format=json" or (arg == "--format" and args[i + 1 : i + 2] == ["json"]):
             return True
     return False

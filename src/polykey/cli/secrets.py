@@ -145,7 +145,8 @@ def cat(
             raise UsageError("--clip copies one secret")
         value = s.call("secrets.cat", {"items": targets, "rev": rev})["secrets"][0]["data"]
         clipboard.copy(value, clear_after)
-        emit(s, f"Copied {addresses[0]}; clearing in {clear_after} s.", {"copied": True})
+        when = f"clearing in {clear_after} s" if clear_after else "not cleared automatically"
+        emit(s, f"Copied {addresses[0]}; {when}.", {"copied": True, "clear_after": clear_after})
         return
     if not s.json and s.agent() is None:  # no agent: stream large secrets straight out
         out = sys.stdout.buffer

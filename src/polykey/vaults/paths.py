@@ -57,7 +57,11 @@ def split_path(path: str, *, allow_root: bool = False) -> tuple[str, ...]:
         if allow_root:
             return ()
         raise InvalidSecretPath("the path is empty")
-    if len(stripped.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+    try:
+        size = len(stripped.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidSecretPath(f"{_show(path)!r} is not valid Unicode text") from None
+    if size > MAX_PATH_BYTES:
         raise InvalidSecretPath(f"longer than {MAX_PATH_BYTES} bytes")
     parts = tuple(stripped.split("/"))
     if len(parts) > MAX_DEPTH:
@@ -75,6 +79,8 @@ def check_component(part: str, path: str = "") -> None:
         raise InvalidSecretPath(f"{part!r} component{where}")
     if part.lower() == ".git":
         raise InvalidSecretPath(f"'.git' component{where}")
+    if git_special(part):
+        raise InvalidSecretPath(f"{_show(part)!r} names a git file{where}")
     if part.lower().startswith(RESERVED_PREFIX):
         raise InvalidSecretPath(f"{_show(part)!r} is reserved by Polykey{where}")
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in part):
@@ -85,6 +91,24 @@ def check_component(part: str, path: str = "") -> None:
         raise InvalidSecretPath(f"not valid UTF-8{where}") from None
     if len(encoded) > MAX_COMPONENT_BYTES:
         raise InvalidSecretPath(f"a component is longer than {MAX_COMPONENT_BYTES} bytes{where}")
+
+
+# Characters some filesystems ignore in names (HFS+), as git itself lists them.
+_IGNORABLE = dict.fromkeys(
+    map(
+        ord,
+        "\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+        "\u206a\u206b\u206c\u206d\u206e\u206f\ufeff",
+    )
+)
+_GIT_NAMES = {".git", "git~1", ".gitmodules", "gitmod~1"}
+
+
+def git_special(name: str) -> bool:
+    """Whether a filesystem or git could read ``name`` as `.git` or a git control file
+    (case, HFS+ ignorable characters, NTFS trailing dots and spaces, 8.3 short names)."""
+    plain = name.translate(_IGNORABLE).rstrip(". ").lower()
+    return plain in _GIT_NAMES
 
 
 def fold(name: str) -> str:

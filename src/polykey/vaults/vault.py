@@ -461,10 +461,14 @@ def _retagged(
     sparts: tuple[str, ...],
     target: tuple[str, ...],
 ) -> dict[str, list[str]]:
-    """``current`` plus the tags of everything under ``sparts`` in ``source``, moved to
-    ``target``."""
+    """``current`` without the tags of what was at ``target`` (it is replaced), plus the tags
+    of everything under ``sparts`` in ``source``, moved to ``target``."""
     old_prefix, new_prefix = join(sparts), join(target)
-    out = dict(current)
+
+    def under(path: str, prefix: str) -> bool:
+        return path == prefix or path.startswith(prefix + "/")
+
+    out = {path: tags for path, tags in current.items() if not under(path, new_prefix)}
     for path, tags in source.items():
         if path == old_prefix or path.startswith(old_prefix + "/"):
             out[new_prefix + path[len(old_prefix) :]] = tags
