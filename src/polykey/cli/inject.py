@@ -11,7 +11,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -23,6 +25,7 @@ from polykey.errors import InvalidInput, UsageError
 URI = re.compile(r"pk://(?P<vault>[^/\s]+)/(?P<path>[^\s}]+)")
 PLACEHOLDER = re.compile(r"\{\{\s*(pk://[^\s}]+)\s*\}\}")
 MASK = b"<concealed by pk>"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -39,6 +42,17 @@ def fetch(s: Settings, refs: list[tuple[str, str]]) -> list[bytes]:
         return []
     result = s.call("secrets.cat", {"items": [list(r) for r in refs]})
     return [item["data"] for item in result["secrets"]]
+
+
+def _policy_option(flag: str, what: str) -> Callable[[F], F]:
+    """--invalid / --duplicate: error (the default), warn and skip, or skip quietly."""
+    return click.option(
+        flag,
+        type=click.Choice(["error", "warn", "skip"]),
+        default="error",
+        show_default=True,
+        help=what,
+    )
 
 
 def _policy(name: str, problem: str, policy: str) -> bool:
@@ -67,20 +81,8 @@ def _policy(name: str, problem: str, policy: str) -> bool:
     show_default=True,
     help="How to print the variables (without a command).",
 )
-@click.option(
-    "--invalid",
-    type=click.Choice(["error", "warn", "skip"]),
-    default="error",
-    show_default=True,
-    help="A secret whose name is not a valid variable name.",
-)
-@click.option(
-    "--duplicate",
-    type=click.Choice(["error", "warn", "skip"]),
-    default="error",
-    show_default=True,
-    help="Two secrets that give the same variable name.",
-)
+@_policy_option("--invalid", "A secret whose name is not a valid variable name.")
+@_policy_option("--duplicate", "Two secrets that give the same variable name.")
 @pass_settings
 def env(
     s: Settings,

@@ -31,6 +31,7 @@ from polykey.vaults.errors import (
     SecretExists,
     SecretNotFound,
 )
+from polykey.vaults.history import Change, diff_trees
 from polykey.vaults.objects import ObjectCache, RecordSource, VaultObjects, refs_ns
 from polykey.vaults.paths import join, split_path
 from polykey.vaults.tags import check_tag, read_tags, write_tags
@@ -55,14 +56,6 @@ class CommitInfo:
     message: str
     parents: tuple[str, ...]
     signed: bool
-
-
-@dataclass(frozen=True)
-class Change:
-    kind: str  # "add", "modify" or "delete"
-    path: str
-    old: bytes | None
-    new: bytes | None
 
 
 @dataclass
@@ -395,7 +388,7 @@ class Vault:
         objects = self.objects()
         t1 = self._tree_of(self.resolve(rev1), objects)
         t2 = self._tree_of(self.resolve(rev2), objects)
-        return sorted(_diff(objects, t1, t2, ""), key=lambda c: c.path)
+        return sorted(diff_trees(objects, t1, t2, ""), key=lambda c: c.path)
 
     def read_blob(self, blob: bytes) -> bytes:
         return self.objects().get_blob_data(blob)
@@ -507,45 +500,6 @@ def _info(commit_id: bytes, commit: Commit) -> CommitInfo:
         parents=tuple(p.decode() for p in commit.parents),
         signed=commit.gpgsig is not None,
     )
-
-
-def _diff(objects: VaultObjects, t1: bytes | None, t2: bytes | None, prefix: str) -> list[Change]:
-    if t1 == t2:
-        return []
-    a = {i.path: (i.mode, i.sha) for i in objects.get_tree(t1).iteritems()} if t1 else {}
-    b = {i.path: (i.mode, i.sha) for i in objects.get_tree(t2).iteritems()} if t2 else {}
-    out: list[Change] = []
-    for name in sorted(set(a) | set(b)):
-        text = name.decode("utf-8", "replace")
-        if text.startswith(".polykey"):
-            continue
-        path = prefix + text
-        old, new = a.get(name), b.get(name)
-        if old == new:
-            continue
-        old_dir = old is not None and stat.S_ISDIR(old[0])
-        new_dir = new is not None and stat.S_ISDIR(new[0])
-        if old_dir or new_dir:
-            out.extend(
-                _diff(
-                    objects,
-                    old[1] if old and old_dir else None,
-                    new[1] if new and new_dir else None,
-                    path + "/",
-                )
-            )
-            if old is not None and not old_dir:
-                out.append(Change("delete", path, old[1], None))
-            if new is not None and not new_dir:
-                out.append(Change("add", path, None, new[1]))
-            continue
-        if old is None:
-            out.append(Change("add", path, None, new[1] if new else None))
-        elif new is None:
-            out.append(Change("delete", path, old[1], None))
-        else:
-            out.append(Change("modify", path, old[1], new[1]))
-    return out
 
 
 def _carry_tags(
