@@ -564,3 +564,7 @@ def nodes_connections(node: Node, p: Params) -> dict[str, Any]:
     from polykey.network.pool import POOL
 
     return {"connections": POOL.connections()}
+
+
+# The import and export methods live in their own module; importing it registers them.
+from polykey.agent import transfer as _transfer  # noqa: E402, F401

@@ -23,6 +23,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "read": ("polykey.cli.inject", "read"),
     "inject": ("polykey.cli.inject", "inject"),
     "otp": ("polykey.cli.otp", "otp"),
+    "import": ("polykey.cli.interop", "import_"),
+    "export": ("polykey.cli.interop", "export"),
     "completion": ("polykey.cli.app", "completion"),
 }
 

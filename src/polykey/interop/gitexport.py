@@ -1,0 +1,69 @@
+"""`pk export git`: a plain git repository of a vault, its signed history, checked out.
+
+This is the one export that writes every secret in plaintext to disk; the command asks for
+--yes. The commits keep their SSH signatures: the repository's config points git at an allowed
+signers file naming each signer by NodeId, so `git log --show-signature` checks them.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from pathlib import Path
+
+from polykey.interop.errors import ExportFailed
+
+SIGNERS_FILE = "polykey-allowed-signers"
+
+
+def _openssh(public: bytes) -> str:
+    kind = b"ssh-ed25519"
+    blob = struct.pack(">I", len(kind)) + kind + struct.pack(">I", len(public)) + public
+    return "ssh-ed25519 " + base64.b64encode(blob).decode("ascii")
+
+
+def write_repository(dest: Path, head: str | None, objects: list[bytes]) -> list[str]:
+    """Write the objects into a new repository at ``dest``; returns the signers' NodeIds."""
+    from dulwich.index import build_index_from_tree
+    from dulwich.objects import Commit, ObjectID, ShaFile
+    from dulwich.refs import Ref
+    from dulwich.repo import Repo
+
+    from polykey.crypto import sshsig
+    from polykey.ids import encode_node_id, node_id_from_bytes
+
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ExportFailed(f"{dest} exists and is not an empty folder", hint="Name a new folder.")
+    try:
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportFailed(f"cannot create {dest}: {exc.strerror}") from None
+    repo = Repo.init(str(dest))
+    try:
+        parsed = [ShaFile.from_raw_string(raw[0], raw[1:]) for raw in objects]
+        repo.object_store.add_objects([(o, None) for o in parsed])
+        signers: dict[str, str] = {}
+        for obj in parsed:
+            if isinstance(obj, Commit) and obj.gpgsig:
+                try:
+                    public = sshsig.parse(obj.gpgsig)[0]
+                except ValueError:
+                    continue
+                signers[encode_node_id(node_id_from_bytes(public))] = _openssh(public)
+        signers_path = Path(repo.controldir()) / SIGNERS_FILE
+        signers_path.write_text(
+            "".join(f'{n} namespaces="git" {key}\n' for n, key in sorted(signers.items()))
+        )
+        config = repo.get_config()
+        config.set((b"gpg",), b"format", b"ssh")
+        config.set((b"gpg", b"ssh"), b"allowedSignersFile", str(signers_path).encode())
+        config.write_to_path()
+        if head is not None:
+            repo.refs[Ref(b"refs/heads/main")] = ObjectID(head.encode("ascii"))
+            repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(b"refs/heads/main"))
+            tree = repo[ObjectID(head.encode("ascii"))]
+            assert isinstance(tree, Commit)
+            build_index_from_tree(repo.path, repo.index_path(), repo.object_store, tree.tree)
+    finally:
+        repo.close()
+    return sorted(signers)
