@@ -118,6 +118,7 @@ def test_a_store_made_by_pass_imports_into_the_entry_layout(
     assert cat(env, "moved:empty-password/password") == b""
     code = ok(pk(env, "otp", "moved:web/mail/otp")).strip()
     assert code.isdigit() and len(code) == 6
+    assert ok(pk(env, "otp", "moved:web/mail")).strip().isdigit()  # the entry's folder
     log = ok(pk(env, "vaults", "log", "moved"))
     assert log.count("Import ") == 1
 
@@ -154,6 +155,8 @@ def test_raw_keeps_each_entry_as_password_and_notes(
     ok(pk(env, "import", "pass", str(store), "--vault", "v", "--raw"))
     assert cat(env, "v:web/mail/password") == b"pw1"
     assert cat(env, "v:web/mail/notes").startswith(b"username: bob\n")
+    code = ok(pk(env, "otp", "v:web/mail/notes")).strip()  # the otpauth line among others
+    assert code.isdigit() and len(code) == 6
 
 
 def test_a_store_whose_key_is_missing_fails_clearly_and_writes_nothing(

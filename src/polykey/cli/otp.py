@@ -11,6 +11,15 @@ from polykey.cli.secrets import split_address
 from polykey.errors import InvalidInput
 
 
+def _otp_line(text: str) -> str:
+    """The otpauth:// line of a secret (a pass entry keeps it among other lines), else line 1."""
+    lines = text.splitlines()
+    for line in lines:
+        if line.strip().startswith("otpauth://"):
+            return line.strip()
+    return lines[0] if lines and text.strip() else ""
+
+
 @click.command()
 @node_options
 @click.argument("address", metavar="VAULT:PATH")
@@ -21,10 +30,12 @@ def otp(s: Settings, address: str, qr: bool) -> None:
     from polykey.crypto.otp import BadOtpSecret, parse
 
     vault, path = split_address(address)
+    if s.call("secrets.kind", {"vault": vault, "path": path}).get("kind") == "dir":
+        path = f"{path.rstrip('/')}/otp"  # an entry folder (docs/spec/entries.md)
     value = s.call("secrets.cat", {"items": [[vault, path]]})["secrets"][0]["data"]
     try:
         text = value.decode("utf-8")
-        spec = parse(text.splitlines()[0] if text.strip() else "")
+        spec = parse(_otp_line(text))
     except (UnicodeDecodeError, BadOtpSecret, IndexError) as exc:
         raise InvalidInput(
             f"{address} is not a TOTP secret ({exc})" if str(exc) else f"{address} is empty",
@@ -34,7 +45,7 @@ def otp(s: Settings, address: str, qr: bool) -> None:
         import segno
 
         out = io.StringIO()
-        segno.make(text.strip(), error="m").terminal(out=out, compact=True)
+        segno.make(_otp_line(text), error="m").terminal(out=out, compact=True)
         emit(s, out.getvalue().rstrip("\n"), {"uri_qr": True})
         return
     code = spec.code()
