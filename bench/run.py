@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import agent, node, sharing, vaults
+from bench import agent, interop, node, sharing, vaults
 from bench.common import Row
 
 SECTIONS = {
@@ -16,6 +16,7 @@ SECTIONS = {
     "vaults": vaults.section,
     "agent": agent.section,
     "sharing": sharing.section,
+    "interop": interop.section,
 }
 
 
