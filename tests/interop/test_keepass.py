@@ -242,3 +242,46 @@ def test_a_kdbx_made_by_keepassxc_imports(env: dict[str, str], tmp_path: Path) -
     )  # fmt: skip
     assert cat(env, "xc:Mail/password") == b"mail password"
     assert cat(env, "xc:Mail/username") == b"carol"
+
+
+def test_a_long_export_to_a_terminal_shows_a_progress_bar(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    import os
+    import pty
+    import sys
+
+    rows = "name,url,username,password\n" + "".join(
+        f"site{i},https://s{i}.example,user{i},pw{i}\n" for i in range(260)
+    )
+    source = tmp_path / "logins.csv"
+    source.write_text(rows)
+    ok(run_pk("import", "csv", str(source), "--vault", "web", env=env))
+    controller, terminal = pty.openpty()
+    target = tmp_path / "web.kdbx"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "polykey", "export", "keepass", "web", str(target)],
+        env={**env, "PK_TARGET_PASSWORD": "p"},
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    assert proc.wait(timeout=120) == 0, text(seen)
+    assert "Writing" in text(seen) and "100%" in text(seen)
+    assert len(dump(target, "p")) == 260
+    # not a terminal: no bar
+    quiet = run_pk(
+        "export", "keepass", "web", str(tmp_path / "b.kdbx"), env={**env, "PK_TARGET_PASSWORD": "p"}
+    )
+    assert quiet.returncode == 0 and "Writing" not in text(quiet.stderr)

@@ -71,48 +71,59 @@ def _check_version(path: Path) -> None:
         )
 
 
-def _in_bin(entry: Any, bin_uuid: Any) -> bool:
-    group = entry.group
-    while group is not None:
-        if bin_uuid is not None and group.uuid == bin_uuid:
-            return True
-        group = group.parentgroup
-    return False
-
-
 def read_entries(kp: Any) -> tuple[list[Entry], int]:
-    """The entries of an open database, and how many were left in the recycle bin."""
+    """The entries of an open database, and how many were left in the recycle bin.
+
+    Walks the XML tree once (pykeepass's accessors run one XPath query per field).
+    """
     from polykey.interop.layout import normal_tag
 
     recycle = kp.recyclebin_group
-    bin_uuid = recycle.uuid if recycle is not None else None
+    bin_uuid = recycle._element.findtext("UUID") if recycle is not None else None
+    binaries = kp.binaries
     entries: list[Entry] = []
     binned = 0
-    for item in kp.entries:
-        if _in_bin(item, bin_uuid):
-            binned += 1
-            continue
-        folder = tuple(g or "(untitled)" for g in item.group.path)
-        entry = Entry(folder, item.title or "")
-        standard = (item.password, item.username, item.url, item.notes)
-        for name, value in zip((PASSWORD, USERNAME, URL, NOTES), standard, strict=True):
-            if value:
-                entry.fields[name] = value.encode("utf-8")
-        if item.otp:
-            entry.fields[OTP] = item.otp.encode("utf-8")
-        for key, value in item.custom_properties.items():
-            if key in STANDARD or key in RESERVED:
-                raise ImportFailed(f"{entry.label}: a custom field may not be named {key!r}")
-            entry.fields[key] = (value or "").encode("utf-8")
-        for att in item.attachments:
-            name = att.filename or "attachment"
-            if name in entry.attachments:
-                raise ImportFailed(f"{entry.label}: two attachments named {name!r}")
-            data = att.binary
-            entry.attachments[name] = data if isinstance(data, bytes) else str(data).encode()
-        entry.tags = [t for t in (normal_tag(t) for t in item.tags or []) if t]
-        entries.append(entry)
+
+    def walk(group: Any, folder: tuple[str, ...], in_bin: bool) -> None:
+        nonlocal binned
+        for child in group.iterchildren("Entry", "Group"):
+            if child.tag == "Group":
+                name = child.findtext("Name") or "(untitled)"
+                inside = in_bin or (bin_uuid is not None and child.findtext("UUID") == bin_uuid)
+                walk(child, (*folder, name), inside)
+            elif in_bin:
+                binned += 1
+            else:
+                entries.append(_entry(child, folder, binaries, normal_tag))
+
+    walk(kp.root_group._element, (), False)
     return entries, binned
+
+
+def _entry(element: Any, folder: tuple[str, ...], binaries: list[bytes], tag: Any) -> Entry:
+    strings = {s.findtext("Key"): s.findtext("Value") or "" for s in element.iterchildren("String")}
+    entry = Entry(folder, strings.pop("Title", ""))
+    for key, name in (*_STANDARD_KEYS.items(), ("otp", OTP)):
+        value = strings.pop(key, "")
+        if value:
+            entry.fields[name] = value.encode("utf-8")
+    for key, value in strings.items():
+        if key in STANDARD or key in RESERVED:
+            raise ImportFailed(f"{entry.label}: a custom field may not be named {key!r}")
+        entry.fields[key] = value.encode("utf-8")
+    for binary in element.iterchildren("Binary"):
+        name = binary.findtext("Key") or "attachment"
+        ref = binary.find("Value")
+        try:
+            data = binaries[int(ref.get("Ref"))]
+        except (AttributeError, TypeError, ValueError, IndexError):
+            raise ImportFailed(f"{entry.label}: attachment {name!r} has no data") from None
+        if name in entry.attachments:
+            raise ImportFailed(f"{entry.label}: two attachments named {name!r}")
+        entry.attachments[name] = data if isinstance(data, bytes) else str(data).encode()
+    raw_tags = (element.findtext("Tags") or "").replace(",", ";").split(";")
+    entry.tags = [t for t in (tag(t) for t in raw_tags if t) if t]
+    return entry
 
 
 def _as_text(value: bytes) -> str | None:
@@ -131,16 +142,16 @@ def write_kdbx(
     progress: Progress | None = None,
 ) -> list[str]:
     """A new KeePass 4 database at ``path``; returns notes on fields written as attachments."""
-    from pykeepass import create_database
+    from pykeepass import PyKeePass
     from pykeepass.entry import Entry as KpEntry
+    from pykeepass.pykeepass import BLANK_DATABASE_LOCATION, BLANK_DATABASE_PASSWORD
 
     if path.exists():
         raise ExportFailed(f"{path} exists", hint="Name a new file; an export never overwrites.")
     tmp = path.with_name(f".{path.name}.partial")
-    try:
-        kp = create_database(str(tmp), password=password, keyfile=str(keyfile) if keyfile else None)
-    except OSError as exc:
-        raise ExportFailed(f"cannot write {path}: {exc.strerror}") from None
+    kp = PyKeePass(BLANK_DATABASE_LOCATION, BLANK_DATABASE_PASSWORD)  # what create_database does
+    kp.filename, kp.password = str(tmp), password
+    kp.keyfile = str(keyfile) if keyfile else None
     groups: dict[tuple[str, ...], Any] = {(): kp.root_group}
     notes: list[str] = []
 
@@ -185,8 +196,11 @@ def write_kdbx(
                 item.add_attachment(kp.add_binary(data), name)
             if progress:
                 progress(1)
-        kp.save()
-        tmp.replace(path)
+        try:
+            kp.save()
+            tmp.replace(path)
+        except OSError as exc:
+            raise ExportFailed(f"cannot write {path}: {exc.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return notes

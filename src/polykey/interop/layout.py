@@ -12,6 +12,7 @@ bytes), and the first character of a name a path may not hold ('.', '..', '.git'
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -58,6 +59,7 @@ _ESCAPE = re.compile(r"[%/\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _ESCAPED = re.compile(r"(?:%[0-9A-F]{2})+")
 
 
+@functools.lru_cache(maxsize=65536)
 def encode_name(name: str) -> str:
     """A path component for ``name``; :func:`decode_name` gives the name back."""
     if not name:
