@@ -285,3 +285,34 @@ def test_a_long_export_to_a_terminal_shows_a_progress_bar(
         "export", "keepass", "web", str(tmp_path / "b.kdbx"), env={**env, "PK_TARGET_PASSWORD": "p"}
     )
     assert quiet.returncode == 0 and "Writing" not in text(quiet.stderr)
+
+
+@pytest.mark.skipif(shutil.which("keepassxc-cli") is None, reason="keepassxc-cli not installed")
+def test_keepassxc_reads_what_pk_exports(
+    kdbx: Path, secret_file: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    ok(
+        run_pk(
+            "import", "keepass", str(kdbx), "--vault", "kp", "--source-password-file",
+            str(secret_file), env=env,
+        )
+    )  # fmt: skip
+    target = tmp_path / "for-keepassxc.kdbx"
+    ok(run_pk("export", "keepass", "kp", str(target), env={**env, "PK_TARGET_PASSWORD": "xc pw"}))
+    shown = subprocess.run(
+        ["keepassxc-cli", "show", "-s", "-a", "Password", "-a", "UserName", "-a", "API Key",
+         str(target), "Work/GitHub"],
+        input=b"xc pw\n",
+        capture_output=True,
+        check=True,
+    ).stdout.decode()  # fmt: skip
+    assert shown.splitlines()[-3:] == ["s3cret \u00e9\u00e0", "bob", "abc123"]
+    out = tmp_path / "exported-attachment"
+    subprocess.run(
+        ["keepassxc-cli", "attachment-export", str(target), "Work/GitHub", "id_ed25519",
+         str(out)],
+        input=b"xc pw\n",
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    assert out.read_bytes() == bytes(range(256))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from polykey.agent.methods import InvalidParams, Params, flag, method, opt_text, text
+from polykey.agent.methods import InvalidParams, Params, flag, method, opt_text, text, texts
 from polykey.node import Node
 from polykey.vaults import tree as trees
 from polykey.vaults.errors import SecretExists, VaultNotFound
@@ -70,34 +70,61 @@ def _check(existing: dict[str, str], commits: Commits, vault: str, overwrite: bo
 
 @method("vaults.import")
 def vaults_import(node: Node, p: Params) -> dict[str, Any]:
-    """Write imported entries: each commit is (message, [path, value] items, tags by path)."""
+    """Write imported entries: each commit is (message, [path, value] items, tags by path).
+
+    With ``overwrite``, existing secrets at the same paths are replaced, and so is each folder
+    named in ``replace`` (an entry's folder): its secrets the import does not bring are removed.
+    ``dry_run`` makes every check and writes nothing.
+    """
     name = text(p, "vault")
     commits = _commits(p)
     overwrite = flag(p, "overwrite")
+    replace = [join(split_path(f)) for f in texts(p, "replace")] if overwrite else []
     try:
         vault = node.vaults.open(name)
-        created = False
     except VaultNotFound:
         if not flag(p, "create"):
             raise
-        vault, created = None, True
-    existing: dict[str, str] = {}
-    if vault is not None:
-        existing = {fold(e.path): e.kind for e in vault.ls("", recursive=True)}
+        vault = None
+    listing = vault.ls("", recursive=True) if vault is not None else []
+    existing = {fold(e.path): e.kind for e in listing}
     _check(existing, commits, name, overwrite)
+    incoming = {fold(join(split_path(path))) for _, items, _ in commits for path, _ in items}
+    folders = tuple(fold(f) + "/" for f in replace)
+    stale = (
+        [
+            e.path
+            for e in listing
+            if e.kind == "secret"
+            and fold(e.path).startswith(folders)
+            and fold(e.path) not in incoming
+        ]
+        if folders
+        else []
+    )
+    count = sum(len(items) for _, items, _ in commits)
+    if flag(p, "dry_run"):
+        paths = sorted(path for _, items, _ in commits for path, _ in items)
+        return {"vault": name, "created": vault is None, "secrets": count, "commits": 0,
+                "paths": paths, "removed": stale, "dry_run": True}  # fmt: skip
+    created = vault is None
     if vault is None:
         vault = node.vaults.create(name)
     try:
         heads = []
         with node.store.write() as tx:
-            for message, items, tags in commits:
+            for n, (message, items, tags) in enumerate(commits):
                 split = [(split_path(path), value) for path, value in items]
+                gone = [split_path(path) for path in stale] if n == 0 else []
                 keyed = {join(split_path(k)): sorted(set(v)) for k, v in tags.items() if v}
 
                 def build(
-                    objects: VaultObjects, _: bytes, split: Any = split
+                    objects: VaultObjects, _: bytes, split: Any = split, gone: Any = gone
                 ) -> list[tuple[tuple[str, ...], trees.Op]]:
-                    return [(parts, trees.Put(objects.add_blob(v))) for parts, v in split]
+                    ops: list[tuple[tuple[str, ...], trees.Op]] = [
+                        (parts, trees.Delete()) for parts in gone
+                    ]
+                    return ops + [(parts, trees.Put(objects.add_blob(v))) for parts, v in split]
 
                 def retag(
                     current: dict[str, list[str]], keyed: Any = keyed
@@ -109,11 +136,11 @@ def vaults_import(node: Node, p: Params) -> dict[str, Any]:
         if created:
             node.vaults.remove(name)
         raise
-    count = sum(len(items) for _, items, _ in commits)
     return {
         "vault": vault.name,
         "created": created,
         "secrets": count,
+        "removed": stale,
         "commits": len(heads),
         "commit": heads[-1].decode() if heads else None,
     }

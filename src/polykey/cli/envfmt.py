@@ -59,7 +59,7 @@ def render(variables: list[tuple[str, bytes]], fmt: str) -> str:
 
 def _dotenv_quote(value: str) -> str:
     """Single quotes (literal) when possible, else double quotes with backslash escapes."""
-    if "'" not in value and "\\" not in value:
+    if "'" not in value and "\\" not in value and "\r" not in value:
         return "'" + value + "'"
     escaped = (
         value.replace("\\", "\\\\")

@@ -64,7 +64,9 @@ def import_options(f: Any) -> Any:
         f
     )
     f = click.option(
-        "--overwrite", is_flag=True, help="Replace secrets that exist at the same paths."
+        "--overwrite",
+        is_flag=True,
+        help="Replace entries and secrets that exist at the same paths.",
     )(f)
     f = click.option(
         "--skip-bad",
@@ -114,7 +116,13 @@ def write_entries(
         ]
     else:
         commits = [[f"Import {files.entries} entries from {source}.", files.items, files.tags]]
-    _write(s, vault, commits, files.entries, len(files.items), source, skipped, overwrite, dry_run)
+    replace = [
+        where for _, where, items in files.groups if not (len(items) == 1 and items[0][0] == where)
+    ]
+    _write(
+        s, vault, commits, files.entries, len(files.items), source, skipped, overwrite, dry_run,
+        replace,
+    )  # fmt: skip
     _warn([f"renamed {r}" for r in files.renamed] + (notes or []))
 
 
@@ -128,25 +136,29 @@ def _write(
     skipped: Skipped,
     overwrite: bool,
     dry_run: bool,
+    replace: list[str] | None = None,
 ) -> None:
     doc: dict[str, Any] = {"vault": vault, "entries": entries, "secrets": secrets}
     doc["skipped"] = [{"entry": label, "reason": why} for label, why in skipped]
-    if dry_run:
-        paths = sorted(path for c in commits for path, _ in c[1])
-        doc["paths"] = paths
-        emit(s, "\n".join([*paths, f"(dry run: {secrets} secrets, nothing written)"]), doc)
-        _warn(_skipped_lines(skipped))
-        return
     params = {"vault": vault, "commits": commits, "create": True, "overwrite": overwrite}
+    params |= {"replace": replace or [], "dry_run": dry_run}
     r = s.call("vaults.import", params)
     doc |= r
+    removed = r.get("removed") or []
+    if dry_run:
+        lines = [*r["paths"], *(f"(remove) {p}" for p in removed)]
+        lines.append(f"(dry run: {secrets} secrets, nothing written)")
+        emit(s, "\n".join(lines), doc)
+        _warn(_skipped_lines(skipped))
+        return
     made = " (created)" if r["created"] else ""
     n = r["commits"]
     emit(
         s,
         f"Imported {entries} entries ({secrets} secrets) from {source} into vault "
         f"{r['vault']}{made} in {n} commit{'s' if n != 1 else ''}."
-        + (f" Skipped {len(skipped)}." if skipped else ""),
+        + (f" Skipped {len(skipped)}." if skipped else "")
+        + (f" Removed {len(removed)} old secrets of replaced entries." if removed else ""),
         doc,
     )
     _warn(_skipped_lines(skipped))

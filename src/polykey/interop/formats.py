@@ -66,13 +66,13 @@ def read_bitwarden(data: bytes, *, skip_bad: bool = False) -> tuple[list[Entry],
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedSource(f"not JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
-        raise MalformedSource("not a Bitwarden JSON export (it has no list of items)")
-    if doc.get("encrypted") is True:
+    if isinstance(doc, dict) and doc.get("encrypted") is True:
         raise MalformedSource(
             "this Bitwarden export is encrypted",
             hint="Export again choosing the unencrypted .json format; delete that file after.",
         )
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        raise MalformedSource("not a Bitwarden JSON export (it has no list of items)")
     folders: dict[str, str] = {}
     for group in doc.get("folders") or doc.get("collections") or []:
         if isinstance(group, dict) and isinstance(group.get("id"), str):
@@ -124,7 +124,8 @@ def _bitwarden_item(item: dict[str, Any], folders: dict[str, str]) -> Entry:
     identity = item.get("identity")
     if isinstance(identity, dict):
         for key, value in identity.items():
-            put(re.sub(r"(?<!^)(?=[A-Z])", "-", key).lower(), value)
+            name = re.sub(r"(?<!^)(?=[A-Z])", "-", key).lower()
+            put("salutation" if name == "title" else name, value)  # `title` names the entry
     put(NOTES, item.get("notes"))
     for f in item.get("fields") or []:
         if not isinstance(f, dict) or f.get("type") == 3:  # 3: a link to another field
@@ -230,7 +231,7 @@ def read_dotenv(data: bytes, *, skip_bad: bool = False) -> tuple[list[tuple[str,
         raise MalformedSource("the .env file is not UTF-8 text") from None
     out: dict[str, bytes] = {}
     skipped: Skipped = []
-    lines = text.splitlines()
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     i = 0
     while i < len(lines):
         number, line = i + 1, lines[i].strip()

@@ -50,7 +50,7 @@ def write_repository(dest: Path, head: str | None, objects: list[bytes]) -> list
                 except ValueError:
                     continue
                 signers[encode_node_id(node_id_from_bytes(public))] = _openssh(public)
-        signers_path = Path(repo.controldir()) / SIGNERS_FILE
+        signers_path = (Path(repo.controldir()) / SIGNERS_FILE).resolve()
         signers_path.write_text(
             "".join(f'{n} namespaces="git" {key}\n' for n, key in sorted(signers.items()))
         )

@@ -143,12 +143,15 @@ class Placer:
     def place(self, entry: Entry) -> tuple[str, bool]:
         parts = [encode_name(g) for g in entry.folder]
         parent = "/".join(p for p in (self.prefix, *parts) if p)
-        base = encode_name(entry.name)
-        candidate, n = base, 1
-        while fold(f"{parent}/{candidate}") in self.taken:
+        candidate, n = encode_name(entry.name), 1
+
+        def at(name: str) -> str:
+            return f"{parent}/{name}" if parent else name
+
+        while fold(at(candidate)) in self.taken:
             n += 1
             candidate = encode_name(f"{entry.name or UNTITLED} ({n})")
-        where = f"{parent}/{candidate}" if parent else candidate
+        where = at(candidate)
         self.taken.add(fold(where))
         return where, n > 1 or decode_name(candidate) != entry.name
 
