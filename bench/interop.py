@@ -115,9 +115,9 @@ def _keepass_rows(tmp: Path, env: dict[str, str], quick: bool) -> list[Row]:
     runs = 1 if quick else 3
     imports = [_pk(env, "import", "keepass", str(kdbx), "--vault", f"k{k}") for k in range(runs)]
     exported = _pk(env, "export", "keepass", "k0", str(tmp / "again.kdbx"))
-    i = statistics.median(imports)
+    med = statistics.median(imports)
     return [
-        (f"pk import keepass, {n} entries ({n * 5} secrets)", f"{i:.2f} s", "< 20 s for 10,000"),
+        (f"pk import keepass, {n} entries ({n * 5} secrets)", f"{med:.2f} s", "< 20 s for 10,000"),
         (f"pk export keepass, {n} entries", f"{exported:.2f} s", ""),
         (f"pykeepass writing the same {n} entries (the library alone)", f"{made:.2f} s", ""),
     ]
