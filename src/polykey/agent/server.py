@@ -122,13 +122,17 @@ class Agent:
             log.info("peer %s: %s", encode_node_id(peer), method)
             return await loop.run_in_executor(self.worker, service.handle, peer, method, params)
 
-        from polykey.sync.gitserve import serve_upload_pack
+        from polykey.sync.gitserve import serve_receive_pack, serve_upload_pack
         from polykey.vaults.registry import Vaults
 
         git_vaults = Vaults(self.node.store, self.node.key)  # its own cache: another thread
 
-        async def git(peer: Any, path: str, proc: Any) -> None:
-            log.info("peer %s: git-upload-pack", encode_node_id(peer))
+        def receive(*args: Any) -> dict[str, Any]:  # a git push lands where node writes run
+            result: dict[str, Any] = self.worker.submit(service.receive, *args).result()
+            return result
+
+        async def git(peer: Any, kind: str, path: str, proc: Any) -> None:
+            log.info("peer %s: %s", encode_node_id(peer), kind)
 
             def recv(n: int) -> bytes:
                 data: bytes = asyncio.run_coroutine_threadsafe(proc.stdin.read(n), loop).result()
@@ -137,9 +141,14 @@ class Agent:
             def write(data: bytes) -> None:
                 loop.call_soon_threadsafe(proc.stdout.write, bytes(data))
 
-            await loop.run_in_executor(
-                self.git_worker, serve_upload_pack, git_vaults, peer, path, recv, write
-            )
+            args = (git_vaults, peer, path, recv, write)
+            if kind == "git-receive-pack":
+                run = self.git_worker
+                outcome = await loop.run_in_executor(run, serve_receive_pack, *args, receive)
+                for line in outcome:
+                    log.info("peer %s: git push %s", encode_node_id(peer), line)
+            else:
+                await loop.run_in_executor(self.git_worker, serve_upload_pack, *args)
             await proc.stdout.drain()
 
         key = ssh_key(self.node.key.signing.openssh_private_pem())

@@ -1,7 +1,8 @@
 """SSH between nodes: the node key is the host key and the client key; NodeIds are pinned.
 
 The server binds the peer's NodeId after public-key authentication and hands each `polykey`
-subsystem channel to a handler with that NodeId; nothing is read before authentication. The
+subsystem channel to a handler with that NodeId, and each `git-upload-pack` / `git-receive-pack`
+exec request (stock git) to the git handler; nothing is read before authentication. The
 client pins the NodeId it meant to reach as the only acceptable host key.
 """
 
@@ -99,7 +100,8 @@ def _frame(doc: dict[str, Any]) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
-GitHandler = Callable[[NodeId, str, Any], Awaitable[None]]
+GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
+GitHandler = Callable[[NodeId, str, str, Any], Awaitable[None]]  # peer, service, path, process
 
 
 async def serve(
@@ -111,14 +113,15 @@ async def serve(
     async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
         peer = proc.get_extra_info("peer_node_id")
         command = proc.command or ""
-        if peer is not None and git is not None and command.startswith("git-upload-pack "):
+        service = command.partition(" ")[0]
+        if peer is not None and git is not None and service in GIT_SERVICES:
             import shlex
 
             try:
                 path = shlex.split(command)[1]
-                await git(peer, path, proc)
+                await git(peer, service, path, proc)
             except (ValueError, IndexError, OSError, asyncssh.Error) as exc:
-                log.warning("git-upload-pack for %s failed: %s", encode_node_id(peer), exc)
+                log.warning("%s for %s failed: %s", service, encode_node_id(peer), exc)
             finally:
                 with contextlib.suppress(Exception):
                     proc.exit(0)

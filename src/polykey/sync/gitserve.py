@@ -1,23 +1,33 @@
-"""Stock git against a node: `git clone ssh://HOST:PORT/VAULT` served by dulwich's upload-pack.
+"""Stock git against a node: `git clone` and `git push ssh://HOST:PORT/VAULT`, served by dulwich.
 
-The vault's objects are read from the node file in memory; a key (NodeId) without clone or pull
-permission gets the same "not found" as for a vault that does not exist. Read-only: pushes go
-through `pk vaults push`, which checks every commit.
+Clone and fetch: dulwich's upload-pack over the vault's sealed objects, read in memory, for a key
+(NodeId) holding `clone` or `pull`. Push: dulwich's receive-pack for a key holding `push`, under
+exactly the rules of `pk vaults push` (``PeerService.receive``): only ``refs/heads/main``, no
+deletes or tags, fast-forward only, every new commit signed by a node allowed to write (git's
+SSH signature, namespace "git": what `gpg.format=ssh` makes). The pack is read into memory
+(sync/packin.py), never onto disk; nothing lands until all of it checks, then the objects and
+the ref land in one transaction. A key without the permission gets the same "not found" as for
+a vault that does not exist.
 """
 
 from __future__ import annotations
 
 import binascii
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dulwich.object_store import MemoryObjectStore
-from dulwich.objects import ShaFile
+from dulwich.objects import ObjectID, ShaFile
+from dulwich.protocol import ReceivableProtocol
 from dulwich.refs import DictRefsContainer, Ref
 from dulwich.repo import BaseRepo
-from dulwich.server import Backend
+from dulwich.server import Backend, ReceivePackHandler
 
+from polykey.errors import PolykeyError
 from polykey.ids import NodeId, encode_node_id
+from polykey.sync.fetch import UpdateRefused
+from polykey.sync.packin import read_pack
 from polykey.trust.acl import Acl
 from polykey.vaults.objects import OBJECT_KEY_BYTES, VaultObjects
 from polykey.vaults.registry import Vaults
@@ -54,12 +64,23 @@ class VaultStore(MemoryObjectStore):
         return self._objects.get(sha)
 
 
-class VaultBackend(Backend):
-    """Opens a vault by name or id for a peer allowed to clone or pull it."""
+MAIN = b"refs/heads/main"
+ZERO_ID = b"0" * 40
+READ = frozenset({"clone", "pull"})
+WRITE = frozenset({"push"})
+# (peer, vault id, new head, objects, expected head) → result; raises PolykeyError when refused
+Receive = Callable[[NodeId, str, bytes, list[bytes], bytes], dict[str, Any]]
 
-    def __init__(self, vaults: Vaults, peer: NodeId) -> None:
+
+class VaultBackend(Backend):
+    """Opens a vault by name or id for a peer holding one of ``perms`` on it."""
+
+    def __init__(self, vaults: Vaults, peer: NodeId, perms: frozenset[str] = READ) -> None:
         self.vaults = vaults
         self.peer = peer
+        self.perms = perms
+        self.vault_id = ""
+        self.store: VaultStore | None = None
 
     def open_repository(self, path: str) -> BaseRepo:  # type: ignore[override]
         from dulwich.errors import NotGitRepository
@@ -68,24 +89,24 @@ class VaultBackend(Backend):
         acl = Acl(self.vaults.store)
         for info in self.vaults.all():
             grants = acl.grants(info.id).get(encode_node_id(self.peer), [])
-            if wanted in (info.id, info.name) and {"clone", "pull"} & set(grants):
+            if wanted in (info.id, info.name) and self.perms & set(grants):
                 vault = self.vaults.open(info.name)
                 head = vault.head()
-                if head is None:
+                if head is None and self.perms == READ:
                     break
                 keys = self.vaults.store.keys(vault.objects().ns)
                 store = VaultStore(vault.objects(), keys)
-                refs = DictRefsContainer(
-                    {Ref(b"refs/heads/main"): head, Ref(b"HEAD"): b"ref: refs/heads/main"}
-                )
-                return BaseRepo(store, refs)
+                refs: dict[Ref, bytes] = {Ref(MAIN): head} if head is not None else {}
+                if self.perms == READ:
+                    refs[Ref(b"HEAD")] = b"ref: refs/heads/main"
+                self.vault_id, self.store = info.id, store
+                return BaseRepo(store, DictRefsContainer(refs))
         raise NotGitRepository("repository not found")  # the same whether it exists or not
 
 
 def serve_upload_pack(vaults: Vaults, peer: NodeId, path: str, recv: Any, write: Any) -> None:
     """Run git's upload-pack for one peer on a byte stream (blocking; run it in a thread)."""
-    from dulwich.errors import NotGitRepository
-    from dulwich.protocol import ReceivableProtocol
+    from dulwich.errors import GitProtocolError, NotGitRepository
     from dulwich.server import UploadPackHandler
 
     proto = ReceivableProtocol(recv, write)
@@ -94,4 +115,98 @@ def serve_upload_pack(vaults: Vaults, peer: NodeId, path: str, recv: Any, write:
     except NotGitRepository:
         proto.write_pkt_line(b"ERR repository not found\n")
         return
-    handler.handle()
+    with contextlib.suppress(GitProtocolError):  # the client hung up or spoke nonsense
+        handler.handle()
+
+
+def serve_receive_pack(
+    vaults: Vaults, peer: NodeId, path: str, recv: Any, write: Any, receive: Receive
+) -> list[str]:
+    """Run git's receive-pack for one peer on a byte stream (blocking; run it in a thread).
+
+    ``receive`` is ``PeerService.receive`` (the caller runs it where node writes run). Returns
+    one line per ref update, for the log: the ref and "ok" or why it was refused."""
+    from dulwich.errors import GitProtocolError, NotGitRepository
+
+    proto = ReceivableProtocol(recv, write)
+    try:
+        handler = _ReceivePack(VaultBackend(vaults, peer, WRITE), [path], proto, peer, receive)
+    except NotGitRepository:
+        proto.write_pkt_line(b"ERR repository not found\n")
+        return []
+    with contextlib.suppress(GitProtocolError):  # the client hung up or spoke nonsense
+        handler.handle()
+    return handler.outcome
+
+
+class _ReceivePack(ReceivePackHandler):
+    """dulwich's receive-pack with its pack reading and ref writing replaced by ours."""
+
+    def __init__(
+        self,
+        backend: VaultBackend,
+        args: list[str],
+        proto: ReceivableProtocol,
+        peer: NodeId,
+        receive: Receive,
+    ) -> None:
+        super().__init__(backend, args, proto)
+        assert backend.store is not None
+        self.vault_id, self.store, self.stream = backend.vault_id, backend.store, proto
+        self.peer = peer
+        self.receive = receive
+        self.outcome: list[str] = []
+
+    def _apply_pack(
+        self, refs: list[tuple[ObjectID, ObjectID, Ref]]
+    ) -> Iterator[tuple[bytes, bytes]]:
+        status = self._statuses(refs)
+        self.outcome = [f"{r.decode(errors='replace')[:80]}: {m.decode()}" for r, m in status[1:]]
+        yield from status
+
+    def _statuses(self, refs: list[tuple[ObjectID, ObjectID, Ref]]) -> list[tuple[bytes, bytes]]:
+        objects: list[bytes] = []
+        if any(new != ZERO_ID for _, new, _ in refs):  # git sends a pack unless all are deletes
+            store = self.store
+
+            def base(sha: bytes) -> tuple[int, bytes] | None:
+                return store.get_raw(sha) if sha in store else None
+
+            try:
+                objects = read_pack(self.stream.recv, base)
+            except PolykeyError as exc:
+                return [(b"unpack", _reason(exc))] + [(r, b"unpacker error") for *_, r in refs]
+        refused = {ref: why for _, new, ref in refs if (why := _ref_rule(ref, new))}
+        if refused or len(refs) != 1:
+            other = b"not applied: refs/heads/main is updated alone, once per push"
+            return [(b"unpack", b"ok")] + [(r, refused.get(r, other)) for *_, r in refs]
+        ((old, new, ref),) = refs
+        try:
+            self.receive(self.peer, self.vault_id, new, objects, old)
+        except PolykeyError as exc:
+            return [(b"unpack", b"ok"), (ref, _reason(exc))]
+        except Exception as exc:  # a fault here must still answer git, and change nothing
+            return [(b"unpack", b"ok"), (ref, _line(f"internal error ({type(exc).__name__})"))]
+        return [(b"unpack", b"ok"), (ref, b"ok")]
+
+
+def _ref_rule(ref: bytes, new: bytes) -> bytes:
+    """Why this ref update is refused whatever its objects are (b"" when it is not)."""
+    if ref.startswith(b"refs/tags/"):
+        return b"tags are not accepted: a vault has only refs/heads/main"
+    if ref != MAIN:
+        return b"only refs/heads/main can be pushed to a vault"
+    if new == ZERO_ID:
+        return b"refs/heads/main cannot be deleted"
+    return b""
+
+
+def _reason(exc: PolykeyError) -> bytes:
+    """Why, for git's status report: what was refused (the summary speaks of pulls)."""
+    return _line(exc.detail if isinstance(exc, UpdateRefused) and exc.detail else exc.message)
+
+
+def _line(text: str) -> bytes:
+    """One printable line."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text[:200].encode("utf-8", "replace")

@@ -1,4 +1,5 @@
-"""The serving side of sharing: what a peer may scan and fetch, and only what it is missing.
+"""The serving side of sharing: what a peer may scan and fetch, and only what it is missing; and
+what a peer may push (``PeerService.receive``: `pk vaults push` and stock `git push` alike).
 
 A peer without permission on a vault gets exactly the answer a missing vault gives, so a
 vault's existence does not leak.
@@ -21,6 +22,8 @@ from polykey.vaults.objects import VaultObjects
 from polykey.vaults.registry import VaultInfo, Vaults
 
 MAX_HAVES = 256
+ZERO_ID = b"0" * 40
+HEX_DIGITS = set(b"0123456789abcdef")
 
 
 class PeerService:
@@ -88,10 +91,6 @@ class PeerService:
         return [encode_node_id(self.node_id), *sorted(n for n, p in grants.items() if "push" in p)]
 
     def _receive(self, peer: NodeId, params: dict[str, Any]) -> dict[str, Any]:
-        """A push: fast-forward only, every commit signed by a node allowed to write."""
-        from polykey.ids import decode_node_id
-        from polykey.sync.fetch import UpdateRefused, is_ancestor, validate, write_objects
-
         wanted, head, objects = params.get("vault"), params.get("head"), params.get("objects")
         if (
             not isinstance(wanted, str)
@@ -99,29 +98,51 @@ class PeerService:
             or not isinstance(objects, list)
         ):
             raise InvalidInput("vault, head and objects are required")
+        return self.receive(peer, wanted, head.encode(), objects)
+
+    def receive(
+        self,
+        peer: NodeId,
+        wanted: str,
+        head: bytes,
+        objects: list[Any],
+        expected: bytes | None = None,
+    ) -> dict[str, Any]:
+        """A push, from `pk vaults push` or stock `git push`: the pusher holds `push`, every new
+        commit is signed by a node allowed to write, fast-forward only. The objects stay in
+        memory until all of it checks; then they land with the ref in one transaction.
+
+        ``expected``: the head the pusher saw (git's compare-and-swap; 40 zeros for none)."""
+        from polykey.ids import decode_node_id
+        from polykey.sync.fetch import UpdateRefused, is_ancestor, validate, write_objects
+
         info = self._granted(peer, wanted, {"push"})
+        if len(head) != 40 or not set(head) <= HEX_DIGITS:
+            raise InvalidInput("the new head must be a commit id")
         vault = self.vaults.open(info.name)
         current = vault.head()
+        if expected is not None and expected != (current or ZERO_ID):
+            raise UpdateRefused("the vault changed since you fetched it; pull first")
         local = vault.objects()
         signers = {bytes(decode_node_id(n)) for n in self._writers(info.id)}
 
         def known(sha: bytes) -> bool:
             return self.store.contains(local.ns, bytes.fromhex(sha.decode()))
 
-        received = validate(objects, head.encode(), known, signers)
+        received = validate(objects, head, known, signers)
 
         def parents(sha: bytes) -> list[bytes]:
             raw = received.get(sha)
             obj = ShaFile.from_raw_string(raw[0], raw[1:]) if raw else local.get(sha)
             return list(obj.parents) if isinstance(obj, Commit) else []
 
-        if current is not None and not is_ancestor(current, head.encode(), parents):
+        if current is not None and not is_ancestor(current, head, parents):
             raise UpdateRefused("the push does not fast-forward; pull first")
         with self.store.write() as tx:
             if vault.head(tx) != current:  # a local commit landed meanwhile
                 raise UpdateRefused("the vault changed during the push; pull first")
-            write_objects(tx, info.id, received, head.encode())
-        return {"vault": info.name, "head": head, "objects": len(received)}
+            write_objects(tx, info.id, received, head)
+        return {"vault": info.name, "head": head.decode(), "objects": len(received)}
 
 
 def collect(objects: VaultObjects, head: bytes, haves: set[bytes]) -> list[bytes]:
