@@ -9,8 +9,8 @@ written, in one transaction; a refused update leaves the local vault exactly as 
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -255,25 +255,75 @@ def validate(
 
     if not present(head):
         raise UpdateRefused("the new head is missing")
+    subtrees: dict[bytes, list[bytes]] = {}
     for sha, obj in parsed.items():
         if isinstance(obj, Commit):
             _check_commit(sha, obj, present, signers)
         elif isinstance(obj, Tree):
             folded: set[str] = set()
+            dirs = subtrees[sha] = []
             for item in obj.iteritems():
-                _check_entry(sha, item.path, item.mode)
-                key = fold(item.path.decode("utf-8"))
+                if not _entry_ok(item.path, item.mode):
+                    _refuse_entry(sha, item.mode)
+                key = _fold(item.path)
                 if key in folded:
                     raise UpdateRefused(f"tree {sha.decode()} holds names that differ by case only")
                 folded.add(key)
                 if not present(item.sha):
                     raise UpdateRefused(f"tree {sha.decode()} names a missing object")
+                if item.mode == 0o040000:
+                    dirs.append(item.sha)
     if head in parsed and not isinstance(parsed[head], Commit):
         raise UpdateRefused("the new head is not a commit")
-    for obj in parsed.values():
-        if isinstance(obj, Commit) and obj.tree in parsed:
-            _depth(parsed, obj.tree, 0)
+    roots = [o.tree for o in parsed.values() if isinstance(o, Commit) and o.tree in subtrees]
+    _check_depth(subtrees, roots)
     return objects
+
+
+@functools.lru_cache(maxsize=65536)
+def _entry_ok(name: bytes, mode: int) -> bool:
+    if mode not in (0o100644, 0o040000):
+        return False
+    if name in RESERVED:
+        return True
+    try:
+        check_component(name.decode("utf-8"))
+    except (UnicodeDecodeError, InvalidSecretPath):
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=65536)
+def _fold(name: bytes) -> str:
+    return fold(name.decode("utf-8"))
+
+
+def _refuse_entry(tree: bytes, mode: int) -> None:
+    if mode not in (0o100644, 0o040000):
+        raise UpdateRefused(f"tree {tree.decode()} holds a link, submodule or odd mode")
+    raise UpdateRefused(f"tree {tree.decode()} holds a forbidden name")
+
+
+def _check_depth(subtrees: dict[bytes, list[bytes]], roots: list[bytes]) -> None:
+    """Refuse folders nested deeper than MAX_DEPTH below a commit's tree, visiting each received
+    tree once (a tree named many times, as in a tree bomb, costs nothing more)."""
+    height: dict[bytes, int] = {}
+    for root in roots:
+        stack: list[tuple[bytes, bool]] = [(root, False)]
+        while stack:
+            tree_id, children_done = stack.pop()
+            if tree_id in height:
+                continue
+            kids = subtrees.get(tree_id)
+            if kids is None:  # held locally: checked when it arrived
+                height[tree_id] = 0
+            elif children_done:
+                height[tree_id] = h = 1 + max((height[k] for k in kids), default=-1)
+                if h > MAX_DEPTH:
+                    raise UpdateRefused("a tree is nested too deep")
+            else:
+                stack.append((tree_id, True))
+                stack.extend((k, False) for k in kids if k not in height)
 
 
 def _check_commit(
@@ -292,24 +342,3 @@ def _check_commit(
         ok = False
     if not ok:
         raise UpdateRefused(f"commit {sha.decode()} is not signed by a node allowed to write")
-
-
-def _check_entry(tree: bytes, name: bytes, mode: int) -> None:
-    if mode not in (0o100644, 0o040000):
-        raise UpdateRefused(f"tree {tree.decode()} holds a link, submodule or odd mode")
-    if name in RESERVED:
-        return
-    try:
-        check_component(name.decode("utf-8"))
-    except (UnicodeDecodeError, InvalidSecretPath):
-        raise UpdateRefused(f"tree {tree.decode()} holds a forbidden name") from None
-
-
-def _depth(parsed: dict[bytes, ShaFile], tree_id: bytes, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise UpdateRefused("a tree is nested too deep")
-    tree = parsed.get(tree_id)
-    if isinstance(tree, Tree):
-        for item in tree.iteritems():
-            if stat.S_ISDIR(item.mode):
-                _depth(parsed, item.sha, depth + 1)
