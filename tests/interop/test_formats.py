@@ -581,7 +581,7 @@ def test_existing_paths_are_refused_unless_overwrite(pk: Pk, tmp_path: Path) -> 
     src = write(tmp_path / "first.csv", CHROME)
     pk.ok("import", "csv", str(src), "--vault", "rules")
     before = pk.log("rules")
-    assert len(before) == 2 and before[0].startswith("Import 1 entries"), before  # one commit
+    assert len(before) == 2 and before[0].startswith("Import 1 entry from"), before  # one commit
 
     again = write(
         tmp_path / "again.csv",

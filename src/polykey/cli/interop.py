@@ -115,7 +115,8 @@ def write_entries(
             for label, where, items in files.groups
         ]
     else:
-        commits = [[f"Import {files.entries} entries from {source}.", files.items, files.tags]]
+        noun = "entry" if files.entries == 1 else "entries"
+        commits = [[f"Import {files.entries} {noun} from {source}.", files.items, files.tags]]
     replace = [
         where for _, where, items in files.groups if not (len(items) == 1 and items[0][0] == where)
     ]
@@ -155,7 +156,12 @@ def _write(
     n = r["commits"]
     emit(
         s,
-        f"Imported {entries} entries ({secrets} secrets) from {source} into vault "
+        (
+            f"Imported {entries} entries ({secrets} secrets)"
+            if entries != secrets or source not in (".env", "JSON")
+            else f"Imported {secrets} secrets"
+        )
+        + f" from {source} into vault "
         f"{r['vault']}{made} in {n} commit{'s' if n != 1 else ''}."
         + (f" Skipped {len(skipped)}." if skipped else "")
         + (f" Removed {len(removed)} old secrets of replaced entries." if removed else ""),
