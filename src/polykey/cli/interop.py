@@ -159,7 +159,7 @@ def _write(
         (
             f"Imported {entries} entries ({secrets} secrets)"
             if entries != secrets or source not in (".env", "JSON")
-            else f"Imported {secrets} secrets"
+            else f"Imported {secrets} secret{'s' if secrets != 1 else ''}"
         )
         + f" from {source} into vault "
         f"{r['vault']}{made} in {n} commit{'s' if n != 1 else ''}."
