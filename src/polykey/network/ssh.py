@@ -254,14 +254,21 @@ class PeerClient:
         self.next_id += 1
         try:
             reply = await _read_frame(self.reader)
+        except RecursionError:
+            raise PeerError("the other node sent a malformed reply (nested too deep)") from None
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncssh.Error) as exc:
             raise PeerUnreachable(f"the connection broke ({type(exc).__name__})") from None
         assert reply is not None
         if "error" in reply:
             err = reply["error"]
-            data = err.get("data") or {}
-            raise PeerError(str(err.get("message")), hint=_remote_hint(data))
-        result = from_wire(reply.get("result"))
+            data = err.get("data") if isinstance(err, dict) else None
+            message = err.get("message") if isinstance(err, dict) else err
+            hint = _remote_hint(data) if isinstance(data, dict) else None
+            raise PeerError(str(message)[:500], hint=hint)
+        try:
+            result = from_wire(reply.get("result"))
+        except (ValueError, TypeError, RecursionError):
+            raise PeerError("the other node sent a malformed reply") from None
         if not isinstance(result, dict):
             raise PeerUnreachable("a malformed reply")
         return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -76,19 +77,48 @@ def _fetch(
     return dict(remote(store, key, peer, lambda c: c.call("vaults.fetch", params)))
 
 
+_HEX40 = re.compile(rb"[0-9a-f]{40}")
+
+
+def _checked(reply: Any, wanted: str) -> tuple[dict[str, str], bytes, list[bytes]]:
+    """The vault, head and objects of a fetch reply, after checking their shapes and that the
+    reply is for the vault asked for (by id or name): anything else is refused."""
+    if not isinstance(reply, dict):
+        raise UpdateRefused("the other node sent a malformed reply")
+    vault, head, objects = reply.get("vault"), reply.get("head"), reply.get("objects")
+    if not (
+        isinstance(vault, dict)
+        and isinstance(vault.get("id"), str)
+        and isinstance(vault.get("name"), str)
+    ):
+        raise UpdateRefused("the other node's reply names no vault")
+    if wanted not in (vault["id"], vault["name"]):
+        raise UpdateRefused(
+            f"asked for vault {wanted[:80]!r}, the other node answered with another vault"
+        )
+    if not re.fullmatch(r"v[0-9a-v]{26}", vault["id"]):
+        raise UpdateRefused("the other node's reply names a vault id of the wrong form")
+    if not isinstance(head, str) or not _HEX40.fullmatch(head.encode()):
+        raise UpdateRefused("the other node's reply has no valid head commit id")
+    if not isinstance(objects, list) or not all(isinstance(o, bytes) for o in objects):
+        raise UpdateRefused("the other node's reply carries malformed objects")
+    if not isinstance(reply.get("writers", []), list):
+        raise UpdateRefused("the other node's reply has a malformed list of writers")
+    return {"id": vault["id"], "name": vault["name"]}, head.encode(), objects
+
+
 def clone(
     store: NodeFile, vaults: Vaults, key: RootKey, peer: NodeId, vault: str, name: str | None
 ) -> VaultInfo:
     reply = _fetch(store, key, peer, vault, [])
-    remote = reply["vault"]
-    local_name = name or str(remote["name"])
+    remote, head, received = _checked(reply, vault)
+    local_name = name or remote["name"]
     if any(i.name == local_name for i in vaults.all()):
         raise VaultExists(
             local_name, hint="Give the clone another name: pk vaults clone NODEID VAULT NAME."
         )
-    head = str(reply["head"]).encode()
     signers = {bytes(peer), *_writers(reply)}
-    objects = validate(reply["objects"], head, lambda _sha: False, signers)
+    objects = validate(received, head, lambda _sha: False, signers)
     origin = {
         "node_id": encode_node_id(peer),
         "vault_id": remote["id"],
@@ -143,8 +173,11 @@ async def _pull_one(
     local = vault.head()
     high = str(info.origin.get("high_water", "")).encode()
     haves = [h.decode() for h in {local, high} if h]
-    reply = await client.call("vaults.fetch", {"vault": info.origin["vault_id"], "haves": haves})
-    head = str(reply["head"]).encode()
+    wanted = str(info.origin["vault_id"])
+    reply = await client.call("vaults.fetch", {"vault": wanted, "haves": haves})
+    remote, head, received = _checked(reply, wanted)
+    if remote["id"] != wanted:
+        raise UpdateRefused("the other node answered with another vault")
     if head == local:
         return {"vault": name, "updated": False, "head": head.decode()}
     local_objects = vault.objects()
@@ -152,7 +185,7 @@ async def _pull_one(
     def known(sha: bytes) -> bool:
         return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
 
-    objects = validate(reply["objects"], head, known, {bytes(peer), *_writers(reply)})
+    objects = validate(received, head, known, {bytes(peer), *_writers(reply)})
 
     def parents(sha: bytes) -> list[bytes]:
         raw = objects.get(sha)
