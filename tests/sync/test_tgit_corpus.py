@@ -13,8 +13,8 @@ a file are in this module; [id] is a case of test_a_hostile_origin_cannot_change
 T-GIT-01 `.git` aliases, `..`: V::test_forbidden_names_in_a_tree_are_refused,
   P::test_names_that_git_treats_as_dot_git_are_refused; test_t_git_01_names_read_as_dot_git_or_
   dot_dot_are_refused, test_t_git_01_a_nested_dot_dot_is_refused, [dot-git] over the network;
-  xfails: test_t_git_01_ntfs_stream_names_of_dot_git_are_refused (BUG),
-  test_t_git_01_backslash_paths_are_refused (BUG),
+  test_t_git_01_ntfs_stream_names_of_dot_git_are_refused,
+  test_t_git_01_backslash_paths_are_refused; xfail:
   test_t_git_01_windows_device_and_drive_names_are_refused (GAP). `GIT~2` is accepted, as git
   does: only `git~1` can name the `.git` a checkout creates first.
 T-GIT-02 symlinks: V::test_links_submodules_and_executables_are_refused;
@@ -43,9 +43,9 @@ T-GIT-08 truncated transfers, missing bases: S::test_a_clone_cut_off_midway_leav
 T-GIT-09 protocol garbage: our frames, server side: S (3 malformed frames, no hello); git
   pkt-lines to the agent's upload-pack and receive-pack: test_t_git_09_pkt_line_garbage_closes_
   the_git_service_and_the_agent_keeps_serving; malformed replies to a puller: [no-head],
-  [number-as-head], [objects-not-a-list], [bad-base64], [nested-json] (xfail, BUG).
-T-GIT-10 ref attacks: no ref names cross, the head is an object id: [path-as-head] (pull, xfail
-  BUG), test_t_git_10_a_push_naming_a_path_as_head_changes_nothing (push); refs in a stock
+  [number-as-head], [objects-not-a-list], [bad-base64], [nested-json].
+T-GIT-10 ref attacks: no ref names cross, the head is an object id: [path-as-head] (pull),
+  test_t_git_10_a_push_naming_a_path_as_head_changes_nothing (push); refs in a stock
   `git push`: test_git_push.py::test_any_ref_but_main_and_deletes_are_refused.
 T-GIT-11 rewrites and replays: S::test_a_peer_serving_an_older_state_is_refused,
   S::test_local_commits_make_a_pull_that_needs_a_merge_fail_and_change_nothing;
@@ -56,7 +56,7 @@ T-GIT-12 signatures: V::test_an_unsigned_commit_is_refused, V::test_a_commit_sig
   test_t_git_11_12_hostile_pushes_change_nothing[stranger-signed, unsigned]. Revoked keys: no
   key renewal yet. Commits are not bound to a vault id; the writers are per vault.
 T-GIT-13 a reply for another vault: test_t_git_13_a_pull_answered_with_another_vault_is_refused,
-  test_t_git_13_a_clone_answered_with_another_vault_is_refused (both xfail, BUG);
+  test_t_git_13_a_clone_answered_with_another_vault_is_refused;
   test_a_clone_named_by_a_hostile_origin_must_be_a_valid_vault_name.
 T-GIT-14 kills: S::test_a_clone_cut_off_midway_leaves_no_partial_vault_and_a_retry_completes
   (serving agent killed mid-clone); test_t_git_14_kills_during_a_pull_leave_the_old_or_the_new_
@@ -184,22 +184,12 @@ def test_t_git_01_a_nested_dot_dot_is_refused() -> None:
     refused([blob, inner, outer, c], c, "forbidden name")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=BUG + "NTFS reads `.git::$INDEX_ALLOCATION` and `.git:x` as `.git` (CVE-2019-1352); "
-    "git's is_ntfs_dotgit stops at ':', vaults/paths.git_special does not",
-)
 @pytest.mark.parametrize("name", [".git::$INDEX_ALLOCATION", ".git:", "git~1:stream", ".GIT.:x"])
 def test_t_git_01_ntfs_stream_names_of_dot_git_are_refused(name: str) -> None:
     objects, head = one_entry(name.encode())
     refused(objects, head)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=BUG + "a backslash is a separator on Windows (git's is_xplatform_dir_sep): "
-    "`.git\\hooks\\x` is a `.git` path there and `..\\x` climbs out; tree names accept it",
-)
 @pytest.mark.parametrize("name", [".git\\hooks\\post-checkout", "..\\..\\escape", "a\\.git"])
 def test_t_git_01_backslash_paths_are_refused(name: str) -> None:
     objects, head = one_entry(name.encode())

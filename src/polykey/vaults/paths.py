@@ -106,9 +106,16 @@ _GIT_NAMES = {".git", "git~1", ".gitmodules", "gitmod~1"}
 
 def git_special(name: str) -> bool:
     """Whether a filesystem or git could read ``name`` as `.git` or a git control file
-    (case, HFS+ ignorable characters, NTFS trailing dots and spaces, 8.3 short names)."""
-    plain = name.translate(_IGNORABLE).rstrip(". ").lower()
-    return plain in _GIT_NAMES
+    (case, HFS+ ignorable characters, NTFS trailing dots and spaces, NTFS alternate streams
+    such as `.git::$INDEX_ALLOCATION`, 8.3 short names), or, where a backslash separates
+    folders (Windows), as a path holding `.git`, `.` or `..` (`..\\x`, `a\\.git`)."""
+    for piece in name.split("\\"):
+        plain = piece.split(":", 1)[0].translate(_IGNORABLE).rstrip(". ").lower()
+        if plain in _GIT_NAMES:
+            return True
+        if "\\" in name and piece in ("", ".", ".."):
+            return True
+    return False
 
 
 def fold(name: str) -> str:
