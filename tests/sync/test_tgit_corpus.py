@@ -31,7 +31,7 @@ T-GIT-06 bombs: between nodes no pack or zlib stream is parsed (objects travel r
   test_git_push.py::test_hostile_packs_are_refused_before_they_are_expanded;
   test_t_git_06_a_path_of_10000_folders_is_refused_quickly;
   test_t_git_06_a_tree_dag_bomb_does_not_hang_a_clone,
-  test_t_git_06_a_cloned_vault_can_be_listed_in_bounded_time (xfail, BUG).
+  test_t_git_06_a_cloned_vault_can_be_listed_in_bounded_time (the bomb is refused).
 T-GIT-07 content not hashing to its id: V::test_object_ids_are_computed_locally_so_a_wrong_name_
   cannot_enter; test_t_git_07_content_that_does_not_hash_to_the_named_id_is_refused,
   [tampered-blob].
@@ -70,7 +70,7 @@ T-NET-10 ACL: S::test_a_vault_not_shared_answers_like_a_missing_one,
   test_git_clone.py::test_stock_git_without_permission_sees_no_repository,
   test_three_agents.py; test_t_net_10_revocation_applies_to_the_next_request_on_an_open_channel.
 T-NET-14 slow peers: test_t_net_14_stalled_connections_and_idle_channels_do_not_block_others
-  (server side); test_an_agent_keeps_answering_while_a_peer_call_hangs (client side, xfail, BUG).
+  (server side); test_an_agent_keeps_answering_while_a_peer_call_hangs (client side).
 
 T-NET-02…09, 11…13 concern Noise/TLS handshakes, relays, discovery, sigchains, identities,
 pairing and merge policy, none of which exist yet (SSH with pinned keys is the transport).
@@ -767,21 +767,11 @@ def test_t_git_06_a_tree_dag_bomb_does_not_hang_a_clone(
     origin.answer = lambda m, p: History().reply(c, [*objects, c], name="bomb")
     before = victim.state()
     result = victim.pk("vaults", "clone", origin.node_id, "bomb", timeout=8)
-    assert result.returncode in (0, 53), result.stderr
-    if result.returncode == 53:
-        assert victim.state() == before
-        return
-    checked = victim.pk("node", "check", timeout=8)
-    assert checked.returncode == 0 and b"whole" in checked.stdout
+    assert result.returncode == 53, result.stderr
+    assert b"paths" in result.stderr
+    assert victim.state() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason=BUG + "a tree bomb is validated quickly now, but accepted: the clone holds 2^40 "
-    "secret paths and `pk secrets ls -R` on it never ends (validate bounds depth, not the "
-    "number of paths a tree expands to)",
-)
 def test_t_git_06_a_cloned_vault_can_be_listed_in_bounded_time(
     victim: Victim, origin: HostileOrigin
 ) -> None:
@@ -792,13 +782,6 @@ def test_t_git_06_a_cloned_vault_can_be_listed_in_bounded_time(
         assert listed.returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=BUG + "peer calls have no timeout and run on the agent's one node worker: a peer "
-    "that accepts SSH and never answers wedges the agent (every command, every peer request; "
-    "`agent stop` then leaves the process running). Two agents calling each other at the "
-    "same moment deadlock the same way (seen with an outbox delivery crossing a `vaults scan`)",
-)
 def test_an_agent_keeps_answering_while_a_peer_call_hangs(
     victim: Victim, origin: HostileOrigin
 ) -> None:

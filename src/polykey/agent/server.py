@@ -26,8 +26,10 @@ from polykey import __version__
 from polykey.agent import methods, protocol
 from polykey.agent.runtime import Runtime, check_private
 from polykey.agent.sessions import SessionInvalid, Sessions
+from polykey.agent.worker import NodeWorker
 from polykey.errors import PolykeyError, WrongPassword
 from polykey.ids import encode_node_id
+from polykey.network.wait import install as install_waiter
 from polykey.node import Node
 
 log = logging.getLogger("polykey.agent")
@@ -73,7 +75,8 @@ class Agent:
         self.runtime = runtime
         self.sessions = sessions
         self.since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pk-node")
+        self.worker = NodeWorker()
+        install_waiter(self.worker.wait)  # a wait on a peer lets the node thread serve others
         self.kdf_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pk-kdf")
         self.git_worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pk-git")
         self.stopping: asyncio.Event | None = None

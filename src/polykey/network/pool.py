@@ -18,6 +18,7 @@ import asyncssh
 
 from polykey.ids import NodeId, encode_node_id
 from polykey.network.ssh import PeerClient, PeerUnreachable
+from polykey.network.wait import wait
 
 IDLE_S = 300.0
 
@@ -45,9 +46,8 @@ class Pool:
         call: Callable[[PeerClient], Awaitable[Any]],
     ) -> Any:
         loop = self._ensure_loop()
-        return asyncio.run_coroutine_threadsafe(
-            self._run(key, peer, host, port, call), loop
-        ).result()
+        future = asyncio.run_coroutine_threadsafe(self._run(key, peer, host, port, call), loop)
+        return wait(future)  # the agent's node thread serves other jobs meanwhile
 
     async def _run(
         self,

@@ -100,6 +100,11 @@ def _frame(doc: dict[str, Any]) -> bytes:
     return len(body).to_bytes(4, "big") + body
 
 
+# A peer that accepts a request and never answers must not hold the caller forever; a whole
+# vault's objects come in one frame, so this is generous.
+REPLY_TIMEOUT_S = 120.0
+_SILENT_HINT = "The other node accepted the request but did not answer; try again later."
+
 GIT_SERVICES = ("git-upload-pack", "git-receive-pack")
 GitHandler = Callable[[NodeId, str, str, Any], Awaitable[None]]  # peer, service, path, process
 
@@ -253,7 +258,12 @@ class PeerClient:
         )
         self.next_id += 1
         try:
-            reply = await _read_frame(self.reader)
+            reply = await asyncio.wait_for(_read_frame(self.reader), REPLY_TIMEOUT_S)
+        except TimeoutError:
+            self.close_channel()
+            raise PeerUnreachable(
+                f"no answer to {method} within {REPLY_TIMEOUT_S:.0f} s", hint=_SILENT_HINT
+            ) from None
         except RecursionError:
             raise PeerError("the other node sent a malformed reply (nested too deep)") from None
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncssh.Error) as exc:

@@ -77,6 +77,7 @@ def _fetch(
     return dict(remote(store, key, peer, lambda c: c.call("vaults.fetch", params)))
 
 
+MAX_PATHS = 1_000_000  # secrets and folders one commit's tree may expand to
 _HEX40 = re.compile(rb"[0-9a-f]{40}")
 
 
@@ -201,6 +202,9 @@ async def _pull_one(
     if local is not None and not is_ancestor(local, head, parents):
         raise NeedsMerge(name)
     with store.write() as tx:
+        # the agent serves other requests while a pull waits on the network: re-check
+        if vault.head(tx) != local or vaults.info(name, tx).origin != info.origin:
+            raise UpdateRefused(f"{name} changed while it was being pulled; pull again")
         write_objects(tx, info.id, objects, head)
         vaults.set_origin(info.name, {**info.origin, "high_water": head.decode()}, tx)
     return {"vault": name, "updated": True, "head": head.decode(), "objects": len(objects)}
@@ -240,7 +244,9 @@ def push(store: NodeFile, vaults: Vaults, key: RootKey, name: str, peer: NodeId)
     params = {"vault": info.origin["vault_id"], "head": head.decode(), "objects": objects}
     remote(store, key, peer, lambda c: c.call("vaults.receive", params))
     with store.write() as tx:
-        vaults.set_origin(name, {**info.origin, "high_water": head.decode()}, tx)
+        now = vaults.info(name, tx).origin  # a pull may have moved it while the push waited
+        if str(now.get("high_water", "")).encode() == base:
+            vaults.set_origin(name, {**now, "high_water": head.decode()}, tx)
     return {"vault": name, "pushed": True, "head": head.decode(), "objects": len(objects)}
 
 
@@ -309,7 +315,7 @@ def validate(
     if head in parsed and not isinstance(parsed[head], Commit):
         raise UpdateRefused("the new head is not a commit")
     roots = [o.tree for o in parsed.values() if isinstance(o, Commit) and o.tree in subtrees]
-    _check_depth(subtrees, roots)
+    _check_depth(subtrees, roots, {sha: len(o) for sha, o in parsed.items() if isinstance(o, Tree)})
     return objects
 
 
@@ -337,10 +343,15 @@ def _refuse_entry(tree: bytes, mode: int) -> None:
     raise UpdateRefused(f"tree {tree.decode()} holds a forbidden name")
 
 
-def _check_depth(subtrees: dict[bytes, list[bytes]], roots: list[bytes]) -> None:
-    """Refuse folders nested deeper than MAX_DEPTH below a commit's tree, visiting each received
-    tree once (a tree named many times, as in a tree bomb, costs nothing more)."""
+def _check_depth(
+    subtrees: dict[bytes, list[bytes]], roots: list[bytes], sizes: dict[bytes, int]
+) -> None:
+    """Refuse folders nested deeper than MAX_DEPTH below a commit's tree, and trees that expand
+    to more than MAX_PATHS paths (a tree bomb: one folder named many times), visiting each
+    received tree once. Trees held locally count as their depth 0 and no paths: they were
+    checked when they arrived."""
     height: dict[bytes, int] = {}
+    paths: dict[bytes, int] = {}
     for root in roots:
         stack: list[tuple[bytes, bool]] = [(root, False)]
         while stack:
@@ -349,11 +360,14 @@ def _check_depth(subtrees: dict[bytes, list[bytes]], roots: list[bytes]) -> None
                 continue
             kids = subtrees.get(tree_id)
             if kids is None:  # held locally: checked when it arrived
-                height[tree_id] = 0
+                height[tree_id], paths[tree_id] = 0, 0
             elif children_done:
                 height[tree_id] = h = 1 + max((height[k] for k in kids), default=-1)
                 if h > MAX_DEPTH:
                     raise UpdateRefused("a tree is nested too deep")
+                paths[tree_id] = n = sizes[tree_id] + sum(paths[k] for k in kids)
+                if n > MAX_PATHS:
+                    raise UpdateRefused(f"a tree expands to more than {MAX_PATHS:,} paths")
             else:
                 stack.append((tree_id, True))
                 stack.extend((k, False) for k in kids if k not in height)
