@@ -6,9 +6,7 @@ and notifications queued in A's outbox while B's agent is down, delivered once i
 
 A's and C's commands go through their agents; B's run on B's node file directly (PK_NO_AGENT),
 next to B's running agent, which serves B's port and receives A's notifications. So both modes
-meet in one scenario, and A's outbox can be delivered while B works: B's agent never calls A.
-(Two agents calling each other at once wedge both: see test_tgit_corpus.py's
-test_an_agent_keeps_answering_while_a_peer_call_hangs.)
+meet in one scenario. A second test has two agents call each other at the same moment.
 """
 
 from __future__ import annotations
@@ -239,3 +237,33 @@ def test_one_owner_two_sharers_pull_push_unshare_and_a_queued_notification(
     wait_for("A's outbox to empty", lambda: "waiting" not in a("notifications", "read"), 15)
     assert "second" in b("vaults", "scan", a.node_id)
     assert "whole" in b("node", "check") and "whole" in c("node", "check")
+
+
+def test_two_agents_calling_each_other_at_once_both_answer(
+    trio: tuple[Peer, Peer, Peer],
+) -> None:
+    """Each agent's request waits on the other while the other's request waits on it: the node
+    thread serves the incoming request meanwhile, so neither wedges."""
+    a, _, c = trio
+    a("vaults", "create", "on-a")
+    c("vaults", "create", "on-c")
+    starts = [threading.Thread(target=p.start) for p in (a, c)]
+    for t in starts:
+        t.start()
+    for t in starts:
+        t.join()
+    together(
+        (a, ("nodes", "add", c.node_id, f"127.0.0.1:{c.port}")),
+        (c, ("nodes", "add", a.node_id, f"127.0.0.1:{a.port}")),
+    )
+    a("vaults", "share", "on-a", c.node_id)
+    c("vaults", "share", "on-c", a.node_id)
+    for _ in range(3):
+        outs = together(
+            *[(a, ("vaults", "scan", c.node_id)), (c, ("vaults", "scan", a.node_id))] * 3,
+            (a, ("nodes", "ping", c.node_id)),
+            (c, ("nodes", "ping", a.node_id)),
+        )
+        assert all("on-c" in out for out in outs[0:6:2])
+        assert all("on-a" in out for out in outs[1:6:2])
+    assert "on-a" in a("vaults", "list") and "on-c" in c("vaults", "list")
