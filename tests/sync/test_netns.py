@@ -92,3 +92,121 @@ def test_clone_and_pull_between_two_hosts(hosts: tuple[str, str], tmp_path: Path
         assert b"whole" in in_ns(host_b, bob, "node", "check")
     finally:
         run_pk("agent", "stop", env=alice)  # the Unix socket is shared across namespaces
+
+
+@pytest.fixture
+def three_hosts() -> Iterator[tuple[str, str, str]]:
+    """Three namespaces on one switch (a bridge in a fourth): 10.231.1.1, .2 and .3."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    tag = uuid.uuid4().hex[:6]
+    hosts = [f"pk{n}{tag}" for n in "abc"]
+    switch = f"pks{tag}"
+    made: list[str] = []
+    try:
+        for ns in (switch, *hosts):
+            if _ip("netns", "add", ns).returncode != 0:
+                pytest.skip("this machine does not allow network namespaces")
+            made.append(ns)
+        steps: list[tuple[str, ...]] = [
+            ("-n", switch, "link", "add", "br0", "type", "bridge"),
+            ("-n", switch, "link", "set", "br0", "up"),
+        ]
+        for n, ns in enumerate(hosts, 1):
+            here, there = f"h{n}{tag}", f"s{n}{tag}"
+            steps += [
+                ("link", "add", here, "type", "veth", "peer", "name", there),
+                ("link", "set", here, "netns", ns),
+                ("link", "set", there, "netns", switch),
+                ("-n", switch, "link", "set", there, "master", "br0"),
+                ("-n", switch, "link", "set", there, "up"),
+                ("-n", ns, "addr", "add", f"10.231.1.{n}/24", "dev", here),
+                ("-n", ns, "link", "set", here, "up"),
+                ("-n", ns, "link", "set", "lo", "up"),
+            ]
+        for step in steps:
+            done = _ip(*step)
+            if done.returncode != 0:
+                pytest.skip(f"could not set up the namespaces: {done.stderr.decode().strip()}")
+        yield hosts[0], hosts[1], hosts[2]
+    finally:
+        for ns in made:
+            _ip("netns", "del", ns)
+
+
+def test_three_hosts_share_clone_pull_push_unshare_and_queue_notifications(
+    three_hosts: tuple[str, str, str], tmp_path: Path
+) -> None:
+    """The three-node scenario with each node on its own host: A owns, B reads, C also writes."""
+    import time
+
+    names = ("a", "b", "c")
+    envs = {
+        n: pk_env(tmp_path / f"{n}.pk", PK_PASSWORD=n, PK_RUNTIME_DIR=str(tmp_path / f"r{n}"))
+        for n in names
+    }
+    host = dict(zip(names, three_hosts, strict=True))
+    ip = {n: f"10.231.1.{i}" for i, n in enumerate(names, 1)}
+    ids = {}
+    for n in names:
+        assert run_pk("bootstrap", env=envs[n]).returncode == 0
+        ids[n] = run_pk("keys", "public", env=envs[n]).stdout.split()[0].decode()
+
+    def pk(n: str, *args: str, stdin: bytes | None = None) -> bytes:
+        return in_ns(host[n], envs[n], *args, stdin=stdin)
+
+    def pk_fails(n: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+        import sys
+
+        return subprocess.run(
+            ["ip", "netns", "exec", host[n], sys.executable, "-m", "polykey", *args],
+            env=envs[n],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+
+    pk("a", "vaults", "create", "work")
+    pk("a", "secrets", "write", "work:k", stdin=b"v1")
+    try:
+        for n in names:
+            pk(n, "agent", "start", "-b", "--host", ip[n], "--port", PORT)
+        for n in names:
+            for other in names:
+                if other != n:
+                    pk(n, "nodes", "add", ids[other], f"{ip[other]}:{PORT}")
+        pk("a", "vaults", "share", "work", ids["b"])
+        pk("a", "vaults", "share", "work", ids["c"], "--perm", "clone,pull,push")
+        for n in ("b", "c"):
+            pk(n, "vaults", "clone", ids["a"], "work")
+            assert pk(n, "secrets", "cat", "work:k") == b"v1"
+        pk("a", "secrets", "write", "work:k", stdin=b"v2")
+        for n in ("b", "c"):
+            pk(n, "vaults", "pull", "work")
+            assert pk(n, "secrets", "cat", "work:k") == b"v2"
+        pk("c", "secrets", "write", "work:from-c", stdin=b"c wrote this")
+        pk("c", "vaults", "push", "work", ids["a"])
+        pk("b", "vaults", "pull", "work")
+        assert pk("b", "secrets", "cat", "work:from-c") == b"c wrote this"
+        pk("b", "secrets", "write", "work:from-b", stdin=b"no grant")
+        assert pk_fails("b", "vaults", "push", "work", ids["a"]).returncode == 51
+        assert b"from-b" not in pk("a", "secrets", "ls", "work")
+        pk("a", "vaults", "unshare", "work", ids["b"])
+        pk("a", "secrets", "write", "work:k", stdin=b"v3")
+        assert pk_fails("b", "vaults", "pull", "work").returncode == 51
+        assert pk("b", "secrets", "cat", "work:k") == b"v2"
+        pk("c", "vaults", "pull", "work")
+        assert pk("c", "secrets", "cat", "work:k") == b"v3"
+        # B's host goes quiet: A's message waits in A's outbox until B is back
+        pk("b", "agent", "stop")
+        assert b"Queued" in pk("a", "notifications", "send", ids["b"], "see you later")
+        pk("b", "agent", "start", "-b", "--host", ip["b"], "--port", PORT)
+        deadline = time.monotonic() + 60
+        while b"see you later" not in pk("b", "notifications", "read"):
+            assert time.monotonic() < deadline, "A's outbox never reached B"
+            time.sleep(1)
+        for n in names:
+            assert b"whole" in pk(n, "node", "check")
+    finally:
+        for n in names:
+            run_pk("agent", "stop", env=envs[n])
