@@ -145,8 +145,8 @@ def main() -> int:
             db.execute("UPDATE record SET sealed = randomblob(length(sealed))")
         pk("node", "check", env=dict(alice, PK_NODE=str(work / "damaged.pk")), check=False)
 
-        step("Coming next (open issues): merging, node discovery, import and export")
-        print("  See README.md and the open issues.")
+        step("Coming next: merging, node discovery (see the open issues)")
+        print("  Also here: pk import pass|keepass|bitwarden|csv|dotenv, pk export ..., git push.")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
