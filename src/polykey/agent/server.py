@@ -68,6 +68,9 @@ def peer_uid(sock: socket.socket | None) -> int | None:
     return int(uid)
 
 
+GIT_WRITE_CHUNK = 256 * 1024
+
+
 class Agent:
     def __init__(self, node: Node, node_path: Path, runtime: Runtime, sessions: Sessions) -> None:
         self.node = node
@@ -137,12 +140,22 @@ class Agent:
         async def git(peer: Any, kind: str, path: str, proc: Any) -> None:
             log.info("peer %s: %s", encode_node_id(peer), kind)
 
+            pending = bytearray()  # git writes many tiny pkt-lines: send them in large writes
+
+            def flush() -> None:
+                if pending:
+                    loop.call_soon_threadsafe(proc.stdout.write, bytes(pending))
+                    pending.clear()
+
             def recv(n: int) -> bytes:
+                flush()  # what was written must reach the client before we wait for it
                 data: bytes = asyncio.run_coroutine_threadsafe(proc.stdin.read(n), loop).result()
                 return data
 
             def write(data: bytes) -> None:
-                loop.call_soon_threadsafe(proc.stdout.write, bytes(data))
+                pending.extend(data)
+                if len(pending) >= GIT_WRITE_CHUNK:
+                    flush()
 
             args = (git_vaults, peer, path, recv, write)
             if kind == "git-receive-pack":
@@ -152,6 +165,8 @@ class Agent:
                     log.info("peer %s: git push %s", encode_node_id(peer), line)
             else:
                 await loop.run_in_executor(self.git_worker, serve_upload_pack, *args)
+            flush()
+            await asyncio.sleep(0)  # let the last write scheduled by flush() run
             await proc.stdout.drain()
 
         key = ssh_key(self.node.key.signing.openssh_private_pem())
