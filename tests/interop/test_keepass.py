@@ -82,9 +82,10 @@ def dump(path: Path, password: str | None, keyfile: Path | None = None) -> list[
     return sorted(out, key=repr)
 
 
-@pytest.fixture
-def kdbx(tmp_path: Path) -> Path:
-    path = tmp_path / "source.kdbx"
+@pytest.fixture(scope="module")
+def kdbx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Made once per module (each write pays the file's Argon2); no test changes it."""
+    path = tmp_path_factory.mktemp("kdbx") / "source.kdbx"
     make_kdbx(path)
     return path
 
