@@ -330,3 +330,12 @@ def test_the_agent_pulls_cloned_vaults_in_the_background(pair: Pair) -> None:
             raise AssertionError("the background sync never pulled the update")
     finally:
         run_pk("agent", "stop", env=pair.bob)
+
+
+def test_granting_push_grants_pull_with_it(pair: Pair) -> None:
+    """A writer must read the vault to build on it; push alone would also let a node probe
+    which objects the vault holds."""
+    pair.a("vaults", "unshare", "work", pair.bob_id)
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
+    listed = pair.a("vaults", "permissions", "work")
+    assert "pull, push" in listed and "clone" not in listed

@@ -44,7 +44,11 @@ class Acl:
         return permission in self.grants(vault_id).get(encode_node_id(node_id), [])
 
     def grant(self, vault_id: str, node_id: NodeId, perms: list[str]) -> list[str]:
+        """Add ``perms``. Push brings pull with it: a writer must read the vault to build on
+        it, and a node that could write but not read could probe which objects it holds."""
         perms = check_permissions(perms)
+        if "push" in perms:
+            perms = [*perms, "pull"]
         with self.store.write() as tx:
             current = self.grants(vault_id)
             key = encode_node_id(node_id)
