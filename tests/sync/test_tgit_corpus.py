@@ -70,7 +70,9 @@ T-NET-10 ACL: S::test_a_vault_not_shared_answers_like_a_missing_one,
   test_git_clone.py::test_stock_git_without_permission_sees_no_repository,
   test_three_agents.py; test_t_net_10_revocation_applies_to_the_next_request_on_an_open_channel.
 T-NET-14 slow peers: test_t_net_14_stalled_connections_and_idle_channels_do_not_block_others
-  (server side); test_an_agent_keeps_answering_while_a_peer_call_hangs (client side).
+  (server side); test_an_agent_keeps_answering_while_a_peer_call_hangs (client side);
+  test_limits.py: the bounds on connections, handshakes in progress, connections per NodeId,
+  channels per connection, and silent stock git clients.
 
 T-NET-02…09, 11…13 concern Noise/TLS handshakes, relays, discovery, sigchains, identities,
 pairing and merge policy, none of which exist yet (SSH with pinned keys is the transport).
@@ -106,10 +108,12 @@ from polykey.crypto.signing import SigningKey
 from polykey.ids import decode_node_id, encode_node_id, node_id_from_bytes
 from polykey.network.graph import Address, Graph
 from polykey.network.ssh import (
+    MAX_CHANNELS_PER_CONNECTION,
     PeerClient,
     PeerError,
     PeerUnreachable,
     _frame,
+    _Limits,
     _read_frame,
     _Server,
     ssh_key,
@@ -422,7 +426,7 @@ class HostileOrigin:
 
     async def _start(self) -> Any:
         return await asyncssh.create_server(
-            _Server,
+            lambda: _Server(_Limits()),
             "127.0.0.1",
             0,
             server_host_keys=[ssh_key(self.key.openssh_private_pem())],
@@ -1029,7 +1033,9 @@ def test_t_net_14_stalled_connections_and_idle_channels_do_not_block_others(
 
         async def hold_channels(client: PeerClient) -> None:
             peer = decode_node_id(owner.node_id)
-            idle = [await PeerClient.over(client.conn, peer) for _ in range(60)]
+            # the connection's own channel plus as many idle ones as one connection may hold
+            more = MAX_CHANNELS_PER_CONNECTION - 1
+            idle = [await PeerClient.over(client.conn, peer) for _ in range(more)]
             half = idle[0]
             half.writer.write((1000).to_bytes(4, "big") + b'{"jsonrpc": "2.0", "id"')
             started = time.monotonic()

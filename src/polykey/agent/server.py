@@ -69,6 +69,7 @@ def peer_uid(sock: socket.socket | None) -> int | None:
 
 
 GIT_WRITE_CHUNK = 256 * 1024
+GIT_THREADS = 4  # stock git clients served at once; a stalled one is cut off after peer_idle
 
 
 class Agent:
@@ -81,13 +82,14 @@ class Agent:
         self.worker = NodeWorker()
         install_waiter(self.worker.wait)  # a wait on a peer lets the node thread serve others
         self.kdf_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pk-kdf")
-        self.git_worker = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pk-git")
+        self.git_worker = ThreadPoolExecutor(max_workers=GIT_THREADS, thread_name_prefix="pk-git")
         self.stopping: asyncio.Event | None = None
         self.connections = 0
         self.peer_host = "127.0.0.1"
         self.peer_port: int | None = None
         self.peer_server: Any = None
         self.sync_interval: float = 0
+        self.peer_idle: float = 60  # a git client silent (or not reading) this long is cut off
 
     async def _every(self, seconds: float, job: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -123,6 +125,7 @@ class Agent:
 
         service = PeerService(self.node.store, self.node.vaults, self.node.node_id)
         loop = asyncio.get_running_loop()
+        idle = self.peer_idle
 
         async def handle(peer: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
             log.info("peer %s: %s", encode_node_id(peer), method)
@@ -142,14 +145,20 @@ class Agent:
 
             pending = bytearray()  # git writes many tiny pkt-lines: send them in large writes
 
-            def flush() -> None:
+            async def send(data: bytes) -> None:
+                proc.stdout.write(data)
+                await asyncio.wait_for(proc.stdout.drain(), idle)  # a client must read
+
+            def flush() -> None:  # in the git thread
                 if pending:
-                    loop.call_soon_threadsafe(proc.stdout.write, bytes(pending))
+                    data = bytes(pending)
                     pending.clear()
+                    asyncio.run_coroutine_threadsafe(send(data), loop).result()
 
             def recv(n: int) -> bytes:
                 flush()  # what was written must reach the client before we wait for it
-                data: bytes = asyncio.run_coroutine_threadsafe(proc.stdin.read(n), loop).result()
+                read = asyncio.wait_for(proc.stdin.read(n), idle)  # a client must speak
+                data: bytes = asyncio.run_coroutine_threadsafe(read, loop).result()
                 return data
 
             def write(data: bytes) -> None:
@@ -165,9 +174,8 @@ class Agent:
                     log.info("peer %s: git push %s", encode_node_id(peer), line)
             else:
                 await loop.run_in_executor(self.git_worker, serve_upload_pack, *args)
-            flush()
-            await asyncio.sleep(0)  # let the last write scheduled by flush() run
-            await proc.stdout.drain()
+            if pending:  # what the git thread left unsent
+                await send(bytes(pending))
 
         key = ssh_key(self.node.key.signing.openssh_private_pem())
         self.peer_server = await serve(host, port, key, handle, git)

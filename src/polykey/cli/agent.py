@@ -26,6 +26,7 @@ class AgentOptions:
     maximum: int
     peers: tuple[str, int] | None
     sync_interval: int | None
+    peer_idle: int = 60
 
 
 class AgentNotRunning(PolykeyError):
@@ -98,6 +99,13 @@ def agent() -> None:
     type=click.IntRange(min=5),
     help="Pull every cloned vault from its origin every this many seconds.",
 )
+@click.option(
+    "--peer-idle",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Seconds a git client on --port may stay silent (or not read) before it is cut off.",
+)
 @click.option("--child", is_flag=True, hidden=True)
 @pass_settings
 def start(
@@ -108,6 +116,7 @@ def start(
     port: int | None,
     host: str,
     sync_interval: int | None,
+    peer_idle: int,
     child: bool,
 ) -> None:
     """Unlock the node once and serve the CLI on a private Unix socket."""
@@ -118,7 +127,8 @@ def start(
         from polykey.errors import NodeNotFound
 
         raise NodeNotFound(str(path))
-    opts = AgentOptions(session_idle, session_max, (host, port) if port else None, sync_interval)
+    peers = (host, port) if port else None
+    opts = AgentOptions(session_idle, session_max, peers, sync_interval, peer_idle)
     if child:
         _run_child(s, opts)
         return
@@ -149,6 +159,7 @@ def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
         args += ["--host", opts.peers[0], "--port", str(opts.peers[1])]
     if opts.sync_interval:
         args += ["--sync-interval", str(opts.sync_interval)]
+    args += ["--peer-idle", str(opts.peer_idle)]
     env = {k: v for k, v in os.environ.items() if k not in ("PK_PASSWORD", "PK_NEW_PASSWORD")}
     log_fd = os.open(runtime.log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
     try:
@@ -248,6 +259,7 @@ def _serve(
     if opts.peers is not None:
         agent_.peer_host, agent_.peer_port = opts.peers
     agent_.sync_interval = float(opts.sync_interval or 0)
+    agent_.peer_idle = float(opts.peer_idle)
     token = sessions.issue()
     AgentClient(runtime.folder).save_token(token)
 

@@ -17,10 +17,13 @@ from typing import Any
 import asyncssh
 
 from polykey.ids import NodeId, encode_node_id
-from polykey.network.ssh import PeerClient, PeerUnreachable
+from polykey.network.ssh import MAX_CHANNELS_PER_CONNECTION, PeerClient, PeerUnreachable
 from polykey.network.wait import wait
 
 IDLE_S = 300.0
+# Operations of this process on one peer at once; the rest wait their turn. Kept under the
+# server's channel limit, so that a busy moment never looks like a broken connection.
+CHANNELS_PER_PEER = MAX_CHANNELS_PER_CONNECTION // 2
 
 
 class Pool:
@@ -28,6 +31,7 @@ class Pool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._conns: dict[tuple[bytes, str, int], tuple[asyncssh.SSHClientConnection, float]] = {}
+        self._gates: dict[tuple[bytes, str, int], asyncio.Semaphore] = {}  # used in the loop only
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -58,6 +62,19 @@ class Pool:
         call: Callable[[PeerClient], Awaitable[Any]],
     ) -> Any:
         self._close_idle()
+        slot = (bytes(peer), host, port)
+        gate = self._gates.setdefault(slot, asyncio.Semaphore(CHANNELS_PER_PEER))
+        async with gate:
+            return await self._attempt(key, peer, host, port, call)
+
+    async def _attempt(
+        self,
+        key: asyncssh.SSHKey,
+        peer: NodeId,
+        host: str,
+        port: int,
+        call: Callable[[PeerClient], Awaitable[Any]],
+    ) -> Any:
         slot = (bytes(peer), host, port)
         for attempt in (1, 2):
             cached = self._conns.get(slot)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,13 +53,69 @@ def node_id_of(key: asyncssh.SSHKey) -> NodeId | None:
     return node_id_from_bytes(blob[-32:])
 
 
-class _Server(asyncssh.SSHServer):
+# What one agent holds open for peers, so that no peer (or stranger) can exhaust it. A node's
+# own dialer keeps one connection per peer and opens a few channels on it; stock git opens one
+# connection per command. Past a limit, the newcomer is turned away and the rest keep working.
+MAX_CONNECTIONS = 256  # open SSH connections in all
+MAX_UNAUTHENTICATED = 64  # of them, still in the handshake or authentication
+MAX_CONNECTIONS_PER_PEER = 16  # authenticated connections of one NodeId
+MAX_CHANNELS_PER_CONNECTION = 32  # open channels (polykey or git) on one connection
+LOGIN_TIMEOUT_S = 20  # from TCP accept to authenticated
+
+
+class _Limits:
+    """The counts behind the limits, shared by the connections of one server."""
+
     def __init__(self) -> None:
+        self.connections = 0
+        self.unauthenticated = 0
+        self.per_peer: dict[NodeId, int] = {}
+        self.channels: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+
+    def open_channel(self, conn: object) -> bool:
+        open_now = self.channels.get(conn, 0)
+        if open_now >= MAX_CHANNELS_PER_CONNECTION:
+            return False
+        self.channels[conn] = open_now + 1
+        return True
+
+    def close_channel(self, conn: object) -> None:
+        self.channels[conn] = max(0, self.channels.get(conn, 1) - 1)
+
+
+class _Server(asyncssh.SSHServer):
+    def __init__(self, limits: _Limits) -> None:
+        self.limits = limits
         self.conn: asyncssh.SSHServerConnection | None = None
         self.candidate: NodeId | None = None
+        self.bound: NodeId | None = None
+        self.counted = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        limits = self.limits
+        if limits.connections >= MAX_CONNECTIONS or limits.unauthenticated >= MAX_UNAUTHENTICATED:
+            log.warning("turned a connection away: too many open")
+            conn.close()
+            return
+        self.counted = True
+        limits.connections += 1
+        limits.unauthenticated += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.counted:
+            return
+        self.counted = False
+        limits = self.limits
+        limits.connections -= 1
+        if self.bound is None:
+            limits.unauthenticated -= 1
+        else:
+            left = limits.per_peer.get(self.bound, 1) - 1
+            if left > 0:
+                limits.per_peer[self.bound] = left
+            else:
+                limits.per_peer.pop(self.bound, None)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -73,12 +130,20 @@ class _Server(asyncssh.SSHServer):
         node_id = node_id_of(key)
         if node_id is None:
             return False
+        if self.limits.per_peer.get(node_id, 0) >= MAX_CONNECTIONS_PER_PEER:
+            log.warning("turned %s away: too many connections", encode_node_id(node_id))
+            return False
         self.candidate = node_id  # bound only once the signature checks out
         return True
 
     def auth_completed(self) -> None:
         assert self.conn is not None
-        self.conn.set_extra_info(peer_node_id=self.candidate)
+        peer = self.candidate
+        if peer is not None and self.counted and self.bound is None:
+            self.bound = peer
+            self.limits.unauthenticated -= 1
+            self.limits.per_peer[peer] = self.limits.per_peer.get(peer, 0) + 1
+        self.conn.set_extra_info(peer_node_id=peer)
 
 
 async def _read_frame(reader: Any) -> dict[str, Any] | None:
@@ -112,69 +177,31 @@ GitHandler = Callable[[NodeId, str, str, Any], Awaitable[None]]  # peer, service
 async def serve(
     host: str, port: int, host_key: asyncssh.SSHKey, handler: Handler, git: GitHandler | None = None
 ) -> asyncssh.SSHAcceptor:
-    """Accept peers; every RPC on a `polykey` channel goes to ``handler(peer, method, params)``."""
-    from polykey.codec import from_wire
+    """Accept peers; every RPC on a `polykey` channel goes to ``handler(peer, method, params)``,
+    and stock git's upload-pack and receive-pack to ``git(peer, service, path, process)``."""
+    limits = _Limits()
 
     async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
-        peer = proc.get_extra_info("peer_node_id")
-        command = proc.command or ""
-        service = command.partition(" ")[0]
-        if peer is not None and git is not None and service in GIT_SERVICES:
-            import shlex
-
-            try:
-                path = shlex.split(command)[1]
-                await git(peer, service, path, proc)
-            except (ValueError, IndexError, OSError, asyncssh.Error) as exc:
-                log.warning("%s for %s failed: %s", service, encode_node_id(peer), exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    proc.exit(0)
-            return
-        if proc.subsystem != SUBSYSTEM or peer is None:
-            proc.stderr.write(b"only the polykey subsystem is served\n")
+        conn = proc.get_extra_info("connection")
+        if not limits.open_channel(conn):
+            proc.stderr.write(b"too many channels on this connection\n")
             proc.exit(1)
             return
-        greeted = False
         try:
-            while True:
-                try:
-                    request = await _read_frame(proc.stdin)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
-                if request is None:
-                    break
-                method = request.get("method")
-                params = from_wire(request.get("params", {}))
-                if not isinstance(method, str) or not isinstance(params, dict):
-                    break
-                if not greeted:  # the protocol version is exchanged first, or nothing happens
-                    if method != "peer.hello" or params.get("version") != PROTOCOL_VERSION:
-                        log.warning("closed a channel from %s: no hello", encode_node_id(peer))
-                        break
-                    greeted = True
-                try:
-                    result = await handler(peer, method, params)
-                    reply = {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
-                except PolykeyError as exc:
-                    reply = {
-                        "jsonrpc": "2.0",
-                        "id": request.get("id"),
-                        "error": {
-                            "code": -32000,
-                            "message": exc.message,
-                            "data": {"exit_code": exc.exit_code, "hint": exc.user_hint},
-                        },
-                    }
-                proc.stdout.write(_frame(reply))
-        except (ValueError, UnicodeDecodeError) as exc:
-            log.warning("closed a channel from %s: %s", encode_node_id(peer), exc)
+            peer = proc.get_extra_info("peer_node_id")
+            service = (proc.command or "").partition(" ")[0]
+            if peer is not None and git is not None and service in GIT_SERVICES:
+                await _git_channel(proc, peer, service, git)
+            elif proc.subsystem == SUBSYSTEM and peer is not None:
+                await _rpc_channel(proc, peer, handler)
+            else:
+                proc.stderr.write(b"only the polykey subsystem is served\n")
+                proc.exit(1)
         finally:
-            with contextlib.suppress(Exception):
-                proc.exit(0)
+            limits.close_channel(conn)
 
     return await asyncssh.create_server(
-        _Server,
+        lambda: _Server(limits),
         host,
         port,
         server_host_keys=[host_key],
@@ -185,7 +212,68 @@ async def serve(
         x11_forwarding=False,
         allow_pty=False,
         line_editor=False,
+        login_timeout=LOGIN_TIMEOUT_S,
     )
+
+
+async def _git_channel(
+    proc: asyncssh.SSHServerProcess[bytes], peer: NodeId, service: str, git: GitHandler
+) -> None:
+    import shlex
+
+    try:
+        path = shlex.split(proc.command or "")[1]
+        await git(peer, service, path, proc)
+    except (ValueError, IndexError, OSError, asyncssh.Error) as exc:
+        log.warning("%s for %s failed: %s", service, encode_node_id(peer), exc)
+    finally:
+        with contextlib.suppress(Exception):
+            proc.exit(0)
+
+
+async def _rpc_channel(
+    proc: asyncssh.SSHServerProcess[bytes], peer: NodeId, handler: Handler
+) -> None:
+    """One `polykey` channel: the version hello first, then requests answered in order."""
+    from polykey.codec import from_wire
+
+    greeted = False
+    try:
+        while True:
+            try:
+                request = await _read_frame(proc.stdin)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if request is None:
+                break
+            method = request.get("method")
+            params = from_wire(request.get("params", {}))
+            if not isinstance(method, str) or not isinstance(params, dict):
+                break
+            if not greeted:  # the protocol version is exchanged first, or nothing happens
+                if method != "peer.hello" or params.get("version") != PROTOCOL_VERSION:
+                    log.warning("closed a channel from %s: no hello", encode_node_id(peer))
+                    break
+                greeted = True
+            try:
+                result = await handler(peer, method, params)
+                reply = {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
+            except PolykeyError as exc:
+                reply = {
+                    "jsonrpc": "2.0",
+                    "id": request.get("id"),
+                    "error": {
+                        "code": -32000,
+                        "message": exc.message,
+                        "data": {"exit_code": exc.exit_code, "hint": exc.user_hint},
+                    },
+                }
+            proc.stdout.write(_frame(reply))
+    except (ValueError, UnicodeDecodeError) as exc:
+        log.warning("closed a channel from %s: %s", encode_node_id(peer), exc)
+    finally:
+        with contextlib.suppress(Exception):
+            proc.exit(0)
 
 
 def _remote_hint(data: Any) -> str | None:
@@ -253,10 +341,12 @@ class PeerClient:
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         from polykey.codec import from_wire
 
-        self.writer.write(
-            _frame({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
-        )
+        frame = _frame({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
         self.next_id += 1
+        try:
+            self.writer.write(frame)
+        except (OSError, asyncssh.Error) as exc:  # the other end closed the channel
+            raise PeerUnreachable(f"the connection broke ({type(exc).__name__})") from None
         try:
             reply = await asyncio.wait_for(_read_frame(self.reader), REPLY_TIMEOUT_S)
         except TimeoutError:

@@ -1,0 +1,239 @@
+"""What one agent holds open for peers is bounded (T-NET-14): connections in all and still in
+the handshake, connections per NodeId, channels per connection, and the time a stock git client
+may stay silent. Past a limit the newcomer is turned away; everyone else keeps being served, and
+the newcomer gets in again once the others are gone. A real agent process, real SSH, real git.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from polykey.crypto.signing import SigningKey
+from polykey.ids import decode_node_id
+from polykey.network.ssh import (
+    MAX_CHANNELS_PER_CONNECTION,
+    MAX_CONNECTIONS_PER_PEER,
+    MAX_UNAUTHENTICATED,
+    PeerClient,
+    PeerUnreachable,
+    ssh_key,
+)
+from polykey.node import FAST_INSECURE_KDF, Node
+from polykey.trust.acl import Acl
+from tests.support import pk_env
+from tests.sync.test_share import free_port
+from tests.sync.test_tgit_corpus import Owner, node_id, still_serving
+from tests.sync.test_three_agents import stop_agent
+
+READER = SigningKey(bytes(range(3, 35)))  # the key test_tgit_corpus.still_serving uses
+OTHER = SigningKey(bytes(range(9, 41)))
+IDLE_S = 2
+
+
+@pytest.fixture(scope="module")
+def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Owner]:
+    """An agent serving `work` to READER and OTHER, cutting git clients off after IDLE_S."""
+    folder = tmp_path_factory.mktemp("limits")
+    path = folder / "owner.pk"
+    node, _ = Node.bootstrap(path, b"owner pw", kdf=FAST_INSECURE_KDF, allow_weak=True)
+    with node:
+        work = node.vaults.create("work")
+        work.write("db/password", b"owner's")
+        for key in (READER, OTHER):
+            Acl(node.store).grant(work.id, decode_node_id(node_id(key)), ["scan", "clone", "pull"])
+        from polykey.ids import encode_node_id
+
+        me = Owner(
+            pk_env(path, PK_PASSWORD="owner pw", PK_RUNTIME_DIR=str(folder / "r")),
+            encode_node_id(node.node_id),
+            free_port(),
+            path,
+        )
+    me.pk("agent", "start", "--background", "--port", str(me.port), "--peer-idle", str(IDLE_S))
+    try:
+        yield me
+    finally:
+        stop_agent(me.env)
+
+
+async def _connect(owner: Owner, key: SigningKey) -> PeerClient:
+    return await PeerClient.connect(
+        ssh_key(key.openssh_private_pem()), decode_node_id(owner.node_id), "127.0.0.1", owner.port
+    )
+
+
+async def _fetch(client: PeerClient) -> str:
+    reply = await client.call("vaults.fetch", {"vault": "work", "haves": []})
+    return str(reply["head"])
+
+
+def test_a_connection_holds_at_most_its_channels_and_a_freed_one_can_be_reused(
+    owner: Owner,
+) -> None:
+    async def run() -> None:
+        client = await _connect(owner, READER)
+        peer = decode_node_id(owner.node_id)
+        try:
+            extra = [await PeerClient.over(client.conn, peer) for _ in range(31)]
+            assert len(extra) + 1 == MAX_CHANNELS_PER_CONNECTION
+            with pytest.raises(PeerUnreachable):  # the server closes it before the hello
+                await PeerClient.over(client.conn, peer)
+            assert await _fetch(extra[-1])  # the channels already open keep working
+            other = await _connect(owner, OTHER)  # and so does everyone else
+            assert await _fetch(other)
+            other.close()
+            extra.pop().close_channel()
+            for _ in range(50):  # the server counts the channel as closed once it has seen it
+                try:
+                    again = await PeerClient.over(client.conn, peer)
+                    break
+                except PeerUnreachable:
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("a freed channel could not be opened again")
+            assert await _fetch(again)
+        finally:
+            client.close()
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+    still_serving(owner)
+
+
+def test_one_node_holds_at_most_its_connections_and_others_are_not_affected(
+    owner: Owner,
+) -> None:
+    async def run() -> None:
+        held = [await _connect(owner, READER) for _ in range(MAX_CONNECTIONS_PER_PEER)]
+        try:
+            with pytest.raises(PeerUnreachable):  # authentication refused
+                await _connect(owner, READER)
+            other = await _connect(owner, OTHER)
+            assert await _fetch(other)
+            other.close()
+            assert await _fetch(held[0])
+        finally:
+            for client in held:
+                client.close()
+        for _ in range(50):
+            try:
+                again = await _connect(owner, READER)
+                break
+            except PeerUnreachable:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the node could not connect again after closing its connections")
+        assert await _fetch(again)
+        again.close()
+
+    asyncio.run(asyncio.wait_for(run(), 90))
+
+
+def test_connections_stuck_in_the_handshake_are_bounded_and_freed_on_close(
+    owner: Owner,
+) -> None:
+    stalled: list[socket.socket] = []
+    try:
+        for _ in range(MAX_UNAUTHENTICATED):  # each one takes a handshake slot
+            sock = socket.create_connection(("127.0.0.1", owner.port), timeout=5)
+            stalled.append(sock)
+            assert sock.recv(8).startswith(b"SSH-")  # accepted: the server greets it
+        time.sleep(0.3)
+        newcomer = socket.create_connection(("127.0.0.1", owner.port), timeout=5)
+        with newcomer:  # turned away: closed at once (after SSH's own greeting)
+            newcomer.settimeout(5)
+            while newcomer.recv(65536):
+                pass
+        with pytest.raises(PeerUnreachable):
+            asyncio.run(_connect(owner, READER))
+    finally:
+        for sock in stalled:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            still_serving(owner)
+            break
+        except PeerUnreachable:
+            assert time.monotonic() < deadline, "the slots were not freed"
+            time.sleep(0.1)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is needed")
+def test_a_silent_git_client_is_cut_off_and_does_not_hold_the_git_service(
+    owner: Owner, tmp_path: Path
+) -> None:
+    async def stall(client: PeerClient) -> float:
+        """Ask for upload-pack, read the refs, then say nothing: when is the channel closed?"""
+        proc = await client.conn.create_process("git-upload-pack 'work'", encoding=None)
+        advert = b""
+        while not advert.endswith(b"0000"):
+            chunk = await proc.stdout.read(65536)
+            assert chunk, advert
+            advert += chunk
+        started = time.monotonic()
+        while await proc.stdout.read(65536):
+            pass
+        return time.monotonic() - started
+
+    async def run() -> list[float]:
+        client = await _connect(owner, OTHER)
+        try:  # more silent clients than the agent has git threads
+            return await asyncio.gather(*(stall(client) for _ in range(6)))
+        finally:
+            client.close()
+
+    waited = asyncio.run(asyncio.wait_for(run(), 60))
+    assert all(IDLE_S - 0.5 < w < IDLE_S + 15 for w in waited), waited
+
+    key = tmp_path / "reader"
+    key.write_bytes(READER.openssh_private_pem())
+    key.chmod(0o600)
+    ssh = (
+        f"ssh -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
+        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
+    )
+    clone = subprocess.run(
+        ["git", "clone", f"ssh://pk@127.0.0.1:{owner.port}/work", str(tmp_path / "c")],
+        env={"GIT_SSH_COMMAND": ssh, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert clone.returncode == 0, clone.stderr
+    assert (tmp_path / "c" / "db" / "password").read_bytes() == b"owner's"
+
+
+def test_a_process_with_more_operations_on_a_peer_than_its_channels_queues_them(
+    owner: Owner,
+) -> None:
+    """The dialer's pool keeps under the server's channel limit: 3x as many operations at once
+    as one connection may hold all succeed, on one connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from polykey.network.pool import Pool
+
+    pool = Pool()
+    key = ssh_key(READER.openssh_private_pem())
+    peer = decode_node_id(owner.node_id)
+
+    async def slow_fetch(client: PeerClient) -> str:
+        head = await _fetch(client)
+        await asyncio.sleep(0.2)  # hold the channel, so that the operations overlap
+        return head
+
+    def one(_: int) -> str:
+        return str(pool.run(key, peer, "127.0.0.1", owner.port, slow_fetch))
+
+    with ThreadPoolExecutor(3 * MAX_CHANNELS_PER_CONNECTION) as threads:
+        heads = list(threads.map(one, range(3 * MAX_CHANNELS_PER_CONNECTION)))
+    assert len(set(heads)) == 1 and heads[0]
+    assert len(pool.connections()) == 1
