@@ -40,7 +40,7 @@ VALUES: dict[str, bytes] = {
     "other/API_KEY": b"duplicate name",
     "simple/USER": b"alice",
     "simple/QUOTE": b"it's",
-    "nul/HAS_NUL": b"a\x00b",
+    "binary/HAS_NUL": b"a\x00b",
     "bin/RAW": b"\xff\xfe raw bytes",
     "run/TOKEN": b"tok-SPLITSECRET-42",
     "run/OTHER": b"second-hidden-value",
@@ -281,7 +281,7 @@ def test_cmd_refuses_a_value_it_cannot_carry(env: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("fmt", ["unix", "dotenv", "json", "powershell", "cmd"])
 def test_a_value_with_a_nul_byte_is_refused_in_every_format(env: dict[str, str], fmt: str) -> None:
-    result = pk(env, "secrets", "env", "v:nul", "--format", fmt)
+    result = pk(env, "secrets", "env", "v:binary", "--format", fmt)
     if fmt == "json":  # with --format json, the error is a JSON object too
         error = assert_json_error(result, 3)
         assert "HAS_NUL holds a NUL byte" in error["message"]
@@ -344,7 +344,7 @@ def test_env_with_a_command_gives_its_arguments_and_exit_code_untouched(
 
 def test_env_with_a_command_refuses_a_nul_value(env: dict[str, str], tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    result = pk(env, "secrets", "env", "v:nul", "--", "touch", str(marker))
+    result = pk(env, "secrets", "env", "v:binary", "--", "touch", str(marker))
     assert "HAS_NUL holds a NUL byte" in assert_error(result, 3, hint=False)
     assert not marker.exists()
 

@@ -402,6 +402,25 @@ def test_csv_same_name_at_the_vault_top_keeps_both(pk: Pk, tmp_path: Path) -> No
     assert files.get("accounts.example.com (2)/password") == b"ff3"
 
 
+def test_entries_named_like_windows_devices_are_kept_and_round_trip(
+    pk: Pk, tmp_path: Path
+) -> None:
+    """A vault never holds `con` or `C:x` (stock git on Windows could not check it out); an
+    entry of that name is kept by percent-encoding its first character, and exports as itself."""
+    src = write(
+        tmp_path / "devices.csv",
+        "name,url,username,password\nCON,https://con.example,u1,p1\nC:drive,,u2,p2\n",
+    )
+    pk.ok("import", "csv", str(src), "--vault", "devices")
+    files = pk.contents("devices")
+    assert files["%43ON/password"] == b"p1" and files["%43:drive/password"] == b"p2"
+    assert not any(path.endswith("/title") for path in files)
+    out = tmp_path / "devices.json"
+    pk.ok("export", "json", "devices", "--to", str(out))
+    pk.ok("import", "json", str(out), "--vault", "devices-again")
+    assert pk.contents("devices-again") == files
+
+
 def test_csv_without_header_with_columns(pk: Pk, tmp_path: Path) -> None:
     src = write(
         tmp_path / "plain.csv",

@@ -14,8 +14,8 @@ T-GIT-01 `.git` aliases, `..`: V::test_forbidden_names_in_a_tree_are_refused,
   P::test_names_that_git_treats_as_dot_git_are_refused; test_t_git_01_names_read_as_dot_git_or_
   dot_dot_are_refused, test_t_git_01_a_nested_dot_dot_is_refused, [dot-git] over the network;
   test_t_git_01_ntfs_stream_names_of_dot_git_are_refused,
-  test_t_git_01_backslash_paths_are_refused; xfail:
-  test_t_git_01_windows_device_and_drive_names_are_refused (GAP). `GIT~2` is accepted, as git
+  test_t_git_01_backslash_paths_are_refused,
+  test_t_git_01_windows_device_and_drive_names_are_refused. `GIT~2` is accepted, as git
   does: only `git~1` can name the `.git` a checkout creates first.
 T-GIT-02 symlinks: V::test_links_submodules_and_executables_are_refused;
   test_t_git_02_a_symlink_at_clone_registers_nothing, [symlink] in a later pull,
@@ -200,12 +200,7 @@ def test_t_git_01_backslash_paths_are_refused(name: str) -> None:
     refused(objects, head)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP (T-GIT-01 asks for it; the spec's name rules do not): Windows drive-relative "
-    "and device names are accepted in trees, and stock git on Windows then cannot check out",
-)
-@pytest.mark.parametrize("name", ["C:x", "con", "nul.txt", "AUX", "com1.env"])
+@pytest.mark.parametrize("name", ["C:x", "con", "nul.txt", "AUX", "com1.env", "lpt\u00b9"])
 def test_t_git_01_windows_device_and_drive_names_are_refused(name: str) -> None:
     objects, head = one_entry(name.encode())
     refused(objects, head)
@@ -297,7 +292,7 @@ _IGNORED = dict.fromkeys(
 def reads_as_dot_git(name: bytes) -> bool:
     """Whether a checkout on HFS+ (ignorable code points, case) or NTFS (trailing dots and
     spaces, the 8.3 name) could open ``name`` as `.git` (git's is_hfs_dotgit/is_ntfs_dotgit,
-    written again here; NTFS streams and backslashes have their own xfails above)."""
+    written again here; NTFS streams and backslashes have their own tests above)."""
     text = name.decode("utf-8", "replace")
     plain = text.translate(_IGNORED).casefold()
     return plain.rstrip(". ") in {".git", "git~1"}

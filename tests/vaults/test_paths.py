@@ -319,3 +319,46 @@ def test_the_exact_same_name_is_an_update_not_a_collision(fresh_node: NodeFixtur
     vault.write(f"caf{NFC_E}", b"1")
     vault.write(f"caf{NFC_E}", b"2")
     assert vault.read(f"caf{NFC_E}") == b"2"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "con",
+        "CON",
+        "a/nul.txt",
+        "Aux",
+        "aux .env/x",
+        "com1",
+        "COM9.json",
+        "lpt\u00b2",
+        "conin$",
+        "prn:stream",
+        "C:x",
+        "z:",
+        "db/d:secret",
+    ],
+)
+def test_windows_device_and_drive_names_are_refused(path: str) -> None:
+    with pytest.raises(InvalidSecretPath, match="Windows device or drive"):
+        split_path(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "console",
+        "common/x",
+        "auxiliary",
+        "nullable.txt",
+        "com0",
+        "com10",
+        "lpt",
+        "db:password",
+        "host:8080",
+        "a.con",
+        "x/connect",
+    ],
+)
+def test_names_that_only_look_like_windows_devices_are_allowed(path: str) -> None:
+    assert split_path(path) == tuple(path.split("/"))

@@ -1,7 +1,8 @@
 """Secret paths and vault names: what is allowed, and the errors for what is not.
 
 A secret path is relative, '/'-separated, each component 1..255 bytes of UTF-8 with no control
-characters, never '.', '..' or '.git' (in any case), and never a name reserved by Polykey
+characters, never '.', '..' or '.git' (in any case, or as any filesystem could read it), never a
+Windows device or drive name ('con', 'nul.txt', 'C:x'), and never a name reserved by Polykey
 ('.polykey*'). Two names that differ only by case or Unicode normalisation may not live in one
 directory (they would collide on case-insensitive or normalising filesystems when exported).
 """
@@ -24,7 +25,10 @@ _VAULT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 class InvalidSecretPath(InvalidInput):
     """Not a valid secret path."""
 
-    hint = "Use a relative path like db/password: no '..', '.', '.git', leading '/', controls."
+    hint = (
+        "Use a relative path like db/password: no '..', '.', '.git', leading '/', controls, "
+        "or Windows device names (con, nul.txt)."
+    )
 
 
 class InvalidVaultName(InvalidInput):
@@ -81,6 +85,8 @@ def check_component(part: str, path: str = "") -> None:
         raise InvalidSecretPath(f"'.git' component{where}")
     if git_special(part):
         raise InvalidSecretPath(f"{_show(part)!r} names a git file{where}")
+    if windows_reserved(part):
+        raise InvalidSecretPath(f"{_show(part)!r} names a Windows device or drive{where}")
     if part.lower().startswith(RESERVED_PREFIX):
         raise InvalidSecretPath(f"{_show(part)!r} is reserved by Polykey{where}")
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in part):
@@ -116,6 +122,21 @@ def git_special(name: str) -> bool:
         if "\\" in name and piece in ("", ".", ".."):
             return True
     return False
+
+
+# Device names Windows opens whatever the folder and extension (git's is_valid_win32_path).
+_DEVICE = re.compile(
+    r"(con|prn|aux|nul|conin\$|conout\$|(com|lpt)[1-9\u00b9\u00b2\u00b3]) *(\.|:|$)"
+)
+
+
+def windows_reserved(name: str) -> bool:
+    """Whether Windows would open ``name`` as a device (`con`, `nul.txt`, `COM1.env`, `aux .x`)
+    or read it as a path on a drive (`C:x`): a vault holding one could not be checked out,
+    exported or imported again there."""
+    if len(name) >= 2 and name[1] == ":" and name[0].isascii() and name[0].isalpha():
+        return True
+    return _DEVICE.match(name.lower()) is not None
 
 
 def fold(name: str) -> str:
