@@ -402,9 +402,7 @@ def test_csv_same_name_at_the_vault_top_keeps_both(pk: Pk, tmp_path: Path) -> No
     assert files.get("accounts.example.com (2)/password") == b"ff3"
 
 
-def test_entries_named_like_windows_devices_are_kept_and_round_trip(
-    pk: Pk, tmp_path: Path
-) -> None:
+def test_entries_named_like_windows_devices_are_kept_and_round_trip(pk: Pk, tmp_path: Path) -> None:
     """A vault never holds `con` or `C:x` (stock git on Windows could not check it out); an
     entry of that name is kept by percent-encoding its first character, and exports as itself."""
     src = write(
