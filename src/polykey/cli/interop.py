@@ -1,5 +1,5 @@
-"""`pk import ...` and `pk export ...`: bring secrets from pass, KeePass, Bitwarden, browser CSV
-and .env files, and take them out again (docs/spec/entries.md, docs/import-export.md).
+"""`pk import ...` and `pk export ...`: bring secrets from pass, KeePass, Bitwarden, 1Password,
+browser CSV and .env files, and take them out again (docs/spec/entries.md).
 
 Sources are read and decrypted here, in memory; the node writes the whole import in one
 transaction (all or nothing). Nothing decrypted touches the disk, except what `export git` and
@@ -175,7 +175,7 @@ def _write(
 
 @click.group("import")
 def import_() -> None:
-    """Bring secrets in from pass, KeePass, Bitwarden, browser CSV or .env files."""
+    """Bring secrets in from pass, KeePass, Bitwarden, 1Password, browser CSV or .env files."""
 
 
 @import_.command("pass")
@@ -296,6 +296,30 @@ def import_bitwarden(
         entries,
         skipped,
         "Bitwarden",
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        dry_run=dry_run,
+    )
+
+
+@import_.command("1password")
+@node_options
+@click.argument("file")
+@import_options
+@pass_settings
+def import_1password(
+    s: Settings, file: str, target: str, skip_bad: bool, overwrite: bool, dry_run: bool
+) -> None:
+    """Import 1Password's unencrypted export (a .1pux FILE, or - for standard input)."""
+    from polykey.interop.onepassword import read_1pux
+
+    entries, skipped = read_1pux(read_input(file, "export"), skip_bad=skip_bad)
+    write_entries(
+        s,
+        target,
+        entries,
+        skipped,
+        "1Password",
         skip_bad=skip_bad,
         overwrite=overwrite,
         dry_run=dry_run,

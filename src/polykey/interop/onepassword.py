@@ -1,0 +1,220 @@
+"""1Password's unencrypted export (.1pux): a zip archive holding ``export.data`` (JSON: accounts,
+their vaults, their items), ``export.attributes`` and the items' documents under ``files/``.
+
+Every item becomes an entry of the common layout (docs/spec/entries.md): the login's username and
+password, the website(s), notes, one-time password, and every section field under its own name;
+documents and file fields become attachments; the item's tags become tags ('/' in a nested tag
+becomes ':'). Items in the trash are left out. With more than one vault (or account) in the
+export, each gets its own folder.
+
+The archive is read in memory with bounds, so that a zip bomb is refused before it is expanded.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import zipfile
+from typing import Any
+
+from polykey.interop.errors import MalformedSource
+from polykey.interop.formats import Skipped, _fail, _text, otp_uri
+from polykey.interop.layout import NOTES, OTP, PASSWORD, RESERVED, URL, USERNAME, Entry
+from polykey.vaults.paths import fold
+
+MAX_MEMBERS = 200_000
+MAX_UNPACKED = 2 * 1024**3  # bytes, all members together
+MAX_RATIO = 200  # a member may not expand more than this
+_HINT = "Export again from 1Password as a .1pux file (File > Export > 1PUX)."
+
+
+def read_1pux(data: bytes, *, skip_bad: bool = False) -> tuple[list[Entry], Skipped]:
+    archive = _open(data)
+    try:
+        doc = json.loads(_member(archive, "export.data"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedSource(f"export.data is not JSON ({exc})", hint=_HINT) from None
+    accounts = doc.get("accounts") if isinstance(doc, dict) else None
+    if not isinstance(accounts, list):
+        raise MalformedSource("not a 1Password export (export.data has no accounts)", hint=_HINT)
+    files = {
+        name.rsplit("/", 1)[-1]: name
+        for name in archive.namelist()
+        if name.startswith("files/") and not name.endswith("/")
+    }
+    vaults = [
+        (_name(account, "accountName", "name"), vault)
+        for account in accounts
+        if isinstance(account, dict)
+        for vault in account.get("vaults") or []
+        if isinstance(vault, dict)
+    ]
+    several_accounts = len({a for a, _ in vaults}) > 1
+    entries: list[Entry] = []
+    skipped: Skipped = []
+    for account_name, vault in vaults:
+        vault_name = _name(vault, "name")
+        folder: tuple[str, ...] = ()
+        if len(vaults) > 1:
+            folder = (account_name, vault_name) if several_accounts else (vault_name,)
+        for n, wrapped in enumerate(vault.get("items") or [], 1):
+            item = wrapped.get("item", wrapped) if isinstance(wrapped, dict) else wrapped
+            label = f"{vault_name} item {n}"
+            try:
+                if not isinstance(item, dict):
+                    raise ValueError("not an object")
+                overview = item.get("overview") or {}
+                label = f"{vault_name}/{str(overview.get('title') or '')[:60]}"
+                if item.get("trashed") is True or item.get("state") == "deleted":
+                    continue
+                entries.append(_item(item, folder, archive, files))
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                _fail(skip_bad, skipped, label, str(exc))
+    return entries, skipped
+
+
+def _open(data: bytes) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise MalformedSource(f"not a .1pux file: not a zip archive ({exc})", hint=_HINT) from None
+    if len(infos) > MAX_MEMBERS:
+        raise MalformedSource(f"the archive holds more than {MAX_MEMBERS:,} files")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNPACKED:
+        raise MalformedSource(f"the archive would unpack to more than {MAX_UNPACKED >> 30} GiB")
+    for info in infos:
+        if info.file_size > 1024 * 1024 and info.file_size > MAX_RATIO * info.compress_size:
+            raise MalformedSource(f"{info.filename[:80]!r} expands {MAX_RATIO}x or more")
+    if "export.data" not in archive.namelist():
+        raise MalformedSource("not a 1Password export: the archive has no export.data", hint=_HINT)
+    return archive
+
+
+def _member(archive: zipfile.ZipFile, name: str) -> bytes:
+    info = archive.getinfo(name)
+    try:
+        with archive.open(info) as f:
+            data = f.read(info.file_size + 1)
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+        raise MalformedSource(f"cannot read {name[:80]!r} in the archive ({exc})") from None
+    if len(data) != info.file_size:
+        raise MalformedSource(f"{name[:80]!r} is not the size the archive says")
+    return data
+
+
+def _name(holder: dict[str, Any], *keys: str) -> str:
+    attrs = holder.get("attrs") or {}
+    for key in keys:
+        value = attrs.get(key) if isinstance(attrs, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return "1Password"
+
+
+def _item(
+    item: dict[str, Any], folder: tuple[str, ...], archive: zipfile.ZipFile, files: dict[str, str]
+) -> Entry:
+    overview = item.get("overview") or {}
+    details = item.get("details") or {}
+    entry = Entry(folder, _text(overview.get("title")) or "")
+    entry.tags = [str(t).replace("/", ":") for t in overview.get("tags") or []]
+    build = _Builder(entry, archive, files)
+    for field in details.get("loginFields") or []:
+        if not isinstance(field, dict):
+            continue
+        value = _text(field.get("value"))
+        designation = field.get("designation")
+        if designation in (USERNAME, PASSWORD):
+            build.put(designation, value, unique=True)
+        elif field.get("fieldType") != "C":  # checkboxes: the state of a web form, not secrets
+            build.put(_text(field.get("name")) or _text(field.get("id")) or "field", value)
+    build.put(PASSWORD, _text(details.get("password")), unique=True)
+    urls = [_text(overview.get("url"))]
+    urls += [_text(u.get("url")) for u in overview.get("urls") or [] if isinstance(u, dict)]
+    for n, url in enumerate(dict.fromkeys(u for u in urls if u)):
+        build.put(URL if n == 0 else f"url-{n + 1}", url)
+    build.put(NOTES, _text(details.get("notesPlain")))
+    for section in details.get("sections") or []:
+        if isinstance(section, dict):
+            for field in section.get("fields") or []:
+                if isinstance(field, dict):
+                    build.section_field(field)
+    document = details.get("documentAttributes")
+    if isinstance(document, dict):
+        build.attach(document)
+    return entry
+
+
+class _Builder:
+    """Fills one entry: fields under unique names, attachments from the archive."""
+
+    def __init__(self, entry: Entry, archive: zipfile.ZipFile, files: dict[str, str]) -> None:
+        self.entry, self.archive, self.files = entry, archive, files
+
+    def put(self, key: str, value: str | None, *, unique: bool = False) -> None:
+        """Set a field; a second value of one name (in any case, or a name the layout reserves,
+        `title`) is kept as "name (2)", or dropped if ``unique``: the first password wins."""
+        fields = self.entry.fields
+        if not value or (unique and key in fields):
+            return
+        taken = {fold(k) for k in fields} | RESERVED  # names may not differ by case alone
+        name, n = key, 1
+        while fold(name) in taken:
+            n += 1
+            name = f"{key} ({n})"
+        fields[name] = value.encode("utf-8")
+
+    def section_field(self, field: dict[str, Any]) -> None:
+        value = field.get("value")
+        if not isinstance(value, dict) or not value:
+            return
+        kind, raw = next(iter(value.items()))
+        if raw is None or raw == "":
+            return
+        name = _text(field.get("title")) or _text(field.get("id")) or "field"
+        fields = self.entry.fields
+        if kind == "totp":
+            self.put(OTP if OTP not in fields else name, otp_uri(str(raw), self.entry.name))
+        elif kind == "file" and isinstance(raw, dict):
+            self.attach(raw)
+        elif name.lower() in (USERNAME, PASSWORD) and name.lower() not in fields:
+            self.put(name.lower(), _render(kind, raw))
+        else:
+            self.put(name, _render(kind, raw))
+
+    def attach(self, document: dict[str, Any]) -> None:
+        document_id = _text(document.get("documentId")) or ""
+        file_name = _text(document.get("fileName")) or document_id or "document"
+        member = self.files.get(f"{document_id}__{file_name}")
+        if member is None and document_id:
+            member = next((m for b, m in self.files.items() if b.startswith(document_id)), None)
+        if member is None:
+            raise ValueError(f"its file {file_name!r} is not in the archive")
+        attachments = self.entry.attachments
+        name, n = file_name, 1
+        while name in attachments:
+            n += 1
+            name = f"{file_name} ({n})"
+        attachments[name] = _member(self.archive, member)
+
+
+def _render(kind: str, raw: Any) -> str | None:
+    """A section field's value as text."""
+    if kind == "date" and isinstance(raw, int | float):
+        return datetime.datetime.fromtimestamp(raw, datetime.UTC).date().isoformat()
+    if kind == "monthYear" and isinstance(raw, int):
+        return f"{raw // 100:04d}-{raw % 100:02d}"
+    if kind == "email" and isinstance(raw, dict):
+        return _text(raw.get("email_address"))
+    if kind == "address" and isinstance(raw, dict):
+        city = " ".join(p for p in (_text(raw.get("city")), _text(raw.get("state"))) if p)
+        lines = [_text(raw.get("street")), city, _text(raw.get("zip")), _text(raw.get("country"))]
+        return "\n".join(p for p in lines if p) or None
+    if kind == "sshKey" and isinstance(raw, dict):
+        return _text(raw.get("privateKey"))
+    if isinstance(raw, dict | list):
+        return json.dumps(raw, sort_keys=True, ensure_ascii=False)
+    return _text(raw)
