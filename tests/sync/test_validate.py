@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 
 from polykey.crypto import sshsig
 from polykey.crypto.signing import SigningKey
-from polykey.sync.fetch import UpdateRefused, validate
+from polykey.node import FAST_INSECURE_KDF, Node
+from polykey.sync.fetch import UpdateRefused, local_tree_stats, validate
+from polykey.vaults.vault import Vault
 
 OWNER = SigningKey(bytes(range(32)))
 STRANGER = SigningKey(bytes(range(1, 33)))
@@ -155,3 +158,89 @@ def test_parents_known_locally_are_enough() -> None:
     tree2, blob2 = tree_with(b"a", data=b"new")
     second = commit(tree2, parents=[first.id])
     check([blob2, tree2, second], second, known=lambda sha: sha == first.id)
+
+
+# --- object types, and trees the vault already holds ---------------------------------------
+
+
+def test_a_folder_entry_naming_a_blob_or_a_file_entry_naming_a_tree_is_refused() -> None:
+    blob = Blob.from_string(b"x")
+    inner, inner_blob = tree_with(b"k")
+    for name, mode, target in ((b"dir", 0o040000, blob), (b"file", 0o100644, inner)):
+        tree = Tree()
+        tree.add(name, mode, target.id)
+        c = commit(tree)
+        with pytest.raises(UpdateRefused, match="another type"):
+            check([blob, inner, inner_blob, tree, c], c)
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Iterator[tuple[Node, Vault]]:
+    """A real node whose vault holds `big/` (1,000 secrets) and `deep/` (60 folders deep)."""
+    node, _ = Node.bootstrap(tmp_path / "n.pk", b"pw", kdf=FAST_INSECURE_KDF, allow_weak=True)
+    with node:
+        vault = node.vaults.create("v")
+        items = [(f"big/{i:04d}", b"v") for i in range(1000)]
+        items.append(("/".join(["deep"] + [f"d{i}" for i in range(60)]) + "/leaf", b"v"))
+        vault.write_many(items, "Fill.")
+        yield node, vault
+
+
+def _held_tree(vault: Vault, name: bytes) -> bytes:
+    objects = vault.objects()
+    head = vault.head()
+    assert head is not None
+    root = objects.get_tree(objects.get_commit(head).tree)
+    return next(i.sha for i in root.iteritems() if i.path == name)
+
+
+def _check_held(node: Node, vault: Vault, objects: list[ShaFile], head: Commit) -> None:
+    local = vault.objects()
+
+    def known(sha: bytes) -> bool:
+        return node.store.contains(local.ns, bytes.fromhex(sha.decode()))
+
+    validate([raw(o) for o in objects], head.id, known, {OWNER.public}, local_tree_stats(local))
+
+
+def test_new_trees_naming_a_large_held_tree_many_times_are_refused(
+    held: tuple[Node, Vault],
+) -> None:
+    node, vault = held
+    big = _held_tree(vault, b"big")  # 1,000 paths
+    bomb = Tree()
+    for i in range(1000):  # 1,000 x 1,000 paths, in a tree of a few KiB
+        bomb.add(f"copy{i:04d}".encode(), 0o040000, big)
+    c = commit(bomb)
+    with pytest.raises(UpdateRefused, match="more than 1,000,000 paths"):
+        _check_held(node, vault, [bomb, c], c)
+    fine = Tree()
+    for i in range(900):
+        fine.add(f"copy{i:04d}".encode(), 0o040000, big)
+    c = commit(fine)
+    _check_held(node, vault, [fine, c], c)  # 901,800 paths: allowed
+
+
+def test_new_folders_above_a_deep_held_tree_count_its_depth(held: tuple[Node, Vault]) -> None:
+    node, vault = held
+    tree = Tree()
+    tree.add(b"deep", 0o040000, _held_tree(vault, b"deep"))  # 61 folders below `deep`
+    chain: list[ShaFile] = []
+    for level in range(5):
+        chain.append(tree)
+        parent = Tree()
+        parent.add(f"up{level}".encode(), 0o040000, tree.id)
+        tree = parent
+    c = commit(tree)
+    with pytest.raises(UpdateRefused, match="nested too deep"):
+        _check_held(node, vault, [*chain, tree, c], c)
+
+
+def test_a_new_folder_naming_a_held_blob_is_refused(held: tuple[Node, Vault]) -> None:
+    node, vault = held
+    blob = Blob.from_string(b"v")  # held: every secret of `big/` is this blob
+    tree = Tree()
+    tree.add(b"dir", 0o040000, blob.id)
+    c = commit(tree)
+    with pytest.raises(UpdateRefused, match="named as a folder"):
+        _check_held(node, vault, [tree, c], c)

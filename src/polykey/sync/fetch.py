@@ -18,14 +18,14 @@ from typing import Any
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 
 from polykey.crypto import sshsig
-from polykey.errors import PolykeyError
+from polykey.errors import NodeDamaged, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.keys.root import RootKey
 from polykey.network.graph import Graph
 from polykey.network.ssh import PeerClient, ssh_key
 from polykey.store.nodefile import NodeFile, Transaction
 from polykey.vaults.errors import VaultExists
-from polykey.vaults.objects import objects_ns, refs_ns
+from polykey.vaults.objects import VaultObjects, objects_ns, refs_ns
 from polykey.vaults.paths import InvalidSecretPath, check_component, fold
 from polykey.vaults.registry import VaultInfo, Vaults
 from polykey.vaults.vault import BRANCH, GIT_NAMESPACE
@@ -186,7 +186,8 @@ async def _pull_one(
     def known(sha: bytes) -> bool:
         return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
 
-    objects = validate(received, head, known, {bytes(peer), *_writers(reply)})
+    signers = {bytes(peer), *_writers(reply)}
+    objects = validate(received, head, known, signers, local_tree_stats(local_objects))
 
     def parents(sha: bytes) -> list[bytes]:
         raw = objects.get(sha)
@@ -267,10 +268,20 @@ def _parse(raw: bytes, sha: bytes) -> ShaFile:
     return ShaFile.from_raw_string(raw[0], raw[1:], sha=ObjectID(sha))
 
 
+TreeStats = Callable[[bytes], tuple[int, int]]  # a local tree's id -> (height, paths)
+
+
 def validate(
-    received: list[Any], head: bytes, known: Callable[[bytes], bool], signers: set[bytes]
+    received: list[Any],
+    head: bytes,
+    known: Callable[[bytes], bool],
+    signers: set[bytes],
+    local_stats: TreeStats | None = None,
 ) -> dict[bytes, bytes]:
-    """Check a peer's objects; return them by id (hex) or raise UpdateRefused."""
+    """Check a peer's objects; return them by id (hex) or raise UpdateRefused.
+
+    ``local_stats`` measures trees the vault already holds that new trees name (see
+    :func:`local_tree_stats`); without it (a clone) every tree must be among the received."""
     objects: dict[bytes, bytes] = {}
     parsed: dict[bytes, ShaFile] = {}
     for raw in received:
@@ -310,13 +321,20 @@ def validate(
                 folded.add(key)
                 if not present(item.sha):
                     raise UpdateRefused(f"tree {sha.decode()} names a missing object")
+                kind = objects[item.sha][0] if item.sha in objects else None
+                if kind is not None and kind != _KIND[item.mode]:
+                    raise UpdateRefused(f"tree {sha.decode()} names an object of another type")
                 if item.mode == 0o040000:
                     dirs.append(item.sha)
     if head in parsed and not isinstance(parsed[head], Commit):
         raise UpdateRefused("the new head is not a commit")
     roots = [o.tree for o in parsed.values() if isinstance(o, Commit) and o.tree in subtrees]
-    _check_depth(subtrees, roots, {sha: len(o) for sha, o in parsed.items() if isinstance(o, Tree)})
+    sizes = {sha: len(o) for sha, o in parsed.items() if isinstance(o, Tree)}
+    _check_depth(subtrees, roots, sizes, local_stats or (lambda _sha: (0, 0)))
     return objects
+
+
+_KIND = {0o100644: Blob.type_num, 0o040000: Tree.type_num}  # what a tree entry's mode names
 
 
 @functools.lru_cache(maxsize=65536)
@@ -344,12 +362,15 @@ def _refuse_entry(tree: bytes, mode: int) -> None:
 
 
 def _check_depth(
-    subtrees: dict[bytes, list[bytes]], roots: list[bytes], sizes: dict[bytes, int]
+    subtrees: dict[bytes, list[bytes]],
+    roots: list[bytes],
+    sizes: dict[bytes, int],
+    local_stats: TreeStats,
 ) -> None:
     """Refuse folders nested deeper than MAX_DEPTH below a commit's tree, and trees that expand
     to more than MAX_PATHS paths (a tree bomb: one folder named many times), visiting each
-    received tree once. Trees held locally count as their depth 0 and no paths: they were
-    checked when they arrived."""
+    received tree once. A tree held locally counts as what it holds (``local_stats``), so that
+    new trees naming a large local tree many times are measured too."""
     height: dict[bytes, int] = {}
     paths: dict[bytes, int] = {}
     for root in roots:
@@ -359,8 +380,8 @@ def _check_depth(
             if tree_id in height:
                 continue
             kids = subtrees.get(tree_id)
-            if kids is None:  # held locally: checked when it arrived
-                height[tree_id], paths[tree_id] = 0, 0
+            if kids is None:  # held locally
+                height[tree_id], paths[tree_id] = local_stats(tree_id)
             elif children_done:
                 height[tree_id] = h = 1 + max((height[k] for k in kids), default=-1)
                 if h > MAX_DEPTH:
@@ -371,6 +392,46 @@ def _check_depth(
             else:
                 stack.append((tree_id, True))
                 stack.extend((k, False) for k in kids if k not in height)
+
+
+# (height, paths) of trees by id: a tree's content fixes both, so entries never go stale and
+# may be shared by every vault of this process.
+_STATS: dict[bytes, tuple[int, int]] = {}
+_STATS_MAX = 500_000
+
+
+def local_tree_stats(objects: VaultObjects) -> TreeStats:
+    """Measure trees a vault holds (height, paths), reading each distinct tree once per process."""
+
+    def stats(root: bytes) -> tuple[int, int]:
+        if root in _STATS:
+            return _STATS[root]
+        if len(_STATS) > _STATS_MAX:
+            _STATS.clear()
+        stack: list[tuple[bytes, bool]] = [(root, False)]
+        kids_of: dict[bytes, list[bytes]] = {}
+        size_of: dict[bytes, int] = {}
+        while stack:
+            tree_id, children_done = stack.pop()
+            if tree_id in _STATS:
+                continue
+            if children_done:
+                kids = kids_of.pop(tree_id)
+                height = 1 + max((_STATS[k][0] for k in kids), default=-1)
+                count = size_of.pop(tree_id) + sum(_STATS[k][1] for k in kids)
+                _STATS[tree_id] = (height, min(count, MAX_PATHS + 1))
+                continue
+            try:
+                tree = objects.get_tree(tree_id)
+            except NodeDamaged:  # a new tree names a local blob or commit as a folder
+                raise UpdateRefused(f"object {tree_id.decode()} is named as a folder") from None
+            kids = [i.sha for i in tree.iteritems() if i.mode == 0o040000]
+            kids_of[tree_id], size_of[tree_id] = kids, len(tree)
+            stack.append((tree_id, True))
+            stack.extend((k, False) for k in kids if k not in _STATS)
+        return _STATS[root]
+
+    return stats
 
 
 def _check_commit(

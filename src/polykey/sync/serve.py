@@ -114,7 +114,13 @@ class PeerService:
 
         ``expected``: the head the pusher saw (git's compare-and-swap; 40 zeros for none)."""
         from polykey.ids import decode_node_id
-        from polykey.sync.fetch import UpdateRefused, is_ancestor, validate, write_objects
+        from polykey.sync.fetch import (
+            UpdateRefused,
+            is_ancestor,
+            local_tree_stats,
+            validate,
+            write_objects,
+        )
 
         info = self._granted(peer, wanted, {"push"})
         if len(head) != 40 or not set(head) <= HEX_DIGITS:
@@ -129,7 +135,7 @@ class PeerService:
         def known(sha: bytes) -> bool:
             return self.store.contains(local.ns, bytes.fromhex(sha.decode()))
 
-        received = validate(objects, head, known, signers)
+        received = validate(objects, head, known, signers, local_tree_stats(local))
 
         def parents(sha: bytes) -> list[bytes]:
             raw = received.get(sha)
