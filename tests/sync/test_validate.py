@@ -186,12 +186,12 @@ def held(tmp_path: Path) -> Iterator[tuple[Node, Vault]]:
         yield node, vault
 
 
-def _held_tree(vault: Vault, name: bytes) -> bytes:
+def _held_tree(vault: Vault, name: bytes) -> ObjectID:
     objects = vault.objects()
     head = vault.head()
     assert head is not None
     root = objects.get_tree(objects.get_commit(head).tree)
-    return next(i.sha for i in root.iteritems() if i.path == name)
+    return ObjectID(next(i.sha for i in root.iteritems() if i.path == name))
 
 
 def _check_held(node: Node, vault: Vault, objects: list[ShaFile], head: Commit) -> None:
