@@ -29,17 +29,32 @@ from polykey.ids import NodeId, encode_node_id
 from polykey.sync.fetch import UpdateRefused
 from polykey.sync.packin import read_pack
 from polykey.trust.acl import Acl
-from polykey.vaults.objects import OBJECT_KEY_BYTES, VaultObjects
+from polykey.vaults.objects import CHUNKED_BLOB, OBJECT_KEY_BYTES, VaultObjects, parse
 from polykey.vaults.registry import Vaults
 
 
 class VaultStore(MemoryObjectStore):
-    """A read-only dulwich object store over one vault's sealed objects."""
+    """A read-only dulwich object store over one vault's sealed objects.
 
-    def __init__(self, objects: VaultObjects, keys: list[bytes]) -> None:
+    Built from the vault's records read in one pass (listing a write-once namespace opens every
+    record anyway): objects up to INLINE_BYTES are kept from that pass, larger ones are read
+    again when asked for, and each object is parsed once."""
+
+    INLINE_BYTES = 64 * 1024
+
+    def __init__(self, objects: VaultObjects, records: list[tuple[bytes, bytes]]) -> None:
         super().__init__()
         self._objects = objects
-        self._ids = {binascii.hexlify(k) for k in keys if len(k) == OBJECT_KEY_BYTES}
+        self._ids: set[bytes] = set()
+        self._raw: dict[bytes, bytes] = {}
+        self._parsed: dict[bytes, ShaFile] = {}
+        for key, raw in records:
+            if len(key) != OBJECT_KEY_BYTES:
+                continue
+            sha = binascii.hexlify(key)
+            self._ids.add(sha)
+            if raw and raw[0] != CHUNKED_BLOB and len(raw) <= self.INLINE_BYTES:
+                self._raw[sha] = raw
 
     def _to_hex(self, sha: bytes) -> bytes:
         return binascii.hexlify(sha) if len(sha) == 20 else sha
@@ -59,9 +74,15 @@ class VaultStore(MemoryObjectStore):
 
     def __getitem__(self, name: Any) -> ShaFile:
         sha = self._to_hex(name)
+        obj = self._parsed.get(sha)
+        if obj is not None:
+            return obj
         if sha not in self._ids:
             raise KeyError(name)
-        return self._objects.get(sha)
+        raw = self._raw.pop(sha, None)
+        obj = parse(raw, sha) if raw is not None else self._objects.get(sha)
+        self._parsed[sha] = obj
+        return obj
 
 
 MAIN = b"refs/heads/main"
@@ -94,8 +115,8 @@ class VaultBackend(Backend):
                 head = vault.head()
                 if head is None and self.perms == READ:
                     break
-                keys = self.vaults.store.keys(vault.objects().ns)
-                store = VaultStore(vault.objects(), keys)
+                records = self.vaults.store.items(vault.objects().ns)
+                store = VaultStore(vault.objects(), records)
                 refs: dict[Ref, bytes] = {Ref(MAIN): head} if head is not None else {}
                 if self.perms == READ:
                     refs[Ref(b"HEAD")] = b"ref: refs/heads/main"
