@@ -400,36 +400,49 @@ _STATS: dict[bytes, tuple[int, int]] = {}
 _STATS_MAX = 500_000
 
 
+def _unmeasured(tree_id: bytes) -> tuple[int, int]:
+    raise UpdateRefused(f"tree {tree_id.decode()} could not be measured")  # never: no cycles
+
+
 def local_tree_stats(objects: VaultObjects) -> TreeStats:
     """Measure trees a vault holds (height, paths), reading each distinct tree once per process."""
 
     def stats(root: bytes) -> tuple[int, int]:
-        if root in _STATS:
-            return _STATS[root]
-        if len(_STATS) > _STATS_MAX:
-            _STATS.clear()
+        known = _STATS.get(root)
+        if known is not None:
+            return known
+        done: dict[bytes, tuple[int, int]] = {}  # this call's own results: safe from a clear
+
+        def measured(tree_id: bytes) -> tuple[int, int] | None:
+            return done.get(tree_id) or _STATS.get(tree_id)
+
         stack: list[tuple[bytes, bool]] = [(root, False)]
         kids_of: dict[bytes, list[bytes]] = {}
         size_of: dict[bytes, int] = {}
         while stack:
             tree_id, children_done = stack.pop()
-            if tree_id in _STATS:
+            if tree_id in done:
                 continue
             if children_done:
-                kids = kids_of.pop(tree_id)
-                height = 1 + max((_STATS[k][0] for k in kids), default=-1)
-                count = size_of.pop(tree_id) + sum(_STATS[k][1] for k in kids)
-                _STATS[tree_id] = (height, min(count, MAX_PATHS + 1))
+                kids = [measured(k) or _unmeasured(k) for k in kids_of.pop(tree_id)]
+                height = 1 + max((k[0] for k in kids), default=-1)
+                count = size_of.pop(tree_id) + sum(k[1] for k in kids)
+                done[tree_id] = (height, min(count, MAX_PATHS + 1))
+                continue
+            if tree_id in kids_of:  # already waiting for its children: a cycle cannot exist
                 continue
             try:
                 tree = objects.get_tree(tree_id)
             except NodeDamaged:  # a new tree names a local blob or commit as a folder
                 raise UpdateRefused(f"object {tree_id.decode()} is named as a folder") from None
-            kids = [i.sha for i in tree.iteritems() if i.mode == 0o040000]
-            kids_of[tree_id], size_of[tree_id] = kids, len(tree)
+            kids_ids = [bytes(i.sha) for i in tree.iteritems() if i.mode == 0o040000]
+            kids_of[tree_id], size_of[tree_id] = kids_ids, len(tree)
             stack.append((tree_id, True))
-            stack.extend((k, False) for k in kids if k not in _STATS)
-        return _STATS[root]
+            stack.extend((k, False) for k in kids_ids if measured(k) is None)
+        if len(_STATS) > _STATS_MAX:
+            _STATS.clear()
+        _STATS.update(done)
+        return done[root]
 
     return stats
 
