@@ -145,8 +145,11 @@ def main() -> int:
             db.execute("UPDATE record SET sealed = randomblob(length(sealed))")
         pk("node", "check", env=dict(alice, PK_NODE=str(work / "damaged.pk")), check=False)
 
-        step("Coming next: merging, node discovery (see the open issues)")
-        print("  Also here: pk import pass|keepass|bitwarden|csv|dotenv, pk export ..., git push.")
+        step("Coming next: merging, node discovery, identities, child nodes")
+        print(
+            "  Also here: pk import pass|keepass|bitwarden|1password|csv|dotenv, pk export ...,"
+            " stock git clone and push."
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
