@@ -237,3 +237,70 @@ def test_a_process_with_more_operations_on_a_peer_than_its_channels_queues_them(
         heads = list(threads.map(one, range(3 * MAX_CHANNELS_PER_CONNECTION)))
     assert len(set(heads)) == 1 and heads[0]
     assert len(pool.connections()) == 1
+    held = connected(owner)  # the operations that started together shared one dial
+    assert held["connections"] == 1 and held["nodes"] == 1, held
+    for conn in pool._conns.values():
+        pool._loop.call_soon_threadsafe(conn[0].close)  # type: ignore[union-attr]
+
+
+def connected(owner: Owner) -> dict[str, int]:
+    """What peers hold open on the agent's peer port, from `pk agent status`."""
+    import json
+
+    for _ in range(50):  # the agent counts a closed connection once it has seen it close
+        status = json.loads(owner.pk("agent", "status", "--format", "json"))
+        held: dict[str, int] = status["peers_connected"]
+        if held["authenticating"] == 0:
+            return held
+        time.sleep(0.1)
+    return held
+
+
+def test_channels_count_from_the_moment_they_open_even_without_a_request(owner: Owner) -> None:
+    """A hostile client opening bare session channels (no command, no subsystem) and filling
+    their windows holds them against the connection's limit, so it cannot make the agent
+    buffer without bound."""
+    import asyncssh
+
+    async def run() -> None:
+        client = await _connect(owner, READER)
+        bare = []
+        try:
+            for _ in range(MAX_CHANNELS_PER_CONNECTION - 1):  # the client's own channel is one
+                chan = asyncssh.SSHClientChannel(
+                    client.conn,
+                    asyncio.get_running_loop(),
+                    "strict",
+                    None,
+                    "strict",
+                    512 * 1024,
+                    32768,
+                )
+                await chan._open(b"session")
+                chan.write(b"\0" * 65536)
+                bare.append(chan)
+            with pytest.raises(asyncssh.ChannelOpenError):
+                extra = asyncssh.SSHClientChannel(
+                    client.conn,
+                    asyncio.get_running_loop(),
+                    "strict",
+                    None,
+                    "strict",
+                    512 * 1024,
+                    32768,
+                )
+                await extra._open(b"session")
+            held = await asyncio.to_thread(connected, owner)
+            assert held["channels"] >= MAX_CHANNELS_PER_CONNECTION, held
+            assert await _fetch(client)  # what was open keeps working
+            other = await _connect(owner, OTHER)  # and so does everyone else
+            assert await _fetch(other)
+            other.close()
+        finally:
+            client.close()
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+    deadline = time.monotonic() + 10  # closing the connection releases every channel it held
+    while connected(owner)["channels"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert connected(owner) == {"connections": 0, "authenticating": 0, "nodes": 0, "channels": 0}

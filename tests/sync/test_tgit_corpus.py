@@ -111,9 +111,9 @@ from polykey.network.ssh import (
     MAX_CHANNELS_PER_CONNECTION,
     PeerClient,
     PeerError,
+    PeerLimits,
     PeerUnreachable,
     _frame,
-    _Limits,
     _read_frame,
     _Server,
     ssh_key,
@@ -421,11 +421,10 @@ class HostileOrigin:
 
     async def _start(self) -> Any:
         return await asyncssh.create_server(
-            lambda: _Server(_Limits()),
+            lambda: _Server(PeerLimits(), self._process),
             "127.0.0.1",
             0,
             server_host_keys=[ssh_key(self.key.openssh_private_pem())],
-            process_factory=self._process,
             encoding=None,
             allow_scp=False,
             allow_pty=False,

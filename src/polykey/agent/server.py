@@ -88,6 +88,7 @@ class Agent:
         self.peer_host = "127.0.0.1"
         self.peer_port: int | None = None
         self.peer_server: Any = None
+        self.peer_limits: Any = None  # network.ssh.PeerLimits once peers are served
         self.sync_interval: float = 0
         self.peer_idle: float = 60  # a git client silent (or not reading) this long is cut off
 
@@ -120,7 +121,7 @@ class Agent:
                 log.info("sync of %s refused", result["vault"])
 
     async def _serve_peers(self, host: str, port: int) -> None:
-        from polykey.network.ssh import serve, ssh_key
+        from polykey.network.ssh import PeerLimits, serve, ssh_key
         from polykey.sync.serve import PeerService
 
         service = PeerService(self.node.store, self.node.vaults, self.node.node_id)
@@ -178,7 +179,8 @@ class Agent:
                 await send(bytes(pending))
 
         key = ssh_key(self.node.key.signing.openssh_private_pem())
-        self.peer_server = await serve(host, port, key, handle, git)
+        self.peer_limits = PeerLimits()
+        self.peer_server = await serve(host, port, key, handle, git, self.peer_limits)
         log.info("serving peers on %s:%d", host, port)
 
     def status(self) -> dict[str, Any]:
@@ -190,6 +192,18 @@ class Agent:
             "since": self.since,
             "version": __version__,
             **({"peers": f"{self.peer_host}:{self.peer_port}"} if self.peer_port else {}),
+            **({"peers_connected": self._connected()} if self.peer_limits is not None else {}),
+        }
+
+    def _connected(self) -> dict[str, int]:
+        """What peers hold open on the peer port now."""
+        limits = self.peer_limits
+        assert limits is not None
+        return {
+            "connections": limits.connections,
+            "authenticating": limits.unauthenticated,
+            "nodes": len(limits.per_peer),
+            "channels": limits.channels,
         }
 
     async def serve(self, ready: Any = None) -> None:

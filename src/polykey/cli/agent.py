@@ -290,8 +290,17 @@ def status(s: Settings) -> None:
     if live is None:
         raise AgentNotRunning(str(s.node_path()))
     lines = [
-        f"{k:<9} {live[k]}" for k in ("pid", "node_id", "node", "socket", "since") if k in live
+        f"{k:<9} {live[k]}"
+        for k in ("pid", "node_id", "node", "socket", "since", "peers")
+        if k in live
     ]
+    held = live.get("peers_connected")
+    if isinstance(held, dict):
+        lines.append(
+            f"{'connected':<9} {held.get('nodes', 0)} node(s) on {held.get('connections', 0)}"
+            f" connection(s), {held.get('channels', 0)} channel(s);"
+            f" {held.get('authenticating', 0)} authenticating"
+        )
     emit(s, "Agent running\n" + "\n".join(lines), {"running": True, **live})
 
 

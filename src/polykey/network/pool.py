@@ -31,7 +31,9 @@ class Pool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._conns: dict[tuple[bytes, str, int], tuple[asyncssh.SSHClientConnection, float]] = {}
-        self._gates: dict[tuple[bytes, str, int], asyncio.Semaphore] = {}  # used in the loop only
+        # used in the loop only: operations at once per peer, and one dial at a time per peer
+        self._gates: dict[tuple[bytes, str, int], asyncio.Semaphore] = {}
+        self._dialing: dict[tuple[bytes, str, int], asyncio.Lock] = {}
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -76,28 +78,38 @@ class Pool:
         call: Callable[[PeerClient], Awaitable[Any]],
     ) -> Any:
         slot = (bytes(peer), host, port)
+        dialing = self._dialing.setdefault(slot, asyncio.Lock())
         for attempt in (1, 2):
-            cached = self._conns.get(slot)
-            if cached is not None:
+            client: PeerClient | None = None
+            async with dialing:  # operations starting together share one dial
+                cached = self._conns.get(slot)
+                if cached is None:
+                    client = await PeerClient.connect(key, peer, host, port)
+                    self._conns[slot] = (client.conn, time.monotonic())
+            if client is None:
+                assert cached is not None
                 try:
                     client = await PeerClient.over(cached[0], peer)
                 except PeerUnreachable:
-                    cached[0].close()
-                    self._conns.pop(slot, None)
+                    self._drop(slot, cached[0])
                     continue
-            else:
-                client = await PeerClient.connect(key, peer, host, port)
-            self._conns[slot] = (client.conn, time.monotonic())
+                self._conns[slot] = (client.conn, time.monotonic())
             try:
                 return await call(client)
             except PeerUnreachable:
-                client.conn.close()
-                self._conns.pop(slot, None)
+                self._drop(slot, client.conn)
                 if attempt == 2 or cached is None:
                     raise
             finally:
                 client.close_channel()
         raise PeerUnreachable(encode_node_id(peer))
+
+    def _drop(self, slot: tuple[bytes, str, int], conn: asyncssh.SSHClientConnection) -> None:
+        """Close a broken connection, and forget it unless another has replaced it."""
+        conn.close()
+        held = self._conns.get(slot)
+        if held is not None and held[0] is conn:
+            del self._conns[slot]
 
     def _close_idle(self) -> None:
         now = time.monotonic()

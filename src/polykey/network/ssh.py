@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -63,33 +62,65 @@ MAX_CHANNELS_PER_CONNECTION = 32  # open channels (polykey or git) on one connec
 LOGIN_TIMEOUT_S = 20  # from TCP accept to authenticated
 
 
-class _Limits:
-    """The counts behind the limits, shared by the connections of one server."""
+class PeerLimits:
+    """The counts behind the limits, shared by the connections of one server (read by the
+    agent's status)."""
 
     def __init__(self) -> None:
         self.connections = 0
         self.unauthenticated = 0
+        self.channels = 0
         self.per_peer: dict[NodeId, int] = {}
-        self.channels: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
-    def open_channel(self, conn: object) -> bool:
-        open_now = self.channels.get(conn, 0)
-        if open_now >= MAX_CHANNELS_PER_CONNECTION:
-            return False
-        self.channels[conn] = open_now + 1
-        return True
 
-    def close_channel(self, conn: object) -> None:
-        self.channels[conn] = max(0, self.channels.get(conn, 1) - 1)
+# Bytes a peer may send on a channel before the server reads them (SSH's window): with the
+# channel limit, what one connection can make the server buffer is bounded.
+CHANNEL_WINDOW = 512 * 1024
+MAX_CHANNELS = 1024  # open channels on all connections
+
+
+_MIN_SFTP_VERSION = 3  # unused: SFTP is not served
+
+
+class _CountedProcess(asyncssh.SSHServerProcess[bytes]):
+    """A session that counts against its connection's channels from the moment it opens (not
+    only once it asks for a command) until its channel closes."""
+
+    def __init__(self, factory: Callable[..., Any], release: Callable[[], None]) -> None:
+        super().__init__(factory, None, _MIN_SFTP_VERSION, False)
+        self._release: Callable[[], None] | None = release
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        release, self._release = self._release, None
+        try:
+            super().connection_lost(exc)
+        finally:
+            if release is not None:
+                release()
 
 
 class _Server(asyncssh.SSHServer):
-    def __init__(self, limits: _Limits) -> None:
+    def __init__(self, limits: PeerLimits, process: Callable[..., Any]) -> None:
         self.limits = limits
+        self.process = process
         self.conn: asyncssh.SSHServerConnection | None = None
         self.candidate: NodeId | None = None
         self.bound: NodeId | None = None
         self.counted = False
+        self.channels = 0
+
+    def session_requested(self) -> Any:
+        limits = self.limits
+        if self.channels >= MAX_CHANNELS_PER_CONNECTION or limits.channels >= MAX_CHANNELS:
+            log.warning("refused a channel: too many open")
+            return False
+        self.channels += 1
+        limits.channels += 1
+        return _CountedProcess(self.process, self._release_channel)
+
+    def _release_channel(self) -> None:
+        self.channels -= 1
+        self.limits.channels -= 1
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -175,38 +206,35 @@ GitHandler = Callable[[NodeId, str, str, Any], Awaitable[None]]  # peer, service
 
 
 async def serve(
-    host: str, port: int, host_key: asyncssh.SSHKey, handler: Handler, git: GitHandler | None = None
+    host: str,
+    port: int,
+    host_key: asyncssh.SSHKey,
+    handler: Handler,
+    git: GitHandler | None = None,
+    limits: PeerLimits | None = None,
 ) -> asyncssh.SSHAcceptor:
     """Accept peers; every RPC on a `polykey` channel goes to ``handler(peer, method, params)``,
     and stock git's upload-pack and receive-pack to ``git(peer, service, path, process)``."""
-    limits = _Limits()
+    limits = limits or PeerLimits()
 
     async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
-        conn = proc.get_extra_info("connection")
-        if not limits.open_channel(conn):
-            proc.stderr.write(b"too many channels on this connection\n")
+        peer = proc.get_extra_info("peer_node_id")
+        service = (proc.command or "").partition(" ")[0]
+        if peer is not None and git is not None and service in GIT_SERVICES:
+            await _git_channel(proc, peer, service, git)
+        elif proc.subsystem == SUBSYSTEM and peer is not None:
+            await _rpc_channel(proc, peer, handler)
+        else:
+            proc.stderr.write(b"only the polykey subsystem is served\n")
             proc.exit(1)
-            return
-        try:
-            peer = proc.get_extra_info("peer_node_id")
-            service = (proc.command or "").partition(" ")[0]
-            if peer is not None and git is not None and service in GIT_SERVICES:
-                await _git_channel(proc, peer, service, git)
-            elif proc.subsystem == SUBSYSTEM and peer is not None:
-                await _rpc_channel(proc, peer, handler)
-            else:
-                proc.stderr.write(b"only the polykey subsystem is served\n")
-                proc.exit(1)
-        finally:
-            limits.close_channel(conn)
 
     return await asyncssh.create_server(
-        lambda: _Server(limits),
+        lambda: _Server(limits, process),
         host,
         port,
         server_host_keys=[host_key],
-        process_factory=process,
         encoding=None,
+        window=CHANNEL_WINDOW,
         allow_scp=False,
         agent_forwarding=False,
         x11_forwarding=False,
@@ -269,6 +297,11 @@ async def _rpc_channel(
                     },
                 }
             proc.stdout.write(_frame(reply))
+            try:  # the next request waits until this reply is taken: no replies pile up
+                await asyncio.wait_for(proc.stdout.drain(), REPLY_TIMEOUT_S)
+            except (TimeoutError, ConnectionError, asyncssh.Error):
+                log.warning("closed a channel from %s: replies not read", encode_node_id(peer))
+                break
     except (ValueError, UnicodeDecodeError) as exc:
         log.warning("closed a channel from %s: %s", encode_node_id(peer), exc)
     finally:
