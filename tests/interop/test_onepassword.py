@@ -322,3 +322,38 @@ def test_a_zip_bomb_is_refused_before_it_is_expanded(pk: Pk, tmp_path: Path) -> 
     err = pk.fails(60, "import", "1password", str(src), "--vault", "op-bomb")
     assert "expands" in err
     assert "op-bomb" not in pk.vaults()
+
+
+def test_hostile_1pux_files_fail_cleanly(pk: Pk, tmp_path: Path) -> None:  # noqa: F811
+    """Odd or hostile content is a clear error naming the item (exit 60), never a crash."""
+    corrupt = io.BytesIO()
+    with zipfile.ZipFile(corrupt, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("export.data", json.dumps(export({"Private": [DOCUMENT]})))
+        z.writestr(f"files/{DOC_ID}__cert.pem", b"some bytes to compress " * 100)
+    data = bytearray(corrupt.getvalue())
+    start = data.index(b"files/") + len(f"files/{DOC_ID}__cert.pem")
+    data[start + 5 : start + 25] = b"\xff" * 20  # the member's deflate stream, damaged
+    far_date = item(
+        "004", "Far", {"sections": [{"title": "", "fields": [field("born", "date", 10**30)]}]}
+    )
+    cases = {
+        "nested": (onepux(b"[" * 100_000 + b"]" * 100_000), "not JSON"),
+        "items": (onepux({"accounts": [{"attrs": {}, "vaults": [{"items": 5}]}]}), "not a list"),
+        "date": (onepux(export({"Private": [far_date]})), "Private/Far"),
+        "deflate": (bytes(data), "TLS cert"),
+    }
+    for name, (content, message) in cases.items():
+        src = write(tmp_path / f"{name}.1pux", content)
+        err = pk.fails(60, "import", "1password", str(src), "--vault", "op-hostile")
+        assert message in err, (name, err)
+    assert "op-hostile" not in pk.vaults()
+
+
+def test_one_document_named_by_many_items_is_unpacked_once(pk: Pk, tmp_path: Path) -> None:  # noqa: F811
+    docs = [
+        {**DOCUMENT, "overview": {**DOCUMENT["overview"], "title": f"cert {i}"}} for i in range(50)
+    ]
+    src = write(tmp_path / "shared.1pux", onepux(export({"Private": docs}), FILES))
+    pk.ok("import", "1password", str(src), "--vault", "op-shared")
+    files = pk.contents("op-shared")
+    assert len(files) == 50 and set(files.values()) == {PEM}

@@ -30,24 +30,19 @@ _HINT = "Export again from 1Password as a .1pux file (File > Export > 1PUX)."
 
 
 def read_1pux(data: bytes, *, skip_bad: bool = False) -> tuple[list[Entry], Skipped]:
-    archive = _open(data)
+    archive = _Archive(data)
     try:
-        doc = json.loads(_member(archive, "export.data"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedSource(f"export.data is not JSON ({exc})", hint=_HINT) from None
+        doc = json.loads(archive.read("export.data"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedSource(f"export.data is not JSON ({str(exc)[:100]})", hint=_HINT) from None
     accounts = doc.get("accounts") if isinstance(doc, dict) else None
     if not isinstance(accounts, list):
         raise MalformedSource("not a 1Password export (export.data has no accounts)", hint=_HINT)
-    files = {
-        name.rsplit("/", 1)[-1]: name
-        for name in archive.namelist()
-        if name.startswith("files/") and not name.endswith("/")
-    }
     vaults = [
         (_name(account, "accountName", "name"), vault)
         for account in accounts
         if isinstance(account, dict)
-        for vault in account.get("vaults") or []
+        for vault in _list(account.get("vaults"), "an account's vaults")
         if isinstance(vault, dict)
     ]
     several_accounts = len({a for a, _ in vaults}) > 1
@@ -58,7 +53,7 @@ def read_1pux(data: bytes, *, skip_bad: bool = False) -> tuple[list[Entry], Skip
         folder: tuple[str, ...] = ()
         if len(vaults) > 1:
             folder = (account_name, vault_name) if several_accounts else (vault_name,)
-        for n, wrapped in enumerate(vault.get("items") or [], 1):
+        for n, wrapped in enumerate(_list(vault.get("items"), "a vault's items"), 1):
             item = wrapped.get("item", wrapped) if isinstance(wrapped, dict) else wrapped
             label = f"{vault_name} item {n}"
             try:
@@ -68,41 +63,75 @@ def read_1pux(data: bytes, *, skip_bad: bool = False) -> tuple[list[Entry], Skip
                 label = f"{vault_name}/{str(overview.get('title') or '')[:60]}"
                 if item.get("trashed") is True or item.get("state") == "deleted":
                     continue
-                entries.append(_item(item, folder, archive, files))
-            except (ValueError, TypeError, AttributeError, KeyError) as exc:
-                _fail(skip_bad, skipped, label, str(exc))
+                entries.append(_item(item, folder, archive))
+            except MalformedSource as exc:
+                _fail(skip_bad, skipped, label, exc.detail or exc.message)
+            except Exception as exc:  # any shape of hostile or odd JSON: this item is bad
+                _fail(skip_bad, skipped, label, f"{str(exc)[:200] or type(exc).__name__}")
     return entries, skipped
 
 
-def _open(data: bytes) -> zipfile.ZipFile:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        infos = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise MalformedSource(f"not a .1pux file: not a zip archive ({exc})", hint=_HINT) from None
-    if len(infos) > MAX_MEMBERS:
-        raise MalformedSource(f"the archive holds more than {MAX_MEMBERS:,} files")
-    total = sum(i.file_size for i in infos)
-    if total > MAX_UNPACKED:
-        raise MalformedSource(f"the archive would unpack to more than {MAX_UNPACKED >> 30} GiB")
-    for info in infos:
-        if info.file_size > 1024 * 1024 and info.file_size > MAX_RATIO * info.compress_size:
-            raise MalformedSource(f"{info.filename[:80]!r} expands {MAX_RATIO}x or more")
-    if "export.data" not in archive.namelist():
-        raise MalformedSource("not a 1Password export: the archive has no export.data", hint=_HINT)
-    return archive
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedSource(f"not a 1Password export: {what} are not a list", hint=_HINT)
+    return value
 
 
-def _member(archive: zipfile.ZipFile, name: str) -> bytes:
-    info = archive.getinfo(name)
-    try:
-        with archive.open(info) as f:
-            data = f.read(info.file_size + 1)
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
-        raise MalformedSource(f"cannot read {name[:80]!r} in the archive ({exc})") from None
-    if len(data) != info.file_size:
-        raise MalformedSource(f"{name[:80]!r} is not the size the archive says")
-    return data
+class _Archive:
+    """The zip archive, read in memory with bounds; each member is unpacked at most once, so
+    naming one member from many items costs nothing more."""
+
+    def __init__(self, data: bytes) -> None:
+        try:
+            self.zip = zipfile.ZipFile(io.BytesIO(data))
+            infos = self.zip.infolist()
+        except Exception as exc:  # zipfile raises several kinds for a damaged archive
+            raise MalformedSource(
+                f"not a .1pux file: not a zip archive ({str(exc)[:100]})", hint=_HINT
+            ) from None
+        if len(infos) > MAX_MEMBERS:
+            raise MalformedSource(f"the archive holds more than {MAX_MEMBERS:,} files")
+        if sum(i.file_size for i in infos) > MAX_UNPACKED:
+            raise MalformedSource(f"the archive would unpack to more than {MAX_UNPACKED >> 30} GiB")
+        for info in infos:
+            if info.file_size > 1024 * 1024 and info.file_size > MAX_RATIO * info.compress_size:
+                raise MalformedSource(f"{info.filename[:80]!r} expands {MAX_RATIO}x or more")
+        self.infos = {i.filename: i for i in infos}
+        if "export.data" not in self.infos:
+            raise MalformedSource(
+                "not a 1Password export: the archive has no export.data", hint=_HINT
+            )
+        # documents by file name and by document id (1Password names them ID__NAME)
+        self.files: dict[str, str] = {}
+        for name in self.infos:
+            if name.startswith("files/") and not name.endswith("/"):
+                base = name.rsplit("/", 1)[-1]
+                self.files.setdefault(base, name)
+                self.files.setdefault(base.split("__", 1)[0], name)
+        self._read: dict[str, bytes] = {}
+
+    def read(self, name: str) -> bytes:
+        data = self._read.get(name)
+        if data is not None:
+            return data
+        info = self.infos[name]
+        try:
+            with self.zip.open(info) as f:
+                data = f.read(info.file_size + 1)
+        except Exception as exc:  # zlib.error, LZMAError, EOFError, BadZipFile, ...
+            raise MalformedSource(
+                f"cannot read {name[:80]!r} in the archive ({str(exc)[:100]})"
+            ) from None
+        if len(data) != info.file_size:
+            raise MalformedSource(f"{name[:80]!r} is not the size the archive says")
+        self._read[name] = data
+        return data
+
+    def document(self, document_id: str, file_name: str) -> bytes | None:
+        member = self.files.get(f"{document_id}__{file_name}") or self.files.get(document_id)
+        return self.read(member) if member is not None else None
 
 
 def _name(holder: dict[str, Any], *keys: str) -> str:
@@ -114,14 +143,12 @@ def _name(holder: dict[str, Any], *keys: str) -> str:
     return "1Password"
 
 
-def _item(
-    item: dict[str, Any], folder: tuple[str, ...], archive: zipfile.ZipFile, files: dict[str, str]
-) -> Entry:
+def _item(item: dict[str, Any], folder: tuple[str, ...], archive: _Archive) -> Entry:
     overview = item.get("overview") or {}
     details = item.get("details") or {}
     entry = Entry(folder, _text(overview.get("title")) or "")
     entry.tags = [str(t).replace("/", ":") for t in overview.get("tags") or []]
-    build = _Builder(entry, archive, files)
+    build = _Builder(entry, archive)
     for field in details.get("loginFields") or []:
         if not isinstance(field, dict):
             continue
@@ -151,8 +178,10 @@ def _item(
 class _Builder:
     """Fills one entry: fields under unique names, attachments from the archive."""
 
-    def __init__(self, entry: Entry, archive: zipfile.ZipFile, files: dict[str, str]) -> None:
-        self.entry, self.archive, self.files = entry, archive, files
+    def __init__(self, entry: Entry, archive: _Archive) -> None:
+        self.entry, self.archive = entry, archive
+        self.taken = set(RESERVED)  # folded field names in use: names may not differ by case
+        self.next: dict[str, int] = {}  # the next number to try for a name in use
 
     def put(self, key: str, value: str | None, *, unique: bool = False) -> None:
         """Set a field; a second value of one name (in any case, or a name the layout reserves,
@@ -160,11 +189,12 @@ class _Builder:
         fields = self.entry.fields
         if not value or (unique and key in fields):
             return
-        taken = {fold(k) for k in fields} | RESERVED  # names may not differ by case alone
-        name, n = key, 1
-        while fold(name) in taken:
+        name, n = key, self.next.get(fold(key), 1)
+        while fold(name) in self.taken:
             n += 1
             name = f"{key} ({n})"
+        self.next[fold(key)] = n
+        self.taken.add(fold(name))
         fields[name] = value.encode("utf-8")
 
     def section_field(self, field: dict[str, Any]) -> None:
@@ -188,17 +218,15 @@ class _Builder:
     def attach(self, document: dict[str, Any]) -> None:
         document_id = _text(document.get("documentId")) or ""
         file_name = _text(document.get("fileName")) or document_id or "document"
-        member = self.files.get(f"{document_id}__{file_name}")
-        if member is None and document_id:
-            member = next((m for b, m in self.files.items() if b.startswith(document_id)), None)
-        if member is None:
+        data = self.archive.document(document_id, file_name)
+        if data is None:
             raise ValueError(f"its file {file_name!r} is not in the archive")
         attachments = self.entry.attachments
         name, n = file_name, 1
         while name in attachments:
             n += 1
             name = f"{file_name} ({n})"
-        attachments[name] = _member(self.archive, member)
+        attachments[name] = data
 
 
 def _render(kind: str, raw: Any) -> str | None:
