@@ -407,11 +407,13 @@ def test_entries_named_like_windows_devices_are_kept_and_round_trip(pk: Pk, tmp_
     entry of that name is kept by percent-encoding its first character, and exports as itself."""
     src = write(
         tmp_path / "devices.csv",
-        "name,url,username,password\nCON,https://con.example,u1,p1\nC:drive,,u2,p2\n",
+        "name,url,username,password\nCON,https://con.example,u1,p1\nC:drive,,u2,p2\n"
+        "Bank ,,u3,p3\n",
     )
     pk.ok("import", "csv", str(src), "--vault", "devices")
     files = pk.contents("devices")
     assert files["%43ON/password"] == b"p1" and files["%43:drive/password"] == b"p2"
+    assert files["Bank%20/password"] == b"p3"
     assert not any(path.endswith("/title") for path in files)
     out = tmp_path / "devices.json"
     pk.ok("export", "json", "devices", "--to", str(out))

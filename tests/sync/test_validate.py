@@ -244,3 +244,13 @@ def test_a_new_folder_naming_a_held_blob_is_refused(held: tuple[Node, Vault]) ->
     c = commit(tree)
     with pytest.raises(UpdateRefused, match="named as a folder"):
         _check_held(node, vault, [tree, c], c)
+
+
+def test_a_commit_naming_a_blob_as_its_tree_or_a_tree_as_its_parent_is_refused() -> None:
+    tree, blob = tree_with(b"k")
+    as_tree = commit(blob)  # type: ignore[arg-type]  # dulwich takes any object's id
+    with pytest.raises(UpdateRefused, match="another type"):
+        check([blob, as_tree], as_tree)
+    as_parent = commit(tree, parents=[tree.id])
+    with pytest.raises(UpdateRefused, match="another type"):
+        check([blob, tree, as_parent], as_parent)

@@ -64,16 +64,21 @@ def encode_name(name: str) -> str:
     """A path component for ``name``; :func:`decode_name` gives the name back."""
     if not name:
         name = UNTITLED
-    out = _ESCAPE.sub(lambda m: _percent(m.group()), name)
+    out = _trailing(_ESCAPE.sub(lambda m: _percent(m.group()), name))
     try:
         check_component(out)
     except InvalidInput:
         out = _percent(out[0]) + out[1:]
     while len(out.encode("utf-8")) > MAX_COMPONENT_BYTES:
         out = out[:-1]
-    out = re.sub(r"%[0-9A-F]?$", "", out)
+    out = _trailing(re.sub(r"%[0-9A-F]?$", "", out))
     check_component(out)
     return out
+
+
+def _trailing(out: str) -> str:
+    """A final '.' or ' ' percent-encoded: Windows would drop it."""
+    return out[:-1] + _percent(out[-1]) if out.endswith((".", " ")) else out
 
 
 def decode_name(component: str) -> str:

@@ -308,7 +308,7 @@ def validate(
     subtrees: dict[bytes, list[bytes]] = {}
     for sha, obj in parsed.items():
         if isinstance(obj, Commit):
-            _check_commit(sha, obj, present, signers)
+            _check_commit(sha, obj, present, signers, objects)
         elif isinstance(obj, Tree):
             folded: set[str] = set()
             dirs = subtrees[sha] = []
@@ -438,7 +438,12 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
             kids_ids = [bytes(i.sha) for i in tree.iteritems() if i.mode == 0o040000]
             kids_of[tree_id], size_of[tree_id] = kids_ids, len(tree)
             stack.append((tree_id, True))
-            stack.extend((k, False) for k in kids_ids if measured(k) is None)
+            for k in kids_ids:
+                cached = measured(k)
+                if cached is None:
+                    stack.append((k, False))
+                else:
+                    done[k] = cached  # kept here: another thread may clear the cache
         if len(_STATS) > _STATS_MAX:
             _STATS.clear()
         _STATS.update(done)
@@ -448,10 +453,18 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
 
 
 def _check_commit(
-    sha: bytes, commit: Commit, present: Callable[[bytes], bool], signers: set[bytes]
+    sha: bytes,
+    commit: Commit,
+    present: Callable[[bytes], bool],
+    signers: set[bytes],
+    objects: dict[bytes, bytes],
 ) -> None:
     if not present(commit.tree) or not all(present(p) for p in commit.parents):
         raise UpdateRefused(f"commit {sha.decode()} refers to missing objects")
+    tree_kind = objects[commit.tree][0] if commit.tree in objects else Tree.type_num
+    parent_kinds = {objects[p][0] for p in commit.parents if p in objects}
+    if tree_kind != Tree.type_num or parent_kinds - {Commit.type_num}:
+        raise UpdateRefused(f"commit {sha.decode()} names objects of another type")
     if commit.gpgsig is None:
         raise UpdateRefused(f"commit {sha.decode()} is not signed")
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Protocol, cast
@@ -63,24 +64,28 @@ class RecordSource(Protocol):
 
 
 class ObjectCache:
-    """Parsed trees and commits by (vault, id), least recently used out first."""
+    """Parsed trees and commits by (vault, id), least recently used out first. Safe to share
+    between threads (the agent's node thread, its git threads and its peer loop read it)."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._size = size
         self._items: OrderedDict[tuple[str, bytes], ShaFile] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: tuple[str, bytes]) -> ShaFile | None:
-        obj = self._items.get(key)
-        if obj is not None:
-            self._items.move_to_end(key)
-        return obj
+        with self._lock:
+            obj = self._items.get(key)
+            if obj is not None:
+                self._items.move_to_end(key)
+            return obj
 
     def put(self, key: tuple[str, bytes], obj: ShaFile) -> None:
         if isinstance(obj, Blob):
             return
-        self._items[key] = obj
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[key] = obj
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 class VaultObjects:

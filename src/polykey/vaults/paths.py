@@ -131,10 +131,12 @@ _DEVICE = re.compile(
 
 
 def windows_reserved(name: str) -> bool:
-    """Whether Windows would open ``name`` as a device (`con`, `nul.txt`, `COM1.env`, `aux .x`)
-    or read it as a path on a drive (`C:x`): a vault holding one could not be checked out,
-    exported or imported again there."""
+    """Whether Windows would open ``name`` as a device (`con`, `nul.txt`, `COM1.env`, `aux .x`),
+    read it as a path on a drive (`C:x`), or drop its trailing dots or spaces (`a.`, `a `): a
+    vault holding one could not be checked out, exported or imported again there."""
     if len(name) >= 2 and name[1] == ":" and name[0].isascii() and name[0].isalpha():
+        return True
+    if name.endswith((".", " ")):  # Windows drops them: `a.` and `a ` would both be `a`
         return True
     return _DEVICE.match(name.lower()) is not None
 
