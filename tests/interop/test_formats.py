@@ -407,8 +407,7 @@ def test_entries_named_like_windows_devices_are_kept_and_round_trip(pk: Pk, tmp_
     entry of that name is kept by percent-encoding its first character, and exports as itself."""
     src = write(
         tmp_path / "devices.csv",
-        "name,url,username,password\nCON,https://con.example,u1,p1\nC:drive,,u2,p2\n"
-        "Bank ,,u3,p3\n",
+        "name,url,username,password\nCON,https://con.example,u1,p1\nC:drive,,u2,p2\nBank ,,u3,p3\n",
     )
     pk.ok("import", "csv", str(src), "--vault", "devices")
     files = pk.contents("devices")
