@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from polykey.crypto.signing import SigningKey
-from polykey.ids import decode_node_id
+from polykey.ids import decode_node_id, node_id_from_bytes
 from polykey.network.ssh import (
     MAX_CHANNELS_PER_CONNECTION,
     MAX_CONNECTIONS_PER_PEER,
+    MAX_STRANGER_CONNECTIONS,
     MAX_UNAUTHENTICATED,
     PeerClient,
     PeerUnreachable,
@@ -304,3 +305,67 @@ def test_channels_count_from_the_moment_they_open_even_without_a_request(owner: 
     while connected(owner)["channels"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert connected(owner) == {"connections": 0, "authenticating": 0, "nodes": 0, "channels": 0}
+
+
+def test_nodes_the_agent_does_not_know_share_a_few_connections(owner: Owner) -> None:
+    """Making NodeIds costs nothing, so unknown ones share MAX_STRANGER_CONNECTIONS; the nodes
+    the agent shares with still get in."""
+    strangers = [SigningKey(bytes([200, i]) + bytes(30)) for i in range(MAX_STRANGER_CONNECTIONS)]
+
+    async def run() -> None:
+        held = [await _connect(owner, key) for key in strangers]
+        try:
+            with pytest.raises(PeerUnreachable):
+                await _connect(owner, SigningKey(bytes([201]) + bytes(31)))
+            reader = await _connect(owner, READER)
+            assert await _fetch(reader)
+            reader.close()
+        finally:
+            for client in held:
+                client.close()
+        for _ in range(50):  # freed once the agent has seen them close
+            try:
+                late = await _connect(owner, SigningKey(bytes([201]) + bytes(31)))
+                break
+            except PeerUnreachable:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the strangers' slots were not freed")
+        late.close()
+
+    asyncio.run(asyncio.wait_for(run(), 90))
+
+
+def test_a_connection_left_without_channels_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process: a server from network/ssh.py with a short idle time."""
+    import asyncssh
+
+    from polykey.network import ssh
+
+    monkeypatch.setattr(ssh, "IDLE_CONNECTION_S", 0.5)
+    host = SigningKey(bytes([7]) * 32)
+
+    async def hello(_peer: object, _method: str, _params: dict[str, object]) -> dict[str, object]:
+        return {"version": 1}
+
+    async def run() -> None:
+        server = await ssh.serve("127.0.0.1", 0, ssh_key(host.openssh_private_pem()), hello)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            client = await ssh.PeerClient.connect(
+                ssh_key(READER.openssh_private_pem()),
+                node_id_from_bytes(host.public),
+                "127.0.0.1",
+                port,
+            )
+            await asyncio.sleep(1.0)  # a channel open: the connection stays
+            assert not client.conn.is_closed()
+            client.close_channel()
+            await asyncio.wait_for(client.conn.wait_closed(), 5)  # closed by the server
+            with pytest.raises(PeerUnreachable):
+                await ssh.PeerClient.over(client.conn, node_id_from_bytes(host.public))
+        finally:
+            server.close()
+            assert isinstance(server, asyncssh.SSHAcceptor)
+
+    asyncio.run(run())

@@ -69,6 +69,7 @@ def peer_uid(sock: socket.socket | None) -> int | None:
 
 
 GIT_WRITE_CHUNK = 256 * 1024
+KNOWN_PEERS_INTERVAL_S = 5.0  # how fresh the peer port's list of known NodeIds is
 GIT_THREADS = 4  # stock git clients served at once; a stalled one is cut off after peer_idle
 
 
@@ -107,6 +108,21 @@ class Agent:
         delivered = deliver_outbox(self.node.store, self.node.key)
         if delivered:
             log.info("delivered %d queued notification(s)", delivered)
+
+    def _known_peers(self) -> None:
+        """The NodeIds this node deals with, for the peer port's stranger quota."""
+        from polykey.ids import decode_node_id
+        from polykey.network.graph import Graph
+        from polykey.trust.acl import Acl
+
+        if self.peer_limits is None:
+            return
+        ids = Acl(self.node.store).nodes() | set(Graph(self.node.store).all())
+        known = set()
+        for text in ids:
+            with contextlib.suppress(PolykeyError):
+                known.add(bytes(decode_node_id(text)))
+        self.peer_limits.known = frozenset(known)
 
     def _sync(self) -> None:
         from polykey.sync.fetch import pull_many
@@ -180,6 +196,7 @@ class Agent:
 
         key = ssh_key(self.node.key.signing.openssh_private_pem())
         self.peer_limits = PeerLimits()
+        await loop.run_in_executor(self.worker, self._known_peers)
         self.peer_server = await serve(host, port, key, handle, git, self.peer_limits)
         log.info("serving peers on %s:%d", host, port)
 
@@ -232,6 +249,9 @@ class Agent:
         background = [asyncio.create_task(self._every(OUTBOX_INTERVAL_S, self._outbox))]
         if self.sync_interval:
             background.append(asyncio.create_task(self._every(self.sync_interval, self._sync)))
+        if self.peer_limits is not None:
+            known = self._every(KNOWN_PEERS_INTERVAL_S, self._known_peers)
+            background.append(asyncio.create_task(known))
         try:
             async with server:
                 await self.stopping.wait()

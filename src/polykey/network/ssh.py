@@ -70,13 +70,27 @@ class PeerLimits:
         self.connections = 0
         self.unauthenticated = 0
         self.channels = 0
+        self.strangers = 0  # authenticated connections of NodeIds not in ``known``
         self.per_peer: dict[NodeId, int] = {}
+        # The NodeIds this node deals with (granted a vault, or in its node graph), kept fresh by
+        # the agent; None: every NodeId counts as known.
+        self.known: frozenset[bytes] | None = None
+
+    def is_stranger(self, node_id: NodeId) -> bool:
+        return self.known is not None and bytes(node_id) not in self.known
 
 
 # Bytes a peer may send on a channel before the server reads them (SSH's window): with the
 # channel limit, what one connection can make the server buffer is bounded.
 CHANNEL_WINDOW = 512 * 1024
 MAX_CHANNELS = 1024  # open channels on all connections
+# NodeIds cost nothing to make: those the node does not know share a few connections, so that
+# strangers cannot take the slots of the nodes it shares with (a stranger can do nothing but
+# ask; notifications from unknown nodes are refused anyway).
+MAX_STRANGER_CONNECTIONS = 32
+# An authenticated connection with no channel open this long is closed (the dialer's pool
+# closes its own after 5 idle minutes).
+IDLE_CONNECTION_S = 600.0
 
 
 _MIN_SFTP_VERSION = 3  # unused: SFTP is not served
@@ -107,7 +121,9 @@ class _Server(asyncssh.SSHServer):
         self.candidate: NodeId | None = None
         self.bound: NodeId | None = None
         self.counted = False
+        self.stranger = False
         self.channels = 0
+        self.idle: asyncio.TimerHandle | None = None
 
     def session_requested(self) -> Any:
         limits = self.limits
@@ -116,11 +132,26 @@ class _Server(asyncssh.SSHServer):
             return False
         self.channels += 1
         limits.channels += 1
+        self._disarm()
         return _CountedProcess(self.process, self._release_channel)
 
     def _release_channel(self) -> None:
         self.channels -= 1
         self.limits.channels -= 1
+        if self.channels == 0:
+            self._arm()
+
+    def _arm(self) -> None:
+        """Close the connection if it stays without channels for IDLE_CONNECTION_S."""
+        self._disarm()
+        if self.conn is not None:
+            conn = self.conn
+            self.idle = asyncio.get_running_loop().call_later(IDLE_CONNECTION_S, conn.close)
+
+    def _disarm(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -139,6 +170,9 @@ class _Server(asyncssh.SSHServer):
         self.counted = False
         limits = self.limits
         limits.connections -= 1
+        self._disarm()
+        if self.stranger:
+            limits.strangers -= 1
         if self.bound is None:
             limits.unauthenticated -= 1
         else:
@@ -161,7 +195,10 @@ class _Server(asyncssh.SSHServer):
         node_id = node_id_of(key)
         if node_id is None:
             return False
-        if self.limits.per_peer.get(node_id, 0) >= MAX_CONNECTIONS_PER_PEER:
+        limits = self.limits
+        if limits.per_peer.get(node_id, 0) >= MAX_CONNECTIONS_PER_PEER or (
+            limits.is_stranger(node_id) and limits.strangers >= MAX_STRANGER_CONNECTIONS
+        ):
             log.warning("turned %s away: too many connections", encode_node_id(node_id))
             return False
         self.candidate = node_id  # bound only once the signature checks out
@@ -174,6 +211,10 @@ class _Server(asyncssh.SSHServer):
             self.bound = peer
             self.limits.unauthenticated -= 1
             self.limits.per_peer[peer] = self.limits.per_peer.get(peer, 0) + 1
+            if self.limits.is_stranger(peer):
+                self.stranger = True
+                self.limits.strangers += 1
+            self._arm()
         self.conn.set_extra_info(peer_node_id=peer)
 
 

@@ -40,6 +40,13 @@ class Acl:
             raise NodeDamaged(f"the permissions of vault {vault_id} are malformed") from None
         return {str(k): [str(p) for p in v] for k, v in doc.items()}
 
+    def nodes(self) -> set[str]:
+        """Every NodeId holding a grant on some vault."""
+        out: set[str] = set()
+        for vault_id, _ in self.store.items(ACL):
+            out |= set(self.grants(vault_id.decode()))
+        return out
+
     def allowed(self, vault_id: str, node_id: NodeId, permission: str) -> bool:
         return permission in self.grants(vault_id).get(encode_node_id(node_id), [])
 
