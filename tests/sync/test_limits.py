@@ -21,6 +21,7 @@ from polykey.ids import decode_node_id, node_id_from_bytes
 from polykey.network.ssh import (
     MAX_CHANNELS_PER_CONNECTION,
     MAX_CONNECTIONS_PER_PEER,
+    MAX_HANDSHAKES_PER_ADDRESS,
     MAX_STRANGER_CONNECTIONS,
     MAX_UNAUTHENTICATED,
     PeerClient,
@@ -37,6 +38,7 @@ from tests.sync.test_three_agents import stop_agent
 READER = SigningKey(bytes(range(3, 35)))  # the key test_tgit_corpus.still_serving uses
 OTHER = SigningKey(bytes(range(9, 41)))
 IDLE_S = 2
+PER_ADDRESS = MAX_HANDSHAKES_PER_ADDRESS
 
 
 @pytest.fixture(scope="module")
@@ -137,21 +139,44 @@ def test_one_node_holds_at_most_its_connections_and_others_are_not_affected(
     asyncio.run(asyncio.wait_for(run(), 90))
 
 
+def stall_from(address: str, port: int) -> socket.socket:
+    """A TCP connection from ``address`` (one of loopback's many) that never speaks SSH."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(address, 0))
+    return sock
+
+
+def turned_away(address: str, port: int) -> bool:
+    """Whether a new connection from ``address`` is closed at once (after SSH's greeting)."""
+    with stall_from(address, port) as sock:
+        try:
+            while sock.recv(65536):
+                pass
+        except TimeoutError:
+            return False  # still open: the server waits for our side of the handshake
+        return True
+
+
 def test_connections_stuck_in_the_handshake_are_bounded_and_freed_on_close(
     owner: Owner,
 ) -> None:
+    """At most MAX_HANDSHAKES_PER_ADDRESS from one address, MAX_UNAUTHENTICATED in all; the
+    addresses not stalling keep getting in until the total is reached."""
     stalled: list[socket.socket] = []
+    addresses = [f"127.0.0.{n}" for n in range(2, 2 + MAX_UNAUTHENTICATED // PER_ADDRESS)]
     try:
-        for _ in range(MAX_UNAUTHENTICATED):  # each one takes a handshake slot
-            sock = socket.create_connection(("127.0.0.1", owner.port), timeout=5)
-            stalled.append(sock)
-            assert sock.recv(8).startswith(b"SSH-")  # accepted: the server greets it
+        for address in addresses[:1]:
+            for _ in range(PER_ADDRESS):
+                stalled.append(stall_from(address, owner.port))
+                assert stalled[-1].recv(8).startswith(b"SSH-")  # accepted: greeted
         time.sleep(0.3)
-        newcomer = socket.create_connection(("127.0.0.1", owner.port), timeout=5)
-        with newcomer:  # turned away: closed at once (after SSH's own greeting)
-            newcomer.settimeout(5)
-            while newcomer.recv(65536):
-                pass
+        assert turned_away(addresses[0], owner.port)  # that address is full
+        still_serving(owner)  # from 127.0.0.1: not affected
+        for address in addresses[1:]:  # now fill every handshake slot
+            for _ in range(PER_ADDRESS):
+                stalled.append(stall_from(address, owner.port))
+                assert stalled[-1].recv(8).startswith(b"SSH-")
+        time.sleep(0.3)
+        assert turned_away("127.0.0.1", owner.port)
         with pytest.raises(PeerUnreachable):
             asyncio.run(_connect(owner, READER))
     finally:

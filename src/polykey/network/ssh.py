@@ -57,6 +57,7 @@ def node_id_of(key: asyncssh.SSHKey) -> NodeId | None:
 # connection per command. Past a limit, the newcomer is turned away and the rest keep working.
 MAX_CONNECTIONS = 256  # open SSH connections in all
 MAX_UNAUTHENTICATED = 64  # of them, still in the handshake or authentication
+MAX_HANDSHAKES_PER_ADDRESS = 16  # of those, from one network address
 MAX_CONNECTIONS_PER_PEER = 16  # authenticated connections of one NodeId
 MAX_CHANNELS_PER_CONNECTION = 32  # open channels (polykey or git) on one connection
 LOGIN_TIMEOUT_S = 20  # from TCP accept to authenticated
@@ -71,6 +72,7 @@ class PeerLimits:
         self.unauthenticated = 0
         self.channels = 0
         self.strangers = 0  # authenticated connections of NodeIds not in ``known``
+        self.handshakes: dict[str, int] = {}  # connections still authenticating, by address
         self.per_peer: dict[NodeId, int] = {}
         # The NodeIds this node deals with (granted a vault, or in its node graph), kept fresh by
         # the agent; None: every NodeId counts as known.
@@ -121,6 +123,7 @@ class _Server(asyncssh.SSHServer):
         self.candidate: NodeId | None = None
         self.bound: NodeId | None = None
         self.counted = False
+        self.address = ""
         self.stranger = False
         self.channels = 0
         self.idle: asyncio.TimerHandle | None = None
@@ -160,9 +163,17 @@ class _Server(asyncssh.SSHServer):
             log.warning("turned a connection away: too many open")
             conn.close()
             return
+        peername = conn.get_extra_info("peername")
+        address = str(peername[0]) if peername else ""
+        if limits.handshakes.get(address, 0) >= MAX_HANDSHAKES_PER_ADDRESS:
+            log.warning("turned a connection from %s away: too many handshakes", address[:60])
+            conn.close()
+            return
         self.counted = True
+        self.address = address
         limits.connections += 1
         limits.unauthenticated += 1
+        limits.handshakes[address] = limits.handshakes.get(address, 0) + 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.counted:
@@ -175,12 +186,21 @@ class _Server(asyncssh.SSHServer):
             limits.strangers -= 1
         if self.bound is None:
             limits.unauthenticated -= 1
+            self._handshake_done()
         else:
             left = limits.per_peer.get(self.bound, 1) - 1
             if left > 0:
                 limits.per_peer[self.bound] = left
             else:
                 limits.per_peer.pop(self.bound, None)
+
+    def _handshake_done(self) -> None:
+        handshakes = self.limits.handshakes
+        left = handshakes.get(self.address, 1) - 1
+        if left > 0:
+            handshakes[self.address] = left
+        else:
+            handshakes.pop(self.address, None)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -210,6 +230,7 @@ class _Server(asyncssh.SSHServer):
         if peer is not None and self.counted and self.bound is None:
             self.bound = peer
             self.limits.unauthenticated -= 1
+            self._handshake_done()
             self.limits.per_peer[peer] = self.limits.per_peer.get(peer, 0) + 1
             if self.limits.is_stranger(peer):
                 self.stranger = True
