@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from polykey.crypto.signing import SigningKey
@@ -394,3 +395,44 @@ def test_a_connection_left_without_channels_is_closed(monkeypatch: pytest.Monkey
             assert isinstance(server, asyncssh.SSHAcceptor)
 
     asyncio.run(run())
+
+
+def test_a_git_client_trickling_bytes_within_the_idle_time_is_cut_off(owner: Owner) -> None:
+    """Each byte arrives well within --peer-idle, but at a few bytes a second: once the agent
+    has waited on the client for --peer-idle seconds in all, the channel is closed."""
+
+    async def trickle(client: PeerClient) -> tuple[float, int]:
+        proc = await client.conn.create_process("git-upload-pack 'work'", encoding=None)
+        advert = b""
+        while not advert.endswith(b"0000"):
+            chunk = await proc.stdout.read(65536)
+            assert chunk, advert
+            advert += chunk
+        head = advert[4:44]
+        want = b"want " + head + b"\n"
+        request = b"%04x" % (len(want) + 4) + want + b"0000" + b"0009done\n"
+        started = time.monotonic()
+        sent = 0
+        for byte in request:  # one byte every 0.3 s: the whole request would take 20 s
+            try:
+                proc.stdin.write(bytes([byte]))
+            except (OSError, asyncssh.Error):
+                break
+            sent += 1
+            try:
+                if await asyncio.wait_for(proc.stdout.read(65536), 0.3) == b"":
+                    break  # the agent closed the channel
+            except TimeoutError:
+                continue
+        return time.monotonic() - started, sent
+
+    async def run() -> tuple[float, int]:
+        client = await _connect(owner, OTHER)
+        try:
+            return await trickle(client)
+        finally:
+            client.close()
+
+    took, sent = asyncio.run(asyncio.wait_for(run(), 60))
+    assert took < 3 * IDLE_S + 5 and sent < 60, (took, sent)
+    still_serving(owner)

@@ -71,6 +71,57 @@ def peer_uid(sock: socket.socket | None) -> int | None:
 GIT_WRITE_CHUNK = 256 * 1024
 KNOWN_PEERS_INTERVAL_S = 5.0  # how fresh the peer port's list of known NodeIds is
 GIT_THREADS = 4  # stock git clients served at once; a stalled one is cut off after peer_idle
+GIT_MIN_RATE = 1024  # bytes/s a stock git client must keep up while we wait on it
+
+
+class _GitStream:
+    """A stock git client's SSH channel as the blocking recv/write dulwich's handlers use (in a
+    git thread), bridged to the event loop. git writes many tiny pkt-lines: they are sent in
+    large writes. A client must speak and read within ``idle`` seconds, and must not trickle:
+    once it has been waited on for ``idle`` seconds in all, it must have moved GIT_MIN_RATE
+    bytes for each second waited."""
+
+    def __init__(self, proc: Any, loop: asyncio.AbstractEventLoop, idle: float) -> None:
+        self.proc, self.loop, self.idle = proc, loop, idle
+        self.pending = bytearray()
+        self.waited = 0.0
+        self.moved = 0
+
+    def _paced(self, started: float, count: int) -> None:
+        self.waited += time.monotonic() - started
+        self.moved += count
+        if self.waited > self.idle and self.moved < GIT_MIN_RATE * self.waited:
+            raise TimeoutError("the git client is too slow")
+
+    async def send(self, data: bytes) -> None:
+        self.proc.stdout.write(data)
+        await asyncio.wait_for(self.proc.stdout.drain(), self.idle)  # a client must read
+
+    def flush(self) -> None:
+        if self.pending:
+            data = bytes(self.pending)
+            self.pending.clear()
+            started = time.monotonic()
+            asyncio.run_coroutine_threadsafe(self.send(data), self.loop).result()
+            self._paced(started, len(data))
+
+    def recv(self, n: int) -> bytes:
+        self.flush()  # what was written must reach the client before we wait for it
+        started = time.monotonic()
+        read = asyncio.wait_for(self.proc.stdin.read(n), self.idle)  # a client must speak
+        data: bytes = asyncio.run_coroutine_threadsafe(read, self.loop).result()
+        self._paced(started, len(data))
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.pending.extend(data)
+        if len(self.pending) >= GIT_WRITE_CHUNK:
+            self.flush()
+
+    async def finish(self) -> None:
+        """In the loop, once the git thread is done: send what it left."""
+        if self.pending:
+            await self.send(bytes(self.pending))
 
 
 class Agent:
@@ -160,30 +211,8 @@ class Agent:
         async def git(peer: Any, kind: str, path: str, proc: Any) -> None:
             log.info("peer %s: %s", encode_node_id(peer), kind)
 
-            pending = bytearray()  # git writes many tiny pkt-lines: send them in large writes
-
-            async def send(data: bytes) -> None:
-                proc.stdout.write(data)
-                await asyncio.wait_for(proc.stdout.drain(), idle)  # a client must read
-
-            def flush() -> None:  # in the git thread
-                if pending:
-                    data = bytes(pending)
-                    pending.clear()
-                    asyncio.run_coroutine_threadsafe(send(data), loop).result()
-
-            def recv(n: int) -> bytes:
-                flush()  # what was written must reach the client before we wait for it
-                read = asyncio.wait_for(proc.stdin.read(n), idle)  # a client must speak
-                data: bytes = asyncio.run_coroutine_threadsafe(read, loop).result()
-                return data
-
-            def write(data: bytes) -> None:
-                pending.extend(data)
-                if len(pending) >= GIT_WRITE_CHUNK:
-                    flush()
-
-            args = (git_vaults, peer, path, recv, write)
+            stream = _GitStream(proc, loop, idle)
+            args = (git_vaults, peer, path, stream.recv, stream.write)
             if kind == "git-receive-pack":
                 run = self.git_worker
                 outcome = await loop.run_in_executor(run, serve_receive_pack, *args, receive)
@@ -191,8 +220,7 @@ class Agent:
                     log.info("peer %s: git push %s", encode_node_id(peer), line)
             else:
                 await loop.run_in_executor(self.git_worker, serve_upload_pack, *args)
-            if pending:  # what the git thread left unsent
-                await send(bytes(pending))
+            await stream.finish()
 
         key = ssh_key(self.node.key.signing.openssh_private_pem())
         self.peer_limits = PeerLimits()
