@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncssh
@@ -74,6 +74,26 @@ async def _connect(owner: Owner, key: SigningKey) -> PeerClient:
     )
 
 
+async def _eventually(attempt: Callable[[], Awaitable[PeerClient]], why: str) -> PeerClient:
+    """``attempt()`` once the agent has seen what was closed (it counts on its own time)."""
+    for _ in range(50):
+        try:
+            return await attempt()
+        except PeerUnreachable:
+            await asyncio.sleep(0.1)
+    pytest.fail(why)
+
+
+async def _bare_channel(client: PeerClient) -> asyncssh.SSHClientChannel[bytes]:
+    """A session channel opened without asking for a command or subsystem (a hostile client)."""
+    loop = asyncio.get_running_loop()
+    chan: asyncssh.SSHClientChannel[bytes] = asyncssh.SSHClientChannel(
+        client.conn, loop, "strict", None, "strict", 512 * 1024, 32768
+    )
+    await chan._open(b"session")
+    return chan
+
+
 async def _fetch(client: PeerClient) -> str:
     reply = await client.call("vaults.fetch", {"vault": "work", "haves": []})
     return str(reply["head"])
@@ -95,14 +115,10 @@ def test_a_connection_holds_at_most_its_channels_and_a_freed_one_can_be_reused(
             assert await _fetch(other)
             other.close()
             extra.pop().close_channel()
-            for _ in range(50):  # the server counts the channel as closed once it has seen it
-                try:
-                    again = await PeerClient.over(client.conn, peer)
-                    break
-                except PeerUnreachable:
-                    await asyncio.sleep(0.1)
-            else:
-                pytest.fail("a freed channel could not be opened again")
+            again = await _eventually(
+                lambda: PeerClient.over(client.conn, peer),
+                "a freed channel could not be opened again",
+            )
             assert await _fetch(again)
         finally:
             client.close()
@@ -126,14 +142,10 @@ def test_one_node_holds_at_most_its_connections_and_others_are_not_affected(
         finally:
             for client in held:
                 client.close()
-        for _ in range(50):
-            try:
-                again = await _connect(owner, READER)
-                break
-            except PeerUnreachable:
-                await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the node could not connect again after closing its connections")
+        again = await _eventually(
+            lambda: _connect(owner, READER),
+            "the node could not connect again after closing its connections",
+        )
         assert await _fetch(again)
         again.close()
 
@@ -287,36 +299,17 @@ def test_channels_count_from_the_moment_they_open_even_without_a_request(owner: 
     """A hostile client opening bare session channels (no command, no subsystem) and filling
     their windows holds them against the connection's limit, so it cannot make the agent
     buffer without bound."""
-    import asyncssh
 
     async def run() -> None:
         client = await _connect(owner, READER)
         bare = []
         try:
             for _ in range(MAX_CHANNELS_PER_CONNECTION - 1):  # the client's own channel is one
-                chan = asyncssh.SSHClientChannel(
-                    client.conn,
-                    asyncio.get_running_loop(),
-                    "strict",
-                    None,
-                    "strict",
-                    512 * 1024,
-                    32768,
-                )
-                await chan._open(b"session")
+                chan = await _bare_channel(client)
                 chan.write(b"\0" * 65536)
                 bare.append(chan)
             with pytest.raises(asyncssh.ChannelOpenError):
-                extra = asyncssh.SSHClientChannel(
-                    client.conn,
-                    asyncio.get_running_loop(),
-                    "strict",
-                    None,
-                    "strict",
-                    512 * 1024,
-                    32768,
-                )
-                await extra._open(b"session")
+                await _bare_channel(client)
             held = await asyncio.to_thread(connected, owner)
             assert held["channels"] >= MAX_CHANNELS_PER_CONNECTION, held
             assert await _fetch(client)  # what was open keeps working
@@ -349,14 +342,10 @@ def test_nodes_the_agent_does_not_know_share_a_few_connections(owner: Owner) -> 
         finally:
             for client in held:
                 client.close()
-        for _ in range(50):  # freed once the agent has seen them close
-            try:
-                late = await _connect(owner, SigningKey(bytes([201]) + bytes(31)))
-                break
-            except PeerUnreachable:
-                await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the strangers' slots were not freed")
+        late = await _eventually(
+            lambda: _connect(owner, SigningKey(bytes([201]) + bytes(31))),
+            "the strangers' slots were not freed",
+        )
         late.close()
 
     asyncio.run(asyncio.wait_for(run(), 90))
@@ -364,8 +353,6 @@ def test_nodes_the_agent_does_not_know_share_a_few_connections(owner: Owner) -> 
 
 def test_a_connection_left_without_channels_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process: a server from network/ssh.py with a short idle time."""
-    import asyncssh
-
     from polykey.network import ssh
 
     monkeypatch.setattr(ssh, "IDLE_CONNECTION_S", 0.5)

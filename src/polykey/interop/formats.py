@@ -21,13 +21,13 @@ from polykey.interop.layout import NOTES, OTP, PASSWORD, URL, USERNAME, Entry
 Skipped = list[tuple[str, str]]
 
 
-def _fail(skip_bad: bool, skipped: Skipped, label: str, why: str) -> None:
+def fail_or_skip(skip_bad: bool, skipped: Skipped, label: str, why: str) -> None:
     if not skip_bad:
         raise ImportFailed(f"{label}: {why}")
     skipped.append((label, why))
 
 
-def _text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool):
@@ -87,12 +87,12 @@ def read_bitwarden(data: bytes, *, skip_bad: bool = False) -> tuple[list[Entry],
             label = f"item {i} ({str(item.get('name'))[:60]})"
             entries.append(_bitwarden_item(item, folders))
         except (ValueError, TypeError, AttributeError) as exc:
-            _fail(skip_bad, skipped, label, str(exc))
+            fail_or_skip(skip_bad, skipped, label, str(exc))
     return entries, skipped
 
 
 def _bitwarden_item(item: dict[str, Any], folders: dict[str, str]) -> Entry:
-    name = _text(item.get("name")) or ""
+    name = as_text(item.get("name")) or ""
     folder_id = item.get("folderId")
     if folder_id is None and isinstance(item.get("collectionIds"), list) and item["collectionIds"]:
         folder_id = item["collectionIds"][0]
@@ -101,7 +101,7 @@ def _bitwarden_item(item: dict[str, Any], folders: dict[str, str]) -> Entry:
     fields = entry.fields
 
     def put(key: str, value: Any) -> None:
-        text = _text(value)
+        text = as_text(value)
         if text:
             if key in fields:
                 raise ValueError(f"two fields named {key!r}")
@@ -111,7 +111,7 @@ def _bitwarden_item(item: dict[str, Any], folders: dict[str, str]) -> Entry:
     if isinstance(login, dict):
         put(USERNAME, login.get("username"))
         put(PASSWORD, login.get("password"))
-        totp = _text(login.get("totp"))
+        totp = as_text(login.get("totp"))
         if totp:
             put(OTP, otp_uri(totp, name))
         uris = [u.get("uri") for u in login.get("uris") or [] if isinstance(u, dict)]
@@ -130,8 +130,8 @@ def _bitwarden_item(item: dict[str, Any], folders: dict[str, str]) -> Entry:
     for f in item.get("fields") or []:
         if not isinstance(f, dict) or f.get("type") == 3:  # 3: a link to another field
             continue
-        key = _text(f.get("name")) or "field"
-        text = _text(f.get("value")) or ""
+        key = as_text(f.get("name")) or "field"
+        text = as_text(f.get("value")) or ""
         if key in fields:
             raise ValueError(f"two fields named {key!r}")
         fields[key] = text.encode("utf-8")
@@ -203,7 +203,7 @@ def read_csv(
     skipped: Skipped = []
     for n, row in enumerate(rows, start):
         if len(row) != len(keys):
-            _fail(skip_bad, skipped, f"row {n}", f"{len(row)} columns, expected {len(keys)}")
+            fail_or_skip(skip_bad, skipped, f"row {n}", f"{len(row)} columns, expected {len(keys)}")
             continue
         values = {k: v for k, v in zip(keys, row, strict=True) if k not in _IGNORED}
         name = values.pop("name", "") or (urlsplit(values.get(URL, "")).hostname or "")
@@ -252,7 +252,7 @@ def read_dotenv(data: bytes, *, skip_bad: bool = False) -> tuple[list[tuple[str,
                 value = re.split(r"\s+#", rest, maxsplit=1)[0].rstrip()
             out[name] = value.encode("utf-8")
         except ValueError as exc:
-            _fail(skip_bad, skipped, f"line {number}", str(exc))
+            fail_or_skip(skip_bad, skipped, f"line {number}", str(exc))
     return list(out.items()), skipped
 
 

@@ -19,7 +19,7 @@ import zipfile
 from typing import Any
 
 from polykey.interop.errors import MalformedSource
-from polykey.interop.formats import Skipped, _fail, _text, otp_uri
+from polykey.interop.formats import Skipped, as_text, fail_or_skip, otp_uri
 from polykey.interop.layout import NOTES, OTP, PASSWORD, RESERVED, URL, USERNAME, Entry
 from polykey.vaults.paths import fold
 
@@ -65,9 +65,9 @@ def read_1pux(data: bytes, *, skip_bad: bool = False) -> tuple[list[Entry], Skip
                     continue
                 entries.append(_item(item, folder, archive))
             except MalformedSource as exc:
-                _fail(skip_bad, skipped, label, exc.detail or exc.message)
+                fail_or_skip(skip_bad, skipped, label, exc.detail or exc.message)
             except Exception as exc:  # any shape of hostile or odd JSON: this item is bad
-                _fail(skip_bad, skipped, label, f"{str(exc)[:200] or type(exc).__name__}")
+                fail_or_skip(skip_bad, skipped, label, f"{str(exc)[:200] or type(exc).__name__}")
     return entries, skipped
 
 
@@ -146,24 +146,24 @@ def _name(holder: dict[str, Any], *keys: str) -> str:
 def _item(item: dict[str, Any], folder: tuple[str, ...], archive: _Archive) -> Entry:
     overview = item.get("overview") or {}
     details = item.get("details") or {}
-    entry = Entry(folder, _text(overview.get("title")) or "")
+    entry = Entry(folder, as_text(overview.get("title")) or "")
     entry.tags = [str(t).replace("/", ":") for t in overview.get("tags") or []]
     build = _Builder(entry, archive)
     for field in details.get("loginFields") or []:
         if not isinstance(field, dict):
             continue
-        value = _text(field.get("value"))
+        value = as_text(field.get("value"))
         designation = field.get("designation")
         if designation in (USERNAME, PASSWORD):
             build.put(designation, value, unique=True)
         elif field.get("fieldType") != "C":  # checkboxes: the state of a web form, not secrets
-            build.put(_text(field.get("name")) or _text(field.get("id")) or "field", value)
-    build.put(PASSWORD, _text(details.get("password")), unique=True)
-    urls = [_text(overview.get("url"))]
-    urls += [_text(u.get("url")) for u in overview.get("urls") or [] if isinstance(u, dict)]
+            build.put(as_text(field.get("name")) or as_text(field.get("id")) or "field", value)
+    build.put(PASSWORD, as_text(details.get("password")), unique=True)
+    urls = [as_text(overview.get("url"))]
+    urls += [as_text(u.get("url")) for u in overview.get("urls") or [] if isinstance(u, dict)]
     for n, url in enumerate(dict.fromkeys(u for u in urls if u)):
         build.put(URL if n == 0 else f"url-{n + 1}", url)
-    build.put(NOTES, _text(details.get("notesPlain")))
+    build.put(NOTES, as_text(details.get("notesPlain")))
     for section in details.get("sections") or []:
         if isinstance(section, dict):
             for field in section.get("fields") or []:
@@ -204,7 +204,7 @@ class _Builder:
         kind, raw = next(iter(value.items()))
         if raw is None or raw == "":
             return
-        name = _text(field.get("title")) or _text(field.get("id")) or "field"
+        name = as_text(field.get("title")) or as_text(field.get("id")) or "field"
         fields = self.entry.fields
         if kind == "totp":
             self.put(OTP if OTP not in fields else name, otp_uri(str(raw), self.entry.name))
@@ -216,8 +216,8 @@ class _Builder:
             self.put(name, _render(kind, raw))
 
     def attach(self, document: dict[str, Any]) -> None:
-        document_id = _text(document.get("documentId")) or ""
-        file_name = _text(document.get("fileName")) or document_id or "document"
+        document_id = as_text(document.get("documentId")) or ""
+        file_name = as_text(document.get("fileName")) or document_id or "document"
         data = self.archive.document(document_id, file_name)
         if data is None:
             raise ValueError(f"its file {file_name!r} is not in the archive")
@@ -236,13 +236,14 @@ def _render(kind: str, raw: Any) -> str | None:
     if kind == "monthYear" and isinstance(raw, int):
         return f"{raw // 100:04d}-{raw % 100:02d}"
     if kind == "email" and isinstance(raw, dict):
-        return _text(raw.get("email_address"))
+        return as_text(raw.get("email_address"))
     if kind == "address" and isinstance(raw, dict):
-        city = " ".join(p for p in (_text(raw.get("city")), _text(raw.get("state"))) if p)
-        lines = [_text(raw.get("street")), city, _text(raw.get("zip")), _text(raw.get("country"))]
+        part = {k: as_text(raw.get(k)) for k in ("street", "city", "state", "zip", "country")}
+        city = " ".join(p for p in (part["city"], part["state"]) if p)
+        lines = [part["street"], city, part["zip"], part["country"]]
         return "\n".join(p for p in lines if p) or None
     if kind == "sshKey" and isinstance(raw, dict):
-        return _text(raw.get("privateKey"))
+        return as_text(raw.get("privateKey"))
     if isinstance(raw, dict | list):
         return json.dumps(raw, sort_keys=True, ensure_ascii=False)
-    return _text(raw)
+    return as_text(raw)

@@ -65,19 +65,17 @@ class Pool:
     ) -> Any:
         self._close_idle()
         slot = (bytes(peer), host, port)
-        gate = self._gates.setdefault(slot, asyncio.Semaphore(CHANNELS_PER_PEER))
-        async with gate:
-            return await self._attempt(key, peer, host, port, call)
+        async with self._gates.setdefault(slot, asyncio.Semaphore(CHANNELS_PER_PEER)):
+            return await self._attempt(key, peer, slot, call)
 
     async def _attempt(
         self,
         key: asyncssh.SSHKey,
         peer: NodeId,
-        host: str,
-        port: int,
+        slot: tuple[bytes, str, int],
         call: Callable[[PeerClient], Awaitable[Any]],
     ) -> Any:
-        slot = (bytes(peer), host, port)
+        _, host, port = slot
         dialing = self._dialing.setdefault(slot, asyncio.Lock())
         for attempt in (1, 2):
             client: PeerClient | None = None

@@ -61,6 +61,26 @@ MAX_HANDSHAKES_PER_ADDRESS = 16  # of those, from one network address
 MAX_CONNECTIONS_PER_PEER = 16  # authenticated connections of one NodeId
 MAX_CHANNELS_PER_CONNECTION = 32  # open channels (polykey or git) on one connection
 LOGIN_TIMEOUT_S = 20  # from TCP accept to authenticated
+# Bytes a peer may send on a channel before the server reads them (SSH's window): with the
+# channel limit, what one connection can make the server buffer is bounded.
+CHANNEL_WINDOW = 512 * 1024
+MAX_CHANNELS = 1024  # open channels on all connections
+# NodeIds cost nothing to make: those the node does not know share a few connections, so that
+# strangers cannot take the slots of the nodes it shares with (a stranger can do nothing but
+# ask; notifications from unknown nodes are refused anyway).
+MAX_STRANGER_CONNECTIONS = 32
+# An authenticated connection with no channel open this long is closed (the dialer's pool
+# closes its own after 5 idle minutes).
+IDLE_CONNECTION_S = 600.0
+
+
+def _less(counts: dict[Any, int], key: Any) -> None:
+    """One fewer for ``key``; a count reaching 0 is removed."""
+    left = counts.get(key, 1) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 class PeerLimits:
@@ -80,19 +100,6 @@ class PeerLimits:
 
     def is_stranger(self, node_id: NodeId) -> bool:
         return self.known is not None and bytes(node_id) not in self.known
-
-
-# Bytes a peer may send on a channel before the server reads them (SSH's window): with the
-# channel limit, what one connection can make the server buffer is bounded.
-CHANNEL_WINDOW = 512 * 1024
-MAX_CHANNELS = 1024  # open channels on all connections
-# NodeIds cost nothing to make: those the node does not know share a few connections, so that
-# strangers cannot take the slots of the nodes it shares with (a stranger can do nothing but
-# ask; notifications from unknown nodes are refused anyway).
-MAX_STRANGER_CONNECTIONS = 32
-# An authenticated connection with no channel open this long is closed (the dialer's pool
-# closes its own after 5 idle minutes).
-IDLE_CONNECTION_S = 600.0
 
 
 _MIN_SFTP_VERSION = 3  # unused: SFTP is not served
@@ -186,21 +193,9 @@ class _Server(asyncssh.SSHServer):
             limits.strangers -= 1
         if self.bound is None:
             limits.unauthenticated -= 1
-            self._handshake_done()
+            _less(limits.handshakes, self.address)
         else:
-            left = limits.per_peer.get(self.bound, 1) - 1
-            if left > 0:
-                limits.per_peer[self.bound] = left
-            else:
-                limits.per_peer.pop(self.bound, None)
-
-    def _handshake_done(self) -> None:
-        handshakes = self.limits.handshakes
-        left = handshakes.get(self.address, 1) - 1
-        if left > 0:
-            handshakes[self.address] = left
-        else:
-            handshakes.pop(self.address, None)
+            _less(limits.per_peer, self.bound)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -230,7 +225,7 @@ class _Server(asyncssh.SSHServer):
         if peer is not None and self.counted and self.bound is None:
             self.bound = peer
             self.limits.unauthenticated -= 1
-            self._handshake_done()
+            _less(self.limits.handshakes, self.address)
             self.limits.per_peer[peer] = self.limits.per_peer.get(peer, 0) + 1
             if self.limits.is_stranger(peer):
                 self.stranger = True

@@ -400,10 +400,6 @@ _STATS: dict[bytes, tuple[int, int]] = {}
 _STATS_MAX = 500_000
 
 
-def _unmeasured(tree_id: bytes) -> tuple[int, int]:
-    raise UpdateRefused(f"tree {tree_id.decode()} could not be measured")  # never: no cycles
-
-
 def local_tree_stats(objects: VaultObjects) -> TreeStats:
     """Measure trees a vault holds (height, paths), reading each distinct tree once per process."""
 
@@ -412,10 +408,6 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
         if known is not None:
             return known
         done: dict[bytes, tuple[int, int]] = {}  # this call's own results: safe from a clear
-
-        def measured(tree_id: bytes) -> tuple[int, int] | None:
-            return done.get(tree_id) or _STATS.get(tree_id)
-
         stack: list[tuple[bytes, bool]] = [(root, False)]
         kids_of: dict[bytes, list[bytes]] = {}
         size_of: dict[bytes, int] = {}
@@ -423,13 +415,11 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
             tree_id, children_done = stack.pop()
             if tree_id in done:
                 continue
-            if children_done:
-                kids = [measured(k) or _unmeasured(k) for k in kids_of.pop(tree_id)]
+            if children_done:  # each kid is in `done` by now: measured, or copied below
+                kids = [done[k] for k in kids_of.pop(tree_id)]
                 height = 1 + max((k[0] for k in kids), default=-1)
                 count = size_of.pop(tree_id) + sum(k[1] for k in kids)
                 done[tree_id] = (height, min(count, MAX_PATHS + 1))
-                continue
-            if tree_id in kids_of:  # already waiting for its children: a cycle cannot exist
                 continue
             try:
                 tree = objects.get_tree(tree_id)
@@ -439,7 +429,7 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
             kids_of[tree_id], size_of[tree_id] = kids_ids, len(tree)
             stack.append((tree_id, True))
             for k in kids_ids:
-                cached = measured(k)
+                cached = done.get(k) or _STATS.get(k)
                 if cached is None:
                     stack.append((k, False))
                 else:
