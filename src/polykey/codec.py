@@ -1,4 +1,9 @@
-"""JSON with bytes: bytes travel as {"$b64": "<base64>"} (agent socket and peer channels)."""
+"""JSON with bytes: bytes travel as {"$b64": "<base64>"} (agent socket and peer channels).
+
+Documents from the other side are bounded in depth (MAX_DEPTH): `json.loads` accepts nearly a
+thousand levels, and anything that walked them by recursion (this module, `json.dumps`,
+`repr`) would raise RecursionError, so a deeper document is refused like bad base64.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import base64
 import binascii
 from typing import Any
 
+MAX_DEPTH = 200  # levels of lists and objects in one document; ours use fewer than 10
+
 
 class BadEncoding(ValueError):
-    """A {"$b64": ...} value that is not valid base64."""
+    """A {"$b64": ...} value that is not valid base64, or a document nested too deep."""
 
 
 def to_wire(value: Any) -> Any:
@@ -22,13 +29,47 @@ def to_wire(value: Any) -> Any:
 
 
 def from_wire(value: Any) -> Any:
+    """Decode {"$b64": ...} values; bad base64, or lists and objects nested more than
+    MAX_DEPTH levels, is BadEncoding."""
+    return _from_wire(value, 1)
+
+
+def _from_wire(value: Any, level: int) -> Any:
     if isinstance(value, dict):
+        if level > MAX_DEPTH:  # checked before going deeper: one Python frame per level
+            raise BadEncoding("nested too deep")
         if set(value) == {"$b64"} and isinstance(value["$b64"], str):
             try:
                 return base64.b64decode(value["$b64"], validate=True)
             except (binascii.Error, ValueError):
                 raise BadEncoding("bad base64") from None
-        return {k: from_wire(v) for k, v in value.items()}
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            out[k] = _from_wire(v, level + 1)
+        return out
     if isinstance(value, list):
-        return [from_wire(v) for v in value]
+        if level > MAX_DEPTH:
+            raise BadEncoding("nested too deep")
+        items = []
+        for v in value:
+            items.append(_from_wire(v, level + 1))
+        return items
     return value
+
+
+def within_depth(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` (parsed JSON) nests lists and objects at most ``limit`` levels (a
+    lone list or object is one level); iterative, so any depth is measured without recursion."""
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return False
+        todo.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+    return True

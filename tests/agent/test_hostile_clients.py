@@ -274,6 +274,43 @@ def test_a_malformed_frame_closes_that_connection_and_the_agent_serves_on(
     agent_still_serves(agent)
 
 
+def _deep(depth: int, kind: str) -> bytes:
+    """A request (or a part of it) nested ``depth`` levels: shallow enough for json.loads."""
+    inner = (
+        b'{"a":' * depth + b"1" + b"}" * depth if kind == "dict" else b"[" * depth + b"]" * depth
+    )
+    if kind == "id":
+        return b'{"jsonrpc":"2.0","id":' + inner + b',"method":"agent.status","params":{}}'
+    if kind == "other":
+        return b'{"jsonrpc":"2.0","id":1,"method":"agent.status","params":{},"x":' + inner + b"}"
+    return b'{"jsonrpc":"2.0","id":1,"method":"agent.status","params":{"x":' + inner + b"}}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_deep(500, "list"), id="params-list-500-deep"),
+        pytest.param(_deep(500, "dict"), id="params-dict-500-deep"),
+        pytest.param(_deep(900, "list"), id="params-list-900-deep"),
+        pytest.param(_deep(500, "other"), id="other-field-500-deep"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="list-100000-deep"),
+        pytest.param(b'{"a":' * 100_000 + b"1" + b"}" * 100_000, id="dict-100000-deep"),
+    ],
+)
+def test_a_document_nested_too_deep_is_refused_in_one_line_without_a_traceback(
+    agent: AgentHandle, body: bytes
+) -> None:
+    """Deep enough to pass json.loads (or not): the connection closes with one warning line,
+    the connection task does not die with a RecursionError, and the agent serves on."""
+    log = agent.folder / "agent.log"
+    before = log.read_text().count("closed a connection: nested too deep")
+    assert exchange(agent.folder / "agent.sock", frame(body)) == b""
+    text = log.read_text()
+    assert "Traceback" not in text and "RecursionError" not in text
+    assert text.count("closed a connection: nested too deep") == before + 1
+    agent_still_serves(agent)
+
+
 def test_a_partial_frame_left_open_does_not_hold_up_other_clients(agent: AgentHandle) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
         stalled.connect(str(agent.folder / "agent.sock"))

@@ -112,5 +112,48 @@ def test_the_client_and_the_agent_agree_on_the_frame_limits() -> None:
 
 
 def test_a_deeply_nested_body_is_a_frame_error() -> None:
-    with pytest.raises(FrameError):
+    with pytest.raises(FrameError, match="nested too deep"):
         protocol.decode_body(b"[" * 100_000 + b"]" * 100_000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"params":' + b"[" * 500 + b"]" * 500 + b"}",
+        b'{"params":' + b'{"a":' * 500 + b"1" + b"}" * 500 + b"}",
+        b'{"id":' + b"[" * 900 + b"]" * 900 + b"}",
+    ],
+    ids=["list-500", "dict-500", "list-900"],
+)
+def test_a_body_json_loads_accepts_but_too_deep_to_walk_is_a_frame_error(body: bytes) -> None:
+    json.loads(body)  # within what json.loads takes
+    with pytest.raises(FrameError, match="nested too deep"):
+        protocol.decode_body(body)
+
+
+def test_from_wire_refuses_too_deep_a_document_without_recursing_past_it() -> None:
+    from polykey.codec import MAX_DEPTH, within_depth
+
+    deep: Any = [b"x"]
+    for _ in range(MAX_DEPTH - 1):
+        deep = [deep]
+    wire = protocol.to_wire(deep)  # MAX_DEPTH lists and the {"$b64"} object inside
+    assert not within_depth(wire) and within_depth(wire, MAX_DEPTH + 1)
+    with pytest.raises(FrameError, match="nested too deep"):
+        protocol.from_wire(wire)
+    assert protocol.from_wire(wire[0]) == deep[0]  # one level less: fine
+    hostile = json.loads(b'{"a":' * 900 + b"1" + b"}" * 900)
+    with pytest.raises(FrameError, match="nested too deep"):
+        protocol.from_wire(hostile)
+
+
+def test_within_depth_counts_lists_and_objects() -> None:
+    from polykey.codec import within_depth
+
+    assert within_depth(1, 0) and within_depth("text", 0)
+    assert within_depth([], 1) and not within_depth([], 0)
+    assert within_depth({"a": [1, {"b": 2}]}, 3) and not within_depth({"a": [1, {"b": 2}]}, 2)
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert not within_depth(deep)  # no recursion, whatever the depth

@@ -1,7 +1,8 @@
 """Frames on the agent's Unix socket: ``u32 length ‖ JSON-RPC 2.0 message`` (docs/spec/agent.md).
 
-A frame larger than MAX_FRAME, a body that is not a JSON object, or a request without the fields
-JSON-RPC 2.0 requires closes the connection; the agent goes on serving others.
+A frame larger than MAX_FRAME, a body that is not a JSON object (or one nested deeper than
+codec.MAX_DEPTH), or a request without the fields JSON-RPC 2.0 requires closes the connection;
+the agent goes on serving others.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ def encode(message: dict[str, Any]) -> bytes:
 def decode_body(body: bytes) -> dict[str, Any]:
     try:
         message = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except RecursionError:  # deeper than json.loads itself goes
+        raise FrameError("nested too deep") from None
+    except (ValueError, UnicodeDecodeError):
         raise FrameError("not JSON") from None
     if not isinstance(message, dict):
         raise FrameError("not a JSON object")
+    if not codec.within_depth(message):  # anything walking it by recursion would fail
+        raise FrameError("nested too deep")
     return message
 
 
@@ -63,11 +68,12 @@ def check_request(message: dict[str, Any]) -> tuple[Any, str, dict[str, Any]]:
 
 
 def from_wire(value: Any) -> Any:
-    """Decode {"$b64": ...} values; bad base64 is a frame error (the connection closes)."""
+    """Decode {"$b64": ...} values; bad base64 or too deep a document is a frame error (the
+    connection closes)."""
     try:
         return codec.from_wire(value)
-    except codec.BadEncoding:
-        raise FrameError("bad base64") from None
+    except codec.BadEncoding as exc:
+        raise FrameError(str(exc)) from None
 
 
 to_wire = codec.to_wire

@@ -70,6 +70,10 @@ def peer_uid(sock: socket.socket | None) -> int | None:
 
 GIT_WRITE_CHUNK = 256 * 1024
 KNOWN_PEERS_INTERVAL_S = 5.0  # how fresh the peer port's list of known NodeIds is
+# methods after which that list is made again at once (grants and the node graph)
+CHANGES_PEERS = frozenset(
+    {"vaults.share", "vaults.unshare", "vaults.rm", "vaults.clone", "nodes.add", "nodes.rm"}
+)
 GIT_THREADS = 4  # stock git clients served at once; a stalled one is cut off after peer_idle
 GIT_MIN_RATE = 1024  # bytes/s a stock git client must keep up while we wait on it
 
@@ -161,19 +165,31 @@ class Agent:
             log.info("delivered %d queued notification(s)", delivered)
 
     def _known_peers(self) -> None:
-        """The NodeIds this node deals with, for the peer port's stranger quota."""
+        """The NodeIds this node deals with, for the peer port's stranger quota, and those
+        granted `push` somewhere, the only ones whose requests may be large."""
         from polykey.ids import decode_node_id
         from polykey.network.graph import Graph
-        from polykey.trust.acl import Acl
+        from polykey.trust.acl import ACL, Acl
 
         if self.peer_limits is None:
             return
-        ids = Acl(self.node.store).nodes() | set(Graph(self.node.store).all())
-        known = set()
-        for text in ids:
+        acl = Acl(self.node.store)
+        granted: set[str] = set()
+        pushing: set[str] = set()
+        for vault_id, _ in self.node.store.items(ACL):
+            for text, perms in acl.grants(vault_id.decode()).items():
+                granted.add(text)
+                if "push" in perms:
+                    pushing.add(text)
+        known, pushers = set(), set()
+        for text in granted | set(Graph(self.node.store).all()):
             with contextlib.suppress(PolykeyError):
-                known.add(bytes(decode_node_id(text)))
+                raw = bytes(decode_node_id(text))
+                known.add(raw)
+                if text in pushing:
+                    pushers.add(raw)
         self.peer_limits.known = frozenset(known)
+        self.peer_limits.pushers = frozenset(pushers)
 
     def _sync(self) -> None:
         from polykey.sync.fetch import pull_many
@@ -225,7 +241,7 @@ class Agent:
         key = ssh_key(self.node.key.signing.openssh_private_pem())
         self.peer_limits = PeerLimits()
         await loop.run_in_executor(self.worker, self._known_peers)
-        self.peer_server = await serve(host, port, key, handle, git, self.peer_limits)
+        self.peer_server = await serve(host, port, key, handle, git, self.peer_limits, idle)
         log.info("serving peers on %s:%d", host, port)
 
     def status(self) -> dict[str, Any]:
@@ -249,6 +265,7 @@ class Agent:
             "authenticating": limits.unauthenticated,
             "nodes": len(limits.per_peer),
             "channels": limits.channels,
+            "buffered": limits.buffered,
         }
 
     async def serve(self, ready: Any = None) -> None:
@@ -329,6 +346,9 @@ class Agent:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except Exception as exc:  # a bug costs this connection only, in one line, no traceback
+            log.error("closed a connection: internal error %s", type(exc).__name__)
+            return
         finally:
             self.connections -= 1
             with contextlib.suppress(Exception):
@@ -383,7 +403,13 @@ class Agent:
             return await loop.run_in_executor(self.kdf_worker, self._change_password, params)
         if name not in methods.METHODS:
             raise methods.UnknownMethod(name)
-        return await loop.run_in_executor(self.worker, methods.call, self.node, name, params)
+        result = await loop.run_in_executor(self.worker, methods.call, self.node, name, params)
+        if name in CHANGES_PEERS and self.peer_limits is not None:  # at once, not in 5 s
+            try:
+                await loop.run_in_executor(self.worker, self._known_peers)
+            except Exception as exc:  # the method did its work; the list is made again in 5 s
+                log.warning("peer list not refreshed: %s", type(exc).__name__)
+        return result
 
     def _change_password(self, params: dict[str, Any]) -> dict[str, Any]:
         old, new = params.get("old_password"), params.get("new_password")

@@ -34,6 +34,9 @@ class Pool:
         # used in the loop only: operations at once per peer, and one dial at a time per peer
         self._gates: dict[tuple[bytes, str, int], asyncio.Semaphore] = {}
         self._dialing: dict[tuple[bytes, str, int], asyncio.Lock] = {}
+        # our channels open per peer, and who waits for one of them to close
+        self._open: dict[tuple[bytes, str, int], int] = {}
+        self._freed: dict[tuple[bytes, str, int], list[asyncio.Future[None]]] = {}
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -86,12 +89,13 @@ class Pool:
                     self._conns[slot] = (client.conn, time.monotonic())
             if client is None:
                 assert cached is not None
-                try:
-                    client = await PeerClient.over(cached[0], peer)
-                except PeerUnreachable:
+                client = await self._channel(slot, cached[0], peer)
+                if client is None:
                     self._drop(slot, cached[0])
                     continue
                 self._conns[slot] = (client.conn, time.monotonic())
+            else:
+                self._counted(slot, 1)
             try:
                 return await call(client)
             except PeerUnreachable:
@@ -99,12 +103,49 @@ class Pool:
                 if attempt == 2 or cached is None:
                     raise
             finally:
-                client.close_channel()
+                await client.channel_closed()
+                self._counted(slot, -1)
+                self._wake(slot)  # a channel of ours is gone: who waits looks again
         raise PeerUnreachable(encode_node_id(peer))
+
+    async def _channel(
+        self, slot: tuple[bytes, str, int], conn: asyncssh.SSHClientConnection, peer: NodeId
+    ) -> PeerClient | None:
+        """A new channel on ``conn`` (counted as ours from the moment it is asked for); None if
+        the connection is broken. A node that does not know this one lets it hold only a few
+        channels (the server's stranger quota): a channel refused on a live connection while
+        others of ours are open or opening on it waits for one of them to close, rather than
+        breaking the operations under way."""
+        while True:
+            self._counted(slot, 1)
+            try:
+                return await PeerClient.over(conn, peer)
+            except PeerUnreachable:
+                self._counted(slot, -1)
+                if conn.is_closed() or not self._open.get(slot):
+                    self._wake(slot)  # nothing of ours left to wait for
+                    return None
+            freed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._freed.setdefault(slot, []).append(freed)
+            await freed
+
+    def _wake(self, slot: tuple[bytes, str, int]) -> None:
+        for freed in self._freed.pop(slot, []):
+            if not freed.done():
+                freed.set_result(None)
+
+    def _counted(self, slot: tuple[bytes, str, int], change: int) -> None:
+        """Our channels open or opening on ``slot``'s connection."""
+        now = self._open.get(slot, 0) + change
+        if now > 0:
+            self._open[slot] = now
+        else:
+            self._open.pop(slot, None)
 
     def _drop(self, slot: tuple[bytes, str, int], conn: asyncssh.SSHClientConnection) -> None:
         """Close a broken connection, and forget it unless another has replaced it."""
         conn.close()
+        self._wake(slot)
         held = self._conns.get(slot)
         if held is not None and held[0] is conn:
             del self._conns[slot]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -69,9 +70,35 @@ MAX_CHANNELS = 1024  # open channels on all connections
 # strangers cannot take the slots of the nodes it shares with (a stranger can do nothing but
 # ask; notifications from unknown nodes are refused anyway).
 MAX_STRANGER_CONNECTIONS = 32
+# ... and few channels: all strangers together hold at most 128 of the 1,024 channels.
+MAX_STRANGER_CHANNELS_PER_CONNECTION = 4
+MAX_STRANGER_CHANNELS = 128
+# A node that may not send large frames (a stranger, or a node not granted push) gets a small
+# window: what its channels make the server buffer unread is at most 64 KiB each.
+SMALL_WINDOW = 64 * 1024
 # An authenticated connection with no channel open this long is closed (the dialer's pool
 # closes its own after 5 idle minutes).
 IDLE_CONNECTION_S = 600.0
+
+# What a channel may make the server read, and how long it may keep it waiting. A channel must
+# ask for its command (the `polykey` subsystem or stock git) and, on a `polykey` channel, send
+# its hello, a frame of at most HELLO_FRAME bytes, within HELLO_TIMEOUT_S of opening (or the
+# request timeout, if shorter). After the hello, every request must start within the request
+# timeout (`pk agent start --peer-idle`, IDLE_S by default) of the previous reply, and its body
+# must keep coming: no silence as long as the request timeout, and all of it within the request
+# timeout plus its size at FRAME_MIN_RATE. A request is at most SMALL_FRAME bytes, but for the
+# methods that carry objects (LARGE_METHODS) from a node that may push to some vault: those
+# may be up to MAX_FRAME, and all such frames held at once, on every channel together, are at
+# most BUFFER_BUDGET bytes (a frame past it waits its turn, up to the request timeout). The
+# size in a frame's header is checked before any of its body is read.
+HELLO_FRAME = 4 * 1024
+HELLO_TIMEOUT_S = 10.0
+IDLE_S = 60.0
+SMALL_FRAME = 64 * 1024
+LARGE_METHODS = frozenset({"vaults.receive"})  # sync/serve.py: a push carries its objects
+BUFFER_BUDGET = 256 * 1024 * 1024
+FRAME_MIN_RATE = 32 * 1024  # bytes per second
+READ_CHUNK = 256 * 1024
 
 
 def _less(counts: dict[Any, int], key: Any) -> None:
@@ -92,14 +119,76 @@ class PeerLimits:
         self.unauthenticated = 0
         self.channels = 0
         self.strangers = 0  # authenticated connections of NodeIds not in ``known``
+        self.stranger_channels = 0  # channels opened by NodeIds not in ``known``
         self.handshakes: dict[str, int] = {}  # connections still authenticating, by address
         self.per_peer: dict[NodeId, int] = {}
         # The NodeIds this node deals with (granted a vault, or in its node graph), kept fresh by
         # the agent; None: every NodeId counts as known.
         self.known: frozenset[bytes] | None = None
+        # The NodeIds granted `push` on some vault, kept fresh by the agent: only they may send
+        # the large frames of LARGE_METHODS. None: every known NodeId may.
+        self.pushers: frozenset[bytes] | None = None
+        self.buffered = 0  # bytes of large frames held now (at most BUFFER_BUDGET)
+        self._waiting: list[asyncio.Future[None]] = []
 
     def is_stranger(self, node_id: NodeId) -> bool:
         return self.known is not None and bytes(node_id) not in self.known
+
+    def may_send_large(self, node_id: NodeId) -> bool:
+        """Whether a request from ``node_id`` may be larger than SMALL_FRAME."""
+        if self.is_stranger(node_id):
+            return False
+        return self.pushers is None or bytes(node_id) in self.pushers
+
+    async def reserve(self, size: int, timeout: float) -> bool:
+        """Count ``size`` bytes against BUFFER_BUDGET, waiting up to ``timeout`` seconds for
+        room; False if there was none."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.buffered + size > BUFFER_BUDGET:
+            left = deadline - loop.time()
+            if left <= 0 or size > BUFFER_BUDGET:
+                return False
+            room: asyncio.Future[None] = loop.create_future()
+            self._waiting.append(room)
+            try:
+                await asyncio.wait_for(room, left)
+            except TimeoutError:
+                return False
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(room)
+        self.buffered += size
+        return True
+
+    def release(self, size: int) -> None:
+        """Give back what ``reserve`` counted (the frame and what was decoded from it are gone
+        by then); whoever waits for room looks again."""
+        self.buffered -= size
+        waiting, self._waiting = self._waiting, []
+        for room in waiting:
+            if not room.done():
+                room.set_result(None)
+        if self.buffered == 0:
+            _give_memory_back()
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim
+    return None
+
+
+def _give_memory_back() -> None:
+    """Hand the heap's free pages back to the system (glibc: malloc_trim), so that the memory
+    of large frames is not kept once they are gone; elsewhere, nothing."""
+    trim = _malloc_trim()
+    if trim is not None:
+        with contextlib.suppress(Exception):
+            trim(0)
 
 
 _MIN_SFTP_VERSION = 3  # unused: SFTP is not served
@@ -107,13 +196,42 @@ _MIN_SFTP_VERSION = 3  # unused: SFTP is not served
 
 class _CountedProcess(asyncssh.SSHServerProcess[bytes]):
     """A session that counts against its connection's channels from the moment it opens (not
-    only once it asks for a command) until its channel closes."""
+    only once it asks for a command) until its channel closes, and that is closed if it has not
+    asked for its command within ``start_timeout`` seconds of opening."""
 
-    def __init__(self, factory: Callable[..., Any], release: Callable[[], None]) -> None:
+    def __init__(
+        self, factory: Callable[..., Any], release: Callable[[], None], start_timeout: float
+    ) -> None:
         super().__init__(factory, None, _MIN_SFTP_VERSION, False)
         self._release: Callable[[], None] | None = release
+        self.start_timeout = start_timeout
+        self.opened = 0.0  # loop time the channel opened: the hello is due from then
+        self._unstarted: asyncio.TimerHandle | None = None
+
+    def connection_made(self, chan: Any) -> None:
+        super().connection_made(chan)
+        loop = asyncio.get_running_loop()
+        self.opened = loop.time()
+        self._unstarted = loop.call_later(self.start_timeout, self._expire)
+
+    def _expire(self) -> None:
+        self._unstarted = None
+        peer = self.get_extra_info("peer_node_id")
+        who = f" from {encode_node_id(peer)}" if peer is not None else ""
+        log.warning("closed a channel%s: no command asked within %.0f s", who, self.start_timeout)
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def session_started(self) -> None:
+        if self._unstarted is not None:
+            self._unstarted.cancel()
+            self._unstarted = None
+        super().session_started()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._unstarted is not None:
+            self._unstarted.cancel()
+            self._unstarted = None
         release, self._release = self._release, None
         try:
             super().connection_lost(exc)
@@ -123,9 +241,12 @@ class _CountedProcess(asyncssh.SSHServerProcess[bytes]):
 
 
 class _Server(asyncssh.SSHServer):
-    def __init__(self, limits: PeerLimits, process: Callable[..., Any]) -> None:
+    def __init__(
+        self, limits: PeerLimits, process: Callable[..., Any], idle: float = IDLE_S
+    ) -> None:
         self.limits = limits
         self.process = process
+        self.idle = idle  # the request timeout (the hello's is at most HELLO_TIMEOUT_S)
         self.conn: asyncssh.SSHServerConnection | None = None
         self.candidate: NodeId | None = None
         self.bound: NodeId | None = None
@@ -133,21 +254,44 @@ class _Server(asyncssh.SSHServer):
         self.address = ""
         self.stranger = False
         self.channels = 0
-        self.idle: asyncio.TimerHandle | None = None
+        self.stranger_channels = 0
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     def session_requested(self) -> Any:
         limits = self.limits
         if self.channels >= MAX_CHANNELS_PER_CONNECTION or limits.channels >= MAX_CHANNELS:
             log.warning("refused a channel: too many open")
             return False
+        # judged at each channel: a node granted (or refused) meanwhile is treated as it is now
+        stranger = self.bound is not None and limits.is_stranger(self.bound)
+        if stranger and (
+            self.stranger_channels >= MAX_STRANGER_CHANNELS_PER_CONNECTION
+            or limits.stranger_channels >= MAX_STRANGER_CHANNELS
+        ):
+            log.warning("refused a channel of a node it does not know: too many open")
+            return False
         self.channels += 1
         limits.channels += 1
+        if stranger:
+            self.stranger_channels += 1
+            limits.stranger_channels += 1
         self._disarm()
-        return _CountedProcess(self.process, self._release_channel)
+        process = _CountedProcess(
+            self.process,
+            lambda: self._release_channel(stranger),
+            min(HELLO_TIMEOUT_S, self.idle),
+        )
+        small = self.bound is not None and not limits.may_send_large(self.bound)
+        if small and self.conn is not None:  # a small window: little to buffer unread
+            return self.conn.create_server_channel(window=SMALL_WINDOW), process
+        return process
 
-    def _release_channel(self) -> None:
+    def _release_channel(self, stranger: bool) -> None:
         self.channels -= 1
         self.limits.channels -= 1
+        if stranger:
+            self.stranger_channels -= 1
+            self.limits.stranger_channels -= 1
         if self.channels == 0:
             self._arm()
 
@@ -156,12 +300,12 @@ class _Server(asyncssh.SSHServer):
         self._disarm()
         if self.conn is not None:
             conn = self.conn
-            self.idle = asyncio.get_running_loop().call_later(IDLE_CONNECTION_S, conn.close)
+            self.idle_timer = asyncio.get_running_loop().call_later(IDLE_CONNECTION_S, conn.close)
 
     def _disarm(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -234,15 +378,40 @@ class _Server(asyncssh.SSHServer):
         self.conn.set_extra_info(peer_node_id=peer)
 
 
-async def _read_frame(reader: Any) -> dict[str, Any] | None:
+async def _read_frame(reader: Any, limit: int = MAX_FRAME) -> dict[str, Any] | None:
+    """One frame, at most ``limit`` bytes (checked before its body is read)."""
     header = await reader.readexactly(4)
     size = int.from_bytes(header, "big")
-    if size > MAX_FRAME:
+    if size > limit:
         raise ValueError("frame too large")
-    body = await reader.readexactly(size)
-    doc = json.loads(body)
+    return _parse(await _read_body(reader, size))
+
+
+async def _read_body(reader: Any, size: int, gap: float | None = None) -> bytearray:
+    """``size`` bytes, gathered in one buffer as they come (the chunks are freed at once, and
+    the buffer's memory goes back to the system with it); each read waits at most ``gap``."""
+    body = bytearray()
+    while len(body) < size:
+        read = reader.read(min(size - len(body), READ_CHUNK))
+        chunk = await (read if gap is None else asyncio.wait_for(read, gap))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", size)
+        body += chunk
+    return body
+
+
+def _parse(body: str | bytes | bytearray) -> dict[str, Any]:
+    """A frame's JSON object; too deep a document is a ValueError like any malformed one."""
+    from polykey.codec import within_depth
+
+    try:
+        doc = json.loads(body)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
     if not isinstance(doc, dict):
         raise ValueError("not an object")
+    if not within_depth(doc):  # whatever walks it by recursion would fail
+        raise ValueError("nested too deep")
     return doc
 
 
@@ -269,9 +438,11 @@ async def serve(
     handler: Handler,
     git: GitHandler | None = None,
     limits: PeerLimits | None = None,
+    idle: float = IDLE_S,
 ) -> asyncssh.SSHAcceptor:
     """Accept peers; every RPC on a `polykey` channel goes to ``handler(peer, method, params)``,
-    and stock git's upload-pack and receive-pack to ``git(peer, service, path, process)``."""
+    and stock git's upload-pack and receive-pack to ``git(peer, service, path, process)``.
+    ``idle``: the request timeout of `polykey` channels (see HELLO_FRAME)."""
     limits = limits or PeerLimits()
 
     async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -280,13 +451,14 @@ async def serve(
         if peer is not None and git is not None and service in GIT_SERVICES:
             await _git_channel(proc, peer, service, git)
         elif proc.subsystem == SUBSYSTEM and peer is not None:
-            await _rpc_channel(proc, peer, handler)
+            opened = getattr(proc, "opened", None) or asyncio.get_running_loop().time()
+            await _rpc_channel(proc, peer, handler, limits, idle, opened)
         else:
             proc.stderr.write(b"only the polykey subsystem is served\n")
             proc.exit(1)
 
     return await asyncssh.create_server(
-        lambda: _Server(limits, process),
+        lambda: _Server(limits, process, idle),
         host,
         port,
         server_host_keys=[host_key],
@@ -316,54 +488,141 @@ async def _git_channel(
             proc.exit(0)
 
 
-async def _rpc_channel(
-    proc: asyncssh.SSHServerProcess[bytes], peer: NodeId, handler: Handler
-) -> None:
-    """One `polykey` channel: the version hello first, then requests answered in order."""
-    from polykey.codec import from_wire
+class _Closed(Exception):
+    """The channel is to be closed; the message says why (one log line)."""
 
+
+class _Hold:
+    """A large frame's share of the budget (0: a small frame, not counted), given back once."""
+
+    def __init__(self, limits: PeerLimits, size: int) -> None:
+        self.limits, self.size = limits, size
+
+    def release(self) -> None:
+        size, self.size = self.size, 0
+        if size:
+            self.limits.release(size)
+
+
+async def _rpc_channel(
+    proc: asyncssh.SSHServerProcess[bytes],
+    peer: NodeId,
+    handler: Handler,
+    limits: PeerLimits,
+    idle: float,
+    opened: float,
+) -> None:
+    """One `polykey` channel: the version hello first, then requests answered in order. What
+    each frame may be, and how long it may take, is decided before its body is read (see
+    HELLO_FRAME); a frame over SMALL_FRAME counts against the shared BUFFER_BUDGET until its
+    request is answered."""
+    loop = asyncio.get_running_loop()
+    hello_by = opened + min(HELLO_TIMEOUT_S, idle)
     greeted = False
     try:
         while True:
+            if greeted:
+                limit = MAX_FRAME if limits.may_send_large(peer) else SMALL_FRAME
+                wait = idle
+            else:
+                limit, wait = HELLO_FRAME, hello_by - loop.time()
             try:
-                request = await _read_frame(proc.stdin)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
-            if request is None:
-                break
-            method = request.get("method")
-            params = from_wire(request.get("params", {}))
-            if not isinstance(method, str) or not isinstance(params, dict):
-                break
-            if not greeted:  # the protocol version is exchanged first, or nothing happens
-                if method != "peer.hello" or params.get("version") != PROTOCOL_VERSION:
-                    log.warning("closed a channel from %s: no hello", encode_node_id(peer))
-                    break
-                greeted = True
+                header = await asyncio.wait_for(proc.stdin.readexactly(4), max(wait, 0))
+            except TimeoutError:
+                raise _Closed("silent" if greeted else "no hello in time") from None
+            size = int.from_bytes(header, "big")
+            if size > limit:
+                raise _Closed(f"a frame of {size} bytes (at most {limit} here)")
+            hold = _Hold(limits, size if size > SMALL_FRAME else 0)
+            if hold.size and not await limits.reserve(hold.size, idle):
+                raise _Closed("too many large frames held at once")
             try:
-                result = await handler(peer, method, params)
-                reply = {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
-            except PolykeyError as exc:
-                reply = {
-                    "jsonrpc": "2.0",
-                    "id": request.get("id"),
-                    "error": {
-                        "code": -32000,
-                        "message": exc.message,
-                        "data": {"exit_code": exc.exit_code, "hint": exc.user_hint},
-                    },
-                }
-            proc.stdout.write(_frame(reply))
-            try:  # the next request waits until this reply is taken: no replies pile up
-                await asyncio.wait_for(proc.stdout.drain(), REPLY_TIMEOUT_S)
-            except (TimeoutError, ConnectionError, asyncssh.Error):
-                log.warning("closed a channel from %s: replies not read", encode_node_id(peer))
+                answered = await _one_request(
+                    proc, peer, handler, size, greeted, hello_by, idle, hold.release
+                )
+            finally:
+                hold.release()
+            if not answered:
                 break
-    except (ValueError, UnicodeDecodeError) as exc:
+            greeted = True
+    except (asyncio.IncompleteReadError, ConnectionError, asyncssh.Error):
+        pass
+    except _Closed as exc:
         log.warning("closed a channel from %s: %s", encode_node_id(peer), exc)
+    except ValueError as exc:  # UnicodeDecodeError and bad base64 are ValueErrors too
+        reason = str(exc)[:100].replace("\n", " ")
+        log.warning("closed a channel from %s: %s", encode_node_id(peer), reason)
+    except Exception as exc:  # a bug must cost this channel only, and say so in one line
+        log.error(
+            "closed a channel from %s: internal error %s", encode_node_id(peer), type(exc).__name__
+        )
     finally:
         with contextlib.suppress(Exception):
             proc.exit(0)
+
+
+async def _one_request(
+    proc: asyncssh.SSHServerProcess[bytes],
+    peer: NodeId,
+    handler: Handler,
+    size: int,
+    greeted: bool,
+    hello_by: float,
+    idle: float,
+    done: Callable[[], None],
+) -> bool:
+    """Read the body of a frame of ``size`` bytes, answer it, wait for the answer to be taken;
+    False if the channel is done. Nothing of the request is kept once it is handled, and then
+    ``done()`` is called (before the reply is sent)."""
+    from polykey.codec import from_wire
+
+    loop = asyncio.get_running_loop()
+    within = idle + size / FRAME_MIN_RATE if greeted else hello_by - loop.time()
+    try:
+        body = await asyncio.wait_for(_read_body(proc.stdin, size, idle), max(within, 0))
+    except TimeoutError:
+        raise _Closed("a request too slow to arrive") from None
+    text = body.decode()  # UTF-8, as we send it; then the raw bytes go at once
+    del body
+    request = _parse(text)
+    del text
+    method, request_id = request.get("method"), request.get("id")
+    params = from_wire(request.get("params", {}))
+    del request
+    if not isinstance(method, str) or not isinstance(params, dict):
+        raise _Closed("not a request")
+    if request_id is not None and (
+        not isinstance(request_id, int | str) or isinstance(request_id, bool)
+    ):
+        raise _Closed("a request id that is not a number or text")
+    if size > SMALL_FRAME and method not in LARGE_METHODS:
+        raise _Closed(f"a frame of {size} bytes for a method that carries no objects")
+    # the protocol version is exchanged first, or nothing happens
+    if not greeted and (method != "peer.hello" or params.get("version") != PROTOCOL_VERSION):
+        raise _Closed("no hello")
+    try:
+        result = await handler(peer, method, params)
+        reply = {"jsonrpc": "2.0", "id": request_id, "result": result}
+    except PolykeyError as exc:
+        reply = {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "error": {
+                "code": -32000,
+                "message": exc.message,
+                "data": {"exit_code": exc.exit_code, "hint": exc.user_hint},
+            },
+        }
+    del params
+    done()
+    proc.stdout.write(_frame(reply))
+    del reply
+    try:  # the next request waits until this reply is taken: no replies pile up
+        await asyncio.wait_for(proc.stdout.drain(), REPLY_TIMEOUT_S)
+    except (TimeoutError, ConnectionError, asyncssh.Error):
+        log.warning("closed a channel from %s: replies not read", encode_node_id(peer))
+        return False
+    return True
 
 
 def _remote_hint(data: Any) -> str | None:
@@ -444,8 +703,6 @@ class PeerClient:
             raise PeerUnreachable(
                 f"no answer to {method} within {REPLY_TIMEOUT_S:.0f} s", hint=_SILENT_HINT
             ) from None
-        except RecursionError:
-            raise PeerError("the other node sent a malformed reply (nested too deep)") from None
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncssh.Error) as exc:
             raise PeerUnreachable(f"the connection broke ({type(exc).__name__})") from None
         assert reply is not None
@@ -457,7 +714,7 @@ class PeerClient:
             raise PeerError(str(message)[:500], hint=hint)
         try:
             result = from_wire(reply.get("result"))
-        except (ValueError, TypeError, RecursionError):
+        except (ValueError, TypeError):  # bad base64, or nested too deep (codec.BadEncoding)
             raise PeerError("the other node sent a malformed reply") from None
         if not isinstance(result, dict):
             raise PeerUnreachable("a malformed reply")
@@ -466,6 +723,13 @@ class PeerClient:
     def close_channel(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
+
+    async def channel_closed(self, timeout: float = 5.0) -> None:
+        """Close the channel and wait until the other side has closed it too (it has then
+        counted it as gone, so a new channel may take its place)."""
+        self.close_channel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.channel.wait_closed(), timeout)
 
     def close(self) -> None:
         self.close_channel()
