@@ -10,7 +10,9 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from polykey.crypto import kdf
 from polykey.crypto.kdf import (
+    DEFAULT_CEILING,
     KEY_BYTES,
     MAX_ITERATIONS,
     MAX_LANES,
@@ -18,7 +20,9 @@ from polykey.crypto.kdf import (
     MIN_ITERATIONS,
     MIN_MEMORY_KIB,
     SALT_BYTES,
+    AboveCeiling,
     Argon2Params,
+    Ceiling,
     ParametersRefused,
     argon2id,
     equal,
@@ -52,8 +56,82 @@ def test_the_floor_itself_passes_without_allow_weak() -> None:
     FLOOR.check()
 
 
-def test_the_hard_upper_bounds_themselves_pass() -> None:
-    params(memory_kib=MAX_MEMORY_KIB, iterations=MAX_ITERATIONS, lanes=MAX_LANES).check()
+HARD = Ceiling(memory_kib=MAX_MEMORY_KIB, iterations=MAX_ITERATIONS)
+
+
+def test_the_hard_upper_bounds_themselves_pass_when_the_ceiling_is_raised_to_them() -> None:
+    top = params(memory_kib=MAX_MEMORY_KIB, iterations=MAX_ITERATIONS, lanes=MAX_LANES)
+    top.check(ceiling=HARD)
+
+
+# --- the ceiling: no more work than `pk bootstrap` asks for, unless raised -----------------------
+
+
+def test_the_default_ceiling_is_the_most_pk_bootstrap_makes() -> None:
+    from polykey.node import DEFAULT_KDF, FAST_INSECURE_KDF
+
+    assert Ceiling(DEFAULT_KDF.memory_kib, DEFAULT_KDF.iterations) == DEFAULT_CEILING
+    assert FAST_INSECURE_KDF.memory_kib <= DEFAULT_CEILING.memory_kib
+    assert FAST_INSECURE_KDF.iterations <= DEFAULT_CEILING.iterations
+    params(DEFAULT_KDF.memory_kib, DEFAULT_KDF.iterations, DEFAULT_KDF.lanes).check()
+    assert kdf.current_ceiling() == DEFAULT_CEILING
+
+
+@pytest.mark.parametrize(
+    ("memory_kib", "iterations", "named"),
+    [
+        (MAX_MEMORY_KIB, 3, "memory"),
+        (64 * 1024 + 8, 3, "memory"),
+        (64 * 1024, MAX_ITERATIONS, "iterations"),
+        (64 * 1024, 4, "iterations"),
+        (MAX_MEMORY_KIB, MAX_ITERATIONS, "memory"),
+    ],
+    ids=["4-GiB", "just-above-64-MiB", "64-passes", "4-passes", "both"],
+)
+@pytest.mark.parametrize("allow_weak", [False, True])
+def test_work_above_the_default_ceiling_is_refused_before_any_work(
+    memory_kib: int, iterations: int, named: str, allow_weak: bool, monkeypatch: Any
+) -> None:
+    def no_work(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Argon2id ran for parameters above the ceiling")
+
+    monkeypatch.setattr(kdf, "Argon2id", no_work)
+    hostile = params(memory_kib=memory_kib, iterations=iterations)
+    with pytest.raises(AboveCeiling, match=named) as info:
+        argon2id(b"password", hostile, allow_weak=allow_weak)
+    assert info.value.parameter == named
+    assert isinstance(info.value, ParametersRefused)
+
+
+def test_a_raised_ceiling_lets_a_costlier_node_open() -> None:
+    costly = params(memory_kib=128 * 1024, iterations=8)
+    with pytest.raises(AboveCeiling):
+        costly.check()
+    costly.check(ceiling=Ceiling(memory_kib=128 * 1024, iterations=8))
+    with pytest.raises(AboveCeiling, match="iterations"):
+        costly.check(ceiling=Ceiling(memory_kib=128 * 1024, iterations=7))
+
+
+def test_the_process_ceiling_is_set_and_restored() -> None:
+    costly = params(iterations=5)
+    before = kdf.set_ceiling(Ceiling(iterations=5))
+    try:
+        costly.check()
+        assert kdf.current_ceiling().iterations == 5
+    finally:
+        kdf.set_ceiling(before)
+    with pytest.raises(AboveCeiling):
+        costly.check()
+
+
+@pytest.mark.parametrize(
+    "ceiling",
+    [Ceiling(memory_kib=MAX_MEMORY_KIB + 1), Ceiling(iterations=MAX_ITERATIONS + 1), Ceiling(0, 1)],
+)
+def test_a_ceiling_above_the_hard_bounds_cannot_be_set(ceiling: Ceiling) -> None:
+    with pytest.raises(ValueError):
+        kdf.set_ceiling(ceiling)
+    assert kdf.current_ceiling() == DEFAULT_CEILING
 
 
 @pytest.mark.timeout(10)
@@ -173,8 +251,16 @@ def test_check_accepts_exactly_the_parameters_inside_the_bounds(
         and len(salt) == SALT_BYTES
         and (allow_weak or (memory_kib >= MIN_MEMORY_KIB and iterations >= MIN_ITERATIONS))
     )
+    below_default = (
+        memory_kib <= DEFAULT_CEILING.memory_kib and iterations <= DEFAULT_CEILING.iterations
+    )
     candidate = params(memory_kib=memory_kib, iterations=iterations, lanes=lanes, salt=salt)
     if inside:
+        candidate.check(allow_weak=allow_weak, ceiling=HARD)
+    else:
+        with pytest.raises(ParametersRefused):
+            candidate.check(allow_weak=allow_weak, ceiling=HARD)
+    if inside and below_default:
         candidate.check(allow_weak=allow_weak)
     else:
         with pytest.raises(ParametersRefused):

@@ -617,6 +617,39 @@ def test_a_header_asking_for_unsafe_kdf_work_is_refused_without_running_it(
     assert info.value.exit_code == 17
 
 
+@pytest.mark.parametrize(
+    ("memory_kib", "iterations", "named", "bound"),
+    [
+        (4 * 1024 * 1024, 3, "memory", "65536 KiB"),
+        (64 * 1024, 64, "iterations", "3"),
+        (4 * 1024 * 1024, 64, "memory", "65536 KiB"),
+    ],
+    ids=["4-GiB", "64-passes", "both"],
+)
+def test_a_header_asking_for_more_than_bootstrap_makes_is_refused_before_any_key_derivation(
+    closed_node: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    memory_kib: int,
+    iterations: int,
+    named: str,
+    bound: str,
+) -> None:
+    """Within the hard bounds, but more than `pk bootstrap` ever asks for: a hostile header."""
+
+    def no_work(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Argon2id ran for a header above the ceiling")
+
+    _edit_header(closed_node, lambda doc: doc["kdf"].update(memory_kib=memory_kib))
+    _edit_header(closed_node, lambda doc: doc["kdf"].update(iterations=iterations))
+    monkeypatch.setattr("polykey.crypto.kdf.Argon2id", no_work)
+    with pytest.raises(UnsafeParameters) as info:
+        Node.open(closed_node, PW, allow_weak=True)
+    message, hint = info.value.message, info.value.user_hint
+    assert named in message and bound in message, message
+    assert "\n" not in message and "\n" not in hint
+    assert f"--kdf-max-{named}" in hint and f"PK_KDF_MAX_{named.upper()}" in hint, hint
+
+
 def test_the_fast_test_kdf_is_refused_unless_weak_parameters_are_allowed(
     closed_node: Path,
 ) -> None:

@@ -96,7 +96,11 @@ def test_failure_header_bad_checksum_is_damage() -> None:
 
 @pytest.mark.parametrize(
     ("name", "error"),
-    [("header_newer_format", UnsupportedVersion), ("header_huge_memory", UnsafeParameters)],
+    [
+        ("header_newer_format", UnsupportedVersion),
+        ("header_huge_memory", UnsafeParameters),
+        ("header_above_bootstrap", UnsafeParameters),  # 4 GiB, 64 passes: inside the hard bounds
+    ],
 )
 def test_failure_header_is_refused_before_any_key_derivation(
     name: str, error: type[Exception]

@@ -169,15 +169,32 @@ def vaults_export(node: Node, p: Params) -> dict[str, Any]:
 
 @method("vaults.objects")
 def vaults_objects(node: Node, p: Params) -> dict[str, Any]:
-    """Every git object of a vault's history (type byte + raw body), for `export git`."""
+    """Every git object of a vault's history (type byte + raw body), and its writers (the
+    allowed signers of `export git`)."""
     from polykey.sync.serve import collect
 
     vault = node.vaults.open(text(p, "vault"))
+    writers = vault_writers(node, vault.name)
     head = vault.head()
     if head is None:
-        return {"vault": vault.name, "head": None, "objects": []}
+        return {"vault": vault.name, "head": None, "objects": [], "writers": writers}
     return {
         "vault": vault.name,
         "head": head.decode(),
         "objects": collect(vault.objects(), head, set()),
+        "writers": writers,
     }
+
+
+def vault_writers(node: Node, name: str) -> list[str]:
+    """The NodeIds whose commits the vault takes: this node, the nodes granted `push` on it, and
+    for a clone the node it was cloned from. Never read from the commits themselves."""
+    from polykey.ids import encode_node_id
+    from polykey.trust.acl import Acl
+
+    info = node.vaults.info(name)
+    writers = {encode_node_id(node.node_id)}
+    writers |= {n for n, perms in Acl(node.store).grants(info.id).items() if "push" in perms}
+    if info.origin.get("node_id"):
+        writers.add(str(info.origin["node_id"]))
+    return sorted(writers)

@@ -45,17 +45,46 @@ class LazyGroup(click.Group):
         return command
 
 
+# The hard bounds of crypto/kdf.py (MAX_MEMORY_KIB in MiB, MAX_ITERATIONS), kept here so that
+# building the command line imports no crypto; a test keeps them equal.
+KDF_HARD_MAX_MEMORY_MIB = 4096
+KDF_HARD_MAX_ITERATIONS = 64
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
     __version__, "-V", "--version", prog_name="pk", message="%(prog)s %(version)s"
 )
-def cli() -> None:
+@click.option(
+    "--kdf-max-memory",
+    type=click.IntRange(1, KDF_HARD_MAX_MEMORY_MIB),
+    envvar="PK_KDF_MAX_MEMORY",
+    metavar="MIB",
+    help="Open a node whose password key derivation asks for up to MIB MiB of memory "
+    "(default: 64, the most `pk bootstrap` uses). Else PK_KDF_MAX_MEMORY.",
+)
+@click.option(
+    "--kdf-max-iterations",
+    type=click.IntRange(1, KDF_HARD_MAX_ITERATIONS),
+    envvar="PK_KDF_MAX_ITERATIONS",
+    metavar="N",
+    help="Open a node whose password key derivation asks for up to N passes "
+    "(default: 3, the most `pk bootstrap` uses). Else PK_KDF_MAX_ITERATIONS.",
+)
+def cli(kdf_max_memory: int | None, kdf_max_iterations: int | None) -> None:
     """Polykey: a self-hosted, peer-to-peer secret manager.
 
     A node is one encrypted file holding vaults of secrets. The node file comes from --node PATH,
     else PK_NODE, else the platform data directory. The password comes from --password-file,
     else PK_PASSWORD, else a prompt; never from the command line.
+
+    A node file's header names the cost of its key derivation; one asking for more than
+    `pk bootstrap` makes is refused before any work (it may be hostile) unless --kdf-max-memory
+    or --kdf-max-iterations, given before the command, allow it.
     """
+    from polykey.cli.common import apply_kdf_ceiling
+
+    apply_kdf_ceiling(kdf_max_memory, kdf_max_iterations)
 
 
 @click.command()

@@ -35,6 +35,8 @@ ENV_PASSWORD = "PK_PASSWORD"  # noqa: S105 - the name of a variable, not a passw
 ENV_NEW_PASSWORD = "PK_NEW_PASSWORD"  # noqa: S105
 ENV_RECOVERY_CODE = "PK_RECOVERY_CODE"
 ENV_UNSAFE_FAST_KDF = "PK_UNSAFE_FAST_KDF"
+ENV_KDF_MAX_MEMORY = "PK_KDF_MAX_MEMORY"
+ENV_KDF_MAX_ITERATIONS = "PK_KDF_MAX_ITERATIONS"
 MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
@@ -136,7 +138,9 @@ class Settings:
                     hint="Set PK_PASSWORD or --password-file, run in a terminal, "
                     "or unlock with `pk agent unlock`.",
                 ) from None
-            sys.stderr.write(f"pk: {exc.message}; unlocking a new session.\n")
+            from polykey.cli.safe_text import shown
+
+            sys.stderr.write(f"pk: {shown(exc.message)}; unlocking a new session.\n")
         self.unlock_agent(client)
         return client.call(method, params)
 
@@ -154,6 +158,25 @@ class Settings:
         from polykey.node import DEFAULT_KDF, FAST_INSECURE_KDF
 
         return FAST_INSECURE_KDF if self.allow_weak() else DEFAULT_KDF
+
+
+def apply_kdf_ceiling(memory_mib: int | None, iterations: int | None) -> None:
+    """The most key-derivation work a node file may ask for, in this process and in the agent it
+    may start: `pk bootstrap`'s own cost unless --kdf-max-memory / --kdf-max-iterations (or
+    PK_KDF_MAX_MEMORY / PK_KDF_MAX_ITERATIONS) say otherwise, for a node made elsewhere."""
+    if memory_mib is None and iterations is None and "polykey.crypto.kdf" not in sys.modules:
+        return  # the default holds, and `pk` need not import the crypto modules for it
+    from polykey.crypto import kdf
+
+    kdf.set_ceiling(
+        kdf.Ceiling(
+            memory_kib=kdf.BOOTSTRAP_MEMORY_KIB if memory_mib is None else memory_mib * 1024,
+            iterations=kdf.BOOTSTRAP_ITERATIONS if iterations is None else iterations,
+        )
+    )
+    for name, value in ((ENV_KDF_MAX_MEMORY, memory_mib), (ENV_KDF_MAX_ITERATIONS, iterations)):
+        if value is not None:  # an agent started by this command inherits the environment
+            os.environ[name] = str(value)
 
 
 def node_options(f: F) -> F:
@@ -309,11 +332,17 @@ def write_output(data: bytes, out: Path | None, *, binary: bool) -> None:
 
 
 def emit(s: Settings, human: str, doc: dict[str, Any]) -> None:
-    """Print the result of a command in the chosen format."""
+    """Print the result of a command in the chosen format.
+
+    Each command escapes the fields another node chose (:mod:`polykey.cli.safe_text`); this
+    escapes what is left of the controls once more, keeping the lines and tabs of the output.
+    JSON escapes every control by construction (``ensure_ascii``)."""
     if s.json:
         click.echo(json.dumps(doc, indent=None, sort_keys=True))
     elif human:
-        click.echo(human)
+        from polykey.cli.safe_text import shown
+
+        click.echo(shown(human, multiline=True))
 
 
 def table(rows: list[tuple[str, str]]) -> str:

@@ -51,8 +51,11 @@ def progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
 
 
 def _warn(lines: list[str]) -> None:
+    """Warnings name secrets and entries, whose names may come from another node: escaped."""
+    from polykey.cli.safe_text import shown
+
     for line in lines:
-        click.echo(f"pk: warning: {line}", err=True)
+        click.echo(f"pk: warning: {shown(line)}", err=True)
 
 
 def _skipped_lines(skipped: Skipped) -> list[str]:
@@ -147,7 +150,9 @@ def _write(
     doc |= r
     removed = r.get("removed") or []
     if dry_run:
-        lines = [*r["paths"], *(f"(remove) {p}" for p in removed)]
+        from polykey.cli.safe_text import shown
+
+        lines = [*map(shown, r["paths"]), *(f"(remove) {shown(p)}" for p in removed)]
         lines.append(f"(dry run: {secrets} secrets, nothing written)")
         emit(s, "\n".join(lines), doc)
         _warn(_skipped_lines(skipped))
@@ -549,12 +554,26 @@ def export_git(s: Settings, vault: str, dest: Path, yes: bool) -> None:
             "keep them encrypted.",
         )
     r = s.call("vaults.objects", {"vault": vault})
-    signers = write_repository(dest, r["head"], r["objects"])
+    writers = sorted(r["writers"])
+    others = write_repository(dest, r["head"], r["objects"], writers=writers)
+    if others:
+        _warn(
+            [
+                f"{len(others)} key(s) that may not write {r['vault']} signed commits of it; "
+                f"git does not call their signatures good: {', '.join(others)}"
+            ]
+        )
     emit(
         s,
         f"Exported vault {r['vault']} ({len(r['objects'])} objects) to {dest}. "
         f"It is plaintext on disk: delete it when done.\n"
         f"Check its signatures: git -C {dest} log --show-signature "
-        f"(allowed signers in .git/polykey-allowed-signers).",
-        {"vault": r["vault"], "to": str(dest), "objects": len(r["objects"]), "signers": signers},
+        f"(its writers are the allowed signers, in .git/polykey-allowed-signers).",
+        {
+            "vault": r["vault"],
+            "to": str(dest),
+            "objects": len(r["objects"]),
+            "signers": writers,
+            "not_writers": others,
+        },
     )

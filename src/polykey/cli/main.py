@@ -47,10 +47,12 @@ def _report(args: list[str], message: str, hint: str, code: int) -> int:
 
         doc = {"error": {"message": message, "hint": hint, "exit_code": code}}
         sys.stderr.write(json.dumps(doc) + "\n")
-    else:
-        sys.stderr.write(f"pk: error: {message}\n")
+    else:  # messages carry other nodes' words (a peer's error, a vault name): escape them
+        from polykey.cli.safe_text import shown
+
+        sys.stderr.write(f"pk: error: {shown(message)}\n")
         if hint:
-            sys.stderr.write(f"pk: hint: {hint}\n")
+            sys.stderr.write(f"pk: hint: {shown(hint)}\n")
     return code
 
 

@@ -148,8 +148,10 @@ def check(s: Settings) -> None:
     elif not damage:
         emit(s, "The node file is whole: every record authenticated.", {})
     else:
-        for d in damage:
-            click.echo(f"damaged: {d}", err=True)
+        from polykey.cli.safe_text import shown
+
+        for d in damage:  # a place names vaults and secrets, which may come from other nodes
+            click.echo(f"damaged: {shown(d)}", err=True)
     if damage:
         raise NodeDamaged(
             f"{len(damage)} damaged place(s)",

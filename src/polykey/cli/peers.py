@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from polykey.cli.common import Settings, emit, node_options, pass_settings
+from polykey.cli.safe_text import indented, shown
 
 
 @click.group()
@@ -20,7 +21,7 @@ def nodes() -> None:
 def add(s: Settings, node_id: str, address: str) -> None:
     """Remember where NODEID can be reached."""
     r = s.call("nodes.add", {"node_id": node_id, "address": address})
-    emit(s, f"Added {node_id} at {r['address']}.", r)
+    emit(s, f"Added {shown(node_id)} at {shown(r['address'])}.", r)
 
 
 @nodes.command("list")
@@ -29,7 +30,7 @@ def add(s: Settings, node_id: str, address: str) -> None:
 def list_(s: Settings) -> None:
     """The known nodes and their addresses."""
     r = s.call("nodes.list")
-    emit(s, "\n".join(f"{n['node_id']}\t{n['address']}" for n in r["nodes"]), r)
+    emit(s, "\n".join(f"{shown(n['node_id'])}\t{shown(n['address'])}" for n in r["nodes"]), r)
 
 
 @nodes.command()
@@ -38,7 +39,7 @@ def list_(s: Settings) -> None:
 @pass_settings
 def rm(s: Settings, node_id: str) -> None:
     """Forget a node's address."""
-    emit(s, f"Removed {node_id}.", s.call("nodes.rm", {"node_id": node_id}))
+    emit(s, f"Removed {shown(node_id)}.", s.call("nodes.rm", {"node_id": node_id}))
 
 
 @nodes.command()
@@ -48,7 +49,12 @@ def rm(s: Settings, node_id: str) -> None:
 def ping(s: Settings, node_id: str) -> None:
     """Connect to a node over SSH, its NodeId pinned, and ask it to answer."""
     r = s.call("nodes.ping", {"node_id": node_id})
-    emit(s, f"{r['node_id']} answered in {r['ms']} ms (protocol {r['version']}).", r)
+    emit(
+        s,
+        f"{shown(r['node_id'])} answered in {shown(r['ms'])} ms "
+        f"(protocol {shown(r['version'])}).",  # the other node's word
+        r,
+    )
 
 
 @click.group()
@@ -76,7 +82,9 @@ def read_(s: Settings, unread: bool) -> None:
     from polykey.cli.vaults import when
 
     r = s.call("notifications.read", {"unread": unread})
-    lines = [f"{when(n['time'])}  {n['from']}  {n['message']}" for n in r["notifications"]]
+    lines = []
+    for n in r["notifications"]:  # the sender chose the message: escaped, lines indented
+        lines.append(f"{when(n['time'])}  {shown(n['from'])}  {indented(n['message'], 4)}")
     if r["outbox"]:
         lines.append(f"({len(r['outbox'])} notification(s) waiting to be delivered)")
     emit(s, "\n".join(lines), r)
@@ -97,5 +105,8 @@ def clear_(s: Settings) -> None:
 def connections(s: Settings) -> None:
     """Open SSH connections to other nodes, reused by every operation, closed when idle."""
     r = s.call("nodes.connections")
-    lines = [f"{c['node_id']}\t{c['address']}\tidle {c['idle_s']} s" for c in r["connections"]]
+    lines = [
+        f"{shown(c['node_id'])}\t{shown(c['address'])}\tidle {shown(c['idle_s'])} s"
+        for c in r["connections"]
+    ]
     emit(s, "\n".join(lines) or "No open connections.", r)

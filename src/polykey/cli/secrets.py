@@ -14,6 +14,7 @@ from polykey.cli.common import (
     pass_settings,
     read_input,
 )
+from polykey.cli.safe_text import shown
 from polykey.errors import InvalidInput, UsageError
 
 MAX_DIR_FILES = 100_000
@@ -193,9 +194,9 @@ def ls(s: Settings, address: str | None, recursive: bool, tag: str | None) -> No
     )
     rows = r["entries"]
     if tag is not None:
-        human = "\n".join(f"{e['vault']}:{e['path']}" for e in rows)
+        human = "\n".join(f"{shown(e['vault'])}:{shown(e['path'])}" for e in rows)
     else:
-        human = "\n".join(e["path"] + ("/" if e["kind"] == "dir" else "") for e in rows)
+        human = "\n".join(shown(e["path"]) + ("/" if e["kind"] == "dir" else "") for e in rows)
     emit(s, human, r)
 
 
@@ -271,12 +272,12 @@ def stat_(s: Settings, address: str) -> None:
     st = s.call("secrets.stat", {"vault": vault_name, "path": path})
     human = "\n".join(
         [
-            f"Path      {vault_name}:{st['path']}",
+            f"Path      {shown(vault_name)}:{shown(st['path'])}",
             f"Size      {st['size']} bytes",
             f"Created   {when(st['created'])}",
             f"Modified  {when(st['modified'])}",
-            f"Commit    {st['last_commit']}",
-            f"Tags      {', '.join(st['tags']) or '-'}",
+            f"Commit    {shown(st['last_commit'])}",
+            f"Tags      {shown(', '.join(st['tags']) or '-')}",
         ]
     )
     emit(s, human, st)
@@ -362,7 +363,7 @@ def edit(s: Settings, address: str, allow_disk_temp: bool) -> None:
 def find(s: Settings, pattern: str, vault_names: tuple[str, ...]) -> None:
     """Secrets whose path matches PATTERN (a glob, or a substring), across vaults."""
     r = s.call("secrets.find", {"pattern": pattern, "vaults": list(vault_names)})
-    emit(s, "\n".join(f"{h['vault']}:{h['path']}" for h in r["matches"]), r)
+    emit(s, "\n".join(f"{shown(h['vault'])}:{shown(h['path'])}" for h in r["matches"]), r)
 
 
 @secrets.command()
@@ -375,4 +376,7 @@ def grep(s: Settings, pattern: str, vault_names: tuple[str, ...], ignore_case: b
     """Lines of secrets that match the regular expression PATTERN, across vaults."""
     params = {"pattern": pattern, "vaults": list(vault_names), "ignore_case": ignore_case}
     r = s.call("secrets.grep", params)
-    emit(s, "\n".join(f"{h['vault']}:{h['path']}: {h['line']}" for h in r["matches"]), r)
+    lines = (  # a line of a secret, which may come from another node: shown escaped
+        f"{shown(h['vault'])}:{shown(h['path'])}: {shown(h['line'])}" for h in r["matches"]
+    )
+    emit(s, "\n".join(lines), r)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from polykey.cli.common import Settings, emit, node_options, pass_settings
+from polykey.cli.safe_text import shown
 from polykey.cli.secrets import split_address
 
 
@@ -19,7 +20,10 @@ def tags() -> None:
 def list_(s: Settings) -> None:
     """Every tag in use, with how many secrets and vaults carry it."""
     r = s.call("tags.list")
-    lines = [f"{t}\t{c['secrets']} secrets\t{c['vaults']} vaults" for t, c in r["tags"].items()]
+    lines = [
+        f"{shown(t)}\t{shown(c['secrets'])} secrets\t{shown(c['vaults'])} vaults"
+        for t, c in r["tags"].items()
+    ]
     emit(s, "\n".join(lines), r)
 
 

@@ -8,7 +8,10 @@ import sys
 import click
 
 from polykey.cli.common import Settings, emit, node_options, pass_settings
+from polykey.cli.safe_text import indented, shown
 from polykey.errors import UsageError
+
+COMMIT_INDENT = len("0123456789ab  2000-01-01 00:00:00 UTC  ")
 
 
 def when(ts: int) -> str:
@@ -16,8 +19,12 @@ def when(ts: int) -> str:
 
 
 def commit_lines(commits: list[dict[str, object]]) -> str:
+    """One commit a line; a message's further lines are indented under its first (a commit may
+    come from another node: its message is escaped, and cannot pass for another commit)."""
     return "\n".join(
-        f"{c['id']!s:.12}  {when(int(str(c['time'])))}  {c['message']}" for c in commits
+        f"{shown(c['id']):.12}  {when(int(str(c['time'])))}  "
+        f"{indented(c['message'], COMMIT_INDENT)}"
+        for c in commits
     )
 
 
@@ -34,7 +41,7 @@ def vaults() -> None:
 def create(s: Settings, name: str, tags: tuple[str, ...]) -> None:
     """Create an empty vault NAME."""
     r = s.call("vaults.create", {"name": name, "tags": list(tags)})
-    emit(s, f"Created vault {r['name']} ({r['id']}).", r)
+    emit(s, f"Created vault {shown(r['name'])} ({shown(r['id'])}).", r)
 
 
 @vaults.command("list")
@@ -45,7 +52,8 @@ def list_(s: Settings, tag: str | None) -> None:
     """The vaults of this node."""
     r = s.call("vaults.list", {"tag": tag})
     rows = [
-        f"{i['name']}\t{i['id']}" + (f"\t{','.join(i['tags'])}" if i["tags"] else "")
+        f"{shown(i['name'])}\t{shown(i['id'])}"
+        + (f"\t{shown(','.join(i['tags']))}" if i["tags"] else "")
         for i in r["vaults"]
     ]
     emit(s, "\n".join(rows), r)
@@ -59,7 +67,7 @@ def list_(s: Settings, tag: str | None) -> None:
 def rename(s: Settings, old: str, new: str) -> None:
     """Rename vault OLD to NEW (its id and history stay)."""
     r = s.call("vaults.rename", {"old": old, "new": new})
-    emit(s, f"Renamed vault {old} to {new}.", r)
+    emit(s, f"Renamed vault {shown(old)} to {shown(new)}.", r)
 
 
 @vaults.command()
@@ -77,7 +85,7 @@ def rm(s: Settings, name: str, yes: bool) -> None:
             )
         click.confirm(f"Remove vault {name} with all its secrets and history?", abort=True)
     r = s.call("vaults.rm", {"name": name})
-    emit(s, f"Removed vault {name}.", r)
+    emit(s, f"Removed vault {shown(name)}.", r)
 
 
 @vaults.command()
@@ -108,7 +116,7 @@ def diff(s: Settings, name: str, rev1: str, rev2: str | None, patch: bool) -> No
     lines: list[str] = []
     patches: dict[str, str] = {}
     for c in r["changes"]:
-        lines.append(f"{mark[c['kind']]}  {c['path']}")
+        lines.append(f"{mark.get(c['kind'], '?')}  {shown(c['path'])}")
         if not patch:
             continue
         try:
@@ -116,17 +124,23 @@ def diff(s: Settings, name: str, rev1: str, rev2: str | None, patch: bool) -> No
         except UnicodeDecodeError:
             patches[c["path"]] = "Binary secret differs.\n"
         else:
-            a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
+            a, b = _lines(old), _lines(new)
             patches[c["path"]] = "".join(
                 difflib.unified_diff(a, b, f"a/{c['path']}", f"b/{c['path']}")
             )
-        lines.append(patches[c["path"]].rstrip("\n"))
+        lines.append(shown(patches[c["path"]].rstrip("\n"), multiline=True))
     doc: dict[str, object] = {
         "changes": [{"kind": c["kind"], "path": c["path"]} for c in r["changes"]]
     }
     if patch:
         doc["patches"] = patches
     emit(s, "\n".join(lines), doc)
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split at newlines only (a carriage return in a secret is shown, not obeyed)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
 @vaults.command()
@@ -137,7 +151,11 @@ def diff(s: Settings, name: str, rev1: str, rev2: str | None, patch: bool) -> No
 def show(s: Settings, name: str, rev: str) -> None:
     """The secrets of vault NAME as they were at REV."""
     r = s.call("vaults.show", {"name": name, "rev": rev})
-    emit(s, "\n".join(e["path"] + ("/" if e["kind"] == "dir" else "") for e in r["entries"]), r)
+    emit(
+        s,
+        "\n".join(shown(e["path"]) + ("/" if e["kind"] == "dir" else "") for e in r["entries"]),
+        r,
+    )
 
 
 @vaults.command()
@@ -148,7 +166,7 @@ def show(s: Settings, name: str, rev: str) -> None:
 def revert(s: Settings, name: str, rev: str) -> None:
     """Restore vault NAME to its content at REV, as a new commit (history is kept)."""
     r = s.call("vaults.revert", {"name": name, "rev": rev})
-    emit(s, f"Reverted {name} to {rev} in commit {r['commit'][:12]}.", r)
+    emit(s, f"Reverted {shown(name)} to {shown(rev)} in commit {shown(r['commit'][:12])}.", r)
 
 
 @vaults.command()
@@ -159,7 +177,7 @@ def revert(s: Settings, name: str, rev: str) -> None:
 def tag(s: Settings, name: str, tag: str) -> None:
     """Add TAG to vault NAME."""
     r = s.call("vaults.retag", {"name": name, "add": [tag], "remove": []})
-    emit(s, f"Vault {name}: tags {', '.join(r['tags'])}.", r)
+    emit(s, f"Vault {shown(name)}: tags {shown(', '.join(r['tags']))}.", r)
 
 
 @vaults.command()
@@ -170,7 +188,7 @@ def tag(s: Settings, name: str, tag: str) -> None:
 def untag(s: Settings, name: str, tag: str) -> None:
     """Remove TAG from vault NAME."""
     r = s.call("vaults.retag", {"name": name, "add": [], "remove": [tag]})
-    emit(s, f"Vault {name}: tags {', '.join(r['tags']) or 'none'}.", r)
+    emit(s, f"Vault {shown(name)}: tags {shown(', '.join(r['tags']) or 'none')}.", r)
 
 
 @vaults.command()
@@ -189,7 +207,7 @@ def share(s: Settings, name: str, node_id: str, perms: str) -> None:
     """Let NODEID see and clone vault NAME."""
     wanted = [p.strip() for p in perms.split(",") if p.strip()]
     r = s.call("vaults.share", {"name": name, "node_id": node_id, "permissions": wanted})
-    emit(s, f"Shared {name} with {node_id}: {', '.join(r['permissions'])}.", r)
+    emit(s, f"Shared {shown(name)} with {shown(node_id)}: {shown(', '.join(r['permissions']))}.", r)
 
 
 @vaults.command()
@@ -200,7 +218,7 @@ def share(s: Settings, name: str, node_id: str, perms: str) -> None:
 def unshare(s: Settings, name: str, node_id: str) -> None:
     """Take back every permission NODEID has on vault NAME."""
     r = s.call("vaults.unshare", {"name": name, "node_id": node_id})
-    emit(s, f"Unshared {name} from {node_id}.", r)
+    emit(s, f"Unshared {shown(name)} from {shown(node_id)}.", r)
 
 
 @vaults.command()
@@ -210,7 +228,7 @@ def unshare(s: Settings, name: str, node_id: str) -> None:
 def permissions(s: Settings, name: str) -> None:
     """Which nodes may do what with vault NAME."""
     r = s.call("vaults.permissions", {"name": name})
-    lines = [f"{n}\t{', '.join(p)}" for n, p in sorted(r["permissions"].items())]
+    lines = [f"{shown(n)}\t{shown(', '.join(p))}" for n, p in sorted(r["permissions"].items())]
     emit(s, "\n".join(lines), r)
 
 
@@ -221,11 +239,16 @@ def permissions(s: Settings, name: str) -> None:
 def scan(s: Settings, node_id: str) -> None:
     """The vaults NODEID shares with this node."""
     r = s.call("vaults.scan", {"node_id": node_id})
-    emit(
-        s,
-        "\n".join(f"{v['name']}\t{v['id']}\t{','.join(v['permissions'])}" for v in r["vaults"]),
-        r,
-    )
+    emit(s, "\n".join(_scanned(v) for v in r["vaults"]), r)
+
+
+def _scanned(v: object) -> str:
+    """One vault of another node's scan answer: every field is that node's word."""
+    if not isinstance(v, dict):
+        return shown(v)
+    perms = v.get("permissions")
+    perms_text = ",".join(map(str, perms)) if isinstance(perms, list) else str(perms)
+    return f"{shown(v.get('name'))}\t{shown(v.get('id'))}\t{shown(perms_text)}"
 
 
 @vaults.command("clone")
@@ -237,7 +260,7 @@ def scan(s: Settings, node_id: str) -> None:
 def clone_(s: Settings, node_id: str, vault: str, local_name: str | None) -> None:
     """Clone VAULT (its name or id) from NODEID; every commit is checked before it lands."""
     r = s.call("vaults.clone", {"node_id": node_id, "vault": vault, "name": local_name})
-    emit(s, f"Cloned {vault} from {node_id} as {r['name']}.", r)
+    emit(s, f"Cloned {shown(vault)} from {shown(node_id)} as {shown(r['name'])}.", r)
 
 
 @vaults.command()
@@ -251,11 +274,11 @@ def pull(s: Settings, name: str | None, all_: bool) -> None:
         raise UsageError("name a vault, or --all")
     r = s.call("vaults.pull", {"name": None if all_ else name})
     lines = [
-        f"{p['vault']}: "
+        f"{shown(p['vault'])}: "
         + (
-            f"refused: {p['error']}"
+            f"refused: {shown(p['error'])}"
             if "error" in p
-            else f"updated to {p['head'][:12]}"
+            else f"updated to {shown(p['head'][:12])}"
             if p["updated"]
             else "up to date"
         )
@@ -272,5 +295,9 @@ def pull(s: Settings, name: str | None, all_: bool) -> None:
 def push(s: Settings, name: str, node_id: str) -> None:
     """Send this node's new commits of a cloned vault back to NODEID (which granted push)."""
     r = s.call("vaults.push", {"name": name, "node_id": node_id})
-    human = f"Pushed {name} to {node_id}." if r["pushed"] else f"{name}: nothing to push."
+    human = (
+        f"Pushed {shown(name)} to {shown(node_id)}."
+        if r["pushed"]
+        else f"{shown(name)}: nothing to push."
+    )
     emit(s, human, r)

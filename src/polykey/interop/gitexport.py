@@ -2,7 +2,9 @@
 
 This is the one export that writes every secret in plaintext to disk; the command asks for
 --yes. The commits keep their SSH signatures: the repository's config points git at an allowed
-signers file naming each signer by NodeId, so `git log --show-signature` checks them.
+signers file naming the vault's writers by NodeId (this node, the nodes granted `push`, and for a
+clone the node it came from), so `git log --show-signature` calls a commit good only when one of
+them signed it. The signers are never taken from the commits: that would make any key good.
 """
 
 from __future__ import annotations
@@ -22,15 +24,28 @@ def _openssh(public: bytes) -> str:
     return "ssh-ed25519 " + base64.b64encode(blob).decode("ascii")
 
 
-def write_repository(dest: Path, head: str | None, objects: list[bytes]) -> list[str]:
-    """Write the objects into a new repository at ``dest``; returns the signers' NodeIds."""
+def write_repository(
+    dest: Path, head: str | None, objects: list[bytes], *, writers: list[str]
+) -> list[str]:
+    """Write the objects into a new repository at ``dest``, with ``writers`` (NodeIds) as its
+    allowed signers; returns the NodeIds of the keys that signed commits but are no writer."""
     from dulwich.index import build_index_from_tree
     from dulwich.objects import Commit, ObjectID, ShaFile
     from dulwich.refs import Ref
     from dulwich.repo import Repo
 
     from polykey.crypto import sshsig
-    from polykey.ids import encode_node_id, node_id_from_bytes
+    from polykey.errors import InvalidNodeId
+    from polykey.ids import decode_node_id, encode_node_id, node_id_from_bytes
+
+    allowed: dict[str, str] = {}
+    for writer in writers:
+        try:
+            allowed[writer] = _openssh(bytes(decode_node_id(writer)))
+        except InvalidNodeId:
+            raise ExportFailed(
+                f"the vault names a writer that is not a NodeId: {writer[:80]!r}"
+            ) from None
 
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ExportFailed(f"{dest} exists and is not an empty folder", hint="Name a new folder.")
@@ -42,17 +57,18 @@ def write_repository(dest: Path, head: str | None, objects: list[bytes]) -> list
     try:
         parsed = [ShaFile.from_raw_string(raw[0], raw[1:]) for raw in objects]
         repo.object_store.add_objects([(o, None) for o in parsed])
-        signers: dict[str, str] = {}
+        others: set[str] = set()  # signed a commit, may not write: git will not call it good
         for obj in parsed:
             if isinstance(obj, Commit) and obj.gpgsig:
                 try:
-                    public = sshsig.parse(obj.gpgsig)[0]
-                except ValueError:
+                    signer = encode_node_id(node_id_from_bytes(sshsig.parse(obj.gpgsig)[0]))
+                except (ValueError, InvalidNodeId):
                     continue
-                signers[encode_node_id(node_id_from_bytes(public))] = _openssh(public)
+                if signer not in allowed:
+                    others.add(signer)
         signers_path = (Path(repo.controldir()) / SIGNERS_FILE).resolve()
         signers_path.write_text(
-            "".join(f'{n} namespaces="git" {key}\n' for n, key in sorted(signers.items()))
+            "".join(f'{n} namespaces="git" {key}\n' for n, key in sorted(allowed.items()))
         )
         config = repo.get_config()
         config.set((b"gpg",), b"format", b"ssh")
@@ -61,9 +77,10 @@ def write_repository(dest: Path, head: str | None, objects: list[bytes]) -> list
         if head is not None:
             repo.refs[Ref(b"refs/heads/main")] = ObjectID(head.encode("ascii"))
             repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(b"refs/heads/main"))
-            tree = repo[ObjectID(head.encode("ascii"))]
-            assert isinstance(tree, Commit)
-            build_index_from_tree(repo.path, repo.index_path(), repo.object_store, tree.tree)
+            commit = repo[ObjectID(head.encode("ascii"))]
+            if not isinstance(commit, Commit):  # objects of the wrong type, sent by a peer once
+                raise ExportFailed(f"the head {head[:40]} of the vault is not a commit")
+            build_index_from_tree(repo.path, repo.index_path(), repo.object_store, commit.tree)
     finally:
         repo.close()
-    return sorted(signers)
+    return sorted(others)

@@ -16,7 +16,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from polykey.crypto.aead import SealBroken, Sealer
-from polykey.crypto.kdf import Argon2Params, ParametersRefused, argon2id, equal, hkdf
+from polykey.crypto.kdf import (
+    AboveCeiling,
+    Argon2Params,
+    ParametersRefused,
+    argon2id,
+    equal,
+    hkdf,
+)
 from polykey.errors import NodeDamaged, NotANode, UnsafeParameters, UnsupportedVersion
 
 MAGIC = "polykey-node"
@@ -38,6 +45,23 @@ def _unb64(text: object, what: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise NodeDamaged(f"header field {what} is not base64") from None
+
+
+def refused(exc: ParametersRefused) -> UnsafeParameters:
+    """The error a user reads; above the ceiling, its hint names the flag that raises it."""
+    if not isinstance(exc, AboveCeiling):
+        return UnsafeParameters(str(exc))
+    flag, value = (
+        ("memory", -(-exc.value // 1024))  # MiB, rounded up
+        if exc.parameter == "memory"
+        else ("iterations", exc.value)
+    )
+    return UnsafeParameters(
+        str(exc),
+        hint=f"`pk bootstrap` never asks for more, so the header may be hostile; if you made "
+        f"this node with a higher cost, allow it: `pk --kdf-max-{flag} {value} COMMAND`, "
+        f"or set PK_KDF_MAX_{flag.upper()}={value}.",
+    )
 
 
 def canonical(value: object) -> bytes:
@@ -108,7 +132,7 @@ def decode(body: bytes, checksum: bytes, *, allow_weak: bool = False) -> Header:
     try:
         params.check(allow_weak=allow_weak)
     except ParametersRefused as exc:
-        raise UnsafeParameters(str(exc)) from None
+        raise refused(exc) from None
     return Header(
         format=fmt,
         kdf=params,
@@ -145,7 +169,7 @@ def rewrap_password(
     try:
         kek = argon2id(password, kdf, allow_weak=allow_weak)
     except ParametersRefused as exc:
-        raise UnsafeParameters(str(exc)) from None
+        raise refused(exc) from None
     fresh = replace(header, kdf=kdf, password_wrap=b"")
     return replace(fresh, password_wrap=bytes(Sealer(kek).seal(data_key, fresh.password_aad())))
 
@@ -155,7 +179,7 @@ def unwrap_with_password(header: Header, password: bytes, *, allow_weak: bool) -
     try:
         kek = argon2id(password, header.kdf, allow_weak=allow_weak)
     except ParametersRefused as exc:
-        raise UnsafeParameters(str(exc)) from None
+        raise refused(exc) from None
     return _unwrap(Sealer(kek), header.password_wrap, header.password_aad())
 
 
