@@ -129,20 +129,24 @@ def _socket_symlink(folder: Path) -> Callable[[], None]:
         pytest.param(_socket_symlink, id="socket-is-a-symlink"),
     ],
 )
-def test_the_cli_refuses_a_runtime_that_is_not_private(
+def test_a_runtime_that_is_not_private_is_not_used(
     agent: AgentHandle, change: Callable[[Path], Callable[[], None]]
 ) -> None:
+    """Local commands warn and work on the node file; only the agent's own commands refuse."""
     undo = change(agent.folder)
     try:
-        for args in (("vaults", "list"), ("secrets", "cat", "v:secret"), ("agent", "status")):
-            result = agent.pk(*args, stdin=b"")
-            err = result.stderr.decode()
-            assert result.returncode == 41, (args, err)
-            assert err.startswith("pk: error: The agent's runtime folder or socket is not private")
-            assert "Traceback" not in err
-            assert result.stdout == b""
-        # with a password at hand the CLI still does not fall back silently
-        assert agent.with_password("secrets", "cat", "v:secret").returncode == 41
+        for args in (("vaults", "list"), ("secrets", "cat", "v:secret")):
+            result = agent.with_password(*args, stdin=b"")
+            lines = result.stderr.decode().splitlines()
+            assert result.returncode == 0 and len(lines) == 1, (args, lines)
+            assert lines[0].startswith("pk: warning: not using the agent: ")
+        assert agent.with_password("secrets", "cat", "v:secret").stdout == SECRET
+        assert agent.pk("vaults", "list", stdin=b"").returncode == 4  # no agent, no password
+        status = agent.pk("agent", "status", stdin=b"")
+        err = status.stderr.decode()
+        assert status.returncode == 41, err
+        assert err.startswith("pk: error: The agent's runtime folder or socket is not private")
+        assert "Traceback" not in err and status.stdout == b""
     finally:
         undo()
     assert agent.pk("secrets", "cat", "v:secret").stdout == SECRET

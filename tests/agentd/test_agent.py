@@ -113,15 +113,24 @@ def test_an_expired_session_is_refused(tmp_path: Path) -> None:
         run_pk("agent", "stop", env=env)
 
 
-def test_a_socket_with_loose_permissions_is_refused(agent: Running) -> None:
-    os.chmod(agent.folder / "agent.sock", 0o666)
-    code, _, err = agent.pk("vaults", "list")
-    assert code == 41
-    assert b"not private" in err
-    os.chmod(agent.folder / "agent.sock", 0o600)
-    os.chmod(agent.folder, 0o755)
-    assert agent.pk("vaults", "list")[0] == 41
-    os.chmod(agent.folder, 0o700)
+def test_a_socket_with_loose_permissions_is_not_used(agent: Running) -> None:
+    """Not trusted, and not in the way: a command warns and works on the node file; commands
+    about the agent itself are refused (exit 41)."""
+    for path, mode in ((agent.folder / "agent.sock", 0o666), (agent.folder, 0o755)):
+        old = path.stat().st_mode & 0o777
+        os.chmod(path, mode)
+        try:
+            code, out, err = agent.pk("vaults", "list", stdin=b"", PK_PASSWORD=PASSWORD)
+            assert code == 0, err
+            assert out.startswith(b"v\t")
+            assert err.startswith(b"pk: warning: not using the agent: ") and err.count(b"\n") == 1
+            assert b"accessible to other users" in err
+            code, _, err = agent.pk("agent", "status", stdin=b"")
+            assert code == 41
+            assert b"not private" in err
+        finally:
+            os.chmod(path, old)
+    assert agent.pk("vaults", "list", stdin=b"")[0] == 0  # through the agent again
 
 
 def test_after_kill_9_the_next_command_works_and_nothing_is_lost(agent: Running) -> None:

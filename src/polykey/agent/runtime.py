@@ -1,9 +1,13 @@
 """Where an agent's socket, status file, log and session token live, and how they are checked.
 
 The runtime folder of a node is ``<base>/<16 hex of SHA-256 of the node file's real path>``,
-where ``<base>`` is the ``base`` argument (the CLI passes PK_RUNTIME_DIR, else
-``$XDG_RUNTIME_DIR/polykey``, else ``<tmp>/polykey-<uid>``). Every folder is 0700 and owned by the
+where ``<base>`` is the ``base`` argument (the CLI's rule is polykey.cli.client.runtime_base:
+PK_RUNTIME_DIR, else ``$XDG_RUNTIME_DIR/polykey`` or ``$TMPDIR/polykey-<uid>`` when that folder is
+private to the user, else a folder under the user's home). Every folder is 0700 and owned by the
 user, the socket and files 0600; anything else is refused, never used.
+
+A socket path longer than a socket address holds (about 100 bytes: a deep home) is reached
+through ``/proc/self/fd/N/agent.sock``, N a descriptor of its folder (Linux).
 """
 
 from __future__ import annotations
@@ -15,9 +19,17 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polykey.errors import PolykeyError
+
+if TYPE_CHECKING:
+    import logging
+
+MAX_SOCKET_PATH = 100
+"""Longest socket path bound or connected as it is (sockaddr_un holds 104 to 108 bytes)."""
+LOG_MAX_BYTES = 4 * 1024 * 1024
+LOG_BACKUPS = 3
 
 
 class UnsafeRuntime(PolykeyError):
@@ -37,8 +49,15 @@ class Runtime:
         return cls(base / digest)
 
     @property
-    def socket(self) -> Path:
+    def socket_path(self) -> Path:
+        """The socket's path, as shown to the user."""
         return self.folder / "agent.sock"
+
+    @property
+    def socket(self) -> Path:
+        """The address to bind or connect: the socket's path, or when that is too long for a
+        socket address, the same socket through a descriptor of the folder (socket_address)."""
+        return Path(socket_address(str(self.socket_path)))
 
     @property
     def status_file(self) -> Path:
@@ -68,12 +87,48 @@ class Runtime:
         return doc if isinstance(doc, dict) else None
 
     def write_status(self, doc: dict[str, Any]) -> None:
-        write_private(self.status_file, json.dumps(doc, sort_keys=True).encode())
+        write_private(self.status_file, json.dumps(self.shown(doc), sort_keys=True).encode())
+
+    def shown(self, status: dict[str, Any]) -> dict[str, Any]:
+        """A status with the socket's real path (the agent may have bound it through an alias)."""
+        return {**status, "socket": str(self.socket_path)} if "socket" in status else status
 
     def clear(self) -> None:
-        for path in (self.socket, self.status_file):
+        for path in (self.socket_path, self.status_file):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def socket_address(path: str) -> str:
+    """``path`` when it fits in a socket address; else, on Linux, the same socket reached through
+    ``/proc/self/fd/N``, N a descriptor of its folder that this process keeps open. A path that
+    cannot be shortened (no /proc, no folder) is returned as it is."""
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH or not os.path.isdir("/proc/self/fd"):
+        return path
+    folder, name = os.path.split(path)
+    fd = _folder_fds.get(folder)
+    try:
+        if fd is not None and not _same_file(fd, folder):
+            os.close(fd)
+            del _folder_fds[folder]
+            fd = None
+        if fd is None:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            _folder_fds[folder] = fd
+    except OSError:
+        return path
+    return f"/proc/self/fd/{fd}/{name}"
+
+
+_folder_fds: dict[str, int] = {}
+
+
+def _same_file(fd: int, path: str | Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def check_private(path: Path, *, directory: bool) -> None:
@@ -115,3 +170,49 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state != "Z"
+
+
+def _open_private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def agent_log_handler(
+    path: Path,
+    *,
+    max_bytes: int = LOG_MAX_BYTES,
+    backups: int = LOG_BACKUPS,
+    stderr_fd: int | None = 2,
+) -> logging.Handler:
+    """A handler writing ``path`` (0600), rotated when it would pass ``max_bytes`` into
+    ``path.1`` ... ``path.<backups>``, and at once if it is already that large.
+
+    When ``stderr_fd`` is this log (a background agent's stderr is), each rotation points it at
+    the new file, so what else the process writes there (Python warnings, a crash) stays bounded
+    too and is never appended to a rotated file.
+    """
+    import logging.handlers
+
+    follow = stderr_fd is not None and _same_file(stderr_fd, path)
+
+    class Handler(logging.handlers.RotatingFileHandler):
+        def _open(self) -> Any:
+            return open(
+                self.baseFilename,
+                self.mode,
+                encoding=self.encoding,
+                errors=self.errors,
+                opener=_open_private,
+            )
+
+        def doRollover(self) -> None:
+            super().doRollover()
+            if follow and stderr_fd is not None and self.stream is not None:
+                self.stream.flush()
+                os.dup2(self.stream.fileno(), stderr_fd)
+
+    handler = Handler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    with contextlib.suppress(OSError):
+        if path.stat().st_size >= max_bytes:
+            handler.doRollover()
+    return handler

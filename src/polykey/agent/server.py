@@ -249,7 +249,7 @@ class Agent:
             "pid": os.getpid(),
             "node_id": encode_node_id(self.node.node_id),
             "node": str(self.node_path),
-            "socket": str(self.runtime.socket),
+            "socket": str(self.runtime.socket_path),
             "since": self.since,
             "version": __version__,
             **({"peers": f"{self.peer_host}:{self.peer_port}"} if self.peer_port else {}),
@@ -437,12 +437,3 @@ def _error(request_id: Any, code: int, exc: PolykeyError) -> dict[str, Any]:
             "data": {"exit_code": exc.exit_code, "hint": exc.user_hint, "type": type(exc).__name__},
         },
     }
-
-
-def setup_logging(path: Path) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
-    handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False

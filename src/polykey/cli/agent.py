@@ -10,14 +10,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from polykey.cli.common import Settings, emit, node_options, pass_settings
 from polykey.errors import PolykeyError
 
+if TYPE_CHECKING:
+    from polykey.agent.runtime import Runtime
+
 READY_TIMEOUT_S = 60.0
+LOG_MAX_BYTES_ENV = "PK_AGENT_LOG_MAX_BYTES"
+"""Overrides the size at which agent.log rotates (tests); read by the agent process only."""
 
 
 @dataclass(frozen=True)
@@ -43,24 +48,51 @@ class AgentFailed(PolykeyError):
     hint = "See the agent's log in its runtime folder for the reason."
 
 
-def _runtime(s: Settings) -> Any:
+def _runtime(s: Settings) -> Runtime | None:
+    """The node's runtime folder; None when there is no place for one (no home, see
+    polykey.cli.client.runtime_base)."""
     from polykey.agent.runtime import Runtime
     from polykey.cli.client import runtime_base
 
-    return Runtime.for_node(Path(runtime_base()), s.node_path())
+    base = runtime_base()
+    return None if base is None else Runtime.for_node(Path(base), s.node_path())
+
+
+def _ensured(s: Settings) -> Runtime:
+    """The runtime folder, made 0700 if missing; refused (exit 41) when it is not private."""
+    runtime = _runtime(s)
+    if runtime is None:
+        raise AgentFailed(
+            "there is no folder for its socket (no home folder)",
+            hint="Set PK_RUNTIME_DIR (or XDG_RUNTIME_DIR, or HOME) to a folder of yours.",
+        )
+    try:
+        runtime.ensure()
+    except OSError as exc:
+        raise AgentFailed(
+            f"cannot make its runtime folder {runtime.folder}: {exc.strerror or exc}",
+            hint="Set PK_RUNTIME_DIR to a folder of yours.",
+        ) from None
+    return runtime
 
 
 def _live_status(s: Settings) -> dict[str, Any] | None:
-    """The running agent's status (it answers on its socket), cleaning up after a dead one."""
-    from polykey.cli.client import AgentClient, AgentGone
+    """The running agent's status (it answers on its socket), cleaning up after a dead one.
+    A runtime folder that is not private is refused (exit 41), never cleaned."""
+    from polykey.agent.runtime import UnsafeRuntime
+    from polykey.cli.client import AgentClient, AgentGone, not_private
 
     runtime = _runtime(s)
-    if not runtime.folder.exists():
+    if runtime is None or not os.path.lexists(runtime.folder):
         return None
-    client = AgentClient.find(s.node_path())
+    for folder in (runtime.folder.parent, runtime.folder):
+        reason = not_private(str(folder), directory=True)
+        if reason is not None:
+            raise UnsafeRuntime(reason)
+    client = AgentClient.find(s.node_path(), strict=True)
     if client is not None:
         try:
-            return client.call("agent.status", {}, token=False)
+            return runtime.shown(client.call("agent.status", {}, token=False))
         except AgentGone:
             pass
         finally:
@@ -104,7 +136,8 @@ def agent() -> None:
     type=click.IntRange(min=1),
     default=60,
     show_default=True,
-    help="Seconds a git client on --port may stay silent (or not read) before it is cut off.",
+    help="Seconds a peer on --port may stay silent (between requests, inside one, or not reading)"
+    " before its channel is closed; also caps the time to the hello.",
 )
 @click.option("--child", is_flag=True, hidden=True)
 @pass_settings
@@ -135,6 +168,7 @@ def start(
     live = _live_status(s)
     if live is not None:
         raise AgentRunning(f"pid {live.get('pid')}")
+    _ensured(s)  # no usable runtime folder: say so before asking for the password
     password = s.password()
     if background:
         status = _spawn(s, password, opts)
@@ -150,8 +184,7 @@ def start(
 
 def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
     """Start the agent as a detached child; hand it the password on a pipe, never in argv/env."""
-    runtime = _runtime(s)
-    runtime.ensure()
+    runtime = _ensured(s)
     args = [sys.executable, "-m", "polykey", "agent", "start", "--child"]
     args += ["--node", str(s.node_path()), "--session-idle", str(opts.idle)]
     args += ["--session-max", str(opts.maximum)]
@@ -240,18 +273,23 @@ def _serve(
 ) -> None:
     import asyncio
 
-    from polykey.agent.server import Agent, AgentRunning, harden_process, setup_logging
+    from polykey.agent.runtime import MAX_SOCKET_PATH
+    from polykey.agent.server import Agent, AgentRunning, harden_process
     from polykey.agent.sessions import Sessions
     from polykey.cli.client import AgentClient
     from polykey.node import Node
 
     harden_process()
-    runtime = _runtime(s)
-    runtime.ensure()
+    runtime = _ensured(s)
     if _live_status(s) is not None:
         raise AgentRunning()
     runtime.clear()
-    setup_logging(runtime.log_file)
+    if len(os.fsencode(str(runtime.socket))) > MAX_SOCKET_PATH:
+        raise AgentFailed(
+            f"its socket path is too long: {runtime.socket_path}",
+            hint="Set PK_RUNTIME_DIR to a shorter folder of yours.",
+        )
+    _setup_log(runtime)
     node = Node.open(s.node_path(), password, allow_weak=s.allow_weak())
     del password
     sessions = Sessions(opts.idle, opts.maximum)
@@ -264,6 +302,7 @@ def _serve(
     AgentClient(runtime.folder).save_token(token)
 
     def on_ready(status: dict[str, Any]) -> None:
+        status = runtime.shown(status)
         if announce:
             emit(
                 s,
@@ -279,6 +318,26 @@ def _serve(
         asyncio.run(agent_.serve(on_ready))
     finally:
         node.close()
+
+
+def _setup_log(runtime: Runtime) -> None:
+    """The agent logs to agent.log, rotated (LOG_MAX_BYTES, LOG_BACKUPS older files); Python
+    warnings and other libraries' warnings go there too, not to an unbounded stderr."""
+    import logging
+
+    from polykey.agent.runtime import LOG_MAX_BYTES, agent_log_handler
+
+    max_bytes = LOG_MAX_BYTES
+    with contextlib.suppress(ValueError):
+        max_bytes = max(1024, int(os.environ.get(LOG_MAX_BYTES_ENV, "") or LOG_MAX_BYTES))
+    handler = agent_log_handler(runtime.log_file, max_bytes=max_bytes)
+    log = logging.getLogger("polykey.agent")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    root = logging.getLogger()
+    root.handlers[:] = [handler]  # asyncio, asyncssh: warnings and errors only (root's level)
+    logging.captureWarnings(True)
 
 
 @agent.command()
@@ -317,7 +376,7 @@ def stop(s: Settings) -> None:
     live = _live_status(s)
     if live is None:
         raise AgentNotRunning(str(s.node_path()))
-    client = AgentClient.find(s.node_path())
+    client = AgentClient.find(s.node_path(), strict=True)
     if client is not None:
         with contextlib.suppress(AgentGone):
             client.call("agent.stop", {}, token=False)
@@ -334,7 +393,7 @@ def stop(s: Settings) -> None:
 def _client(s: Settings) -> Any:
     from polykey.cli.client import AgentClient
 
-    client = AgentClient.find(s.node_path())
+    client = AgentClient.find(s.node_path(), strict=True)
     if client is None or _live_status(s) is None:
         raise AgentNotRunning(str(s.node_path()))
     return client

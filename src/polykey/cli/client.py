@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import struct
+import sys
 from typing import Any
 
 from polykey.errors import PolykeyError
@@ -38,32 +39,92 @@ class AgentGone(Exception):
     """The agent could not be reached (not running, or its socket is stale)."""
 
 
-def runtime_base() -> str:
-    """PK_RUNTIME_DIR, else $XDG_RUNTIME_DIR/polykey, else $TMPDIR (or /tmp)/polykey-<uid>."""
+def runtime_base() -> str | None:
+    """Where the runtime folders are: PK_RUNTIME_DIR; else ``$XDG_RUNTIME_DIR/polykey`` or
+    ``$TMPDIR/polykey-<uid>`` when that variable names a folder private to this user (owned, mode
+    0700: no one else can have put anything in it); else under the home,
+    ``${XDG_STATE_HOME:-~/.local/state}/polykey/run-<host name>``. None without a home.
+
+    A shared folder (/tmp) is never used: another user could create the path first. The host name
+    keeps the agents of machines sharing a home (NFS) apart. polykey.cli.fast._folder computes the
+    same without imports; the two must agree.
+    """
     explicit = os.environ.get("PK_RUNTIME_DIR")
     if explicit:
         return explicit
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isdir(xdg):
+    if xdg and _own_private_folder(xdg):
         return os.path.join(xdg, "polykey")
-    tmp = os.environ.get("TMPDIR") or os.environ.get("TEMP") or os.environ.get("TMP") or "/tmp"  # noqa: S108
-    return os.path.join(tmp, f"polykey-{os.getuid()}")
+    tmp = os.environ.get("TMPDIR")
+    if tmp and _own_private_folder(tmp):
+        return os.path.join(tmp, f"polykey-{os.getuid()}")
+    state = os.environ.get("XDG_STATE_HOME")
+    if not state or not os.path.isabs(state):
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):
+            return None
+        state = os.path.join(home, ".local", "state")
+    host = "".join(
+        c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in os.uname().nodename
+    )[:64]
+    return os.path.join(state, "polykey", f"run-{host}" if host else "run")
 
 
-def runtime_folder(node_path: str | os.PathLike[str]) -> str:
+def _own_private_folder(path: str) -> bool:
+    """An absolute path to a folder of this user's that nobody else may enter."""
+    if not os.path.isabs(path):
+        return False
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return (
+        info.st_mode & 0o170000 == 0o040000
+        and info.st_uid == os.getuid()
+        and not info.st_mode & 0o077
+    )
+
+
+def runtime_folder(node_path: str | os.PathLike[str]) -> str | None:
     import hashlib
 
+    base = runtime_base()
+    if base is None:
+        return None
     digest = hashlib.sha256(os.path.realpath(node_path).encode()).hexdigest()[:16]
-    return os.path.join(runtime_base(), digest)
+    return os.path.join(base, digest)
 
 
-def _private(path: str, directory: bool) -> bool:
-    import stat
+def not_private(path: str, *, directory: bool) -> str | None:
+    """Why ``path`` (not followed if a link) is not this user's private folder or socket."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"{_shown(path)} cannot be examined ({exc.strerror or type(exc).__name__})"
+    want = 0o040000 if directory else 0o140000  # S_IFDIR, S_IFSOCK
+    if info.st_mode & 0o170000 != want:
+        return f"{_shown(path)} is not a {'folder' if directory else 'socket'}"
+    if info.st_uid != os.getuid():
+        return f"{_shown(path)} belongs to another user"
+    if info.st_mode & 0o077:
+        return f"{_shown(path)} is accessible to other users (mode {oct(info.st_mode & 0o777)})"
+    return None
 
-    info = os.lstat(path)
 
-    kind = stat.S_ISDIR(info.st_mode) if directory else stat.S_ISSOCK(info.st_mode)
-    return kind and info.st_uid == os.getuid() and not info.st_mode & 0o077
+def _shown(path: str) -> str:
+    """A path on one line (a name may hold control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in path)
+
+
+_warned: set[str] = set()
+
+
+def _warn_unusable(reason: str) -> None:
+    if reason not in _warned:
+        _warned.add(reason)
+        sys.stderr.write(
+            f"pk: warning: not using the agent: {reason}; working on the node file directly\n"
+        )
 
 
 class AgentClient:
@@ -77,17 +138,34 @@ class AgentClient:
         self._next_id = 1
 
     @classmethod
-    def find(cls, node_path: str | os.PathLike[str]) -> AgentClient | None:
-        """The agent of ``node_path`` if its socket exists; refuses a socket that is not private."""
+    def find(cls, node_path: str | os.PathLike[str], *, strict: bool = False) -> AgentClient | None:
+        """The agent of ``node_path`` if its socket exists. A runtime folder or socket that is not
+        private to this user is never used: ``strict`` (commands about the agent itself) raises
+        UnsafeRuntime (exit 41); otherwise a one-line warning, and None: the command works on the
+        node file, so another user who planted a socket cannot block it."""
         folder = runtime_folder(node_path)
-        sock = os.path.join(folder, "agent.sock")
-        if not os.path.exists(sock):
+        if folder is None:
             return None
-        if not _private(folder, True) or not _private(sock, False):
+        sock = os.path.join(folder, "agent.sock")
+        try:
+            os.lstat(sock)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError:
+            pass  # a folder we may not search: not ours, said below
+        reason = (
+            not_private(os.path.dirname(folder), directory=True)
+            or not_private(folder, directory=True)
+            or not_private(sock, directory=False)
+        )
+        if reason is None:
+            return cls(folder)
+        if strict:
             from polykey.agent.runtime import UnsafeRuntime
 
-            raise UnsafeRuntime(f"{sock} or its folder is not private to this user")
-        return cls(folder)
+            raise UnsafeRuntime(reason)
+        _warn_unusable(reason)
+        return None
 
     def token(self) -> str | None:
         env = os.environ.get("PK_TOKEN")
@@ -116,8 +194,13 @@ class AgentClient:
         if self._sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(CONNECT_TIMEOUT_S)
+            address = self.socket_path
+            if len(os.fsencode(address)) > 100:  # a deep home: reach it through its folder
+                from polykey.agent.runtime import socket_address
+
+                address = socket_address(address)
             try:
-                sock.connect(self.socket_path)
+                sock.connect(address)
             except ConnectionRefusedError:
                 sock.close()
                 self._clear_stale()

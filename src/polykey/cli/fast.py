@@ -5,7 +5,8 @@ these lines do the whole job with modules built into the interpreter: no click, 
 cryptography, no SQLite. `secrets.cat` asks for a raw reply (the values, no JSON). On anything
 unusual (options, no agent, a socket that is not private, an invalid session, any error) they
 step aside and the full CLI runs the command, which then gives the result or the proper error.
-The runtime folder rule must match polykey.cli.client.runtime_base.
+The runtime folder rule must match polykey.cli.client.runtime_base (tests/cli/test_runtime_folder.py
+checks they agree).
 """
 
 from __future__ import annotations
@@ -27,16 +28,43 @@ def _sha256_hex(data: bytes) -> str:
     return str(sha256(data).hexdigest())
 
 
-def _folder(node: str) -> str:
+def _folder(node: str) -> str | None:
+    """The runtime folder of ``node``: the rule of polykey.cli.client.runtime_base, the same."""
     base = os.environ.get("PK_RUNTIME_DIR")
     if not base:
         xdg = os.environ.get("XDG_RUNTIME_DIR")
-        if xdg and os.path.isdir(xdg):
+        tmp = os.environ.get("TMPDIR")
+        if xdg and _own_private_folder(xdg):
             base = os.path.join(xdg, "polykey")
+        elif tmp and _own_private_folder(tmp):
+            base = os.path.join(tmp, f"polykey-{os.getuid()}")
         else:
-            tmp = os.environ.get("TMPDIR") or os.environ.get("TEMP") or os.environ.get("TMP")
-            base = os.path.join(tmp or "/tmp", f"polykey-{os.getuid()}")  # noqa: S108
+            state = os.environ.get("XDG_STATE_HOME")
+            if not state or not os.path.isabs(state):
+                home = os.path.expanduser("~")
+                if not os.path.isabs(home):
+                    return None
+                state = os.path.join(home, ".local", "state")
+            host = "".join(
+                c if (c.isascii() and c.isalnum()) or c in "._-" else "_"
+                for c in os.uname().nodename
+            )[:64]
+            base = os.path.join(state, "polykey", f"run-{host}" if host else "run")
     return os.path.join(base, _sha256_hex(os.path.realpath(node).encode())[:16])
+
+
+def _own_private_folder(path: str) -> bool:
+    if not os.path.isabs(path):
+        return False
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return (
+        info.st_mode & _S_IFMT == _S_IFDIR
+        and info.st_uid == os.getuid()
+        and not info.st_mode & 0o077
+    )
 
 
 def _private(path: str, kind: int) -> bool:
@@ -94,10 +122,21 @@ def try_fast(args: list[str]) -> int | None:
     if any(a.startswith("-") or ":" not in a for a in rest):
         return None
     folder = _folder(node)
+    if folder is None:
+        return None
     sock_path = os.path.join(folder, "agent.sock")
     try:
-        if not (_private(folder, _S_IFDIR) and _private(sock_path, _S_IFSOCK)):
+        if not (
+            _private(os.path.dirname(folder), _S_IFDIR)
+            and _private(folder, _S_IFDIR)
+            and _private(sock_path, _S_IFSOCK)
+        ):
             return None
+        if len(os.fsencode(sock_path)) > 100:  # too long for a socket address: via the folder
+            if not os.path.isdir("/proc/self/fd"):
+                return None
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            sock_path = f"/proc/self/fd/{fd}/agent.sock"  # open until this process ends
         token = os.environ.get("PK_TOKEN")
         if not token:
             with open(os.path.join(folder, "session.token")) as f:
