@@ -344,6 +344,46 @@ def test_any_ref_but_main_and_deletes_are_refused(
     assert pair.a("secrets", "cat", "work:db/host") == "x"
 
 
+@needs_git
+@pytest.mark.parametrize(
+    ("path", "content", "reason"),
+    [
+        (".polykey-tags", b"not json\n", "is not JSON"),
+        (".polykey-tags", b"[" * 100_000 + b"]" * 100_000, "is not an object"),
+        (".polykey-tags", b'{"db/password": "prod"}\n', "is not an object"),
+        (".polykey-tags", b'{"db/password": ["no spaces"]}\n', "invalid tag"),
+        (".polykey-tags/x", b'{"db/password": ["prod"]}\n', "is a folder"),
+        ("db/.polykey-tags", b'{"db/password": ["prod"]}\n', "only at the root"),
+        ("db/.polykey-dir", b"not empty", "not an empty file"),
+    ],
+    ids=["not-json", "nested-100000", "wrong-shape", "invalid-tag", "folder", "below-root", "dir"],
+)
+def test_a_bad_reserved_file_in_a_git_push_is_refused_and_writes_go_on(
+    pair: Pair,  # noqa: F811
+    git: Git,
+    path: str,
+    content: bytes,
+    reason: str,
+) -> None:
+    before = alice_state(pair)
+    git.commit(path, content, "Add a reserved file.")
+    result = git.push()
+    assert result.returncode != 0
+    assert reason in result.stderr, result.stderr
+    assert alice_state(pair) == before
+    pair.a("secrets", "write", "work:after", stdin=b"local writes go on")
+    pair.a("tags", "add", "work:after", "t")
+    assert "t\t1 secrets" in pair.a("tags", "list")
+
+
+@needs_git
+def test_a_good_tag_file_in_a_git_push_lands_and_reads(pair: Pair, git: Git) -> None:  # noqa: F811
+    git.commit(".polykey-tags", b'{"db/password": ["from-git", "prod"]}\n', "Tag a secret.")
+    result = git.push()
+    assert result.returncode == 0, result.stderr
+    assert "work:db/password" in pair.a("secrets", "ls", "--tag", "from-git")
+
+
 # --- the pack reader, with real git packs and hostile ones ------------------------------------
 
 
@@ -465,3 +505,50 @@ def test_hostile_packs_are_refused_before_they_are_expanded(pack: bytes, reason:
     _, read_some = _reader(pack)
     with pytest.raises(UpdateRefused, match=reason):
         read_pack(read_some, _no_base)
+
+
+# --- a vault whose history was broken before receiving checked types ------------------------
+
+
+def _break_alice(p: Pair, how: str) -> None:
+    """Give alice's `work` a head commit naming objects of the wrong type, written straight to
+    its records while her agent is stopped (as an unchecked push once could)."""
+    from polykey.vaults.objects import encode, refs_ns
+    from polykey.vaults.vault import BRANCH
+
+    run_pk("agent", "stop", env=p.alice)
+    with Node.open(p.tmp / "alice.pk", b"alice pw", allow_weak=True) as node:
+        vault = node.vaults.open("work")
+        head = vault.head()
+        assert head is not None
+        tree = vault.objects().get_commit(head).tree
+        entry = vault.lookup(("db", "password"))
+        assert entry is not None
+        if how == "tree-is-a-blob":
+            bad = vault._new_commit(entry[1], [head], "Broken.")
+        else:
+            bad = vault._new_commit(tree, [tree], "Broken.")
+        with node.store.write() as tx:
+            tx.put(objects_ns(vault.id), bytes.fromhex(bad.id.decode()), encode(bad))
+            tx.put(refs_ns(vault.id), BRANCH, bad.id)
+    p.start_alice()
+
+
+@needs_git
+@pytest.mark.parametrize("how", ["tree-is-a-blob", "parent-is-a-tree"])
+def test_cloning_a_vault_whose_history_is_broken_fails_clearly(
+    pair: Pair,  # noqa: F811
+    how: str,
+) -> None:
+    _break_alice(pair, how)
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
+    g = Git(pair, bob_key(pair))
+    cloned = g.raw("clone", g.url("work"), str(g.work), cwd=pair.tmp)
+    assert cloned.returncode != 0
+    assert "remote error" in cloned.stderr or "is a tree, not a blob" in cloned.stderr
+    assert "hung up" not in cloned.stderr, cloned.stderr
+    by_pk = run_pk("vaults", "clone", pair.alice_id, "work", env=pair.bob)
+    assert by_pk.returncode in (51, 53), by_pk.stderr
+    assert b"wrong type" in by_pk.stderr or b"but that object is a" in by_pk.stderr
+    assert b"Internal" not in by_pk.stderr
+    assert "work" in pair.b("vaults", "scan", pair.alice_id)  # the agent keeps serving

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 
+from polykey.errors import PolykeyError
 from polykey.node import Node
 from polykey.vaults.objects import refs_ns
 from polykey.vaults.vault import BRANCH
@@ -339,3 +342,161 @@ def test_granting_push_grants_pull_with_it(pair: Pair) -> None:
     pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
     listed = pair.a("vaults", "permissions", "work")
     assert "pull, push" in listed and "clone" not in listed
+
+
+# --- a node holding push sends objects of the wrong type, or a bad reserved file ------------
+
+
+def _bob_key(pair: Pair) -> Any:
+    with Node.open(pair.tmp / "bob.pk", b"bob pw", allow_weak=True) as node:
+        return node.key.signing
+
+
+def _raw(obj: ShaFile) -> bytes:
+    return bytes([obj.type_num]) + obj.as_raw_string()
+
+
+def _signed(key: Any, tree: bytes, parents: list[bytes]) -> Commit:
+    from polykey.crypto import sshsig
+
+    c = Commit()
+    c.tree = ObjectID(tree)
+    c.parents = [ObjectID(p) for p in parents]
+    c.author = c.committer = b"bob <bob>"
+    c.author_time = c.commit_time = 1_700_000_000
+    c.author_timezone = c.commit_timezone = 0
+    c.message = b"Hostile push.\n"
+    c.gpgsig = sshsig.sign(key, c.raw_without_sig(), "git").encode()
+    return c
+
+
+Make = Callable[[Any, bytes, list[bytes]], tuple[bytes, list[bytes]]]
+
+
+def hostile_push(pair: Pair, make: Make) -> Any:
+    """As bob (who holds push), fetch `work`, then send what ``make(key, head, objects)``
+    builds straight to `vaults.receive`: what a modified `pk` could send."""
+    import asyncio
+
+    from polykey.ids import decode_node_id
+    from polykey.network.ssh import PeerClient, PeerError, ssh_key
+
+    key = _bob_key(pair)
+
+    async def run() -> Any:
+        client = await PeerClient.connect(
+            ssh_key(key.openssh_private_pem()),
+            decode_node_id(pair.alice_id),
+            "127.0.0.1",
+            pair.port,
+        )
+        try:
+            current = await client.call("vaults.fetch", {"vault": "work", "haves": []})
+            head, objects = make(key, current["head"].encode(), current["objects"])
+            params = {"vault": "work", "head": head.decode(), "objects": objects}
+            try:
+                return await client.call("vaults.receive", params)
+            except PeerError as exc:
+                return exc
+        finally:
+            client.close()
+
+    return asyncio.run(asyncio.wait_for(run(), 60))
+
+
+def _parsed(objects: list[bytes]) -> list[ShaFile]:
+    return [ShaFile.from_raw_string(o[0], o[1:]) for o in objects]
+
+
+def _tree_names_a_held_blob(
+    key: Any, head: bytes, objects: list[bytes]
+) -> tuple[bytes, list[bytes]]:
+    blob = next(o for o in _parsed(objects) if o.type_num == 3)  # alice holds it
+    c = _signed(key, blob.id, [head])
+    return c.id, [_raw(c)]
+
+
+def _parent_is_a_held_tree(
+    key: Any, head: bytes, objects: list[bytes]
+) -> tuple[bytes, list[bytes]]:
+    tree = next(o for o in _parsed(objects) if isinstance(o, Tree))
+    c = _signed(key, tree.id, [head, tree.id])
+    return c.id, [_raw(c)]
+
+
+def _file_is_a_held_tree(key: Any, head: bytes, objects: list[bytes]) -> tuple[bytes, list[bytes]]:
+    held = next(o for o in _parsed(objects) if isinstance(o, Tree))
+    root = Tree()
+    root.add(b"file", 0o100644, held.id)
+    c = _signed(key, root.id, [head])
+    return c.id, [_raw(root), _raw(c)]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_tree_names_a_held_blob, _parent_is_a_held_tree, _file_is_a_held_tree],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_a_push_naming_a_held_object_as_another_type_is_refused_and_clones_still_work(
+    pair: Pair, make: Make
+) -> None:
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
+    before = pair.a("vaults", "log", "work")
+    outcome = hostile_push(pair, make)
+    assert isinstance(outcome, PolykeyError), outcome
+    assert "but that object is a" in outcome.message
+    assert pair.a("vaults", "log", "work") == before
+    assert "whole" in pair.a("node", "check")
+    pair.b("vaults", "clone", pair.alice_id, "work", "fresh")  # every clone still works
+    assert pair.b("secrets", "cat", "fresh:db/password") == "first"
+
+
+def _with_tags(content: bytes | None) -> Make:
+    """A commit on top whose root holds `.polykey-tags`: this content, or (None) a folder."""
+
+    def make(key: Any, head: bytes, objects: list[bytes]) -> tuple[bytes, list[bytes]]:
+        parsed = _parsed(objects)
+        commit = next(o for o in parsed if o.id == head)
+        assert isinstance(commit, Commit)
+        root = next(o for o in parsed if o.id == commit.tree)
+        assert isinstance(root, Tree)
+        if content is None:
+            inner = Tree()
+            inner.add(b"x", 0o100644, next(o for o in parsed if o.type_num == 3).id)
+            sent: list[ShaFile] = [inner]
+            root.add(b".polykey-tags", 0o040000, inner.id)
+        else:
+            blob = Blob.from_string(content)
+            sent = [blob]
+            root.add(b".polykey-tags", 0o100644, blob.id)
+        c = _signed(key, root.id, [head])
+        return c.id, [_raw(o) for o in (*sent, root, c)]
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"not json", "is not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "is not an object"),
+        (None, "is a folder"),
+        (b'{"a": ["t"]' + b" " * (9 << 20) + b"}", "is larger than 8 MiB"),
+        (b'{"db/password": "not a list"}', "is not an object"),
+    ],
+    ids=["not-json", "nested-100000", "a-folder", "too-large", "wrong-shape"],
+)
+def test_a_pushed_bad_tag_file_is_refused_with_a_clear_reason(
+    pair: Pair, content: bytes | None, reason: str
+) -> None:
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
+    before = pair.a("vaults", "log", "work")
+    outcome = hostile_push(pair, _with_tags(content))
+    assert isinstance(outcome, PolykeyError), outcome
+    assert ".polykey-tags" in outcome.message and reason in outcome.message
+    assert pair.a("vaults", "log", "work") == before
+    pair.a("secrets", "write", "work:after", stdin=b"local writes still work")
+    assert "db/password" not in pair.a("tags", "list")
+    good = hostile_push(pair, _with_tags(b'{"db/password": ["prod"]}'))
+    assert not isinstance(good, PolykeyError), good
+    assert "prod" in pair.a("tags", "list")

@@ -24,16 +24,24 @@ from polykey.keys.root import RootKey
 from polykey.network.graph import Graph
 from polykey.network.ssh import PeerClient, ssh_key
 from polykey.store.nodefile import NodeFile, Transaction
-from polykey.vaults.errors import VaultExists
+from polykey.vaults.errors import BadTagFile, BrokenHistory, VaultExists
 from polykey.vaults.objects import VaultObjects, objects_ns, refs_ns
 from polykey.vaults.paths import InvalidSecretPath, check_component, fold
 from polykey.vaults.registry import VaultInfo, Vaults
+from polykey.vaults.tags import (
+    MAX_TAGS_BYTES,
+    TAGS_FILE,
+    TOO_LARGE,
+    parse_tags,
+    tag_blob_problem,
+)
+from polykey.vaults.tree import DIR_MARKER
 from polykey.vaults.vault import BRANCH, GIT_NAMESPACE
 
 TYPES = {1: b"commit", 2: b"tree", 3: b"blob"}
 MAX_OBJECT_BYTES = 256 * 1024 * 1024
 MAX_DEPTH = 64
-RESERVED = {b".polykey-tags", b".polykey-dir"}
+RESERVED = {b".polykey-tags", b".polykey-dir"}  # names checked further: _check_tree
 
 
 class UpdateRefused(PolykeyError):
@@ -187,7 +195,7 @@ async def _pull_one(
         return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
 
     signers = {bytes(peer), *_writers(reply)}
-    objects = validate(received, head, known, signers, local_tree_stats(local_objects))
+    objects = validate(received, head, known, signers, local=local_objects)
 
     def parents(sha: bytes) -> list[bytes]:
         raw = objects.get(sha)
@@ -277,11 +285,20 @@ def validate(
     known: Callable[[bytes], bool],
     signers: set[bytes],
     local_stats: TreeStats | None = None,
+    *,
+    local: VaultObjects | None = None,
 ) -> dict[bytes, bytes]:
-    """Check a peer's objects; return them by id (hex) or raise UpdateRefused.
+    """Check a peer's objects; return those the new head reaches, by id (hex), or raise
+    UpdateRefused.
 
-    ``local_stats`` measures trees the vault already holds that new trees name (see
-    :func:`local_tree_stats`); without it (a clone) every tree must be among the received."""
+    Every object a received one names must be present (received, or held: ``known``) and of
+    the type its place says (a commit's tree a tree, its parents commits, a file a blob, a
+    folder a tree), whether it was received or the vault holds it: ``local`` is the vault's
+    objects, asked the type of those it holds (without it, a received object may not name a
+    held one). ``local_stats`` measures trees the vault already holds that new trees name
+    (see :func:`local_tree_stats`; by default, those of ``local``). Reserved files are
+    checked too: `.polykey-tags` only at a commit's root, a file of valid tags (vaults/tags.py);
+    `.polykey-dir` an empty file."""
     objects: dict[bytes, bytes] = {}
     parsed: dict[bytes, ShaFile] = {}
     for raw in received:
@@ -300,38 +317,178 @@ def validate(
             except Exception:
                 raise UpdateRefused(f"object {sha.decode()} is malformed") from None
 
-    def present(sha: bytes) -> bool:
-        return sha in objects or known(sha)
+    def kind(sha: bytes) -> int | None:
+        """The type of a received or held object; None when it is neither."""
+        raw = objects.get(sha)
+        if raw is not None:
+            return raw[0]
+        if not known(sha):
+            return None
+        if local is None:
+            raise UpdateRefused(
+                f"object {sha.decode()} is held here, but its type cannot be checked"
+            )
+        return _held_kind(local, sha)
 
-    if not present(head):
+    head_kind = kind(head)
+    if head_kind is None:
         raise UpdateRefused("the new head is missing")
+    if head_kind != Commit.type_num:
+        raise UpdateRefused(f"the new head {head.decode()} is a {_name(head_kind)}, not a commit")
     subtrees: dict[bytes, list[bytes]] = {}
     for sha, obj in parsed.items():
         if isinstance(obj, Commit):
-            _check_commit(sha, obj, present, signers, objects)
+            _check_commit(sha, obj, kind, signers)
         elif isinstance(obj, Tree):
-            folded: set[str] = set()
-            dirs = subtrees[sha] = []
-            for item in obj.iteritems():
-                if not _entry_ok(item.path, item.mode):
-                    _refuse_entry(sha, item.mode)
-                key = _fold(item.path)
-                if key in folded:
-                    raise UpdateRefused(f"tree {sha.decode()} holds names that differ by case only")
-                folded.add(key)
-                if not present(item.sha):
-                    raise UpdateRefused(f"tree {sha.decode()} names a missing object")
-                kind = objects[item.sha][0] if item.sha in objects else None
-                if kind is not None and kind != _KIND[item.mode]:
-                    raise UpdateRefused(f"tree {sha.decode()} names an object of another type")
-                if item.mode == 0o040000:
-                    dirs.append(item.sha)
-    if head in parsed and not isinstance(parsed[head], Commit):
-        raise UpdateRefused("the new head is not a commit")
-    roots = [o.tree for o in parsed.values() if isinstance(o, Commit) and o.tree in subtrees]
+            subtrees[sha] = _check_tree(sha, obj, kind, parsed, local)
+    reached = _reached(head, objects, parsed)
+    commits = [o for sha, o in parsed.items() if sha in reached and isinstance(o, Commit)]
+    roots = [c.tree for c in commits if c.tree in subtrees]
     sizes = {sha: len(o) for sha, o in parsed.items() if isinstance(o, Tree)}
+    if local_stats is None and local is not None:
+        local_stats = local_tree_stats(local)
     _check_depth(subtrees, roots, sizes, local_stats or (lambda _sha: (0, 0)))
-    return objects
+    _check_tag_files(commits, objects, parsed, local)
+    return {sha: raw for sha, raw in objects.items() if sha in reached}
+
+
+_NAMES = {Commit.type_num: "commit", Tree.type_num: "tree", Blob.type_num: "blob"}
+EMPTY_BLOB = Blob.from_string(b"").id
+
+
+def _name(kind: int) -> str:
+    return _NAMES.get(kind, "object of an unknown type")
+
+
+# Types of objects vaults hold, by (vault id, object id): an object never changes, so entries
+# never go stale; a blob's type is known without reading the blob again at the next pull.
+_HELD_KINDS: dict[tuple[str, bytes], int] = {}
+_HELD_KINDS_MAX = 200_000
+
+
+def _held_kind(local: VaultObjects, sha: bytes) -> int | None:
+    key = (local.vault_id, sha)
+    found = _HELD_KINDS.get(key)
+    if found is None:
+        found = local.kind(sha)
+        if found is None:
+            return None
+        if len(_HELD_KINDS) > _HELD_KINDS_MAX:
+            _HELD_KINDS.clear()
+        _HELD_KINDS[key] = found
+    return found
+
+
+def _reached(head: bytes, objects: dict[bytes, bytes], parsed: dict[bytes, ShaFile]) -> set[bytes]:
+    """The received objects the new head reaches (the rest are not kept)."""
+    seen: set[bytes] = set()
+    todo = [head]
+    while todo:
+        sha = todo.pop()
+        if sha in seen or sha not in objects:
+            continue
+        seen.add(sha)
+        obj = parsed.get(sha)
+        if isinstance(obj, Commit):
+            todo.append(obj.tree)
+            todo.extend(obj.parents)
+        elif isinstance(obj, Tree):
+            todo.extend(item.sha for item in obj.iteritems())
+    return seen
+
+
+def _check_tree(
+    sha: bytes,
+    tree: Tree,
+    kind: Callable[[bytes], int | None],
+    parsed: dict[bytes, ShaFile],
+    local: VaultObjects | None,
+) -> list[bytes]:
+    """Check one received tree's entries; return the ids of its folders."""
+    folded: set[str] = set()
+    dirs: list[bytes] = []
+    for item in tree.iteritems():
+        if not _entry_ok(item.path, item.mode):
+            _refuse_entry(sha, item.mode)
+        key = _fold(item.path)
+        if key in folded:
+            raise UpdateRefused(f"tree {sha.decode()} holds names that differ by case only")
+        folded.add(key)
+        found = kind(item.sha)
+        if found is None:
+            raise UpdateRefused(f"tree {sha.decode()} names a missing object")
+        is_dir = item.mode == 0o040000
+        if found != _KIND[item.mode]:
+            raise UpdateRefused(
+                f"tree {sha.decode()} names {item.sha.decode()} as the "
+                f"{'folder' if is_dir else 'file'} {item.path.decode()[:80]!r}, "
+                f"but that object is a {_name(found)}"
+            )
+        if item.path == TAGS_FILE and is_dir:
+            raise UpdateRefused(f"tree {sha.decode()}: its .polykey-tags is a folder")
+        if item.path == DIR_MARKER and (is_dir or item.sha != EMPTY_BLOB):
+            raise UpdateRefused(f"tree {sha.decode()}: its .polykey-dir is not an empty file")
+        if is_dir:
+            dirs.append(item.sha)
+            folder = parsed.get(item.sha)
+            if folder is None and local is not None:
+                folder = _held_tree(local, item.sha)
+            if isinstance(folder, Tree) and TAGS_FILE in folder:
+                raise UpdateRefused(
+                    f"tree {sha.decode()}: its folder {item.path.decode()[:80]!r} holds a "
+                    ".polykey-tags, which is kept only at the root"
+                )
+    return dirs
+
+
+def _held_tree(local: VaultObjects, sha: bytes) -> Tree:
+    try:
+        return local.get_tree(sha)
+    except (NodeDamaged, BrokenHistory):
+        raise UpdateRefused(f"a folder names {sha.decode()}, which is no tree here") from None
+
+
+def _check_tag_files(
+    commits: list[Commit],
+    objects: dict[bytes, bytes],
+    parsed: dict[bytes, ShaFile],
+    local: VaultObjects | None,
+) -> None:
+    """The tag file at the root of each new commit, received or held, must be a valid one."""
+    done: set[bytes] = set()  # roots looked at
+    checked: set[bytes] = set()  # tag files checked
+    for commit in commits:
+        if commit.tree in done:
+            continue
+        done.add(commit.tree)
+        root = parsed.get(commit.tree)
+        if root is None and local is not None:
+            root = _held_tree(local, commit.tree)
+        if not isinstance(root, Tree) or TAGS_FILE not in root:
+            continue
+        mode, sha = root[TAGS_FILE]
+        where = f"commit {commit.id.decode()}: its .polykey-tags"
+        if mode != 0o100644:
+            raise UpdateRefused(f"{where} is a folder")
+        if sha in checked:
+            continue
+        checked.add(sha)
+        try:
+            raw = objects.get(sha)
+            if raw is not None:
+                if raw[0] != Blob.type_num:
+                    raise UpdateRefused(f"{where} is a {_name(raw[0])}, not a file")
+                if len(raw) - 1 > MAX_TAGS_BYTES:
+                    raise BadTagFile(TOO_LARGE)
+                parse_tags(raw[1:])
+            elif local is not None:
+                problem = tag_blob_problem(local, sha)
+                if problem is not None:
+                    raise BadTagFile(problem)
+        except BadTagFile as exc:
+            raise UpdateRefused(f"{where} {exc.detail}") from None
+        except (NodeDamaged, BrokenHistory):
+            raise UpdateRefused(f"{where} is not a file held here") from None
 
 
 _KIND = {0o100644: Blob.type_num, 0o040000: Tree.type_num}  # what a tree entry's mode names
@@ -421,10 +578,7 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
                 count = size_of.pop(tree_id) + sum(k[1] for k in kids)
                 done[tree_id] = (height, min(count, MAX_PATHS + 1))
                 continue
-            try:
-                tree = objects.get_tree(tree_id)
-            except NodeDamaged:  # a new tree names a local blob or commit as a folder
-                raise UpdateRefused(f"object {tree_id.decode()} is named as a folder") from None
+            tree = _held_tree(objects, tree_id)  # a held tree naming a blob as a folder
             kids_ids = [bytes(i.sha) for i in tree.iteritems() if i.mode == 0o040000]
             kids_of[tree_id], size_of[tree_id] = kids_ids, len(tree)
             stack.append((tree_id, True))
@@ -445,16 +599,26 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
 def _check_commit(
     sha: bytes,
     commit: Commit,
-    present: Callable[[bytes], bool],
+    kind: Callable[[bytes], int | None],
     signers: set[bytes],
-    objects: dict[bytes, bytes],
 ) -> None:
-    if not present(commit.tree) or not all(present(p) for p in commit.parents):
+    if not _HEX40.fullmatch(commit.tree) or not all(_HEX40.fullmatch(p) for p in commit.parents):
+        raise UpdateRefused(f"commit {sha.decode()} names objects by ids not in lowercase hex")
+    tree_kind = kind(commit.tree)
+    parent_kinds = [(p, kind(p)) for p in commit.parents]
+    if tree_kind is None or any(k is None for _, k in parent_kinds):
         raise UpdateRefused(f"commit {sha.decode()} refers to missing objects")
-    tree_kind = objects[commit.tree][0] if commit.tree in objects else Tree.type_num
-    parent_kinds = {objects[p][0] for p in commit.parents if p in objects}
-    if tree_kind != Tree.type_num or parent_kinds - {Commit.type_num}:
-        raise UpdateRefused(f"commit {sha.decode()} names objects of another type")
+    if tree_kind != Tree.type_num:
+        raise UpdateRefused(
+            f"commit {sha.decode()} names {commit.tree.decode()} as its tree, "
+            f"but that object is a {_name(tree_kind)}"
+        )
+    for parent, parent_kind in parent_kinds:
+        if parent_kind != Commit.type_num:
+            raise UpdateRefused(
+                f"commit {sha.decode()} names {parent.decode()} as a parent, "
+                f"but that object is a {_name(parent_kind or 0)}"
+            )
     if commit.gpgsig is None:
         raise UpdateRefused(f"commit {sha.decode()} is not signed")
     try:

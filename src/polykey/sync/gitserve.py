@@ -128,16 +128,38 @@ class VaultBackend(Backend):
 def serve_upload_pack(vaults: Vaults, peer: NodeId, path: str, recv: Any, write: Any) -> None:
     """Run git's upload-pack for one peer on a byte stream (blocking; run it in a thread)."""
     from dulwich.errors import GitProtocolError, NotGitRepository
+    from dulwich.protocol import CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_FATAL
     from dulwich.server import UploadPackHandler
+
+    class _UploadPack(UploadPackHandler):
+        sending = False  # the pack is being sent: errors go on the side band from now on
+
+        def _start_pack_send_phase(self) -> None:
+            self.sending = True
+            super()._start_pack_send_phase()
 
     proto = ReceivableProtocol(recv, write)
     try:
-        handler = UploadPackHandler(VaultBackend(vaults, peer), [path], proto)
+        handler = _UploadPack(VaultBackend(vaults, peer), [path], proto)
     except NotGitRepository:
         proto.write_pkt_line(b"ERR repository not found\n")
         return
-    with contextlib.suppress(GitProtocolError):  # the client hung up or spoke nonsense
+    try:
         handler.handle()
+    except GitProtocolError:  # the client hung up or spoke nonsense
+        return
+    except Exception as exc:  # a vault whose history does not fit: say so to git, not a hang-up
+        why = (
+            exc.message
+            if isinstance(exc, PolykeyError)
+            else f"the vault cannot be served ({type(exc).__name__}); "
+            "`pk node check` on the serving node lists what is wrong with it"
+        )
+        with contextlib.suppress(Exception):
+            if not handler.sending:
+                proto.write_pkt_line(b"ERR " + _line(why) + b"\n")
+            elif handler.has_capability(CAPABILITY_SIDE_BAND_64K):
+                proto.write_sideband(SIDE_BAND_CHANNEL_FATAL, _line(why) + b"\n")
 
 
 def serve_receive_pack(

@@ -10,14 +10,14 @@ from __future__ import annotations
 import stat
 from typing import Any
 
-from dulwich.objects import Commit, ShaFile, Tree
+from dulwich.objects import Blob, Commit, ShaFile, Tree
 
 from polykey.errors import InvalidInput
 from polykey.ids import NodeId, encode_node_id
 from polykey.network.ssh import PROTOCOL_VERSION
 from polykey.store.nodefile import NodeFile
 from polykey.trust.acl import Acl
-from polykey.vaults.errors import VaultNotFound
+from polykey.vaults.errors import BrokenHistory, VaultNotFound
 from polykey.vaults.objects import VaultObjects
 from polykey.vaults.registry import VaultInfo, Vaults
 
@@ -114,13 +114,7 @@ class PeerService:
 
         ``expected``: the head the pusher saw (git's compare-and-swap; 40 zeros for none)."""
         from polykey.ids import decode_node_id
-        from polykey.sync.fetch import (
-            UpdateRefused,
-            is_ancestor,
-            local_tree_stats,
-            validate,
-            write_objects,
-        )
+        from polykey.sync.fetch import UpdateRefused, is_ancestor, validate, write_objects
 
         info = self._granted(peer, wanted, {"push"})
         if len(head) != 40 or not set(head) <= HEX_DIGITS:
@@ -135,7 +129,7 @@ class PeerService:
         def known(sha: bytes) -> bool:
             return self.store.contains(local.ns, bytes.fromhex(sha.decode()))
 
-        received = validate(objects, head, known, signers, local_tree_stats(local))
+        received = validate(objects, head, known, signers, local=local)
 
         def parents(sha: bytes) -> list[bytes]:
             raw = received.get(sha)
@@ -152,7 +146,9 @@ class PeerService:
 
 
 def collect(objects: VaultObjects, head: bytes, haves: set[bytes]) -> list[bytes]:
-    """Every object reachable from ``head`` that the holder of ``haves`` lacks."""
+    """Every object reachable from ``head`` that the holder of ``haves`` lacks. Each object
+    is read as the type its place says (BrokenHistory otherwise: a vault that took objects
+    of the wrong type before they were checked is refused clearly, not sent on)."""
     known: set[bytes] = set()
     for have in haves:
         _reachable_tree_objects(objects, objects.get_commit(have).tree, known)
@@ -163,39 +159,56 @@ def collect(objects: VaultObjects, head: bytes, haves: set[bytes]) -> list[bytes
         if commit_id in haves or commit_id in send:
             continue
         commit = objects.get_commit(commit_id)
-        send[commit_id] = _raw(objects, commit_id)
-        found: set[bytes] = set()
+        send[commit_id] = _raw(objects, commit_id, Commit)
+        found: dict[bytes, type[ShaFile]] = {}
         _reachable_tree_objects(objects, commit.tree, found, skip=known)
-        for sha in found - known:
-            if sha not in send:
-                send[sha] = _raw(objects, sha)
-        known |= found
+        for sha, kind in found.items():
+            if sha not in known and sha not in send:
+                send[sha] = _raw(objects, sha, kind)
+        known |= found.keys()
         todo.extend(commit.parents)
     return list(send.values())
 
 
 def _has(objects: VaultObjects, sha: bytes) -> bool:
     try:
-        return isinstance(objects.get(sha), Commit)
+        return isinstance(objects.get(sha, "commit"), Commit)  # a large blob is not read
     except Exception:
         return False
 
 
-def _raw(objects: VaultObjects, sha: bytes) -> bytes:
+def _raw(objects: VaultObjects, sha: bytes, kind: type[ShaFile]) -> bytes:
     obj = objects.get(sha)
+    if not isinstance(obj, kind):
+        wanted = {Commit: "commit", Tree: "tree"}.get(kind, "blob")
+        actual = {Commit: "commit", Tree: "tree"}.get(type(obj), "blob")
+        raise BrokenHistory(f"{objects.name}: {sha.decode()} is a {actual}, not a {wanted}")
     return bytes([obj.type_num]) + obj.as_raw_string()
 
 
 def _reachable_tree_objects(
-    objects: VaultObjects, tree_id: bytes, out: set[bytes], skip: set[bytes] | None = None
+    objects: VaultObjects,
+    tree_id: bytes,
+    out: set[bytes] | dict[bytes, type[ShaFile]],
+    skip: set[bytes] | None = None,
 ) -> None:
-    if tree_id in out or (skip is not None and tree_id in skip):
-        return
-    out.add(tree_id)
-    tree = objects.get(tree_id)
-    assert isinstance(tree, Tree)
-    for item in tree.iteritems():
-        if stat.S_ISDIR(item.mode):
-            _reachable_tree_objects(objects, item.sha, out, skip)
-        else:
-            out.add(item.sha)
+    """Add the tree ``tree_id`` and everything below it to ``out`` (a dict: with the type each
+    is named as), except what ``skip`` holds."""
+    todo = [tree_id]
+    while todo:
+        sha = todo.pop()
+        if sha in out or (skip is not None and sha in skip):
+            continue
+        _add(out, sha, Tree)
+        for item in objects.get_tree(sha).iteritems():
+            if stat.S_ISDIR(item.mode):
+                todo.append(item.sha)
+            elif not (skip is not None and item.sha in skip):
+                _add(out, item.sha, Blob)
+
+
+def _add(out: set[bytes] | dict[bytes, type[ShaFile]], sha: bytes, kind: type[ShaFile]) -> None:
+    if isinstance(out, dict):
+        out.setdefault(sha, kind)
+    else:
+        out.add(sha)

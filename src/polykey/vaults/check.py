@@ -1,4 +1,6 @@
-"""Checking vaults: every git object re-hashed, every ref and every reachable object present."""
+"""Checking vaults: every git object re-hashed and parsed; from every ref, the whole history
+followed, each object present and of the type its place says (a commit's tree a tree, its
+parents commits, a file a blob, a folder a tree)."""
 
 from __future__ import annotations
 
@@ -14,17 +16,19 @@ from polykey.vaults.objects import (
     CHUNK_BYTES,
     CHUNKED_BLOB,
     OBJECT_KEY_BYTES,
+    TYPE_NAMES,
     chunk_key,
     objects_ns,
     parse,
     refs_ns,
 )
 
-TYPE_NAMES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
+TYPE_IDS = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
 
 
 def check_vault(store: NodeFile, vault_id: str, name: str) -> list[Damage]:
-    """Damage in one vault: objects whose content does not hash to their id, missing objects."""
+    """What is wrong in one vault: objects whose content does not hash to their id or does not
+    parse, and, along the history of each ref, objects missing or of the wrong type."""
     place = f"vault {name}"
     try:
         records = dict(store.items(objects_ns(vault_id)))
@@ -32,23 +36,30 @@ def check_vault(store: NodeFile, vault_id: str, name: str) -> list[Damage]:
     except NodeDamaged as exc:
         return [Damage(place, exc.detail)]
     damage: list[Damage] = []
-    parsed: dict[bytes, ShaFile | None] = {}
+    parsed: dict[bytes, ShaFile] = {}
+    bad: set[bytes] = set()  # reported already: not followed
     for key, value in records.items():
         if len(key) != OBJECT_KEY_BYTES:
             continue  # a part of a large blob, checked with its blob
         problem = _rehash(key, value, records)
+        if problem is None and value[0] in (1, 2, 4):
+            try:
+                parsed[key] = parse(value, key.hex().encode())
+            except NodeDamaged:
+                problem = "is malformed"
         if problem:
             damage.append(Damage(f"{place}: object {key.hex()}", problem))
-            continue
-        if value[0] in (1, 2, 4):
-            parsed[key] = parse(value, key.hex().encode())
+            bad.add(key)
     for ref, target in refs.items():
         try:
             head = bytes.fromhex(target.decode())
         except (UnicodeDecodeError, ValueError):
             damage.append(Damage(f"{place}: ref {ref.decode(errors='replace')}", "is malformed"))
             continue
-        damage.extend(_reachable(place, head, records, parsed))
+        if len(head) != OBJECT_KEY_BYTES:
+            damage.append(Damage(f"{place}: ref {ref.decode(errors='replace')}", "is malformed"))
+            continue
+        damage.extend(_history(place, ref, head, records, parsed, bad))
     return damage
 
 
@@ -68,7 +79,7 @@ def _rehash(key: bytes, value: bytes, records: dict[bytes, bytes]) -> str | None
                 return f"is missing part {index}"
             digest.update(part)
         return None if digest.digest() == key else "does not hash to its id"
-    type_name = TYPE_NAMES.get(value[0])
+    type_name = TYPE_IDS.get(value[0])
     if type_name is None:
         return "has an unknown type"
     body = memoryview(value)[1:]
@@ -77,32 +88,54 @@ def _rehash(key: bytes, value: bytes, records: dict[bytes, bytes]) -> str | None
     return None if digest.digest() == key else "does not hash to its id"
 
 
-def _reachable(
-    place: str, head: bytes, records: dict[bytes, bytes], parsed: dict[bytes, ShaFile | None]
+def _kind(value: bytes) -> int:
+    return Blob.type_num if value[0] == CHUNKED_BLOB else value[0]
+
+
+def _history(
+    place: str,
+    ref: bytes,
+    head: bytes,
+    records: dict[bytes, bytes],
+    parsed: dict[bytes, ShaFile],
+    bad: set[bytes],
 ) -> list[Damage]:
+    """Follow one ref's history without recursion. Every place an object is named is
+    checked (an object named as a blob in one tree and as a tree in another is wrong in the
+    second), each object is expanded once; each problem is reported once, with who names it."""
     damage: list[Damage] = []
-    todo = [(head, "commit")]
-    seen: set[bytes] = set()
+    ref_name = f"ref {ref.decode(errors='replace')}"
+    todo: list[tuple[bytes, int, str]] = [(head, Commit.type_num, ref_name)]
+    expanded: set[bytes] = set()
+    reported: set[tuple[bytes, int]] = set()
     while todo:
-        key, want = todo.pop()
-        if key in seen:
+        key, want, named_by = todo.pop()
+        value = records.get(key)
+        if key in bad:
+            continue  # reported with what is wrong with it
+        if value is None or _kind(value) != want:
+            if (key, want) not in reported:
+                reported.add((key, want))
+                if value is None:
+                    problem = f"is missing (named by {named_by})"
+                else:
+                    problem = (
+                        f"is a {TYPE_NAMES.get(_kind(value), 'object of an unknown type')}, "
+                        f"but {named_by} names it as a {TYPE_NAMES[want]}"
+                    )
+                damage.append(Damage(f"{place}: {TYPE_NAMES[want]} {key.hex()}", problem))
             continue
-        seen.add(key)
-        if key not in records:
-            damage.append(Damage(f"{place}: {want} {key.hex()}", "is missing"))
+        if key in expanded or want == Blob.type_num:
             continue
+        expanded.add(key)
         obj = parsed.get(key)
-        if want == "blob":
-            if records[key][0] not in (Blob.type_num, CHUNKED_BLOB):
-                damage.append(Damage(f"{place}: blob {key.hex()}", "is not a blob"))
-            continue
-        if want == "commit" and isinstance(obj, Commit):
-            todo.append((bytes.fromhex(obj.tree.decode()), "tree"))
-            todo.extend((bytes.fromhex(p.decode()), "commit") for p in obj.parents)
-        elif want == "tree" and isinstance(obj, Tree):
+        if isinstance(obj, Commit):
+            by = f"commit {key.hex()}"
+            todo.extend((bytes.fromhex(p.decode()), Commit.type_num, by) for p in obj.parents)
+            todo.append((bytes.fromhex(obj.tree.decode()), Tree.type_num, by))
+        elif isinstance(obj, Tree):
+            by = f"tree {key.hex()}"
             for item in obj.iteritems():
-                kind = "tree" if stat.S_ISDIR(item.mode) else "blob"
-                todo.append((bytes.fromhex(item.sha.decode()), kind))
-        else:
-            damage.append(Damage(f"{place}: object {key.hex()}", f"is not a {want}"))
+                kind = Tree.type_num if stat.S_ISDIR(item.mode) else Blob.type_num
+                todo.append((bytes.fromhex(item.sha.decode()), kind, by))
     return damage

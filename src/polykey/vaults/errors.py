@@ -71,3 +71,28 @@ class InvalidTag(InvalidInput):
     """Not a valid tag."""
 
     hint = "Tags are 1-64 letters, digits, '.', '_', ':' or '-'."
+
+
+class BrokenHistory(VaultError):
+    """The vault's history names an object of the wrong type."""
+
+    hint = (
+        "The node file itself is intact: a peer sent objects that do not fit together, and "
+        "`pk node check` lists them. Copy the secrets that still read into a new vault, or "
+        "clone the vault again from a node that holds a whole copy."
+    )
+
+
+class BadTagFile(VaultError):
+    """The vault's tag file is not valid."""
+
+    hint = (
+        "Its secret tags read as none. The next `pk tags add` or `pk tags rm` in this vault "
+        "replaces the file; the old one stays in the vault's history. Other changes keep it."
+    )
+
+
+class TagFileFull(VaultError):
+    """The vault's secret tags would not fit in its tag file."""
+
+    hint = "A vault's tag file holds at most 8 MiB of tags; remove some tags first."

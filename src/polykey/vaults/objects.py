@@ -21,13 +21,16 @@ from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 from polykey.errors import NodeDamaged
 from polykey.store.nodefile import Transaction
 from polykey.store.records import Namespace
+from polykey.vaults.errors import BrokenHistory
 from polykey.vaults.paths import objects_ns, refs_ns
 
 TYPE_NUMS = {Commit.type_num, Tree.type_num, Blob.type_num, 4}
+TYPE_NAMES = {Commit.type_num: "commit", Tree.type_num: "tree", Blob.type_num: "blob", 4: "tag"}
 __all__ = [
     "CHUNKED_BLOB",
     "CHUNK_BYTES",
     "OBJECT_KEY_BYTES",
+    "TYPE_NAMES",
     "ObjectCache",
     "RecordSource",
     "VaultObjects",
@@ -91,47 +94,80 @@ class ObjectCache:
 class VaultObjects:
     """Read (and, inside a write transaction, add) the git objects of one vault."""
 
-    def __init__(self, source: RecordSource, vault_id: str, cache: ObjectCache) -> None:
+    def __init__(
+        self, source: RecordSource, vault_id: str, cache: ObjectCache, name: str = ""
+    ) -> None:
         self.source = source
         self.vault_id = vault_id
+        self.name = name or vault_id  # for messages: the vault's name where the caller knows it
         self.ns = objects_ns(vault_id)
         self.cache = cache
 
-    def get(self, sha: bytes) -> ShaFile:
-        """The object with this hex id; NodeDamaged if it is missing (a vault is closed)."""
+    def get(self, sha: bytes, wanted: str = "") -> ShaFile:
+        """The object with this hex id; NodeDamaged if it is missing (a vault is closed).
+        ``wanted`` (a type name other than "blob"): a large blob is not read whole to find
+        that it is not one (BrokenHistory)."""
         obj = self.cache.get((self.vault_id, sha))
         if obj is not None:
             return obj
         raw = self.source.get(self.ns, binascii.unhexlify(sha))
         if raw is None:
-            raise NodeDamaged(f"git object {sha.decode()} of vault {self.vault_id} is missing")
-        if raw[0] == CHUNKED_BLOB:
+            raise NodeDamaged(f"git object {sha.decode()} of vault {self.name} is missing")
+        if raw and raw[0] == CHUNKED_BLOB:
+            if wanted:
+                raise BrokenHistory(f"{self.name}: {sha.decode()} is a blob, not a {wanted}")
             raw = BLOB_TYPE + self.get_blob_data(sha)
         obj = parse(raw, sha)
         self.cache.put((self.vault_id, sha), obj)
         return obj
 
+    def kind(self, sha: bytes) -> int | None:
+        """The type number of the object with this hex id (a blob in parts is a blob), or None
+        when the vault does not hold it. Trees and commits come from the cache when they can."""
+        obj = self.cache.get((self.vault_id, sha))
+        if obj is not None:
+            return int(obj.type_num)
+        raw = self.source.get(self.ns, binascii.unhexlify(sha))
+        if raw is None:
+            return None
+        if not raw:
+            raise NodeDamaged(f"git object {sha.decode()} of vault {self.name} is empty")
+        return Blob.type_num if raw[0] == CHUNKED_BLOB else raw[0]
+
+    def _wrong_type(self, sha: bytes, obj: ShaFile, wanted: str) -> BrokenHistory:
+        actual = TYPE_NAMES.get(obj.type_num, "object of an unknown type")
+        return BrokenHistory(f"{self.name}: {sha.decode()} is a {actual}, not a {wanted}")
+
     def get_tree(self, sha: bytes) -> Tree:
-        obj = self.get(sha)
+        """The tree with this hex id; BrokenHistory if the object is of another type."""
+        obj = self.get(sha, "tree")
         if not isinstance(obj, Tree):
-            raise NodeDamaged(f"object {sha.decode()} of vault {self.vault_id} is not a tree")
+            raise self._wrong_type(sha, obj, "tree")
         return obj
 
     def get_commit(self, sha: bytes) -> Commit:
-        obj = self.get(sha)
+        """The commit with this hex id; BrokenHistory if the object is of another type."""
+        obj = self.get(sha, "commit")
         if not isinstance(obj, Commit):
-            raise NodeDamaged(f"object {sha.decode()} of vault {self.vault_id} is not a commit")
+            raise self._wrong_type(sha, obj, "commit")
         return obj
 
     def get_blob_data(self, sha: bytes) -> bytes:
         return b"".join(self.iter_blob(sha))
 
+    def _blob_record(self, sha: bytes) -> bytes:
+        raw = self.source.get(self.ns, binascii.unhexlify(sha))
+        if raw is None:
+            raise NodeDamaged(f"blob {sha.decode()} of vault {self.name} is missing")
+        if not raw or raw[0] not in (Blob.type_num, CHUNKED_BLOB):
+            actual = TYPE_NAMES.get(raw[0], "object of an unknown type") if raw else "empty record"
+            raise BrokenHistory(f"{self.name}: {sha.decode()} is a {actual}, not a blob")
+        return raw
+
     def iter_blob(self, sha: bytes) -> Iterator[bytes]:
         """A blob's content in parts (one part unless it is larger than 1 MiB)."""
         key = binascii.unhexlify(sha)
-        raw = self.source.get(self.ns, key)
-        if raw is None or raw[0] not in (Blob.type_num, CHUNKED_BLOB):
-            raise NodeDamaged(f"blob {sha.decode()} of vault {self.vault_id} is missing")
+        raw = self._blob_record(sha)
         if raw[0] == Blob.type_num:
             yield raw[1:]
             return
@@ -145,7 +181,11 @@ class VaultObjects:
             yield chunk
 
     def blob_size(self, sha: bytes) -> int:
-        return len(self.get_blob_data(sha))
+        """A blob's length; a large blob's is read from its part list, not its parts."""
+        raw = self._blob_record(sha)
+        if raw[0] == CHUNKED_BLOB:
+            return _chunk_header(raw, sha)[1]
+        return len(raw) - 1
 
     def add(self, obj: ShaFile) -> bytes:
         """Store an object (inside a write transaction); return its hex id."""

@@ -25,6 +25,7 @@ from polykey.keys.root import RootKey
 from polykey.store.nodefile import NodeFile, Transaction
 from polykey.vaults import tree as trees
 from polykey.vaults.errors import (
+    BadTagFile,
     IsADirectory,
     NotADirectory,
     RevisionNotFound,
@@ -34,7 +35,7 @@ from polykey.vaults.errors import (
 from polykey.vaults.history import Change, diff_trees
 from polykey.vaults.objects import ObjectCache, RecordSource, VaultObjects, refs_ns
 from polykey.vaults.paths import join, split_path
-from polykey.vaults.tags import check_tag, read_tags, write_tags
+from polykey.vaults.tags import check_tag, read_tags, try_read_tags, write_tags
 
 BRANCH = b"refs/heads/main"
 GIT_NAMESPACE = "git"
@@ -85,7 +86,9 @@ class Vault:
         return f"Vault({self.name!r}, {self.id})"
 
     def objects(self, source: RecordSource | None = None) -> VaultObjects:
-        return VaultObjects(source if source is not None else self.store, self.id, self.cache)
+        return VaultObjects(
+            source if source is not None else self.store, self.id, self.cache, self.name
+        )
 
     # --- revisions ----------------------------------------------------------------------------
 
@@ -186,7 +189,7 @@ class Vault:
         return list(_list(objects, tree_id, prefix, recursive, top=not parts))
 
     def tags(self, rev: str | None = None) -> dict[str, list[str]]:
-        """Secret path -> tags, as kept in the vault."""
+        """Secret path -> tags, as kept in the vault; BadTagFile when its tag file is bad."""
         objects = self.objects()
         return read_tags(objects, self._tree_of(self.resolve(rev), objects))
 
@@ -199,12 +202,18 @@ class Vault:
         *,
         tags: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None = None,
         tx: Transaction | None = None,
+        replace_bad_tags: bool = False,
     ) -> bytes:
-        """One signed commit; ``build`` adds blobs and returns the path operations."""
+        """One signed commit; ``build`` adds blobs and returns the path operations.
+
+        ``tags`` maps the tags before the change to those after it. A tag file that is not
+        valid (a peer sent it) is kept as it is, so no change loses what it holds; a change that
+        would add tags to it fails (BadTagFile), unless ``replace_bad_tags`` (an explicit tag
+        change): then ``tags({})`` replaces it, and the old file stays in the history."""
         if tx is not None:
-            return self._commit_in(tx, build, message, tags)
+            return self._commit_in(tx, build, message, tags, replace_bad_tags)
         with self.store.write() as own:
-            return self._commit_in(own, build, message, tags)
+            return self._commit_in(own, build, message, tags, replace_bad_tags)
 
     def _commit_in(
         self,
@@ -212,17 +221,28 @@ class Vault:
         build: Callable[[VaultObjects, bytes], list[tuple[tuple[str, ...], trees.Op]]],
         message: str,
         tags: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None,
+        replace_bad_tags: bool = False,
     ) -> bytes:
         objects = self.objects(tx)
         head = self.head(tx)
         base_tree = objects.get_commit(head).tree if head else objects.add(Tree())
         ops = build(objects, base_tree)
         new_tree = trees.apply(objects, base_tree, trees.plan(ops)) if ops else base_tree
-        old_tags = read_tags(objects, base_tree)
-        new_tags = tags(old_tags) if tags is not None else old_tags
-        new_tags = _carry_tags(new_tags, ops, objects, new_tree)
-        if new_tags != old_tags:
-            new_tree = write_tags(objects, new_tree, new_tags)
+        try:
+            old_tags = read_tags(objects, base_tree)
+        except BadTagFile as bad:  # kept as it is, unless this change is to the tags
+            wanted = tags({}) if tags is not None else {}
+            if replace_bad_tags:
+                new_tree = write_tags(objects, new_tree, wanted)
+            elif wanted:  # tags would land in a file that cannot take them: nothing is lost
+                raise BadTagFile(
+                    bad.detail, hint="Tag any secret of that vault first: that replaces the file."
+                ) from None
+        else:
+            new_tags = tags(old_tags) if tags is not None else old_tags
+            new_tags = _carry_tags(new_tags, ops, objects, new_tree)
+            if new_tags != old_tags:
+                new_tree = write_tags(objects, new_tree, new_tags)
         commit = self._new_commit(new_tree, [head] if head else [], message)
         commit_id = objects.add(commit)
         tx.put(self.refs, BRANCH, commit_id)
@@ -332,7 +352,12 @@ class Vault:
         if remove:
             words.append(f"remove tag {', '.join(remove)} from {key}")
         message = "; ".join(words)
-        return self.commit(lambda *_: [], message[0].upper() + message[1:] + ".", tags=retag)
+        return self.commit(
+            lambda *_: [],
+            message[0].upper() + message[1:] + ".",
+            tags=retag,
+            replace_bad_tags=True,
+        )
 
     def revert(self, rev: str) -> bytes:
         """A new commit whose content is that of ``rev``; history is never rewritten."""
@@ -340,7 +365,7 @@ class Vault:
         with self.store.write() as tx:
             objects = self.objects(tx)
             head = self.head(tx)
-            old_tree = objects.get_commit(target).tree
+            old_tree = objects.get_tree(objects.get_commit(target).tree).id
             message = f"Revert to {target[:8].decode()}."
             commit_id = objects.add(self._new_commit(old_tree, [head] if head else [], message))
             tx.put(self.refs, BRANCH, commit_id)
@@ -381,8 +406,13 @@ class Vault:
             created=history[-1].time,
             modified=history[0].time,
             last_commit=history[0].id,
-            tags=self.tags().get(join(parts), []),
+            tags=(self._tags_or_none() or {}).get(join(parts), []),
         )
+
+    def _tags_or_none(self) -> dict[str, list[str]] | None:
+        """The tags at HEAD, or None when the vault's tag file is not valid."""
+        objects = self.objects()
+        return try_read_tags(objects, self._tree_of(self.resolve(None), objects))
 
     def diff(self, rev1: str, rev2: str | None = None) -> list[Change]:
         objects = self.objects()
@@ -529,7 +559,7 @@ def transfer(
         entry = _lookup(sobjects, sobjects.get_commit(shead).tree, sparts)
         if entry is None:
             raise SecretNotFound(f"{src.name}:{join(sparts)}")
-        src_tags = read_tags(sobjects, sobjects.get_commit(shead).tree)
+        src_tags = try_read_tags(sobjects, sobjects.get_commit(shead).tree) or {}
         target: list[tuple[str, ...]] = []
 
         def build(objects: VaultObjects, tree_id: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
