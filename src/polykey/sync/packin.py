@@ -3,10 +3,12 @@
 dulwich's own pack reading spools a large pack to a temporary file in plaintext and applies
 deltas without a size budget, so the pack is read here instead: every byte stays in memory; the
 pack is at most ``MAX_PACK_BYTES``, each object (and each delta's declared result) at most
-``MAX_OBJECT_BYTES``, and everything inflated together at most ``MAX_INFLATED_BYTES`` (a zlib or
-delta bomb is refused before it is expanded). A delta may rest on an object the vault holds (git
-sends thin packs). The result is the pack's objects as ``u8 type ‖ raw``, not yet trusted:
-``validate()`` in sync/fetch.py checks them like any other peer's objects.
+``MAX_PACK_OBJECT_BYTES``, and everything inflated together at most ``MAX_INFLATED_BYTES`` (a
+zlib or delta bomb is refused before it is expanded). Each object is held once, already in its
+``u8 type ‖ raw`` form: a delta's result is joined from views of its base, and the list returned
+shares its objects with the work in progress, so the peak is the inflated total plus one object.
+A delta may rest on an object the vault holds (git sends thin packs). The result is the pack's
+objects, not yet trusted: ``validate()`` in sync/fetch.py checks them like any other peer's objects.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import hashlib
 import zlib
 from collections.abc import Callable
 
-from polykey.sync.fetch import MAX_OBJECT_BYTES, UpdateRefused
+from polykey.sync.fetch import UpdateRefused
 
 MAX_PACK_BYTES = 64 * 1024 * 1024  # as one `polykey` frame: a push carries as much either way
 MAX_INFLATED_BYTES = 256 * 1024 * 1024
+# One object of a pushed pack: no more than the pack itself may carry compressed.
+MAX_PACK_OBJECT_BYTES = 64 * 1024 * 1024
 MAX_OBJECTS = 100_000
 OFS_DELTA, REF_DELTA = 6, 7
 NAMES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
@@ -27,7 +31,7 @@ CHUNK = 64 * 1024
 Base = Callable[[bytes], "tuple[int, bytes] | None"]  # hex id → (type, raw) held by the vault
 
 
-def object_id(kind: int, raw: bytes) -> bytes:
+def object_id(kind: int, raw: bytes | memoryview) -> bytes:
     digest = hashlib.sha1(b"%s %d\x00" % (NAMES[kind], len(raw)))  # noqa: S324 - git's id
     digest.update(raw)
     return digest.hexdigest().encode()
@@ -38,8 +42,10 @@ class _Budget:
         self.left = limit
 
     def spend(self, size: int) -> None:
-        if size > MAX_OBJECT_BYTES:
-            raise UpdateRefused("an object in the pack is too large")
+        if size > MAX_PACK_OBJECT_BYTES:
+            raise UpdateRefused(
+                f"an object in the pack is too large (over {MAX_PACK_OBJECT_BYTES >> 20} MiB)"
+            )
         self.left -= size
         if self.left < 0:
             raise UpdateRefused("the pack inflates to too much data")
@@ -72,17 +78,18 @@ class _Stream:
     def byte(self) -> int:
         return self.take(1)[0]
 
-    def inflate(self, size: int) -> bytes:
-        """One zlib stream that must inflate to exactly ``size`` bytes (never more is made)."""
+    def inflate(self, size: int, prefix: bytes = b"") -> bytes:
+        """One zlib stream that must inflate to exactly ``size`` bytes (never more is made),
+        returned after ``prefix``."""
         inflater = zlib.decompressobj()
-        out: list[bytes] = []
+        out: list[bytes] = [prefix]
         got = 0
         while True:
             if self.pos == len(self.buf):
                 self._fill()
             chunk = bytes(self.buf[self.pos : self.pos + CHUNK])
             try:
-                data = inflater.decompress(chunk, size - got + 1)
+                data = inflater.decompress(chunk, min(size - got + 1, CHUNK * 16))
             except zlib.error:
                 raise UpdateRefused("an object in the pack is not valid zlib data") from None
             got += len(data)
@@ -111,14 +118,20 @@ def _varint(data: bytes, index: int) -> tuple[int, int]:
             return value, index
 
 
-def apply_delta(base: bytes, delta: bytes, budget: _Budget) -> bytes:
-    """git's delta format; the declared result size is charged to the budget before any copy."""
+def apply_delta(
+    base: bytes | memoryview, delta: bytes, budget: _Budget, prefix: bytes = b""
+) -> bytes:
+    """git's delta format; the declared result size is charged to the budget before any copy.
+    The result (after ``prefix``) is joined once from views of ``base`` and the delta's own
+    bytes."""
     src_size, i = _varint(delta, 0)
     dest_size, i = _varint(delta, i)
     if src_size != len(base):
         raise UpdateRefused("a delta in the pack does not fit its base")
     budget.spend(dest_size)
-    out = bytearray()
+    view = memoryview(base)
+    pieces: list[bytes | memoryview] = [prefix]
+    made = 0
     while i < len(delta):
         cmd = delta[i]
         i += 1
@@ -137,19 +150,21 @@ def apply_delta(base: bytes, delta: bytes, budget: _Budget) -> bytes:
                     size |= delta[i] << (8 * bit)
                     i += 1
             size = size or 0x10000
-            if offset + size > len(base) or len(out) + size > dest_size:
+            if offset + size > len(base) or made + size > dest_size:
                 raise UpdateRefused("a delta in the pack copies outside its bounds")
-            out += base[offset : offset + size]
+            pieces.append(view[offset : offset + size])
+            made += size
         elif cmd:
-            if i + cmd > len(delta) or len(out) + cmd > dest_size:
+            if i + cmd > len(delta) or made + cmd > dest_size:
                 raise UpdateRefused("a delta in the pack inserts outside its bounds")
-            out += delta[i : i + cmd]
+            pieces.append(delta[i : i + cmd])
+            made += cmd
             i += cmd
         else:
             raise UpdateRefused("a delta in the pack holds an invalid instruction")
-    if len(out) != dest_size:
+    if made != dest_size:
         raise UpdateRefused("a delta in the pack does not make the size it declares")
-    return bytes(out)
+    return b"".join(pieces)
 
 
 def read_pack(read_some: Callable[[int], bytes], base: Base) -> list[bytes]:
@@ -163,7 +178,7 @@ def read_pack(read_some: Callable[[int], bytes], base: Base) -> list[bytes]:
     if count > MAX_OBJECTS:
         raise UpdateRefused("the pack holds too many objects")
     budget = _Budget(MAX_INFLATED_BYTES)
-    whole: dict[int, tuple[int, bytes]] = {}  # offset → (type, raw)
+    whole: dict[int, bytes] = {}  # offset → type ‖ raw
     on_offset: dict[int, list[tuple[int, bytes]]] = {}  # base offset → [(offset, delta)]
     on_id: dict[bytes, list[tuple[int, bytes]]] = {}  # base id → [(offset, delta)]
     for _ in range(count):
@@ -178,7 +193,7 @@ def read_pack(read_some: Callable[[int], bytes], base: Base) -> list[bytes]:
                 raise UpdateRefused("an object header in the pack is malformed")
         budget.spend(size)
         if kind in NAMES:
-            whole[offset] = (kind, stream.inflate(size))
+            whole[offset] = stream.inflate(size, bytes([kind]))
         elif kind == OFS_DELTA:
             c = stream.byte()
             back = c & 0x7F
@@ -202,26 +217,32 @@ def read_pack(read_some: Callable[[int], bytes], base: Base) -> list[bytes]:
 
 
 def _resolve(
-    whole: dict[int, tuple[int, bytes]],
+    whole: dict[int, bytes],
     on_offset: dict[int, list[tuple[int, bytes]]],
     on_id: dict[bytes, list[tuple[int, bytes]]],
     base: Base,
     budget: _Budget,
 ) -> list[bytes]:
-    """Apply every delta once its base is known: from the pack first, then from the vault."""
-    out = [bytes([kind]) + raw for kind, raw in whole.values()]
-    todo = [(offset, kind, raw) for offset, (kind, raw) in whole.items()]
+    """Apply every delta once its base is known: from the pack first, then from the vault.
+    Every object is one ``type ‖ raw`` bytes, shared by the result and the work list."""
+    out = list(whole.values())
+    todo = list(whole.items())
+    whole.clear()
 
-    def apply_all(children: list[tuple[int, bytes]], kind: int, raw: bytes) -> None:
+    def apply_all(children: list[tuple[int, bytes]], kind: int, raw: bytes | memoryview) -> None:
+        prefix = bytes([kind])
         for child, delta in children:
-            made = apply_delta(raw, delta, budget)
-            out.append(bytes([kind]) + made)
-            todo.append((child, kind, made))
+            made = apply_delta(raw, delta, budget, prefix)
+            out.append(made)
+            todo.append((child, made))
 
     while True:
         while todo:
-            offset, kind, raw = todo.pop()
-            apply_all(on_offset.pop(offset, []) + on_id.pop(object_id(kind, raw), []), kind, raw)
+            offset, obj = todo.pop()
+            kind, raw = obj[0], memoryview(obj)[1:]
+            children = on_offset.pop(offset, []) + on_id.pop(object_id(kind, raw), [])
+            if children:
+                apply_all(children, kind, raw)
         external = next(iter(on_id), None)
         if external is None:
             break
