@@ -247,3 +247,8 @@ def test_pk_vaults_log_of_a_broken_history_is_one_line_exit_30(
     checked = run_pk("node", "check", env=env)
     assert checked.returncode == 14 and b"Traceback" not in checked.stderr
     assert f"commit {bad.decode()}".encode() in checked.stderr
+    # every record authenticates: the hint is not to restore the node file from a backup
+    hint = checked.stderr.decode().splitlines()[-1]
+    assert hint.startswith("pk: hint: Every record authenticates") and "backup" not in hint
+    as_json = run_pk("node", "check", "--format", "json", env=env)
+    assert b'"kind": "history"' in as_json.stdout or b'"kind":"history"' in as_json.stdout

@@ -117,7 +117,8 @@ def node_info(node: Node, p: Params) -> dict[str, Any]:
 @method("node.check")
 def node_check(node: Node, p: Params) -> dict[str, Any]:
     damage = node.check()
-    return {"ok": not damage, "damage": [{"place": d.place, "problem": d.problem} for d in damage]}
+    found = [{"place": d.place, "problem": d.problem, "kind": d.kind} for d in damage]
+    return {"ok": not damage, "damage": found}
 
 
 @method("keys.public")
@@ -255,12 +256,15 @@ def secrets_ls(node: Node, p: Params) -> dict[str, Any]:
     vault_name = opt_text(p, "vault")
     rows: list[dict[str, str]] = []
     if tag is not None:
+        unreadable: list[str] = []
         for info in node.vaults.all():
             if vault_name is not None and info.name != vault_name:
                 continue
-            for path, tags in sorted(node.vaults.open(info.name).tags().items()):
+            for path, tags in sorted(_secret_tags(node, info.name, unreadable).items()):
                 if tag in tags:
                     rows.append({"vault": info.name, "path": path, "kind": "secret"})
+        if unreadable:
+            return {"entries": rows, "unreadable_tags": unreadable}
     else:
         if vault_name is None:
             raise InvalidParams("name a vault, or a tag")
@@ -397,16 +401,32 @@ def secrets_env(node: Node, p: Params) -> dict[str, Any]:
     return {"secrets": out}
 
 
+def _secret_tags(node: Node, vault: str, unreadable: list[str]) -> dict[str, list[str]]:
+    """A vault's secret tags; a vault whose tag file is malformed (a writer's doing) reads as
+    none and is named in ``unreadable``, so one bad vault does not hide the others' tags."""
+    from polykey.vaults.errors import BadTagFile
+
+    try:
+        return node.vaults.open(vault).tags()
+    except BadTagFile:
+        unreadable.append(vault)
+        return {}
+
+
 @method("tags.list")
 def tags_list(node: Node, p: Params) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {}
+    unreadable: list[str] = []
     for info in node.vaults.all():
         for t in info.tags:
             counts.setdefault(t, {"secrets": 0, "vaults": 0})["vaults"] += 1
-        for secret_tags in node.vaults.open(info.name).tags().values():
+        for secret_tags in _secret_tags(node, info.name, unreadable).values():
             for t in secret_tags:
                 counts.setdefault(t, {"secrets": 0, "vaults": 0})["secrets"] += 1
-    return {"tags": {t: counts[t] for t in sorted(counts)}}
+    result: dict[str, Any] = {"tags": {t: counts[t] for t in sorted(counts)}}
+    if unreadable:
+        result["unreadable_tags"] = unreadable
+    return result
 
 
 @method("tags.set")

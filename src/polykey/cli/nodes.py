@@ -133,7 +133,7 @@ def check(s: Settings) -> None:
         raise NodeNotFound(str(path))
     if s.agent() is not None:
         found = s.call("node.check")["damage"]
-        damage = [Damage(d["place"], d["problem"]) for d in found]
+        damage = [Damage(d["place"], d["problem"], d.get("kind", "record")) for d in found]
     else:
         damage = Node.check_file(path, s.password(), allow_weak=s.allow_weak())
     if s.json:
@@ -142,7 +142,9 @@ def check(s: Settings) -> None:
             "",
             {
                 "ok": not damage,
-                "damage": [{"place": d.place, "problem": d.problem} for d in damage],
+                "damage": [
+                    {"place": d.place, "problem": d.problem, "kind": d.kind} for d in damage
+                ],
             },
         )
     elif not damage:
@@ -153,7 +155,11 @@ def check(s: Settings) -> None:
         for d in damage:  # a place names vaults and secrets, which may come from other nodes
             click.echo(f"damaged: {shown(d)}", err=True)
     if damage:
-        raise NodeDamaged(
-            f"{len(damage)} damaged place(s)",
-            hint="Places not listed are intact; restore the damaged ones from a backup node.",
-        )
+        if all(d.kind == "history" for d in damage):
+            hint = (
+                "Every record authenticates, but the vaults listed hold objects of the wrong "
+                "type or miss some: clone them again from a node that holds them whole."
+            )
+        else:
+            hint = "Places not listed are intact; restore the damaged ones from a backup node."
+        raise NodeDamaged(f"{len(damage)} damaged place(s)", hint=hint)

@@ -24,6 +24,12 @@ def list_(s: Settings) -> None:
         f"{shown(t)}\t{shown(c['secrets'])} secrets\t{shown(c['vaults'])} vaults"
         for t, c in r["tags"].items()
     ]
+    for vault in r.get("unreadable_tags", []):
+        click.echo(
+            f"pk: warning: the tag file of vault {shown(vault)} is malformed; its secret tags "
+            "are left out (`pk tags add` or `pk tags rm` in it replaces the file)",
+            err=True,
+        )
     emit(s, "\n".join(lines), r)
 
 

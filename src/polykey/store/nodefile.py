@@ -62,6 +62,9 @@ class Damage:
 
     place: str
     problem: str
+    # "record": a record fails authentication or is unreadable (restore it from a backup);
+    # "history": every record authenticates, but a vault's history does not hold together.
+    kind: str = "record"
 
     def __str__(self) -> str:
         return f"{self.place}: {self.problem}"

@@ -123,7 +123,9 @@ def _history(
                         f"is a {TYPE_NAMES.get(_kind(value), 'object of an unknown type')}, "
                         f"but {named_by} names it as a {TYPE_NAMES[want]}"
                     )
-                damage.append(Damage(f"{place}: {TYPE_NAMES[want]} {key.hex()}", problem))
+                damage.append(
+                    Damage(f"{place}: {TYPE_NAMES[want]} {key.hex()}", problem, "history")
+                )
             continue
         if key in expanded or want == Blob.type_num:
             continue
