@@ -57,7 +57,12 @@ class Sessions:
         return token
 
     def check(self, token: object) -> None:
-        if not isinstance(token, str) or not token.startswith(PREFIX) or len(token) > 100:
+        if (
+            not isinstance(token, str)
+            or not token.isascii()
+            or not token.startswith(PREFIX)
+            or len(token) > 100
+        ):
             raise SessionInvalid("no token, or not a Polykey session token")
         digest = self._digest(token)
         session = self._sessions.get(digest)

@@ -64,6 +64,8 @@ _SSH = {"privateKey": "private-key", "publicKey": "public-key", "keyFingerprint"
 def read_bitwarden(data: bytes, *, skip_bad: bool = False) -> tuple[list[Entry], Skipped]:
     try:
         doc = json.loads(data)
+    except RecursionError:
+        raise MalformedSource("not JSON (nested too deep)") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedSource(f"not JSON ({exc})") from None
     if isinstance(doc, dict) and doc.get("encrypted") is True:
@@ -206,7 +208,7 @@ def read_csv(
             fail_or_skip(skip_bad, skipped, f"row {n}", f"{len(row)} columns, expected {len(keys)}")
             continue
         values = {k: v for k, v in zip(keys, row, strict=True) if k not in _IGNORED}
-        name = values.pop("name", "") or (urlsplit(values.get(URL, "")).hostname or "")
+        name = values.pop("name", "") or _host(values.get(URL, ""))
         folder = tuple(p for p in values.pop("folder", "").split("/") if p)
         entry = Entry(folder, name)
         for key, value in values.items():
@@ -297,9 +299,19 @@ def write_json(vault: str, head: str, files: list[tuple[str, bytes]], tags: dict
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
+def _host(url: str) -> str:
+    """The host of a URL, or "" when it has none or does not parse (`http://[`)."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
 def read_json(data: bytes) -> tuple[list[tuple[str, bytes]], dict[str, list[str]]]:
     try:
         doc = json.loads(data)
+    except RecursionError:
+        raise MalformedSource("not JSON (nested too deep)") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedSource(f"not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != JSON_FORMAT:
@@ -310,8 +322,15 @@ def read_json(data: bytes) -> tuple[list[tuple[str, bytes]], dict[str, list[str]
     for n, s in enumerate(doc.get("secrets") or [], 1):
         if not isinstance(s, dict) or not isinstance(s.get("path"), str):
             raise MalformedSource(f"secret {n} has no path")
+        try:
+            s["path"].encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedSource(f"secret {n}: the path is not valid Unicode") from None
         if isinstance(s.get("text"), str):
-            files.append((s["path"], s["text"].encode("utf-8")))
+            try:
+                files.append((s["path"], s["text"].encode("utf-8")))
+            except UnicodeEncodeError:
+                raise MalformedSource(f"secret {n}: the text is not valid Unicode") from None
         elif isinstance(s.get("base64"), str):
             try:
                 files.append((s["path"], base64.b64decode(s["base64"], validate=True)))

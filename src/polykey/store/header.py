@@ -111,7 +111,7 @@ def decode(body: bytes, checksum: bytes, *, allow_weak: bool = False) -> Header:
         raise NodeDamaged("header checksum mismatch")
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise NodeDamaged("header is not JSON") from None
     if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
         raise NotANode("header magic is missing")
