@@ -117,3 +117,29 @@ def test_a_clone_allows_the_node_it_came_from_and_this_node(node: CliNode, tmp_p
     assert verdicts["Local commit."][0] == "G", verdicts
     assert_not_good(*verdicts["Stranger's commit."])
     assert doc["signers"] == sorted([node.node_id, origin["node_id"]])
+
+
+def test_a_clone_allows_the_writers_its_origin_named(node: CliNode, tmp_path: Path) -> None:
+    """A node the origin granted push writes commits the clone pulls: they verify in an export
+    of the clone, since the clone keeps the writers its origin named."""
+    pusher = encode_node_id(PUSHER.node_id)
+    origin = {
+        "node_id": encode_node_id(ORIGIN.node_id),
+        "vault_id": "v" + "1" * 26,
+        "name": "shared",
+        "high_water": "",
+        "writers": f"{encode_node_id(ORIGIN.node_id)} {pusher}",
+    }
+    with Node.open(node.path, node.password.encode(), allow_weak=True) as n:
+        theirs = Vaults(n.store, ORIGIN).create("shared")
+        with n.store.write() as tx:
+            n.vaults.set_origin("shared", origin, tx)
+        theirs.write("theirs", b"1", "Origin's commit.")
+        Vaults(n.store, PUSHER).open("shared").write("pushed", b"2", "Pusher's commit.")
+        Vaults(n.store, STRANGER).open("shared").write("planted", b"3", "Stranger's commit.")
+    dest = tmp_path / "repo"
+    doc = export(node, "shared", dest)
+    verdicts = signed_by(dest)
+    assert verdicts["Pusher's commit."][0] == "G", verdicts
+    assert_not_good(*verdicts["Stranger's commit."])
+    assert doc["signers"] == sorted([node.node_id, origin["node_id"], pusher])

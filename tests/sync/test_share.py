@@ -80,6 +80,20 @@ def test_clone_then_pull_brings_each_update_and_checks_clean(pair: Pair) -> None
     assert "whole" in pair.b("node", "check")
 
 
+def test_a_clone_keeps_the_writers_its_origin_names(pair: Pair) -> None:
+    """The writers travel with each fetch reply; the clone keeps them, so that its history
+    verifies later (`pk export git` trusts exactly them)."""
+    import json
+
+    carol = pk_env(pair.tmp / "carol.pk", PK_PASSWORD="carol pw")
+    assert run_pk("bootstrap", env=carol).returncode == 0
+    carol_nid = run_pk("keys", "public", env=carol).stdout.decode().split()[0]
+    pair.a("vaults", "share", "work", carol_nid, "--perm", "push")
+    pair.b("vaults", "clone", pair.alice_id, "work", "mine")
+    out = pair.b("export", "git", "mine", str(pair.tmp / "repo"), "--yes", "--format", "json")
+    assert json.loads(out)["signers"] == sorted([pair.alice_id, pair.bob_id, carol_nid])
+
+
 def test_a_vault_not_shared_answers_like_a_missing_one(pair: Pair) -> None:
     pair.a("vaults", "create", "private")
     hidden = run_pk("vaults", "clone", pair.alice_id, "private", env=pair.bob)

@@ -197,4 +197,5 @@ def vault_writers(node: Node, name: str) -> list[str]:
     writers |= {n for n, perms in Acl(node.store).grants(info.id).items() if "push" in perms}
     if info.origin.get("node_id"):
         writers.add(str(info.origin["node_id"]))
+        writers |= set(str(info.origin.get("writers", "")).split())
     return sorted(writers)

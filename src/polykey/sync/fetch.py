@@ -133,6 +133,7 @@ def clone(
         "vault_id": remote["id"],
         "name": remote["name"],
         "high_water": head.decode(),
+        "writers": _writer_ids(reply),
     }
     with store.write() as tx:
         info = vaults.register(local_name, origin, tx)
@@ -215,8 +216,15 @@ async def _pull_one(
         if vault.head(tx) != local or vaults.info(name, tx).origin != info.origin:
             raise UpdateRefused(f"{name} changed while it was being pulled; pull again")
         write_objects(tx, info.id, objects, head)
-        vaults.set_origin(info.name, {**info.origin, "high_water": head.decode()}, tx)
+        now = {**info.origin, "high_water": head.decode(), "writers": _writer_ids(reply)}
+        vaults.set_origin(info.name, now, tx)
     return {"vault": name, "updated": True, "head": head.decode(), "objects": len(objects)}
+
+
+def _writer_ids(reply: dict[str, Any]) -> str:
+    """The writers the origin named, as NodeIds separated by spaces, kept with the clone (to
+    verify its history later, as `pk export git` does)."""
+    return " ".join(sorted(encode_node_id(NodeId(w)) for w in _writers(reply)))
 
 
 def _writers(reply: dict[str, Any]) -> set[bytes]:
