@@ -683,7 +683,10 @@ class PeerClient:
             raise
         if hello.get("version") != PROTOCOL_VERSION:
             client.close_channel()
-            raise PeerError(f"the node speaks protocol {hello.get('version')!r}, not 1")
+            raise PeerError(
+                f"the node speaks protocol {str(hello.get('version'))[:20]!r}, not 1",
+                hint="The two nodes run versions of Polykey that cannot talk; update the older.",
+            )
         client.hello = hello
         return client
 
