@@ -460,3 +460,45 @@ def test_after_kill_9_commands_work_status_cleans_up_and_a_new_agent_starts(
     log = agent.pk("vaults", "log", "v").stdout.decode()
     for i in range(4):
         assert log.count(f"Add secret k{i}.") == 1
+
+
+def test_a_request_the_agent_got_is_never_run_again_on_the_node_file(agent: AgentHandle) -> None:
+    """The agent dies after the request reached it: whether it acted is unknown, so the CLI
+    says so (exit 46) instead of running the command a second time on the file (a rename
+    that had landed would then fail, a write would commit twice)."""
+    pid = agent.pid()
+    os.kill(pid, signal.SIGSTOP)  # the socket still accepts and buffers; nothing is answered
+    try:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "polykey", "vaults", "create", "late"],
+            env={**agent.env, "PK_PASSWORD": PASSWORD},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _waits_on_a_socket(cli.pid):
+            time.sleep(0.05)
+        time.sleep(0.3)  # past connect: the request is written before the reply is awaited
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+    _out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 46, err.decode()
+    assert err.decode().startswith("pk: error: The agent stopped before it answered: vaults.create")
+    assert "Traceback" not in err.decode()
+    listed = run_pk("vaults", "list", env={**agent.env, "PK_PASSWORD": PASSWORD})
+    assert b"late" not in listed.stdout  # the stopped agent never made it, nor did the CLI
+
+
+def _waits_on_a_socket(pid: int) -> bool:
+    """The process holds a socket open (it has connected to the agent)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                return True
+    return False

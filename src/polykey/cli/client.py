@@ -39,6 +39,16 @@ class AgentGone(Exception):
     """The agent could not be reached (not running, or its socket is stale)."""
 
 
+class AgentDied(PolykeyError):
+    """The agent stopped before it answered"""
+
+    exit_code = 46
+    hint = (
+        "The request had reached it, so the change may or may not have been made: look "
+        "(`pk vaults log`, `pk secrets ls`) before you run it again."
+    )
+
+
 def runtime_base() -> str | None:
     """Where the runtime folders are: PK_RUNTIME_DIR; else ``$XDG_RUNTIME_DIR/polykey`` or
     ``$TMPDIR/polykey-<uid>`` when that variable names a folder private to this user (owned, mode
@@ -235,13 +245,17 @@ class AgentClient:
         self._next_id += 1
         try:
             sock.sendall(HEADER.pack(len(body)) + body)
+        except OSError:  # not sent: nothing happened, the node file can answer instead
+            self.close()
+            raise AgentGone() from None
+        try:  # sent: the agent may have acted on it, so never run it again elsewhere
             (size,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
             if size > MAX_FRAME:
-                raise AgentGone()
+                raise ValueError("frame too large")
             response = json.loads(_recv_exactly(sock, size))
         except (OSError, ValueError):
             self.close()
-            raise AgentGone() from None
+            raise AgentDied(method) from None
         if not isinstance(response, dict):
             raise AgentGone()
         return response
