@@ -213,7 +213,10 @@ async def _pull_one(
         raise NeedsMerge(name)
     with store.write() as tx:
         # the agent serves other requests while a pull waits on the network: re-check
-        if vault.head(tx) != local or vaults.info(name, tx).origin != info.origin:
+        now = vault.head(tx)
+        if now == head:  # another pull (the background sync) brought the same head meanwhile
+            return {"vault": name, "updated": True, "head": head.decode(), "objects": 0}
+        if now != local or vaults.info(name, tx).origin != info.origin:
             raise UpdateRefused(f"{name} changed while it was being pulled; pull again")
         write_objects(tx, info.id, objects, head)
         now = {**info.origin, "high_water": head.decode(), "writers": _writer_ids(reply)}

@@ -1,0 +1,101 @@
+"""The soak, briefly: `scripts/soak` with a few runs of some scenarios, real processes killed -9.
+
+The full soak (`scripts/soak --minutes 25`) runs every scenario in every kill mode for a long
+time; here one mode of each kind of scenario runs a handful of times, so CI sees the soak itself
+work (kills land, acknowledged writes are read back, node files are checked) and stay clean.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SOAK = ROOT / "scripts" / "soak"
+
+# One kill mode of each kind of scenario (`scripts/soak --list` names them all).
+KILLS = (
+    "write/kill-agent",
+    "vaults/agent-cli",
+    "mv-rm/direct",
+    "import/kill-agent",
+    "agent-requests",
+    "clone/server-agent",
+    "pull/client-agent",
+    "push/client-cli",
+)
+
+
+def soak(*args: str, timeout: float) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
+    done = subprocess.run(
+        [str(SOAK), "--seed", "20261204", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def summary(out: str) -> dict[str, int]:
+    line = next(ln for ln in out.splitlines() if ln.startswith("soak: ") and "lost writes" in ln)
+    return {name: int(n) for n, name in re.findall(r"(\d+) ([a-z -]+?)(?:,|$)", line)}
+
+
+def test_kills_across_writes_vault_commands_imports_agent_and_sharing_lose_nothing() -> None:
+    args = ["--only", "kills", "--runs", "3"]
+    for name in KILLS:
+        args += ["--scenario", name]
+    code, out = soak(*args, timeout=240)
+    assert code == 0, out
+    assert " 0 lost writes, 0 unopenable files, 0 half states, 0 node-check failures" in out, out
+    counts = summary(out)
+    assert counts["kills"] >= len(KILLS) // 2, out
+    assert counts["acknowledged writes"] == counts["verified"] > 0, out
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root and ip"
+)
+def test_three_hosts_under_faults_converge() -> None:
+    code, out = soak("--only", "network", "--runs", "1", "--network-phase", "10", timeout=240)
+    if "set-up failed: ip netns add" in out:
+        pytest.skip("this machine does not allow network namespaces")
+    assert code == 0, out
+    assert " 0 lost writes, 0 unopenable files" in out, out
+    assert " 0 diverged" in out, out
+    assert summary(out)["verified"] > 0, out
+
+
+def test_the_soak_notices_a_lost_write_and_an_unopenable_file(tmp_path: Path) -> None:
+    """The checks themselves: a write taken away behind the soak's back is reported lost, and a
+    node file whose header is damaged is reported unopenable."""
+    import random
+
+    from bench.soak.core import Context, Stats
+    from bench.soak.scenarios.local import Writes
+
+    stats = Stats()
+    sc = Writes(Context(tmp_path, 1, random.Random(1), stats), "direct")
+    sc.setup()
+    sc.clock.spare = 1.0  # never kill: every write is acknowledged
+    for sc.run_no in range(1, 4):
+        sc.step(60)
+    assert stats.acked == stats.verified == 3 and stats.lost == 0
+    key = next(k for k, (last, _) in sc.ledger.items() if last is not None)
+    assert sc.node.pk("secrets", "rm", key).acked
+    sc.final()
+    assert stats.lost >= 1, stats.incidents
+    with open(sc.node.path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" * 64)
+    sc.check_node(sc.node, " (damaged on purpose)", direct=True)
+    assert stats.unopenable == 1, stats.incidents
