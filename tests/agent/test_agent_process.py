@@ -444,7 +444,7 @@ def test_after_kill_9_commands_work_status_cleans_up_and_a_new_agent_starts(
     wait_dead(pid)
     assert (folder / "agent.sock").exists()  # left behind by the dead agent
     fallback = agent.with_password("secrets", "cat", "v:k0", "v:k2")
-    assert (fallback.returncode, fallback.stdout) == (0, b"value 0value 2")
+    assert (fallback.returncode, fallback.stdout) == (0, b"value 0\nvalue 2")
     written = agent.with_password("secrets", "write", "v:k3", stdin=b"value 3")
     assert written.returncode == 0, written.stderr
     status = agent.pk("agent", "status")
@@ -456,7 +456,7 @@ def test_after_kill_9_commands_work_status_cleans_up_and_a_new_agent_starts(
     assert restarted.returncode == 0, restarted.stderr
     assert agent.pid() != pid
     cat = agent.pk("secrets", "cat", "v:k0", "v:k1", "v:k2", "v:k3")
-    assert (cat.returncode, cat.stdout) == (0, b"value 0value 1value 2value 3")
+    assert (cat.returncode, cat.stdout) == (0, b"value 0\nvalue 1\nvalue 2\nvalue 3")
     log = agent.pk("vaults", "log", "v").stdout.decode()
     for i in range(4):
         assert log.count(f"Add secret k{i}.") == 1

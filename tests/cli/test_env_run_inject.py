@@ -45,12 +45,20 @@ VALUES: dict[str, bytes] = {
     "run/TOKEN": b"tok-SPLITSECRET-42",
     "run/OTHER": b"second-hidden-value",
 }
+
+
+def as_value(stored: bytes) -> bytes:
+    """docs/spec/entries.md, Values: a secret used as a value loses one final newline."""
+    return stored.removesuffix(b"\r\n") if stored.endswith(b"\r\n") else stored.removesuffix(b"\n")
+
+
+TRICKY_VALUE = as_value(TRICKY.encode())  # one final newline dropped
 APP_VARS = {
-    "API_KEY": VALUES["app/API_KEY"],
+    "API_KEY": as_value(VALUES["app/API_KEY"]),
     "QUOTES": VALUES["app/QUOTES"],
     "DOLLARS": VALUES["app/DOLLARS"],
     "EMPTY": VALUES["app/EMPTY"],
-    "TRAILING": VALUES["app/TRAILING"],
+    "TRAILING": b"ends with newlines\n\n",
     "DB_URL": VALUES["app/sub/DB_URL"],
 }
 MASK = b"<concealed by pk>"
@@ -219,7 +227,7 @@ def test_unix_output_exports_the_variables_to_programs(env: dict[str, str], tmp_
     child = subprocess.run(
         ["bash", "-c", f'. "{script}"; exec env'], capture_output=True, check=True
     ).stdout
-    assert b"API_KEY=" + TRICKY.encode() in child
+    assert b"API_KEY=" + TRICKY_VALUE + b"\n" in child
 
 
 def test_each_format_writes_simple_values_as_documented(env: dict[str, str]) -> None:
@@ -242,7 +250,7 @@ def test_the_default_format_is_unix(env: dict[str, str]) -> None:
 
 def test_json_output_parses_to_the_exact_values(env: dict[str, str]) -> None:
     result = pk(env, "secrets", "env", "v:app", "--invalid", "skip", "--format", "json")
-    assert json.loads(result.stdout)["API_KEY"] == TRICKY
+    assert json.loads(result.stdout)["API_KEY"] == TRICKY.removesuffix("\n")
 
 
 def test_dotenv_escapes_quotes_backslashes_newlines_and_dollars(env: dict[str, str]) -> None:
@@ -262,7 +270,6 @@ def test_dotenv_escapes_quotes_backslashes_newlines_and_dollars(env: dict[str, s
         "QUOTES=\"'\\\"''\\\"\\\"'\\\\'\"",
         'DOLLARS="\\$1 \\$\\$ \\$@ \\$* \\$? \\${x:-y} \\\\\\$"',
         "TRAILING='ends with newlines",
-        "",
         "",
         "'",
     ]
@@ -299,7 +306,7 @@ def test_a_value_that_is_not_utf8_cannot_be_printed(env: dict[str, str]) -> None
 
 def test_env_with_a_command_execs_it_with_the_variables(env: dict[str, str]) -> None:
     result = pk(env, "secrets", "env", "v:app/API_KEY", "--", "sh", "-c", 'printf %s "$API_KEY"')
-    assert (result.returncode, result.stdout, result.stderr) == (0, TRICKY.encode(), b"")
+    assert (result.returncode, result.stdout, result.stderr) == (0, TRICKY_VALUE, b"")
 
 
 def test_env_with_a_command_adds_to_the_inherited_environment(env: dict[str, str]) -> None:
@@ -370,9 +377,7 @@ def test_run_resolves_pk_uris_in_the_environment(env: dict[str, str]) -> None:
         PLAIN="not a reference",
     )
     assert result.returncode == 0, result.stderr
-    assert (
-        result.stdout == b"postgres://user:pa ss@host/db|" + TRICKY.encode() + b"|not a reference"
-    )
+    assert result.stdout == b"postgres://user:pa ss@host/db|" + TRICKY_VALUE + b"|not a reference"
 
 
 def test_run_loads_an_env_file_and_resolves_its_references(
@@ -486,7 +491,7 @@ def test_the_programs_arguments_do_not_change_how_pk_reports_its_errors(
 
 def test_read_prints_one_secret_by_its_reference(env: dict[str, str]) -> None:
     result = pk(env, "read", "pk://v/app/API_KEY")
-    assert (result.returncode, result.stdout, result.stderr) == (0, TRICKY.encode(), b"")
+    assert (result.returncode, result.stdout, result.stderr) == (0, TRICKY_VALUE, b"")
     raw = pk(env, "read", "pk://v/bin/RAW")
     assert raw.stdout == VALUES["bin/RAW"]
 
@@ -609,3 +614,100 @@ def test_env_run_read_and_inject_work_the_same_through_an_agent(
         ), args
     log = next(Path(agent_env["PK_RUNTIME_DIR"]).glob("*/agent.log")).read_text()
     assert "secrets.env ok" in log and "secrets.cat ok" in log
+
+
+# --- a value's final newline (docs/spec/entries.md, Values) --------------------------------------
+
+
+@pytest.fixture
+def echoed(cli_node: CliNode) -> dict[str, str]:
+    """A node whose secrets were written as `echo VALUE | pk secrets write` writes them, plus an
+    entry imported from pass (with its .pass) and a secret whose name holds a bidi override."""
+    env = cli_node.env(PK_NO_AGENT="1")
+    assert run_pk("vaults", "create", "app", env=env).returncode == 0
+    for address, value in [
+        ("app:prod/X", b"hunter2\n"),
+        ("app:prod/CRLF", b"windows\r\n"),
+        ("app:prod/TWO", b"two\n\n"),
+        ("app:prod/NONE", b"as is"),
+        ("app:mail/password", b"pw"),
+        ("app:mail/username", b"bob"),
+        ("app:mail/.pass", b"pw\nuser: bob\n"),
+        ("app:odd/a\u202eb", b"v"),
+    ]:
+        written = run_pk("secrets", "write", address, env=env, input=value)
+        assert written.returncode == 0, written.stderr
+    return env
+
+
+def in_terminal(env: dict[str, str], *args: str) -> bytes:
+    """What a terminal shows of `pk ARGS` (standard output on a pseudo-terminal)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "polykey", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return out
+
+
+def test_a_value_written_with_a_final_newline_is_used_without_it(
+    echoed: dict[str, str], tmp_path: Path
+) -> None:
+    env = echoed
+    printed = pk(env, "secrets", "env", "app:prod", "--format", "json")
+    assert json.loads(printed.stdout) == {
+        "X": "hunter2",
+        "CRLF": "windows",
+        "TWO": "two\n",
+        "NONE": "as is",
+    }
+    assert pk(env, "secrets", "env", "app:prod/X").stdout == b"export X='hunter2'\n"
+    given = pk(env, "secrets", "env", "app:prod/X", "--", "sh", "-c", 'printf "[%s]" "$X"')
+    assert given.stdout == b"[hunter2]"
+    ran = pk(env, "run", "--", "sh", "-c", 'printf "[%s]" "$X"', X="pk://app/prod/X")
+    assert ran.stdout == b"[hunter2]"
+    masked = pk(env, "run", "--mask", "--", "sh", "-c", 'echo "[$X]"', X="pk://app/prod/X")
+    assert masked.stdout == b"[<concealed by pk>]\n"
+    assert pk(env, "read", "pk://app/prod/X").stdout == b"hunter2"
+    assert in_terminal(env, "read", "pk://app/prod/X") == b"hunter2\r\n"
+    template = tmp_path / "config.yaml.tpl"
+    template.write_text(
+        "db:\n  password: {{ pk://app/prod/X }}\n  user: {{ pk://app/prod/NONE }}\n"
+    )
+    rendered = pk(env, "inject", "-i", str(template))
+    assert rendered.stdout == b"db:\n  password: hunter2\n  user: as is\n"
+    # stored as given: cat prints the bytes
+    assert pk(env, "secrets", "cat", "app:prod/X").stdout == b"hunter2\n"
+
+
+def test_env_of_an_entry_leaves_out_its_pass_file(echoed: dict[str, str]) -> None:
+    result = pk(echoed, "secrets", "env", "app:mail", "--format", "json")
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert json.loads(result.stdout) == {"password": "pw", "username": "bob"}
+    named = pk(echoed, "secrets", "env", "app:mail/.pass")  # named on its own: as any secret
+    assert "app:mail/.pass gives no valid variable name" in assert_error(named, 3)
+
+
+def test_a_warning_shows_a_secret_path_escaped(echoed: dict[str, str]) -> None:
+    result = pk(echoed, "secrets", "env", "app:odd", "--invalid", "warn")
+    assert result.returncode == 0
+    assert (
+        result.stderr == b"pk: warning: app:odd/a\\u202eb gives no valid variable name; skipped\n"
+    )

@@ -42,6 +42,11 @@ def node(template_node: CliNode, tmp_path_factory: pytest.TempPathFactory) -> Cl
         ("v:password", b"hunter2"),
         ("v:empty", b""),
         ("v:clip", CLIP_VALUE),
+        ("v:echoed", CLIP_VALUE + b"\n"),  # as `echo VALUE | pk secrets write` stores it
+        ("v:entry/password", b"entry password\n"),
+        ("v:entry/username", b"someone"),
+        ("v:entry/otp", OTP_URI.encode()),
+        ("v:otp-only/otp", OTP_URI.encode()),
     ]:
         assert run_pk("secrets", "write", address, env=env, input=value).returncode == 0
     return mine
@@ -244,6 +249,72 @@ def test_clip_leaves_the_clipboard_alone_if_the_user_copied_something_else(
         time.sleep(0.1)
     assert not any(pid_alive(pid) for pid in clearing)  # the clearing has run
     assert clipboard(display) == b"the user's own text"
+
+
+def test_clip_copies_a_value_without_its_final_newline(
+    env: dict[str, str], display: str, tmp_path: Path
+) -> None:
+    code, out, err = clip(env, display, tmp_path, "v:echoed", "--clip", "--clear-after", "0")
+    assert (code, out, err) == (0, b"Copied v:echoed; not cleared automatically.\n", b"")
+    assert clipboard(display) == CLIP_VALUE
+
+
+def test_clip_of_an_entry_copies_its_password_as_pass_c_does(
+    env: dict[str, str], display: str, tmp_path: Path
+) -> None:
+    code, out, err = clip(env, display, tmp_path, "v:entry", "-c", "--clear-after", "0")
+    assert (code, out, err) == (0, b"Copied v:entry; not cleared automatically.\n", b"")
+    assert clipboard(display) == b"entry password"
+
+
+def test_clip_of_an_entry_without_a_password_names_what_to_copy(env: dict[str, str]) -> None:
+    result = pk(env, "secrets", "cat", "v:otp-only", "--clip")
+    assert "v:otp-only has no password" in assert_error(result, 3)
+    assert b"v:otp-only/FIELD" in result.stderr
+
+
+def test_generate_clip_copies_the_new_value_and_prints_it_not(
+    env: dict[str, str], display: str, tmp_path: Path
+) -> None:
+    err = tmp_path / "stderr"
+    with err.open("wb") as f:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "polykey",
+                "secrets",
+                "generate",
+                "v:made",
+                "-c",
+                "--clear-after",
+                "0",
+            ],
+            env={**env, "DISPLAY": display},
+            stdout=subprocess.PIPE,
+            stderr=f,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+    assert (result.returncode, err.read_bytes()) == (0, b"")
+    assert result.stdout == b"Copied the new secret of v:made; not cleared automatically.\n"
+    value = run_pk("secrets", "cat", "v:made", env=env).stdout
+    assert len(value) == 24 and clipboard(display) == value
+
+
+def test_generate_clip_without_a_clipboard_replaces_nothing(env: dict[str, str]) -> None:
+    assert assert_error(pk(env, "secrets", "generate", "v:never", "-c"), 6)
+    assert assert_error(pk(env, "secrets", "generate", "v:clip", "-c", "-f"), 6)
+    assert run_pk("secrets", "cat", "v:never", env=env).returncode == 33
+    assert run_pk("secrets", "cat", "v:clip", env=env).stdout == CLIP_VALUE
+
+
+def test_otp_of_an_entry_folder_reads_its_otp(env: dict[str, str]) -> None:
+    for address in ("v:entry", "v:otp-only"):
+        result = pk(env, "otp", address)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout[:6].isdigit() and len(result.stdout) == 7
 
 
 def test_clip_copies_one_secret_only(env: dict[str, str], display: str, tmp_path: Path) -> None:

@@ -191,6 +191,96 @@ def test_secrets_cat_with_rev_prints_an_older_value(node: CliNode) -> None:
     assert as_json["secrets"][0]["value"] == "admin\n"
 
 
+def in_terminal(node: CliNode, *args: str, answer: bytes = b"") -> tuple[int, bytes]:
+    """Run `pk` (no agent) with standard input, output and error on a pseudo-terminal, typing
+    ``answer``; the exit code and everything the terminal showed (newlines as CR LF)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "polykey", *args],
+        env=node.env(PK_NO_AGENT="1"),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    if answer:
+        os.write(master, answer)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return proc.wait(timeout=60), out
+
+
+def test_secrets_cat_separates_values_that_do_not_end_with_a_newline(node: CliNode) -> None:
+    pk(node, "secrets", "write", "work:a", input=b"one")
+    pk(node, "secrets", "write", "work:b", input=b"two")
+    pk(node, "secrets", "write", "work:empty", input=b"")
+    assert pk(node, "secrets", "cat", "work:a", "work:b").stdout == b"one\ntwo"
+    assert pk(node, "secrets", "cat", "work:b").stdout == b"two"  # piped: the bytes as stored
+    both = pk(node, "secrets", "cat", "work:a", "work:empty", "work:db/user", "work:b")
+    assert both.stdout == b"one\n\nadmin\ntwo"
+    code, shown_ = in_terminal(node, "secrets", "cat", "work:b")
+    assert (code, shown_) == (0, b"two\r\n")  # on a terminal the value ends before the prompt
+    code, shown_ = in_terminal(node, "secrets", "cat", "work:db/user")
+    assert (code, shown_) == (0, b"admin\r\n")
+
+
+def test_secrets_cat_of_an_entry_folder_prints_it_as_pass_show_does(node: CliNode) -> None:
+    assert pk(node, "secrets", "cat", "work:db").stdout == b"hunter2\nuser: admin\n"
+    listed = doc(pk(node, "secrets", "cat", "work:db", "home:wifi", "--format", "json"))
+    assert listed["secrets"][0] == {
+        "address": "work:db",
+        "entry": True,
+        "value": "hunter2\nuser: admin\n",
+    }
+    pk(node, "secrets", "write", "work:mail/password", input=b"pw")
+    pk(node, "secrets", "write", "work:mail/url", input=b"https://mail.example\n")
+    pk(node, "secrets", "write", "work:mail/username", input=b"bob")
+    pk(node, "secrets", "write", "work:mail/notes", input=b"line one\nline two\n")
+    pk(node, "secrets", "write", "work:mail/recovery", input=b"multi\nline\n")
+    expected = b"pw\nusername: bob\nurl: https://mail.example\nline one\nline two\n"
+    assert pk(node, "secrets", "cat", "work:mail").stdout == expected
+    assert pk(node, "secrets", "cat", "work:db", "work:mail").stdout == (
+        b"hunter2\nuser: admin\n" + expected
+    )
+    old = pk(node, "secrets", "cat", "work:mail", "--rev", "HEAD~1")  # before recovery: the same
+    assert old.stdout == expected
+
+
+def test_secrets_cat_of_a_folder_that_is_no_entry_says_how_to_list_it(node: CliNode) -> None:
+    error = assert_error(pk(node, "secrets", "cat", "work:api"), 35)
+    assert "work:api" in error and "not an entry" in error
+    result = pk(node, "secrets", "cat", "work:api")
+    assert b"pk secrets ls work:api" in result.stderr
+
+
+def test_secrets_cat_of_an_entry_folder_through_the_agents_fast_path(
+    node: CliNode, tmp_path: Path
+) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = node.env(PK_RUNTIME_DIR=str(runtime))
+    assert run_pk("agent", "start", "--background", env=env).returncode == 0
+    try:
+        entry = run_pk("secrets", "cat", "work:db", env=env)  # the fast path steps aside
+        assert (entry.returncode, entry.stdout) == (0, b"hunter2\nuser: admin\n"), entry.stderr
+        plain = run_pk("secrets", "cat", "work:api", env=env)
+        assert plain.returncode == 35 and b"pk secrets ls work:api" in plain.stderr
+        assert run_pk("secrets", "cat", "work:db/user", env=env).stdout == b"admin\n"
+    finally:
+        assert run_pk("agent", "stop", env=env).returncode == 0
+
+
 def test_secrets_cat_of_a_missing_secret_names_it(node: CliNode) -> None:
     result = pk(node, "secrets", "cat", "work:db/user", "work:db/ghost")
     assert "work:db/ghost" in assert_error(result, 33)
@@ -529,16 +619,50 @@ def test_secrets_edit_refuses_a_disk_folder_mounted_over_dev_shm(
 # --- generate -----------------------------------------------------------------------------------
 
 
-def test_secrets_generate_stores_a_24_character_password_without_printing_it(
-    node: CliNode,
-) -> None:
-    assert human(pk(node, "secrets", "generate", "work:gen")) == []
+def test_secrets_generate_stores_a_24_character_password_and_prints_it(node: CliNode) -> None:
+    (printed,) = human(pk(node, "secrets", "generate", "work:gen"))
     value = read(node, "work", "gen").decode()
     allowed = set(string.ascii_letters + string.digits + string.punctuation)
-    assert len(value) == 24 and set(value) <= allowed
+    assert printed == value and len(value) == 24 and set(value) <= allowed
     made = doc(pk(node, "secrets", "generate", "work:gen2", "--format", "json"))
-    assert "value" not in made and (made["vault"], made["path"]) == ("work", "gen2")
-    assert read(node, "work", "gen2") != read(node, "work", "gen")
+    assert (made["vault"], made["path"]) == ("work", "gen2")
+    assert made["value"].encode() == read(node, "work", "gen2") != read(node, "work", "gen")
+
+
+def test_secrets_generate_takes_the_length_as_pass_does_and_no_symbols(node: CliNode) -> None:
+    (value,) = human(pk(node, "secrets", "generate", "work:g1", "32"))
+    assert len(value) == 32 and read(node, "work", "g1") == value.encode()
+    (value,) = human(pk(node, "secrets", "generate", "work:g2", "12", "--length", "12", "-n"))
+    assert len(value) == 12 and value.isalnum()
+    assert_error(pk(node, "secrets", "generate", "work:g3", "12", "--length", "13"), 2)
+    assert_error(pk(node, "secrets", "generate", "work:g3", "-n", "--charset", "hex"), 2)
+    assert kind(node, "work", "g3") is None
+
+
+def test_secrets_generate_over_an_existing_secret_asks_or_needs_force(node: CliNode) -> None:
+    before = read(node, "work", "api/token")
+    refused = pk(node, "secrets", "generate", "work:api/token")
+    assert "work:api/token" in assert_error(refused, 34)
+    assert b"--force" in refused.stderr
+    assert read(node, "work", "api/token") == before
+    code, shown_ = in_terminal(node, "secrets", "generate", "work:api/token", answer=b"n\n")
+    assert code == 34 and b"Replace it?" in shown_
+    assert read(node, "work", "api/token") == before
+    code, shown_ = in_terminal(node, "secrets", "generate", "work:api/token", answer=b"y\n")
+    new = read(node, "work", "api/token")
+    assert code == 0 and new != before and new in shown_
+    (forced,) = human(pk(node, "secrets", "generate", "work:api/token", "-f"))
+    assert read(node, "work", "api/token") == forced.encode() != new
+
+
+def test_secrets_generate_of_an_entry_folder_replaces_its_password(node: CliNode) -> None:
+    assert_error(pk(node, "secrets", "generate", "work:db"), 34)
+    made = doc(pk(node, "secrets", "generate", "work:db", "--force", "--format", "json"))
+    assert made["path"] == "db/password"
+    assert read(node, "work", "db/password") == made["value"].encode()
+    assert read(node, "work", "db/user") == b"admin\n"
+    error = assert_error(pk(node, "secrets", "generate", "work:api", "-f"), 35)
+    assert "not an entry" in error
 
 
 def test_secrets_generate_with_length_and_digits_charset(node: CliNode) -> None:
@@ -653,7 +777,7 @@ def test_tags_of_a_missing_secret_or_invalid_tag_fail(node: CliNode) -> None:
 
 ERRORS: list[tuple[tuple[str, ...], int]] = [
     (("secrets", "cat", "work"), 2),
-    (("secrets", "cat", "work:db"), 35),
+    (("secrets", "cat", "work:api"), 35),
     (("secrets", "write", "work:../escape"), 3),
     (("secrets", "write", "work:.git/config"), 3),
     (("secrets", "write", "work:a\x01b"), 3),

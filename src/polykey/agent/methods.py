@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polykey.errors import InvalidInput, PolykeyError
 from polykey.node import Node
+
+if TYPE_CHECKING:
+    from polykey.vaults.vault import Vault
 
 Params = dict[str, Any]
 Method = Callable[[Node, Params], dict[str, Any]]
@@ -235,19 +238,58 @@ def secrets_write_many(node: Node, p: Params) -> dict[str, Any]:
     return {"count": len(raw), "commit": commit.decode()}
 
 
+ENTRY_MARKERS = ("password", "otp", ".pass")
+"""A folder directly holding one of these is an entry (interop/layout.py, docs/spec/entries.md)."""
+
+
 @method("secrets.cat")
 def secrets_cat(node: Node, p: Params) -> dict[str, Any]:
+    """Each item's value as ``data``; with ``entries``, an item naming an entry's folder gives
+    that folder's files instead, as ``files`` (name -> value), for `pk secrets cat` to show."""
+    from polykey.vaults.errors import IsADirectory
+
     rev = opt_text(p, "rev")
-    values = [
-        {"vault": v, "path": path, "data": node.vaults.open(v).read(path, rev)}
-        for v, path in pairs(p, "items")
-    ]
+    entries = flag(p, "entries")
+    values: list[dict[str, Any]] = []
+    for v, path in pairs(p, "items"):
+        vault = node.vaults.open(v)
+        try:
+            values.append({"vault": v, "path": path, "data": vault.read(path, rev)})
+        except IsADirectory:
+            if not entries:
+                raise
+            values.append({"vault": v, "path": path, "files": _entry_files(vault, path, rev)})
     return {"secrets": values}
+
+
+def _entry_files(vault: Vault, path: str, rev: str | None) -> dict[str, bytes]:
+    from polykey.vaults.errors import IsADirectory
+
+    names = {
+        e.path.rsplit("/", 1)[-1]: e.blob
+        for e in vault.ls(path, rev=rev)
+        if e.kind == "secret" and e.blob is not None
+    }
+    if not any(name in names for name in ENTRY_MARKERS):
+        where = f"{vault.name}:{path.strip('/')}"
+        raise IsADirectory(
+            f"{where} (a folder, not an entry: it holds no password, otp or .pass)",
+            hint=f"List what it holds with `pk secrets ls {where}`, then name a secret in it.",
+        )
+    return {name: vault.read_blob(blob) for name, blob in names.items()}
 
 
 @method("secrets.kind")
 def secrets_kind(node: Node, p: Params) -> dict[str, Any]:
-    return {"kind": node.vaults.open(text(p, "vault")).kind(text(p, "path"))}
+    """'secret', 'dir' or None; with ``entry``, a folder also says which of the files that make
+    an entry (ENTRY_MARKERS) it holds, as ``markers``."""
+    vault = node.vaults.open(text(p, "vault"))
+    path = text(p, "path")
+    kind = vault.kind(path)
+    if kind == "dir" and flag(p, "entry"):
+        names = {e.path.rsplit("/", 1)[-1] for e in vault.ls(path) if e.kind == "secret"}
+        return {"kind": kind, "markers": [m for m in ENTRY_MARKERS if m in names]}
+    return {"kind": kind}
 
 
 @method("secrets.ls")

@@ -41,7 +41,11 @@ def tools() -> tuple[list[str], list[str]]:
     raise ClipboardUnavailable()
 
 
-def copy(value: bytes, clear_after: int) -> None:
+def copy(data: bytes, clear_after: int) -> None:
+    """Copy a secret as a value: without a final newline (polykey.values)."""
+    from polykey.values import as_value
+
+    value = as_value(data)
     copy_cmd, _ = tools()
     # the tool may fork a process that owns the selection: it must not hold our pipes open
     subprocess.run(

@@ -22,6 +22,7 @@ from polykey.cli.envfmt import FORMATS, render, valid_name
 from polykey.cli.secrets import split_address
 from polykey.errors import InvalidInput, UsageError
 
+ORIGINAL = ".pass"  # interop/layout.py: an imported pass entry's file, not a field
 URI = re.compile(r"pk://(?P<vault>[^/\s]+)/(?P<path>[^\s}]+)")
 PLACEHOLDER = re.compile(r"\{\{\s*(pk://[^\s}]+)\s*\}\}")
 MASK = b"<concealed by pk>"
@@ -38,10 +39,13 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 
 def fetch(s: Settings, refs: list[tuple[str, str]]) -> list[bytes]:
+    """The secrets ``refs`` name, as values: without a final newline (polykey.values)."""
+    from polykey.values import as_value
+
     if not refs:
         return []
     result = s.call("secrets.cat", {"items": [list(r) for r in refs]})
-    return [item["data"] for item in result["secrets"]]
+    return [as_value(item["data"]) for item in result["secrets"]]
 
 
 def _policy_option(flag: str, what: str) -> Callable[[F], F]:
@@ -59,8 +63,10 @@ def _policy(name: str, problem: str, policy: str) -> bool:
     """Apply --invalid/--duplicate: True to keep the variable."""
     if policy == "error":
         raise InvalidInput(problem, hint=f"Use --{name} warn or --{name} skip to go on.")
-    if policy == "warn":
-        sys.stderr.write(f"pk: warning: {problem}; skipped\n")
+    if policy == "warn":  # the problem names a secret, whose path may come from another node
+        from polykey.cli.safe_text import shown
+
+        sys.stderr.write(f"pk: warning: {shown(problem)}; skipped\n")
     return False
 
 
@@ -94,8 +100,11 @@ def env(
     """Secrets as environment variables: printed, or given to a program after `--`.
 
     Each VAULT[:PATH] names a secret or a directory (read recursively); a variable is named after
-    the secret's file name, or NAME after '='.
+    the secret's file name, or NAME after '='. Values lose one final newline; the .pass file of
+    an imported pass entry is no field and is left out.
     """
+    from polykey.values import as_value
+
     specs, command = _split_command(args)
     if not specs:
         raise UsageError("name at least one VAULT[:PATH]")
@@ -110,8 +119,11 @@ def env(
     found = s.call("secrets.env", {"items": items})["secrets"]
     variables: list[tuple[str, bytes]] = []
     seen: set[str] = set()
-    for vault, path, rel, value in found:
+    for vault, path, rel, stored in found:
         index = next(i for i, it in enumerate(items) if it[0] == vault and _under(path, it[1]))
+        if rel.rsplit("/", 1)[-1] == ORIGINAL and path.strip("/") != items[index][1].strip("/"):
+            continue  # an entry's copy of its pass file (docs/spec/entries.md)
+        value = as_value(stored)
         name = renames.get(index, rel.rsplit("/", 1)[-1])
         if not valid_name(name) and not _policy(
             "invalid", f"{vault}:{path} gives no valid variable name", invalid
@@ -281,7 +293,7 @@ def read(s: Settings, uri: str) -> None:
     if s.json:
         emit(s, "", {"uri": uri, "value": value.decode("utf-8", "replace")})
         return
-    sys.stdout.buffer.write(value)
+    sys.stdout.buffer.write(value + (b"\n" if sys.stdout.isatty() else b""))
     sys.stdout.flush()
 
 

@@ -32,7 +32,9 @@ def otp(s: Settings, address: str, qr: bool) -> None:
     vault, path = split_address(address)
     if s.call("secrets.kind", {"vault": vault, "path": path}).get("kind") == "dir":
         path = f"{path.rstrip('/')}/otp"  # an entry folder (docs/spec/entries.md)
-    value = s.call("secrets.cat", {"items": [[vault, path]]})["secrets"][0]["data"]
+    from polykey.values import as_value
+
+    value = as_value(s.call("secrets.cat", {"items": [[vault, path]]})["secrets"][0]["data"])
     try:
         text = value.decode("utf-8")
         spec = parse(_otp_line(text))

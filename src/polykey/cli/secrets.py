@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -125,7 +128,9 @@ def dir_(s: Settings, local_dir: Path, address: str) -> None:
 @node_options
 @click.argument("addresses", metavar="VAULT:PATH...", nargs=-1, required=True)
 @click.option("--rev", help="Read the secret as it was at this revision.")
-@click.option("--clip", is_flag=True, help="Copy to the clipboard instead of printing.")
+@click.option(
+    "-c", "--clip", is_flag=True, help="Copy to the clipboard instead (an entry: its password)."
+)
 @click.option(
     "--clear-after",
     type=click.IntRange(min=0),
@@ -137,44 +142,97 @@ def dir_(s: Settings, local_dir: Path, address: str) -> None:
 def cat(
     s: Settings, addresses: tuple[str, ...], rev: str | None, clip: bool, clear_after: int
 ) -> None:
-    """Print secrets, one after the other (or copy one to the clipboard)."""
+    """Print secrets, one after the other (or copy one to the clipboard).
+
+    The folder of an entry (one holding password, otp or .pass) prints as `pass show` would:
+    the password, then the fields. Values print as stored; a newline separates two values, and
+    ends the last on a terminal, where a value does not end with one.
+    """
+    from polykey.values import cat_parts
+
     targets = [list(split_address(a)) for a in addresses]
+    params = {"items": targets, "rev": rev, "entries": True}
     if clip:
         from polykey.cli import clip as clipboard
 
         if len(targets) != 1:
             raise UsageError("--clip copies one secret")
-        value = s.call("secrets.cat", {"items": targets, "rev": rev})["secrets"][0]["data"]
-        clipboard.copy(value, clear_after)
+        item = s.call("secrets.cat", params)["secrets"][0]
+        clipboard.copy(
+            item["data"] if "data" in item else _password(addresses[0], item), clear_after
+        )
         when = f"clearing in {clear_after} s" if clear_after else "not cleared automatically"
-        emit(s, f"Copied {addresses[0]}; {when}.", {"copied": True, "clear_after": clear_after})
+        emit(
+            s,
+            f"Copied {shown(addresses[0])}; {when}.",
+            {"copied": True, "clear_after": clear_after},
+        )
         return
-    if not s.json and s.agent() is None:  # no agent: stream large secrets straight out
-        out = sys.stdout.buffer
+    if s.json:
+        _cat_json(s, addresses, s.call("secrets.cat", params)["secrets"])
+        return
+    out = sys.stdout.buffer
+    terminal = sys.stdout.isatty()
+    if s.agent() is None:  # no agent: stream large secrets straight out
+        from polykey.agent import methods
+        from polykey.vaults.errors import IsADirectory
+
         with s.open_node() as n:
-            streams = [n.vaults.open(v).read_parts(p, rev) for v, p in targets]
-            first = [next(stream, b"") for stream in streams]  # every secret found first
-            for head, stream in zip(first, streams, strict=True):
-                out.write(head)
-                for part in stream:
-                    out.write(part)
+            values: list[Iterable[bytes]] = []
+            for vault_name, path in targets:
+                try:
+                    stream = n.vaults.open(vault_name).read_parts(path, rev)
+                except IsADirectory:
+                    one = {"items": [[vault_name, path]], "rev": rev, "entries": True}
+                    values.append([_shown_entry(methods.call(n, "secrets.cat", one)["secrets"][0])])
+                    continue
+                head = next(stream, b"")  # every secret found before any is printed
+                values.append(itertools.chain([head], stream))
+            for part in cat_parts(values, terminal):
+                out.write(part)
         out.flush()
         return
-    r = s.call("secrets.cat", {"items": targets, "rev": rev})
-    if not s.json:
-        out = sys.stdout.buffer
-        for item in r["secrets"]:
-            out.write(item["data"])
-        out.flush()
-        return
+    items = s.call("secrets.cat", params)["secrets"]
+    for part in cat_parts(([_value_or_entry(item)] for item in items), terminal):
+        out.write(part)
+    out.flush()
+
+
+def _shown_entry(item: dict[str, Any]) -> bytes:
+    """An entry folder as `pass show` prints it (docs/spec/entries.md)."""
+    from polykey.interop.passstore import show
+
+    return show(item["path"].strip("/"), item["files"])
+
+
+def _value_or_entry(item: dict[str, Any]) -> bytes:
+    return bytes(item["data"]) if "data" in item else _shown_entry(item)
+
+
+def _password(address: str, item: dict[str, Any]) -> bytes:
+    password = item["files"].get("password")
+    if password is None:
+        raise InvalidInput(
+            f"the entry {address} has no password",
+            hint=f"Copy one of its fields: pk secrets cat --clip {address}/FIELD.",
+        )
+    return bytes(password)
+
+
+def _cat_json(s: Settings, addresses: tuple[str, ...], items: list[dict[str, Any]]) -> None:
     import base64
 
     docs = []
-    for address, item in zip(addresses, r["secrets"], strict=True):
+    for address, item in zip(addresses, items, strict=True):
+        data = _value_or_entry(item)
+        doc: dict[str, Any] = {"address": address}
+        if "files" in item:
+            doc["entry"] = True
         try:
-            docs.append({"address": address, "value": item["data"].decode()})
+            doc["value"] = data.decode()
         except UnicodeDecodeError:
-            docs.append({"address": address, "base64": base64.b64encode(item["data"]).decode()})
+            doc["base64"] = base64.b64encode(data).decode()
+        docs.append(doc)
     emit(s, "", {"secrets": docs})
 
 
@@ -299,28 +357,97 @@ def history(s: Settings, address: str) -> None:
 @secrets.command()
 @node_options
 @click.argument("address", metavar="VAULT:PATH")
-@click.option("--length", type=click.IntRange(4, 4096), default=24, show_default=True)
+@click.argument("length_arg", metavar="[LENGTH]", required=False, type=click.IntRange(4, 4096))
+@click.option("--length", type=click.IntRange(4, 4096), help="Characters (24 unless LENGTH).")
 @click.option(
     "--charset",
-    default="ascii",
-    show_default=True,
-    help="alnum, alpha, digits, hex, ascii (printable, no space), or custom:CHARACTERS.",
+    help="alnum, alpha, digits, hex, ascii (printable, no space; the default), "
+    "or custom:CHARACTERS.",
 )
+@click.option("-n", "--no-symbols", is_flag=True, help="Letters and digits only (alnum).")
 @click.option("--words", type=click.IntRange(3, 64), help="A passphrase of N BIP39 words instead.")
-@click.option("--show", is_flag=True, help="Also print the generated secret.")
+@click.option("-f", "--force", is_flag=True, help="Replace an existing secret without asking.")
+@click.option("-c", "--clip", is_flag=True, help="Copy it to the clipboard instead of printing.")
+@click.option(
+    "--clear-after",
+    type=click.IntRange(min=0),
+    default=45,
+    show_default=True,
+    help="With --clip: clear the clipboard after this many seconds if it still holds it.",
+)
+@click.option("--show", is_flag=True, hidden=True)  # printing is the default now, as in pass
 @pass_settings
 def generate(
-    s: Settings, address: str, length: int, charset: str, words: int | None, show: bool
+    s: Settings,
+    address: str,
+    length_arg: int | None,
+    length: int | None,
+    charset: str | None,
+    no_symbols: bool,
+    words: int | None,
+    force: bool,
+    clip: bool,
+    clear_after: int,
+    show: bool,
 ) -> None:
-    """Generate a random password (or passphrase) and store it."""
+    """Generate a random password (or passphrase), store it and print it (or copy it).
+
+    As `pass generate`: LENGTH may follow the path; a secret that exists is replaced only after
+    a yes at the prompt, or with --force. Naming an entry's folder replaces its password.
+    """
     from polykey.vaults.generate import passphrase, password
 
     vault_name, path = split_address(address)
-    value = passphrase(words) if words else password(length, charset)
+    if length_arg is not None and length is not None and length_arg != length:
+        raise UsageError("two different lengths", hint="Give LENGTH or --length, not both.")
+    if no_symbols and charset not in (None, "alnum"):
+        raise UsageError("--no-symbols and --charset disagree", hint="Give one of them.")
+    size = length_arg or length or 24
+    value = (
+        passphrase(words)
+        if words
+        else password(size, charset or ("alnum" if no_symbols else "ascii"))
+    )
+    if clip:
+        from polykey.cli import clip as clipboard
+
+        clipboard.tools()  # no clipboard: say so before anything is replaced
+    path, address = _generate_target(s, vault_name, path, force)
     r = s.call("secrets.write", {"vault": vault_name, "path": path, "data": value.encode()})
-    if show:
-        r["value"] = value
-    emit(s, value if show else "", r)
+    if clip:
+        clipboard.copy(value.encode(), clear_after)
+        when = f"clearing in {clear_after} s" if clear_after else "not cleared automatically"
+        human = f"Copied the new secret of {shown(address)}; {when}."
+        emit(s, human, {**r, "copied": True, "clear_after": clear_after})
+        return
+    emit(s, value, {**r, "value": value})
+
+
+def _generate_target(s: Settings, vault_name: str, path: str, force: bool) -> tuple[str, str]:
+    """Where `generate` writes (an entry folder: its password), asking before it replaces."""
+    from polykey.vaults.errors import IsADirectory, SecretExists
+
+    found = s.call("secrets.kind", {"vault": vault_name, "path": path, "entry": True})
+    kind = found["kind"]
+    if kind == "dir":
+        where = f"{vault_name}:{path.strip('/')}"
+        if not found.get("markers"):
+            raise IsADirectory(
+                f"{where} (a folder, not an entry)",
+                hint=f"Name a new secret, or an entry's folder; `pk secrets ls {where}` lists it.",
+            )
+        path = f"{path.strip('/')}/password"
+        kind = "secret" if "password" in found["markers"] else None
+    address = f"{vault_name}:{path}"
+    if kind is None or force:
+        return path, address
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        if click.confirm(f"{shown(address)} exists. Replace it?", default=False, err=True):
+            return path, address
+        raise SecretExists(f"{address}: kept as it was", hint="Add --force to replace it.")
+    raise SecretExists(
+        address, hint="Add --force to replace it (the old value stays in the history)."
+    )
 
 
 @secrets.command()

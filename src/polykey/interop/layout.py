@@ -4,7 +4,9 @@ An entry (a login, a card, a note) is a folder. Its fields are files named after
 ``password``, ``username``, ``url``, ``notes`` and ``otp`` (an otpauth:// URI) when present, and
 any other field under its own name. Attachments live in ``attachments/``. A ``title`` file keeps
 the entry's name when the folder could not be named exactly after it (two entries of one name,
-or a name that is not a valid path component). Groups and folders of the source are folders.
+or a name that is not a valid path component). A ``.pass`` file keeps the pass file an entry was
+imported from when its fields do not render back to the same bytes. Groups and folders of the
+source are folders.
 
 Names become path components by percent-encoding '%', '/' and control characters (as UTF-8
 bytes), and the first character of a name a path may not hold ('.', '..', '.git', ...).
@@ -16,7 +18,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from polykey.errors import InvalidInput
 from polykey.interop.errors import ImportFailed
@@ -24,8 +26,10 @@ from polykey.vaults.paths import MAX_COMPONENT_BYTES, check_component, fold
 
 PASSWORD, USERNAME, URL, NOTES, OTP = "password", "username", "url", "notes", "otp"
 STANDARD = (PASSWORD, USERNAME, URL, NOTES, OTP)
-TITLE, ATTACHMENTS = "title", "attachments"
-RESERVED = {TITLE, ATTACHMENTS}
+TITLE, ATTACHMENTS, ORIGINAL = "title", "attachments", ".pass"
+RESERVED = {TITLE, ATTACHMENTS, ORIGINAL}
+ENTRY_MARKERS = (PASSWORD, OTP, ORIGINAL)
+"""A folder directly holding one of these files is an entry (`pk secrets cat`, `export pass`)."""
 UNTITLED = "(untitled)"
 
 
@@ -39,6 +43,7 @@ class Entry:
     attachments: dict[str, bytes] = field(default_factory=dict, repr=False)
     tags: list[str] = field(default_factory=list)
     value: bytes | None = field(default=None, repr=False)  # a one-file entry: just this value
+    original: bytes | None = field(default=None, repr=False)  # kept as ``.pass`` (pass entries)
 
     def __repr__(self) -> str:
         shown = "/".join((*self.folder, self.name))
@@ -110,6 +115,11 @@ class Files:
         return len(self.groups)
 
 
+def is_entry(names: Iterable[str]) -> bool:
+    """Whether a folder whose files (directly in it) are ``names`` is an entry."""
+    return any(name in ENTRY_MARKERS for name in names)
+
+
 def entry_files(entry: Entry, where: str) -> list[tuple[str, bytes]]:
     """The files of one entry placed at folder ``where``; refuses fields that collide."""
     out: list[tuple[str, bytes]] = []
@@ -125,6 +135,8 @@ def entry_files(entry: Entry, where: str) -> list[tuple[str, bytes]]:
             )
         seen[key] = original
         out.append((f"{where}/{component}", value))
+    if entry.original is not None:
+        out.append((f"{where}/{ORIGINAL}", entry.original))
     taken: set[str] = set()
     for name, value in entry.attachments.items():
         component = encode_name(name)
@@ -170,8 +182,11 @@ def to_files(
     placer = Placer(prefix)
     dirs: set[str] = set()
     paths: dict[str, str] = {}
-    for entry in entries:
-        where, renamed = placer.place(entry)
+    for source in entries:
+        where, renamed = placer.place(source)
+        entry = source
+        if renamed and source.value is not None:  # a one-file entry keeps its name in a folder
+            entry = replace(source, value=None, original=source.value)
         try:
             items = entry_files(entry, where) if entry.value is None else [(where, entry.value)]
             if renamed and entry.value is None:
@@ -179,6 +194,10 @@ def to_files(
             for path, _ in items:
                 if fold(path) in dirs:
                     raise ImportFailed(f"{entry.label}: {path} is also a folder of another entry")
+                if fold(path) in paths:
+                    raise ImportFailed(
+                        f"{entry.label}: {path} is also a file of {paths[fold(path)]}"
+                    )
                 for parent in _parents(path):
                     other = paths.get(fold(parent))
                     if other is not None:
@@ -225,6 +244,7 @@ def from_files(files: dict[str, bytes], tags: dict[str, list[str]], root_name: s
         raw = by_dir[folder]
         parts = tuple(decode_name(p) for p in folder.split("/")) if folder else ()
         title = raw.pop(TITLE, None)
+        raw.pop(ORIGINAL, None)  # pass's own copy of the entry, not a field
         name = parts[-1] if parts else root_name
         if title is not None:
             name = title.decode("utf-8", "replace")

@@ -1,14 +1,13 @@
 """pass (the standard unix password manager): read a password-store with the user's own gpg,
 and write one that `pass show` reads.
 
-A pass entry is a GnuPG-encrypted file whose first line is the password. The lines after it that
-look like ``key: value`` (and one ``otpauth://`` line) are fields; the rest is notes. An entry
-becomes a folder of the entry layout when laying it out that way and rendering it back gives the
-same bytes; otherwise it keeps its first line as ``password`` and everything after it, verbatim,
-as ``notes``. An entry with no newline at all (binary data, say) stays one file holding exactly
-its bytes. Either way, exporting it again writes the file it came from, byte for byte (except
-a newline-less entry that shares its name with a folder of the store: it gains the final
-newline pass itself would have written).
+A pass entry is a GnuPG-encrypted file whose first line is the password. Lines that read
+``key: value`` anywhere in it are fields (``user:``, ``login:``, ``URL:``, ``website:`` ... in any
+case are the layout's ``username`` and ``url``), an ``otpauth://`` line is ``otp`` (alone, as
+`pass otp insert` writes it, it is no password), and the other lines are ``notes``. When those
+fields do not render back to the same bytes, the entry keeps the file as imported in ``.pass``,
+and exporting writes it back byte for byte while the fields are unchanged. A binary file (not
+UTF-8, or holding a NUL) stays whole: one file holding exactly its bytes (docs/spec/entries.md).
 
 Plaintext only ever travels through gpg's pipes: nothing decrypted is written to disk.
 """
@@ -26,6 +25,7 @@ from pathlib import Path
 from polykey.interop.errors import ExportFailed, ImportFailed, MalformedSource, ToolMissing
 from polykey.interop.layout import (
     NOTES,
+    ORIGINAL,
     OTP,
     PASSWORD,
     RESERVED,
@@ -34,12 +34,12 @@ from polykey.interop.layout import (
     USERNAME,
     Entry,
     decode_name,
+    is_entry,
 )
+from polykey.values import as_value
+from polykey.vaults.paths import fold
 
 GPG_ID = ".gpg-id"
-_FIELD = re.compile(rb"([A-Za-z][A-Za-z0-9 _.-]{0,63}): (.*)")
-_KEY = re.compile(r"[A-Za-z][A-Za-z0-9 _.-]{0,63}")
-_NOT_FIELDS = {PASSWORD, NOTES, OTP, *RESERVED}
 WORKERS = max(2, min(8, 2 * (os.cpu_count() or 1)))
 
 Progress = Callable[[int], None]
@@ -126,55 +126,153 @@ def read_store(
 
 # --- parsing and rendering ---------------------------------------------------------------------
 
+_FIELD = re.compile(r"([A-Za-z][A-Za-z0-9 _.-]{0,63}):[ \t]+(.*)", re.DOTALL)
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9 _.-]{0,63}")
+_NOT_FIELDS = {PASSWORD, NOTES, OTP, *RESERVED}
+# what pass, gopass and browserpass users write, in any case, for the entry layout's fields
+_ALIASES = {
+    "username": USERNAME,
+    "user": USERNAME,
+    "login": USERNAME,
+    "url": URL,
+    "uri": URL,
+    "link": URL,
+    "website": URL,
+    "site": URL,
+    "otp": OTP,
+    "totp": OTP,
+    "password": PASSWORD,
+    "pass": PASSWORD,
+    "secret": PASSWORD,
+    "notes": NOTES,
+    "note": NOTES,
+}
+_OTPAUTH = "otpauth://"
+
+
+def binary(data: bytes) -> bool:
+    """Whether a pass file is not text: not UTF-8, or holding a NUL byte."""
+    if b"\x00" in data:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def fields_of(name: str, data: bytes) -> dict[str, bytes]:
+    """The fields of the pass file ``data`` of entry ``name`` (docs/spec/entries.md, "pass
+    entries"): the first line is the password, `key: value` lines anywhere are fields (aliases
+    such as `user:` and `login:` in any case are `username`), an otpauth:// line is `otp`, and
+    the other lines are `notes`. A binary file has no fields."""
+    if binary(data):
+        return {}
+    lines = data.decode("utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    lines = [line.removesuffix("\r") for line in lines]
+    fields: dict[str, bytes] = {}
+    taken: set[str] = set()
+    notes: list[str] = []
+
+    def put(field: str, value: str) -> None:
+        fields[field] = value.encode("utf-8")
+        taken.add(fold(field))
+
+    first = lines[0] if lines else ""
+    rest = lines[1:]
+    if first.strip().lower().startswith(_OTPAUTH):  # `pass otp insert`: the key URI alone
+        put(OTP, first.strip())
+    elif _first_is_a_field(first):  # `user: bob` then `password: ...` (browserpass)
+        rest = lines
+    else:
+        put(PASSWORD, first)
+        if rest[:1] == ["---"]:  # gopass: the password, then `---`, then the fields
+            rest = rest[1:]
+    for line in rest:
+        if line.strip().lower().startswith(_OTPAUTH) and OTP not in fields:
+            put(OTP, line.strip())
+            continue
+        match = _FIELD.fullmatch(line)
+        field = _field_name(match.group(1), taken) if match else None
+        if match is None or field is None:
+            notes.append(line)
+        elif field == OTP:
+            put(OTP, _otp_uri(match.group(2), name))
+        else:
+            put(field, match.group(2))
+    while notes and not notes[0].strip():
+        notes.pop(0)
+    while notes and not notes[-1].strip():
+        notes.pop()
+    if notes:
+        put(NOTES, "\n".join(notes) + "\n")
+    return fields
+
+
+def _first_is_a_field(line: str) -> bool:
+    match = _FIELD.fullmatch(line)
+    return match is not None and _ALIASES.get(match.group(1).strip().lower()) in (
+        USERNAME,
+        URL,
+        PASSWORD,
+    )
+
+
+def _field_name(key: str, taken: set[str]) -> str | None:
+    """The field a `key: value` line sets, or None when the line belongs to the notes."""
+    key = key.strip()
+    standard = _ALIASES.get(key.lower())
+    if standard == NOTES:
+        return None
+    if standard is not None and fold(standard) not in taken:
+        return standard
+    if key.lower() in _NOT_FIELDS or fold(key) in taken:
+        return None
+    return key
+
+
+def _otp_uri(value: str, name: str) -> str:
+    value = value.strip()
+    if value.lower().startswith(_OTPAUTH):
+        return value
+    from urllib.parse import quote
+
+    secret = re.sub(r"[\s-]", "", value).upper()
+    return f"otpauth://totp/{quote(name or 'imported')}?secret={secret}"
+
 
 def parse(name: str, data: bytes, *, raw: bool = False, folder: bool = False) -> Entry:
-    """The entry for pass file ``name`` holding ``data`` (see the module docstring).
+    """The entry for pass file ``name`` holding ``data``.
 
-    ``folder`` says the store also has a folder of that name (so it cannot be a file here).
+    Its fields are :func:`fields_of` the file (with ``raw``: the first line as ``password`` and
+    the rest, verbatim, as ``notes``). When they do not render back to ``data`` exactly, the
+    entry also keeps ``data`` as ``.pass``, which `pk export pass` writes back while the fields
+    are unchanged. A binary file stays one file of exactly its bytes at the entry's path; when
+    that path cannot hold a file (``folder``: the store has a folder of that name, or the name is
+    one of an entry's files), the entry is a folder holding only ``.pass``.
     """
     parts = tuple(name.split("/"))
     entry = Entry(parts[:-1], parts[-1])
-    nl = data.find(b"\n")
-    if nl < 0:
-        if folder:
-            entry.fields[PASSWORD] = data
+    if binary(data):
+        if folder or parts[-1] in (*_NOT_FIELDS, USERNAME, URL):
+            entry.original = data
         else:
             entry.value = data
         return entry
-    password, rest = data[:nl], data[nl + 1 :]
-    if not raw:
-        fields = _structured(rest)
-        if fields is not None:
-            entry.fields = {PASSWORD: password, **fields}
-            if render(entry.fields) == data:
-                return entry
-    entry.fields = {PASSWORD: password}
-    if rest:
-        entry.fields[NOTES] = rest
+    entry.fields = _raw_fields(data) if raw else fields_of(parts[-1], data)
+    if render(entry.fields) != data:
+        entry.original = data
     return entry
 
 
-def _structured(rest: bytes) -> dict[str, bytes] | None:
-    fields: dict[str, bytes] = {}
-    pos = 0
-    while pos < len(rest):
-        end = rest.find(b"\n", pos)
-        if end < 0:
-            break
-        line = rest[pos:end]
-        if line.startswith(b"otpauth://") and OTP not in fields:
-            fields[OTP] = line
-        else:
-            m = _FIELD.fullmatch(line)
-            if m is None:
-                break
-            key = m.group(1).decode("ascii")
-            if key in _NOT_FIELDS or key in fields:
-                return None
-            fields[key] = m.group(2)
-        pos = end + 1
-    if pos < len(rest):
-        fields[NOTES] = rest[pos:]
+def _raw_fields(data: bytes) -> dict[str, bytes]:
+    """A pass file unparsed (``--raw``): its first line as the password, the rest as notes."""
+    first, _, rest = data.partition(b"\n")
+    fields = {PASSWORD: first.removesuffix(b"\r")}
+    if rest:
+        fields[NOTES] = rest
     return fields
 
 
@@ -184,19 +282,59 @@ def _field_order(keys: Iterable[str]) -> list[str]:
 
 
 def renderable(key: str, value: bytes) -> bool:
-    """Whether a field can be a `key: value` line of a pass entry."""
-    return bool(_KEY.fullmatch(key)) and key not in _NOT_FIELDS and b"\n" not in value
+    """Whether a field can be a `key: value` line of a pass entry (one line of text)."""
+    return (
+        bool(_KEY.fullmatch(key))
+        and key not in _NOT_FIELDS
+        and b"\n" not in as_value(value)
+        and not binary(value)
+    )
 
 
 def render(fields: dict[str, bytes]) -> bytes:
-    """The pass file of an entry's fields (those ``renderable``, plus password, otp, notes)."""
-    out = [fields.get(PASSWORD, b""), b"\n"]
-    for key in _field_order(k for k in fields if k not in _NOT_FIELDS):
-        out += [key.encode("ascii"), b": ", fields[key], b"\n"]
-    if OTP in fields:
-        out += [fields[OTP], b"\n"]
+    """The pass file of an entry's fields (those ``renderable``, plus password, otp, notes):
+    the password line (the otpauth line when there is no password), `username`, `url`, the
+    other fields by name, the otpauth line, then the notes. Each value but the notes is used as
+    a value (without a final newline)."""
+    otp = as_value(fields[OTP]) if OTP in fields else None
+    if PASSWORD not in fields and otp is not None:
+        out, otp = [otp, b"\n"], None
+    else:
+        out = [as_value(fields.get(PASSWORD, b"")), b"\n"]
+    for key in _field_order(k for k in fields if renderable(k, fields[k])):
+        out += [key.encode("utf-8"), b": ", as_value(fields[key]), b"\n"]
+    if otp is not None:
+        out += [otp, b"\n"]
     out.append(fields.get(NOTES, b""))
     return b"".join(out)
+
+
+def show(folder: str, files: dict[str, bytes]) -> bytes:
+    """The pass file of the entry in vault folder ``folder`` whose files are ``files`` (name in
+    the vault -> value): its ``.pass`` while the fields are still what that file holds, else the
+    file rendered from the fields."""
+    original = files.get(ORIGINAL)
+    fields = {  # what goes into the pass file: the other files are pass files of their own
+        name: value
+        for name, value in ((decode_name(k), v) for k, v in files.items())
+        if name in (PASSWORD, NOTES, OTP) or renderable(name, value)
+    }
+    if original is not None:
+        title = files.get(TITLE)
+        name = decode_name(folder.rpartition("/")[2]) if title is None else title.decode()
+        if _same(fields_of(name, original), fields) or (
+            not binary(original) and _same(_raw_fields(original), fields)  # imported --raw
+        ):
+            return original
+    return render(fields)
+
+
+def _same(parsed: dict[str, bytes], fields: dict[str, bytes]) -> bool:
+    """Whether an entry's fields are still those parsed (a final newline added by an editor or
+    `echo` changes nothing: values are compared as values)."""
+    return parsed.keys() == fields.keys() and all(
+        as_value(parsed[k]) == as_value(fields[k]) for k in parsed
+    )
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -205,36 +343,32 @@ def render(fields: dict[str, bytes]) -> bytes:
 def store_files(files: dict[str, bytes]) -> list[tuple[str, bytes]]:
     """The pass files (names without `.gpg`) for a vault's files.
 
-    A folder holding ``password`` is an entry: its text fields become one pass file; its other
-    files (multi-line or binary fields, attachments) become pass files inside a folder of the
-    entry's name. Any other file becomes a pass file of its own, verbatim.
+    A folder directly holding ``password``, ``otp`` or ``.pass`` is an entry: its text fields
+    become one pass file (its ``.pass`` while the fields are unchanged); its other files
+    (multi-line or binary fields, attachments) become pass files inside a folder of the entry's
+    name. Any other file becomes a pass file of its own, verbatim.
     """
-    entries: dict[str, dict[str, bytes]] = {}
-    for path in files:
+    children: dict[str, dict[str, bytes]] = {}
+    for path, value in files.items():
         parent, _, leaf = path.rpartition("/")
-        if leaf == PASSWORD and parent:
-            entries[parent] = {}
+        children.setdefault(parent, {})[leaf] = value
+    entries = {folder: kids for folder, kids in children.items() if folder and is_entry(kids)}
     out: list[tuple[str, bytes]] = []
     for path, value in sorted(files.items()):
         parent, _, leaf = path.rpartition("/")
-        if (
-            parent in entries
-            and leaf != TITLE
-            and (leaf in (PASSWORD, NOTES, OTP) or renderable(decode_name(leaf), value))
+        if parent in entries and (
+            leaf in (PASSWORD, NOTES, OTP, TITLE, ORIGINAL) or renderable(decode_name(leaf), value)
         ):
-            entries[parent][decode_name(leaf)] = value
-        elif parent in entries and leaf == TITLE:
             continue
-        else:
-            out.append((_fs_path(path), value))
-    for folder, fields in entries.items():
-        title = files.get(f"{folder}/{TITLE}" if folder else TITLE)
+        out.append((_fs_path(path), value))
+    for folder, kids in entries.items():
+        title = kids.get(TITLE)
         name = _fs_path(folder)
         if title is not None:
-            head = _fs_path(folder).rpartition("/")[0]
+            head = name.rpartition("/")[0]
             leaf = title.decode("utf-8", "replace").replace("/", "%2F")
             name = f"{head}/{leaf}" if head else leaf
-        out.append((name, render(fields)))
+        out.append((name, show(folder, kids)))
     return sorted(out)
 
 
