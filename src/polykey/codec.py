@@ -15,7 +15,8 @@ MAX_DEPTH = 200  # levels of lists and objects in one document; ours use fewer t
 
 
 class BadEncoding(ValueError):
-    """A {"$b64": ...} value that is not valid base64, or a document nested too deep."""
+    """A {"$b64": ...} value that is not valid base64, text that is not valid Unicode, or a
+    document nested too deep."""
 
 
 def to_wire(value: Any) -> Any:
@@ -29,8 +30,9 @@ def to_wire(value: Any) -> Any:
 
 
 def from_wire(value: Any) -> Any:
-    """Decode {"$b64": ...} values; bad base64, or lists and objects nested more than
-    MAX_DEPTH levels, is BadEncoding."""
+    """Decode {"$b64": ...} values; bad base64, text holding a lone surrogate (JSON's "\\ud800"
+    parses, but no UTF-8 can carry it), or lists and objects nested more than MAX_DEPTH
+    levels, is BadEncoding."""
     return _from_wire(value, 1)
 
 
@@ -45,7 +47,7 @@ def _from_wire(value: Any, level: int) -> Any:
                 raise BadEncoding("bad base64") from None
         out: dict[Any, Any] = {}
         for k, v in value.items():
-            out[k] = _from_wire(v, level + 1)
+            out[_text(k)] = _from_wire(v, level + 1)
         return out
     if isinstance(value, list):
         if level > MAX_DEPTH:
@@ -54,6 +56,17 @@ def _from_wire(value: Any, level: int) -> Any:
         for v in value:
             items.append(_from_wire(v, level + 1))
         return items
+    if isinstance(value, str):
+        return _text(value)
+    return value
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadEncoding("text that is not valid Unicode") from None
     return value
 
 

@@ -60,7 +60,7 @@ def _percent(ch: str) -> str:
     return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
 
 
-_ESCAPE = re.compile(r"[%/\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_ESCAPE = re.compile(r"[%/\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # '\\': a separator to Windows git
 _ESCAPED = re.compile(r"(?:%[0-9A-F]{2})+")
 
 
@@ -74,11 +74,22 @@ def encode_name(name: str) -> str:
         check_component(out)
     except InvalidInput:
         out = _percent(out[0]) + out[1:]
-    while len(out.encode("utf-8")) > MAX_COMPONENT_BYTES:
-        out = out[:-1]
-    out = _trailing(re.sub(r"%[0-9A-F]?$", "", out))
+    out = _cut(out, MAX_COMPONENT_BYTES)
     check_component(out)
     return out
+
+
+def _cut(out: str, limit: int) -> str:
+    """``out`` shortened to at most ``limit`` bytes, never inside a %XX escape, and with a final
+    '.' or ' ' encoded (which may take two more bytes: then cut again)."""
+    while True:
+        while len(out.encode("utf-8")) > limit:
+            out = out[:-1]
+        out = re.sub(r"%[0-9A-F]?$", "", out)
+        final = _trailing(out)
+        if len(final.encode("utf-8")) <= limit:
+            return final
+        out = out[:-1]
 
 
 def _trailing(out: str) -> str:
@@ -150,6 +161,9 @@ def entry_files(entry: Entry, where: str) -> list[tuple[str, bytes]]:
     return out
 
 
+MAX_RENAMES = 100_000
+
+
 class Placer:
     """Gives each entry its folder under ``prefix``, renaming entries that share a name."""
 
@@ -167,7 +181,14 @@ class Placer:
 
         while fold(at(candidate)) in self.taken:
             n += 1
-            candidate = encode_name(f"{entry.name or UNTITLED} ({n})")
+            if n > MAX_RENAMES:
+                raise ImportFailed(f"{entry.name[:80]!r}: too many entries of that name")
+            suffix = f" ({n})"
+            candidate = encode_name(f"{entry.name or UNTITLED}{suffix}")
+            if not candidate.endswith(suffix):  # a long name: cut it to make room
+                base = _cut(encode_name(entry.name), MAX_COMPONENT_BYTES - len(suffix))
+                candidate = base + suffix
+                check_component(candidate)
         where = at(candidate)
         self.taken.add(fold(where))
         return where, n > 1 or decode_name(candidate) != entry.name
