@@ -14,7 +14,7 @@ from dulwich.objects import ObjectID, Tree
 from polykey.errors import NodeDamaged
 from polykey.node import FAST_INSECURE_KDF, Node
 from polykey.vaults import tags as tags_module
-from polykey.vaults.errors import BadTagFile, TagFileFull, VaultError
+from polykey.vaults.errors import BadTagFile, TagFileFull
 from polykey.vaults.objects import encode, objects_ns, refs_ns
 from polykey.vaults.tags import MAX_TAGS_BYTES, TAGS_FILE, parse_tags
 from polykey.vaults.vault import BRANCH, Vault, transfer

@@ -219,8 +219,8 @@ async def _pull_one(
         if now != local or vaults.info(name, tx).origin != info.origin:
             raise UpdateRefused(f"{name} changed while it was being pulled; pull again")
         write_objects(tx, info.id, objects, head)
-        now = {**info.origin, "high_water": head.decode(), "writers": _writer_ids(reply)}
-        vaults.set_origin(info.name, now, tx)
+        origin = {**info.origin, "high_water": head.decode(), "writers": _writer_ids(reply)}
+        vaults.set_origin(info.name, origin, tx)
     return {"vault": name, "updated": True, "head": head.decode(), "objects": len(objects)}
 
 
