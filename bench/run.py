@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import agent, interop, node, sharing, vaults
+from bench import agent, completion, interop, node, sharing, vaults
 from bench.common import Row
 
 SECTIONS = {
@@ -17,6 +17,7 @@ SECTIONS = {
     "agent": agent.section,
     "sharing": sharing.section,
     "interop": interop.section,
+    "completion": completion.section,
 }
 
 

@@ -462,20 +462,35 @@ def test_after_kill_9_commands_work_status_cleans_up_and_a_new_agent_starts(
         assert log.count(f"Add secret k{i}.") == 1
 
 
-def test_a_request_the_agent_got_is_never_run_again_on_the_node_file(agent: AgentHandle) -> None:
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        pytest.param(("vaults", "create", "late"), b"", id="full-cli"),
+        pytest.param(("secrets", "write", "late:x"), b"a value", id="fast-path-write"),
+    ],
+)
+def test_a_request_the_agent_got_is_never_run_again_on_the_node_file(
+    agent: AgentHandle, args: tuple[str, ...], stdin: bytes
+) -> None:
     """The agent dies after the request reached it: whether it acted is unknown, so the CLI
     says so (exit 46) instead of running the command a second time on the file (a rename
     that had landed would then fail, a write would commit twice)."""
+    if args[0] == "secrets":
+        assert agent.pk("vaults", "create", "late").returncode == 0
     pid = agent.pid()
     os.kill(pid, signal.SIGSTOP)  # the socket still accepts and buffers; nothing is answered
     try:
         cli = subprocess.Popen(
-            [sys.executable, "-m", "polykey", "vaults", "create", "late"],
+            [sys.executable, "-m", "polykey", *args],
             env={**agent.env, "PK_PASSWORD": PASSWORD},
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        assert cli.stdin is not None
+        cli.stdin.write(stdin)
+        cli.stdin.close()
+        cli.stdin = None  # written whole: communicate() below only reads
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _waits_on_a_socket(cli.pid):
             time.sleep(0.05)
@@ -485,10 +500,14 @@ def test_a_request_the_agent_got_is_never_run_again_on_the_node_file(agent: Agen
         os.kill(pid, signal.SIGCONT)
     _out, err = cli.communicate(timeout=60)
     assert cli.returncode == 46, err.decode()
-    assert err.decode().startswith("pk: error: The agent stopped before it answered: vaults.create")
+    method = "vaults.create" if args[0] == "vaults" else "secrets.write"
+    assert err.decode().startswith(f"pk: error: The agent stopped before it answered: {method}")
     assert "Traceback" not in err.decode()
-    listed = run_pk("vaults", "list", env={**agent.env, "PK_PASSWORD": PASSWORD})
-    assert b"late" not in listed.stdout  # the stopped agent never made it, nor did the CLI
+    env = {**agent.env, "PK_PASSWORD": PASSWORD}
+    if args[0] == "vaults":  # the stopped agent never made it, nor did the CLI
+        assert b"late" not in run_pk("vaults", "list", env=env).stdout
+    else:
+        assert run_pk("secrets", "cat", "late:x", env=env).returncode == 33
 
 
 def _waits_on_a_socket(pid: int) -> bool:

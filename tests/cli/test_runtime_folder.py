@@ -359,7 +359,7 @@ def test_a_home_too_deep_for_a_socket_path_still_reaches_the_agent(
         written = run_pk("secrets", "write", "v:new", env=no_password, input=b"via agent")
         assert (written.returncode, written.stderr) == (0, b""), written.stderr
         served = run_pk("secrets", "cat", "v:new", "v:k", env=no_password, input=b"")
-        assert (served.returncode, served.stdout) == (0, b"via agent" + SECRET), served.stderr
+        assert (served.returncode, served.stdout) == (0, b"via agent\n" + SECRET), served.stderr
         listed = run_pk("secrets", "ls", "v", "--format", "json", env=no_password, input=b"")
         assert listed.returncode == 0, listed.stderr
         with monkeypatch.context() as m:  # the hot path itself answers (it does not step aside)

@@ -628,5 +628,64 @@ def nodes_connections(node: Node, p: Params) -> dict[str, Any]:
     return {"connections": POOL.connections()}
 
 
+@method("secrets.complete")
+def secrets_complete(node: Node, p: Params) -> dict[str, Any]:
+    """Shell completion (cli/completion.py): without ``vault``, the vault names starting with
+    ``path``; with it, the paths of that vault in the folder ``path`` ends in (up to its last
+    '/') that start with ``path``, a folder's with a final '/'. One a line, as bytes (the hot
+    path decodes no JSON); nothing for a vault or folder that is not there."""
+    import stat
+
+    from polykey.vaults.paths import split_path
+
+    prefix = text(p, "path", optional=True)
+    vault_name = opt_text(p, "vault")
+    if vault_name is None:
+        names = [i.name for i in node.vaults.all() if i.name.startswith(prefix)]
+        return {"data": "".join(f"{name}\n" for name in names).encode()}
+    folder, slash, start = prefix.rpartition("/")
+    found: list[bytes] = []
+    try:
+        vault = node.vaults.open(vault_name)
+        objects = vault.objects()
+        entry = vault.lookup(split_path(folder, allow_root=True), objects=objects)
+    except PolykeyError:
+        entry = None
+    if entry is not None and stat.S_ISDIR(entry[0]):  # a folder may be large: no Entry objects
+        base, wanted, kind = (folder + slash).encode(), start.encode(), stat.S_IFMT
+        found = [
+            base + name + (b"/\n" if kind(mode) == stat.S_IFDIR else b"\n")
+            for name, mode, _ in objects.get_tree(entry[1]).iteritems()
+            if name.startswith(wanted) and not name.startswith(b".polykey")
+        ]
+    return {"data": b"".join(found)}
+
+
+@method("vaults.signers")
+def vaults_signers(node: Node, p: Params) -> dict[str, Any]:
+    """The nodes whose signed commits a vault takes (its writers), for git's allowed signers:
+    of this node's vault (agent/transfer.py's ``vault_writers``), or with ``node_id``, of that
+    node's vault as it names them (a fetch, as `pk vaults clone` makes: the node and the writers
+    it names)."""
+    from polykey.agent.transfer import vault_writers
+
+    name = text(p, "name")
+    if p.get("node_id") is None:
+        return {"vault": node.vaults.info(name).name, "writers": vault_writers(node, name)}
+    from polykey.ids import NodeId, encode_node_id
+    from polykey.sync.fetch import _checked, _writers, remote
+
+    peer = _node_id(p)
+    params = {"vault": name, "haves": []}
+    reply = remote(node.store, node.key, peer, lambda c: c.call("vaults.fetch", params))
+    vault = _checked(reply, name)[0]
+    writers = {bytes(peer), *_writers(reply)}
+    return {
+        "vault": vault["name"],
+        "node_id": encode_node_id(peer),
+        "writers": sorted(encode_node_id(NodeId(w)) for w in writers),
+    }
+
+
 # The import and export methods live in their own module; importing it registers them.
 from polykey.agent import transfer as _transfer  # noqa: E402, F401

@@ -25,7 +25,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "otp": ("polykey.cli.otp", "otp"),
     "import": ("polykey.cli.interop", "import_"),
     "export": ("polykey.cli.interop", "export"),
-    "completion": ("polykey.cli.app", "completion"),
+    "completion": ("polykey.cli.completion", "completion"),
 }
 
 
@@ -85,14 +85,3 @@ def cli(kdf_max_memory: int | None, kdf_max_iterations: int | None) -> None:
     from polykey.cli.common import apply_kdf_ceiling
 
     apply_kdf_ceiling(kdf_max_memory, kdf_max_iterations)
-
-
-@click.command()
-@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
-def completion(shell: str) -> None:
-    """Print the shell completion script: eval "$(pk completion bash)" in ~/.bashrc."""
-    from click.shell_completion import get_completion_class
-
-    cls = get_completion_class(shell)
-    assert cls is not None
-    click.echo(cls(cli, {}, "pk", "_PK_COMPLETE").source())

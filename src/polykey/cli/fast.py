@@ -1,12 +1,13 @@
 """The hot path: `pk secrets cat` and `pk secrets write` answered by a running agent.
 
-When an agent serves the node and the command is a plain one (addresses only, human output),
-these lines do the whole job with modules built into the interpreter: no click, no json, no
-cryptography, no SQLite. `secrets.cat` asks for a raw reply (the values, no JSON). On anything
+When an agent serves the node and the command is a plain one (one address, no options), these
+lines do the whole job with modules built into the interpreter: no click, no json, no
+cryptography, no SQLite. `secrets.cat` asks for a raw reply (the value, no JSON), printed by the
+rule of polykey.values (a newline after it on a terminal, when it has none). On anything
 unusual (options, no agent, a socket that is not private, an invalid session, any error) they
 step aside and the full CLI runs the command, which then gives the result or the proper error.
 The runtime folder rule must match polykey.cli.client.runtime_base (tests/cli/test_runtime_folder.py
-checks they agree).
+checks they agree). polykey.cli.completion reaches the agent through these lines too.
 """
 
 from __future__ import annotations
@@ -87,16 +88,23 @@ def _json_text(text: str) -> str:
     return "".join(out)
 
 
-def _exchange(sock_path: str, body: bytes) -> bytes:
+class _Unanswered(Exception):
+    """The request was sent and the agent never answered (it died): it may have acted."""
+
+
+def _exchange(sock_path: str, body: bytes, timeout: float = 600.0) -> bytes:
     import _socket
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.settimeout(600.0)
+        sock.settimeout(timeout)
         sock.connect(sock_path)
         sock.sendall(len(body).to_bytes(4, "big") + body)
-        header = _recv(sock, 4)
-        return _recv(sock, int.from_bytes(header, "big"))
+        try:
+            header = _recv(sock, 4)
+            return _recv(sock, int.from_bytes(header, "big"))
+        except OSError:
+            raise _Unanswered() from None
     finally:
         sock.close()
 
@@ -112,14 +120,9 @@ def _recv(sock: object, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def try_fast(args: list[str]) -> int | None:
-    """Run `secrets cat|write` through the agent; None means "use the full CLI"."""
-    global stdin_data  # noqa: PLW0603 - handed to the full CLI if this path gives up
-    node = os.environ.get("PK_NODE")
-    verb, rest = args[1], args[2:]
-    if os.environ.get("PK_NO_AGENT") == "1" or not node or not rest:
-        return None
-    if any(a.startswith("-") or ":" not in a for a in rest):
+def _agent(node: str) -> tuple[str, str] | None:
+    """The socket and session token of the agent serving ``node``, when one may be used."""
+    if os.environ.get("PK_NO_AGENT") == "1":
         return None
     folder = _folder(node)
     if folder is None:
@@ -143,15 +146,37 @@ def try_fast(args: list[str]) -> int | None:
                 token = f.read().strip()
     except OSError:
         return None
+    return sock_path, token
+
+
+def try_fast(args: list[str]) -> int | None:
+    """Run `secrets cat|write` through the agent; None means "use the full CLI"."""
+    global stdin_data  # noqa: PLW0603 - handed to the full CLI if this path gives up
+    node = os.environ.get("PK_NODE")
+    verb, rest = args[1], args[2:]
+    if not node or not rest:
+        return None
+    if any(a.startswith("-") or ":" not in a for a in rest):
+        return None
+    agent = _agent(node)
+    if agent is None:
+        return None
+    sock_path, token = agent
     items = [a.split(":", 1) for a in rest]
     try:
-        if verb == "cat":
-            pairs = ",".join(f"[{_json_text(v)},{_json_text(p)}]" for v, p in items)
-            params = f'{{"items":[{pairs}],"raw":true,"token":{_json_text(token)}}}'
+        if verb == "cat" and len(items) == 1:  # several: the raw reply has no boundaries
+            from polykey.values import cat_parts
+
+            vault, path = items[0]
+            params = (
+                f'{{"items":[[{_json_text(vault)},{_json_text(path)}]],"raw":true,'
+                f'"token":{_json_text(token)}}}'
+            )
             reply = _exchange(sock_path, _request("secrets.cat", params))
             if reply[:1] != b"\x00":
                 return None
-            sys.stdout.buffer.write(reply[1:])
+            for part in cat_parts([[reply[1:]]], os.isatty(1)):  # the rule of `secrets cat`
+                sys.stdout.buffer.write(part)
             sys.stdout.buffer.flush()
             return 0
         if verb == "write" and len(items) == 1 and all(items[0]) and not sys.stdin.isatty():
@@ -164,10 +189,19 @@ def try_fast(args: list[str]) -> int | None:
                 f'{{"vault":{_json_text(vault)},"path":{_json_text(path)},'
                 f'"data":{{"$b64":"{b64}"}},"token":{_json_text(token)}}}'
             )
-            reply = _exchange(sock_path, _request("secrets.write", params))
+            try:
+                reply = _exchange(sock_path, _request("secrets.write", params))
+            except _Unanswered:  # never written again on the file: it may have landed
+                sys.stderr.write(
+                    "pk: error: The agent stopped before it answered: secrets.write\n"
+                    "pk: hint: The request had reached it, so the change may or may not have "
+                    "been made: look (`pk vaults log`, `pk secrets ls`) before you run it "
+                    "again.\n"
+                )
+                return 46
             if reply.startswith(b'{"jsonrpc":"2.0","id":1,"result":'):
                 return 0
-    except (OSError, ValueError):
+    except (OSError, ValueError, _Unanswered):  # a read falls back: it changes nothing
         return None
     return None
 

@@ -199,3 +199,68 @@ def ssh_key(s: Settings, output: Path, yes: bool) -> None:
     pem = s.call("keys.openssh_private")["pem"]
     write_output(pem, output, binary=False)
     emit(s, f"Wrote the node's OpenSSH private key to {output} (mode 0600).", {"path": str(output)})
+
+
+@keys.command("known-hosts")
+@node_options
+@click.argument("node_id", metavar="NODEID")
+@click.option("--host", help="The host name or address you connect to (else the stored one).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Its port (else the stored one).")
+@pass_settings
+def known_hosts(s: Settings, node_id: str, host: str | None, port: int | None) -> None:
+    """The known_hosts line of NODEID's agent, for stock ssh and git (`git clone ssh://...`).
+
+    A node's SSH host key is its NodeId: the line needs no connection and no trust in the
+    network. HOST and PORT are the address `pk nodes add` stored for NODEID (for this node's
+    own NodeId, the address its running agent serves); --host and --port name another, such as
+    the host name you put in the git URL. Append the line to the file ssh reads
+    (UserKnownHostsFile).
+    """
+    from polykey.crypto.signing import openssh_public_line
+    from polykey.ids import decode_node_id
+
+    key = openssh_public_line(bytes(decode_node_id(node_id)))
+    if host is None or port is None:
+        stored = _address(s, node_id, need_host=host is None)
+        host = stored[0] if host is None else host
+        port = stored[1] if port is None else port
+    if any(c.isspace() or c in ",#[]" or ord(c) < 0x20 for c in host) or not host:
+        from polykey.errors import InvalidInput
+
+        raise InvalidInput(f"not a host name or address: {host[:80]!r}")
+    pattern = host if port == 22 else f"[{host}]:{port}"
+    line = f"{pattern} {key} {node_id}"
+    emit(s, line, {"node_id": node_id, "host": host, "port": port, "line": line})
+
+
+def _address(s: Settings, node_id: str, *, need_host: bool) -> tuple[str, int]:
+    """Where NODEID is served: its stored address, or this node's agent's for its own NodeId."""
+    from polykey.cli.client import AgentError, AgentGone
+    from polykey.network.graph import UnknownNode
+
+    client = s.agent()
+    if client is not None:
+        try:
+            status = client.call("agent.status", {}, token=False)
+        except (AgentGone, AgentError):  # the node file answers below
+            status = {}
+        finally:
+            client.close()
+        peers = str(status.get("peers") or "")
+        if status.get("node_id") == node_id and peers:
+            host, _, port = peers.rpartition(":")
+            host = host.strip("[]")
+            if need_host and host in ("0.0.0.0", "::", ""):  # noqa: S104 - read, not bound
+                raise UnknownNode(
+                    f"{node_id} (this node's agent listens on every address, {peers})",
+                    hint="Name the host the others connect to with --host.",
+                )
+            return host, int(port)
+    for known in s.call("nodes.list")["nodes"]:
+        if known["node_id"] == node_id:
+            host, _, port = str(known["address"]).rpartition(":")
+            return host.strip("[]"), int(port)
+    raise UnknownNode(
+        node_id,
+        hint=f"Give --host and --port, or store it with `pk nodes add {node_id} HOST:PORT`.",
+    )

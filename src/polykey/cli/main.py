@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     ARGS[:] = args
     os.umask(0o077)
+    if args and os.environ.get("_PK_COMPLETE"):  # a script of `pk completion`: no click here
+        from polykey.cli.completion import complete
+
+        sys.exit(complete(args))
     if args in (["--version"], ["-V"]):
         from polykey import __version__
 

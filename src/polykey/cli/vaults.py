@@ -301,3 +301,33 @@ def push(s: Settings, name: str, node_id: str) -> None:
         else f"{shown(name)}: nothing to push."
     )
     emit(s, human, r)
+
+
+@vaults.command()
+@node_options
+@click.argument("name")
+@click.option(
+    "--from",
+    "origin",
+    metavar="NODEID",
+    help="Ask NODEID about its vault NAME (for a stock `git clone` of it): a fetch of the vault.",
+)
+@pass_settings
+def signers(s: Settings, name: str, origin: str | None) -> None:
+    """git's allowed-signers lines for every node that may write vault NAME.
+
+    The writers of a vault are its owner and the nodes granted `push` on it (for a clone: the
+    node it came from and the writers that node named). With these lines in the file
+    gpg.ssh.allowedSignersFile names, `git verify-commit` and `git log --show-signature` call a
+    commit good only when one of them signed it.
+    """
+    from polykey.crypto.signing import openssh_public_line
+    from polykey.ids import decode_node_id
+
+    params = {"name": name} if origin is None else {"name": name, "node_id": origin}
+    r = s.call("vaults.signers", params)
+    lines = [
+        f'{w} namespaces="git" {openssh_public_line(bytes(decode_node_id(w)))}'
+        for w in r["writers"]
+    ]
+    emit(s, "\n".join(lines), {**r, "lines": lines})
