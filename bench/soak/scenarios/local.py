@@ -60,6 +60,7 @@ class LocalScenario(Scenario):
     """One node; an agent unless the mode is `direct`."""
 
     guess: ClassVar[float] = 0.3
+    state: Any  # what the node should read back as now (each scenario's own shape)
 
     def __init__(self, ctx: Context, mode: str = "direct") -> None:
         super().__init__(ctx, mode)
@@ -110,6 +111,26 @@ class LocalScenario(Scenario):
         else:
             listed = self.node.json("vaults", "list", direct=how == "direct")["vaults"]
         return {v["name"]: (v["id"], tuple(sorted(v["tags"]))) for v in listed}
+
+    def read(self, how: str | None = None) -> Any:
+        """The state the scenario keeps in ``self.state``, read back as ``how`` says."""
+        raise NotImplementedError
+
+    def change(self, before: Any, after: Any) -> str:
+        """What differs between two states, for an incident line."""
+        return diff(before, after)
+
+    def final(self) -> None:
+        """After the last run, the node reads back as the last state, on the file and through
+        the agent alike (a scenario with a ledger of its own overrides this)."""
+        for direct in (False, True):
+            now = self.read("direct" if direct else "cli")
+            if now != self.state:
+                self.stats.lost += 1
+                self.stats.incident(
+                    f"CHANGED at the end ({'file' if direct else 'agent'}): {self.label}: "
+                    f"{self.change(self.state, now)}"
+                )
 
     def act(self, kind: str, *args: str, stdin: bytes | None = None) -> Done:
         """Run one command that may be killed, as the mode says."""
@@ -249,15 +270,8 @@ class VaultOps(LocalScenario):
         )
         self.state = post
 
-    def final(self) -> None:
-        for direct in (False, True):
-            now = self.vaults("direct" if direct else "cli")
-            if now != self.state:
-                self.stats.lost += 1
-                self.stats.incident(
-                    f"CHANGED at the end ({'file' if direct else 'agent'}): {self.label}: "
-                    f"{diff(self.state, now)}"
-                )
+    def read(self, how: str | None = None) -> Any:
+        return self.vaults(how)
 
 
 # --- pk secrets mv / rm ------------------------------------------------------------------------
@@ -334,16 +348,6 @@ class MoveRemove(LocalScenario):
         )
         self.state = post
 
-    def final(self) -> None:
-        for direct in (False, True):
-            now = self.read("direct" if direct else "cli")
-            if now != self.state:
-                self.stats.lost += 1
-                self.stats.incident(
-                    f"CHANGED at the end ({'file' if direct else 'agent'}): {self.label}: "
-                    f"{diff(self.state, now)}"
-                )
-
 
 # --- pk import dotenv / json -------------------------------------------------------------------
 
@@ -407,15 +411,8 @@ class Imports(LocalScenario):
             self.folders.append(folder)
         self.state = post
 
-    def final(self) -> None:
-        for direct in (False, True):
-            now = self.read("direct" if direct else "cli")
-            if now != self.state:
-                self.stats.lost += 1
-                self.stats.incident(
-                    f"CHANGED at the end ({'file' if direct else 'agent'}): {self.label}: "
-                    f"{diff(self.state[0], now[0])}"
-                )
+    def change(self, before: Any, after: Any) -> str:
+        return diff(before[0], after[0])
 
 
 # --- requests straight to the agent ------------------------------------------------------------
@@ -537,16 +534,6 @@ class AgentRequests(LocalScenario):
 
     def read(self, how: str | None = None) -> Secrets:
         return self.secrets(["ag"], how)
-
-    def final(self) -> None:
-        for direct in (False, True):
-            now = self.read("direct" if direct else "cli")
-            if now != self.state:
-                self.stats.lost += 1
-                self.stats.incident(
-                    f"CHANGED at the end ({'file' if direct else 'agent'}): {self.label}: "
-                    f"{diff(self.state, now)}"
-                )
 
 
 def _repo() -> str:
