@@ -198,7 +198,7 @@ def test_without_any_home_there_is_no_runtime_folder(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TMPDIR", str(shared_tmp(tmp_path / "tmp")))
     monkeypatch.setattr(os.path, "expanduser", lambda path: path)  # what it does then
-    assert client.runtime_base() is None
+    assert fast.runtime_base() is None
     assert client.runtime_folder(tmp_path / "node.pk") is None
     assert fast._folder(str(tmp_path / "node.pk")) is None
     assert client.AgentClient.find(tmp_path / "node.pk") is None

@@ -1,7 +1,7 @@
 """Where an agent's socket, status file, log and session token live, and how they are checked.
 
 The runtime folder of a node is ``<base>/<16 hex of SHA-256 of the node file's real path>``,
-where ``<base>`` is the ``base`` argument (the CLI's rule is polykey.cli.client.runtime_base:
+where ``<base>`` is the ``base`` argument (the CLI's rule is polykey.cli.fast.runtime_base:
 PK_RUNTIME_DIR, else ``$XDG_RUNTIME_DIR/polykey`` or ``$TMPDIR/polykey-<uid>`` when that folder is
 private to the user, else a folder under the user's home). Every folder is 0700 and owned by the
 user, the socket and files 0600; anything else is refused, never used.

@@ -50,9 +50,9 @@ class AgentFailed(PolykeyError):
 
 def _runtime(s: Settings) -> Runtime | None:
     """The node's runtime folder; None when there is no place for one (no home, see
-    polykey.cli.client.runtime_base)."""
+    polykey.cli.fast.runtime_base)."""
     from polykey.agent.runtime import Runtime
-    from polykey.cli.client import runtime_base
+    from polykey.cli.fast import runtime_base
 
     base = runtime_base()
     return None if base is None else Runtime.for_node(Path(base), s.node_path())

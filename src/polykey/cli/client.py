@@ -12,6 +12,7 @@ import struct
 import sys
 from typing import Any
 
+from polykey.cli.fast import _folder
 from polykey.errors import PolykeyError
 
 HEADER = struct.Struct(">I")
@@ -49,60 +50,9 @@ class AgentDied(PolykeyError):
     )
 
 
-def runtime_base() -> str | None:
-    """Where the runtime folders are: PK_RUNTIME_DIR; else ``$XDG_RUNTIME_DIR/polykey`` or
-    ``$TMPDIR/polykey-<uid>`` when that variable names a folder private to this user (owned, mode
-    0700: no one else can have put anything in it); else under the home,
-    ``${XDG_STATE_HOME:-~/.local/state}/polykey/run-<host name>``. None without a home.
-
-    A shared folder (/tmp) is never used: another user could create the path first. The host name
-    keeps the agents of machines sharing a home (NFS) apart. polykey.cli.fast._folder computes the
-    same without imports; the two must agree.
-    """
-    explicit = os.environ.get("PK_RUNTIME_DIR")
-    if explicit:
-        return explicit
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and _own_private_folder(xdg):
-        return os.path.join(xdg, "polykey")
-    tmp = os.environ.get("TMPDIR")
-    if tmp and _own_private_folder(tmp):
-        return os.path.join(tmp, f"polykey-{os.getuid()}")
-    state = os.environ.get("XDG_STATE_HOME")
-    if not state or not os.path.isabs(state):
-        home = os.path.expanduser("~")
-        if not os.path.isabs(home):
-            return None
-        state = os.path.join(home, ".local", "state")
-    host = "".join(
-        c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in os.uname().nodename
-    )[:64]
-    return os.path.join(state, "polykey", f"run-{host}" if host else "run")
-
-
-def _own_private_folder(path: str) -> bool:
-    """An absolute path to a folder of this user's that nobody else may enter."""
-    if not os.path.isabs(path):
-        return False
-    try:
-        info = os.stat(path)
-    except OSError:
-        return False
-    return (
-        info.st_mode & 0o170000 == 0o040000
-        and info.st_uid == os.getuid()
-        and not info.st_mode & 0o077
-    )
-
-
 def runtime_folder(node_path: str | os.PathLike[str]) -> str | None:
-    import hashlib
-
-    base = runtime_base()
-    if base is None:
-        return None
-    digest = hashlib.sha256(os.path.realpath(node_path).encode()).hexdigest()[:16]
-    return os.path.join(base, digest)
+    """The runtime folder of a node (the rule of polykey.cli.fast, shared by the hot path)."""
+    return _folder(os.fspath(node_path))
 
 
 def not_private(path: str, *, directory: bool) -> str | None:

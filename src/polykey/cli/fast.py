@@ -6,8 +6,8 @@ cryptography, no SQLite. `secrets.cat` asks for a raw reply (the value, no JSON)
 rule of polykey.values (a newline after it on a terminal, when it has none). On anything
 unusual (options, no agent, a socket that is not private, an invalid session, any error) they
 step aside and the full CLI runs the command, which then gives the result or the proper error.
-The runtime folder rule must match polykey.cli.client.runtime_base (tests/cli/test_runtime_folder.py
-checks they agree). polykey.cli.completion reaches the agent through these lines too.
+The runtime folder rule lives here (``runtime_base``), for the full CLI too.
+polykey.cli.completion reaches the agent through these lines too.
 """
 
 from __future__ import annotations
@@ -29,28 +29,42 @@ def _sha256_hex(data: bytes) -> str:
     return str(sha256(data).hexdigest())
 
 
+def runtime_base() -> str | None:
+    """Where the runtime folders are: PK_RUNTIME_DIR; else ``$XDG_RUNTIME_DIR/polykey`` or
+    ``$TMPDIR/polykey-<uid>`` when that variable names a folder private to this user (owned, mode
+    0700: no one else can have put anything in it); else under the home,
+    ``${XDG_STATE_HOME:-~/.local/state}/polykey/run-<host name>``. None without a home.
+
+    A shared folder (/tmp) is never used: another user could create the path first. The host name
+    keeps the agents of machines sharing a home (NFS) apart. Written here, with built-ins only,
+    so that the hot path and the full CLI (polykey.cli.client) share one rule.
+    """
+    explicit = os.environ.get("PK_RUNTIME_DIR")
+    if explicit:
+        return explicit
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and _own_private_folder(xdg):
+        return os.path.join(xdg, "polykey")
+    tmp = os.environ.get("TMPDIR")
+    if tmp and _own_private_folder(tmp):
+        return os.path.join(tmp, f"polykey-{os.getuid()}")
+    state = os.environ.get("XDG_STATE_HOME")
+    if not state or not os.path.isabs(state):
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):
+            return None
+        state = os.path.join(home, ".local", "state")
+    host = "".join(
+        c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in os.uname().nodename
+    )[:64]
+    return os.path.join(state, "polykey", f"run-{host}" if host else "run")
+
+
 def _folder(node: str) -> str | None:
-    """The runtime folder of ``node``: the rule of polykey.cli.client.runtime_base, the same."""
-    base = os.environ.get("PK_RUNTIME_DIR")
-    if not base:
-        xdg = os.environ.get("XDG_RUNTIME_DIR")
-        tmp = os.environ.get("TMPDIR")
-        if xdg and _own_private_folder(xdg):
-            base = os.path.join(xdg, "polykey")
-        elif tmp and _own_private_folder(tmp):
-            base = os.path.join(tmp, f"polykey-{os.getuid()}")
-        else:
-            state = os.environ.get("XDG_STATE_HOME")
-            if not state or not os.path.isabs(state):
-                home = os.path.expanduser("~")
-                if not os.path.isabs(home):
-                    return None
-                state = os.path.join(home, ".local", "state")
-            host = "".join(
-                c if (c.isascii() and c.isalnum()) or c in "._-" else "_"
-                for c in os.uname().nodename
-            )[:64]
-            base = os.path.join(state, "polykey", f"run-{host}" if host else "run")
+    """The runtime folder of ``node``: ``<runtime_base>/<16 hex of SHA-256 of its real path>``."""
+    base = runtime_base()
+    if base is None:
+        return None
     return os.path.join(base, _sha256_hex(os.path.realpath(node).encode())[:16])
 
 
