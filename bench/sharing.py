@@ -57,14 +57,14 @@ def section(quick: bool) -> list[Row]:
             t = time.perf_counter()
             run(bob, "vaults", "pull", "big0")
             pulls.append(time.perf_counter() - t)
-        from polykey.sync.fetch import pull
+        from polykey.sync.client import pull
 
         node = Node.open(tmp / "b.pk", b"b", allow_weak=True)
         inproc = []
         for i in range(5 if quick else 15):
             run(alice, "secrets", "write", f"big:team01/new{i}", stdin=b"new value")
             t = time.perf_counter()
-            pull(node.store, node.vaults, node.key, "big0")
+            pull(node.vaults, node.peers, "big0")
             inproc.append(time.perf_counter() - t)
         many = _hundred_vaults(tmp, node, aid, bid, quick)
         node.close()
@@ -91,23 +91,22 @@ def section(quick: bool) -> list[Row]:
 def _hundred_vaults(tmp: Path, bob: Node, aid: str, bid: str, quick: bool) -> tuple[str, str, str]:
     """100 vaults shared with bob, cloned, one new commit in each, then one `pull --all`."""
     from polykey.ids import decode_node_id
-    from polykey.sync.fetch import clone, pull_many
-    from polykey.trust.acl import Acl
+    from polykey.sync.client import clone, pull_many
 
     count = 20 if quick else 100
     alice = Node.open(tmp / "a.pk", b"a", allow_weak=True)
     for i in range(count):
         vault = alice.vaults.create(f"s{i:03d}")
         vault.write("db/password", os.urandom(16).hex().encode())
-        Acl(alice.store).grant(vault.id, decode_node_id(bid), ["clone", "pull"])
+        alice.acl.grant(vault.id, decode_node_id(bid), ["clone", "pull"])
     for i in range(count):
-        clone(bob.store, bob.vaults, bob.key, decode_node_id(aid), f"s{i:03d}", None)
+        clone(bob.vaults, bob.peers, decode_node_id(aid), f"s{i:03d}", None)
     for i in range(count):
         alice.vaults.open(f"s{i:03d}").write("db/password", b"rotated")
     alice.close()
     names = [f"s{i:03d}" for i in range(count)]
     t = time.perf_counter()
-    results = pull_many(bob.store, bob.vaults, bob.key, names)
+    results = pull_many(bob.vaults, bob.peers, names)
     elapsed = time.perf_counter() - t
     assert all(r["updated"] for r in results)
     return (

@@ -1,7 +1,9 @@
-"""The Node facade: one unlocked node, its store and its keys.
+"""The Node facade: one unlocked node, its store, its keys, and what it knows of other nodes.
 
 The CLI (when no agent runs) and the agent both work through this class; it joins the layers
-below it and holds no terminal, environment or argv logic.
+below it and holds no terminal, environment or argv logic. It owns the vaults, the ACL, the
+node graph and the peers (the pool of connections): nobody else constructs them, so two nodes
+can live in one process without sharing state.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from polykey.errors import NodeDamaged, WrongRecoveryCode
 from polykey.ids import NodeId, encode_node_id
 from polykey.keys import recovery
 from polykey.keys.root import RootKey, encrypt_to, verify_file
+from polykey.network.graph import Graph
+from polykey.network.peers import Peers
+from polykey.notifications import Notifications
 from polykey.store.header import new_salt
 from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
+from polykey.trust.acl import Acl
 from polykey.vaults.registry import Vaults
 
 __all__ = [
@@ -73,6 +79,10 @@ class Node:
         self.store = store
         self.key = key
         self.vaults = Vaults(store, key)
+        self.acl = Acl(store)
+        self.graph = Graph(store)
+        self.peers = Peers(self.graph, key.signing.openssh_private_pem)
+        self.notifications = Notifications(store, self.acl, self.graph, self.peers)
 
     def __repr__(self) -> str:
         return f"Node({encode_node_id(self.node_id)}, {str(self.store.path)!r})"
@@ -144,6 +154,7 @@ class Node:
         return cls(store, RootKey.from_seed(seed))
 
     def close(self) -> None:
+        self.peers.close()
         self.store.close()
 
     def __enter__(self) -> Node:

@@ -24,10 +24,9 @@ from polykey.cli.safe_text import indented, shown
 from polykey.crypto import sshsig
 from polykey.crypto.signing import SigningKey
 from polykey.ids import decode_node_id
-from polykey.network.graph import Address, Graph
+from polykey.network.graph import Address
 from polykey.network.ssh import _frame
 from polykey.node import Node
-from polykey.sync.notify import receive
 from tests.cli.helpers import CliNode, text
 from tests.support import run_pk
 from tests.sync.test_tgit_corpus import HostileOrigin
@@ -70,8 +69,8 @@ def planted(cli_node: CliNode, other_node: CliNode) -> CliNode:
         work.write(BIDI_PATH, b"x")  # paths refuse controls, not bidi overrides
         work.write_many([("db/password", VALUE)], MESSAGE)
         sender = decode_node_id(other_node.node_id)
-        Graph(n.store).add(sender, Address("127.0.0.1", 1))
-        receive(n.store, sender, MESSAGE)
+        n.graph.add(sender, Address("127.0.0.1", 1))
+        n.notifications.receive(sender, MESSAGE)
     return cli_node
 
 
@@ -171,7 +170,7 @@ def origin() -> Iterator[HostileOrigin]:
 @pytest.fixture
 def victim(cli_node: CliNode, origin: HostileOrigin, tmp_path: Path) -> Iterator[CliNode]:
     with Node.open(cli_node.path, cli_node.password.encode(), allow_weak=True) as n:
-        Graph(n.store).add(decode_node_id(origin.node_id), Address("127.0.0.1", origin.port))
+        n.graph.add(decode_node_id(origin.node_id), Address("127.0.0.1", origin.port))
     try:
         yield cli_node
     finally:

@@ -18,8 +18,7 @@ from dulwich.objects import ShaFile
 from polykey.ids import NodeId
 from polykey.keys import recovery
 from polykey.node import FAST_INSECURE_KDF, Node
-from polykey.sync.serve import PeerService, collect
-from polykey.trust.acl import Acl
+from polykey.sync.server import PeerService, collect
 from polykey.vaults.objects import refs_ns
 from polykey.vaults.vault import BRANCH
 from tests.fuzz._objects import PEER, STRANGER
@@ -46,10 +45,9 @@ class World:
         vault.write("api/key", b"key")
         self.node.vaults.create("other")
         self.info = self.node.vaults.info("work")
-        Acl(self.node.store).grant(
-            self.info.id, NodeId(PEER.public), ["scan", "clone", "pull", "push"]
-        )
-        self.service = PeerService(self.node.store, self.node.vaults, self.node.node_id)
+        self.node.acl.grant(self.info.id, NodeId(PEER.public), ["scan", "clone", "pull", "push"])
+        node = self.node
+        self.service = PeerService(node.vaults, node.acl, node.node_id, node.notifications)
         head = vault.head()
         assert head is not None
         self.head = head

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
-from polykey.sync.fetch import UpdateRefused
+from polykey.sync.checks import UpdateRefused
 from polykey.sync.packin import NAMES, _Budget, apply_delta, object_id, read_pack
 from tests.fuzz._bytes import Bytes, trickle
 

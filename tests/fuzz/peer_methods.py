@@ -1,4 +1,4 @@
-"""Every peer method's parameters: ``sync.serve.PeerService.handle(peer, method, params)`` on a
+"""Every peer method's parameters: ``sync.server.PeerService.handle(peer, method, params)`` on a
 real node (tests/fuzz/_node.py: fast test KDF, under /dev/shm, made once per process).
 
 The node holds a vault ``work`` (three commits) granted to ``PEER`` with every permission, and a

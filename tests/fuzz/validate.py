@@ -1,4 +1,4 @@
-"""The tree and commit validators: ``sync.fetch.validate`` on objects a hostile peer sends.
+"""The tree and commit validators: ``sync.checks.validate`` on objects a hostile peer sends.
 
 Input: ``u8 mode ‖ objects``; the objects are built from the input (tests/fuzz/_objects.py):
 blobs, trees with any names and modes, commits signed by an allowed node, a stranger, nobody,
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 
-from polykey.sync.fetch import TYPES, UpdateRefused, validate
+from polykey.sync.checks import TYPES, UpdateRefused, validate
 from tests.fuzz._bytes import Bytes
 from tests.fuzz._node import world
 from tests.fuzz._objects import OWNER, PEER, Builder

@@ -20,7 +20,6 @@ import pytest
 from polykey.ids import encode_node_id
 from polykey.keys.root import RootKey
 from polykey.node import Node
-from polykey.trust.acl import Acl
 from polykey.vaults.registry import Vaults
 from tests.cli.helpers import CliNode, bootstrap, text
 from tests.support import run_pk
@@ -78,7 +77,7 @@ def test_only_the_owner_and_the_nodes_granted_push_are_allowed_signers(
         vault = n.vaults.create("work")
         vault.write("mine", b"1", "Owner's commit.")
         Vaults(n.store, STRANGER).open("work").write("planted", b"2", "Stranger's commit.")
-        Acl(n.store).grant(vault.id, PUSHER.node_id, ["push"])
+        n.acl.grant(vault.id, PUSHER.node_id, ["push"])
         Vaults(n.store, PUSHER).open("work").write("pushed", b"3", "Pusher's commit.")
         vault.write("mine", b"4", "Owner's second commit.")
     dest = tmp_path / "repo"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from polykey.node import Node
-from polykey.sync.fetch import UpdateRefused
+from polykey.sync.checks import UpdateRefused
 from polykey.sync.packin import MAX_INFLATED_BYTES, read_pack
 from polykey.vaults.objects import objects_ns
 from tests.support import run_pk

@@ -40,7 +40,6 @@ from polykey.network.ssh import (
     ssh_key,
 )
 from polykey.node import FAST_INSECURE_KDF, Node
-from polykey.trust.acl import Acl
 from tests.support import pk_env
 from tests.sync.test_share import free_port
 from tests.sync.test_tgit_corpus import Owner, node_id, still_serving
@@ -64,8 +63,8 @@ def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Owner]:
         work = node.vaults.create("work")
         work.write("db/password", b"owner's")
         for key in (READER, OTHER):
-            Acl(node.store).grant(work.id, decode_node_id(node_id(key)), ["scan", "clone", "pull"])
-        Acl(node.store).grant(work.id, decode_node_id(node_id(PUSHER)), ["push"])
+            node.acl.grant(work.id, decode_node_id(node_id(key)), ["scan", "clone", "pull"])
+        node.acl.grant(work.id, decode_node_id(node_id(PUSHER)), ["push"])
         from polykey.ids import encode_node_id
 
         me = Owner(

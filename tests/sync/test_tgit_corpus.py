@@ -2,7 +2,7 @@
 that apply to our SSH design (T-NET-01 pinning, 10 ACL, 14 slow peers), against sharing.
 
 Where an item is covered elsewhere, the mapping below names the test; the rest are here. Three
-kinds of attack are run: objects fed to `sync.fetch.validate` in-process (the one gate every clone,
+kinds of attack are run: objects fed to `sync.checks.validate` in-process (the one gate every clone,
 pull and push goes through); a hostile *origin* (an SSH server built from network/ssh.py's
 server pieces, speaking the `polykey` subsystem with scripted answers) against a real `pk`
 process; and a hostile *client* (asyncssh with a node key) against a real agent. Two more
@@ -139,7 +139,7 @@ from hypothesis import strategies as st
 from polykey.codec import from_wire
 from polykey.crypto.signing import SigningKey
 from polykey.ids import decode_node_id, encode_node_id, node_id_from_bytes
-from polykey.network.graph import Address, Graph
+from polykey.network.graph import Address
 from polykey.network.ssh import (
     MAX_CHANNELS_PER_CONNECTION,
     PeerClient,
@@ -152,8 +152,7 @@ from polykey.network.ssh import (
     ssh_key,
 )
 from polykey.node import FAST_INSECURE_KDF, Node
-from polykey.sync.fetch import UpdateRefused, validate
-from polykey.trust.acl import Acl
+from polykey.sync.checks import UpdateRefused, validate
 from tests.support import pk_env, run_pk
 from tests.sync.test_share import Pair, free_port, pair  # noqa: F401 - the two-node fixture
 from tests.sync.test_three_agents import agent_pid, stop_agent
@@ -566,7 +565,7 @@ def template(origin: HostileOrigin, tmp_path_factory: pytest.TempPathFactory) ->
     path = tmp_path_factory.mktemp("template") / "victim.pk"
     node, _ = Node.bootstrap(path, b"victim pw", kdf=FAST_INSECURE_KDF, allow_weak=True)
     with node:
-        Graph(node.store).add(decode_node_id(origin.node_id), Address("127.0.0.1", origin.port))
+        node.graph.add(decode_node_id(origin.node_id), Address("127.0.0.1", origin.port))
     history = History()
     origin.answer = lambda m, p: history.v1()
     env = pk_env(path, PK_PASSWORD="victim pw", PK_RUNTIME_DIR=str(path.parent / "r"))
@@ -866,7 +865,7 @@ def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Owner]:
     path = folder / "owner.pk"
     node, _ = Node.bootstrap(path, b"owner pw", kdf=FAST_INSECURE_KDF, allow_weak=True)
     with node:
-        acl = Acl(node.store)
+        acl = node.acl
         work = node.vaults.create("work")
         work.write("db/password", b"owner's")
         acl.grant(work.id, decode_node_id(node_id(READER)), ["scan", "clone", "pull"])

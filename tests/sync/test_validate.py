@@ -1,4 +1,4 @@
-"""Hostile objects from a peer are refused before anything lands (sync.fetch.validate)."""
+"""Hostile objects from a peer are refused before anything lands (sync.checks.validate)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 from polykey.crypto import sshsig
 from polykey.crypto.signing import SigningKey
 from polykey.node import FAST_INSECURE_KDF, Node
-from polykey.sync.fetch import UpdateRefused, local_tree_stats, validate
+from polykey.sync.checks import UpdateRefused, local_tree_stats, validate
 from polykey.vaults.vault import Vault
 
 OWNER = SigningKey(bytes(range(32)))

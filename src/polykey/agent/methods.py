@@ -168,10 +168,8 @@ def vaults_rename(node: Node, p: Params) -> dict[str, Any]:
 
 @method("vaults.rm")
 def vaults_rm(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.trust.acl import Acl
-
     vault_id = node.vaults.remove(text(p, "name"))
-    Acl(node.store).drop(vault_id)
+    node.acl.drop(vault_id)
     return {"name": p["name"], "id": vault_id, "removed": True}
 
 
@@ -489,27 +487,23 @@ def _node_id(p: Params, key: str = "node_id") -> Any:
 
 @method("nodes.add")
 def nodes_add(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.network.graph import Graph, parse_address
+    from polykey.network.graph import parse_address
 
     address = parse_address(text(p, "address"))
-    Graph(node.store).add(_node_id(p), address)
+    node.graph.add(_node_id(p), address)
     return {"node_id": p["node_id"], "address": str(address)}
 
 
 @method("nodes.list")
 def nodes_list(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.network.graph import Graph
-
-    return {
-        "nodes": [{"node_id": k, "address": str(a)} for k, a in Graph(node.store).all().items()]
-    }
+    return {"nodes": [{"node_id": k, "address": str(a)} for k, a in node.graph.all().items()]}
 
 
 @method("nodes.rm")
 def nodes_rm(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.network.graph import Graph, UnknownNode
+    from polykey.network.graph import UnknownNode
 
-    if not Graph(node.store).remove(_node_id(p)):
+    if not node.graph.remove(_node_id(p)):
         raise UnknownNode(text(p, "node_id"))
     return {"node_id": p["node_id"], "removed": True}
 
@@ -518,26 +512,23 @@ def nodes_rm(node: Node, p: Params) -> dict[str, Any]:
 def nodes_ping(node: Node, p: Params) -> dict[str, Any]:
     import time
 
-    from polykey.sync.fetch import ping
-
     started = time.perf_counter()
-    reply = ping(node.store, node.key, _node_id(p))
+    reply = node.peers.hello(_node_id(p))
     return {**reply, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
 @method("vaults.share")
 def vaults_share(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.trust.acl import DEFAULT, Acl
+    from polykey.trust.acl import DEFAULT
 
     info = node.vaults.info(text(p, "name"))
     perms = texts(p, "permissions") or list(DEFAULT)
-    granted = Acl(node.store).grant(info.id, _node_id(p), perms)
+    granted = node.acl.grant(info.id, _node_id(p), perms)
     note = f"Vault {info.name} ({info.id}) is shared with you: {', '.join(granted)}."
     try:  # tell the node; queued in the outbox when it cannot be reached now
         from polykey.network.graph import UnknownNode
-        from polykey.sync.notify import send
 
-        delivery = send(node.store, node.key, _node_id(p), note)
+        delivery = node.notifications.send(_node_id(p), note)
     except UnknownNode:
         delivery = {"delivered": False, "queued": False}
     return {"vault": info.name, "node_id": p["node_id"], "permissions": granted, **delivery}
@@ -545,75 +536,64 @@ def vaults_share(node: Node, p: Params) -> dict[str, Any]:
 
 @method("vaults.unshare")
 def vaults_unshare(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.trust.acl import Acl
-
     info = node.vaults.info(text(p, "name"))
-    revoked = Acl(node.store).revoke(info.id, _node_id(p))
+    revoked = node.acl.revoke(info.id, _node_id(p))
     return {"vault": info.name, "node_id": p["node_id"], "revoked": revoked}
 
 
 @method("vaults.permissions")
 def vaults_permissions(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.trust.acl import Acl
-
     info = node.vaults.info(text(p, "name"))
-    return {"vault": info.name, "permissions": Acl(node.store).grants(info.id)}
+    return {"vault": info.name, "permissions": node.acl.grants(info.id)}
 
 
 @method("vaults.scan")
 def vaults_scan(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.sync.fetch import scan
+    from polykey.sync.client import scan
 
-    return {"vaults": scan(node.store, node.key, _node_id(p))}
+    return {"vaults": scan(node.peers, _node_id(p))}
 
 
 @method("vaults.clone")
 def vaults_clone(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.sync.fetch import clone
+    from polykey.sync.client import clone
 
-    info = clone(
-        node.store, node.vaults, node.key, _node_id(p), text(p, "vault"), opt_text(p, "name")
-    )
+    info = clone(node.vaults, node.peers, _node_id(p), text(p, "vault"), opt_text(p, "name"))
     return {"name": info.name, "id": info.id, "origin": info.origin}
 
 
 @method("vaults.pull")
 def vaults_pull(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.sync.fetch import pull, pull_many
+    from polykey.sync.client import pull, pull_many
 
     name = opt_text(p, "name")
     if name:
-        return {"pulled": [pull(node.store, node.vaults, node.key, name)]}
+        return {"pulled": [pull(node.vaults, node.peers, name)]}
     names = [i.name for i in node.vaults.all() if i.origin]
-    return {"pulled": pull_many(node.store, node.vaults, node.key, names)}
+    return {"pulled": pull_many(node.vaults, node.peers, names)}
 
 
 @method("vaults.push")
 def vaults_push(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.sync.fetch import push
+    from polykey.sync.client import push
 
-    return push(node.store, node.vaults, node.key, text(p, "name"), _node_id(p))
+    return push(node.vaults, node.peers, text(p, "name"), _node_id(p))
 
 
 @method("notifications.send")
 def notifications_send(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.sync.notify import send
-
-    return send(node.store, node.key, _node_id(p), text(p, "message"))
+    return node.notifications.send(_node_id(p), text(p, "message"))
 
 
 @method("notifications.read")
 def notifications_read(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.sync.notify import outbox, read
-
-    return {"notifications": read(node.store, flag(p, "unread")), "outbox": outbox(node.store)}
+    inbox = node.notifications
+    return {"notifications": inbox.read(flag(p, "unread")), "outbox": inbox.outbox()}
 
 
 @method("notifications.clear")
 def notifications_clear(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.sync.notify import clear
-
-    return {"cleared": clear(node.store)}
+    return {"cleared": node.notifications.clear()}
 
 
 @method("keys.openssh_private")
@@ -623,9 +603,7 @@ def keys_openssh_private(node: Node, p: Params) -> dict[str, Any]:
 
 @method("nodes.connections")
 def nodes_connections(node: Node, p: Params) -> dict[str, Any]:
-    from polykey.network.pool import POOL
-
-    return {"connections": POOL.connections()}
+    return {"connections": node.peers.connections()}
 
 
 @method("secrets.complete")
@@ -672,19 +650,11 @@ def vaults_signers(node: Node, p: Params) -> dict[str, Any]:
     name = text(p, "name")
     if p.get("node_id") is None:
         return {"vault": node.vaults.info(name).name, "writers": vault_writers(node, name)}
-    from polykey.ids import NodeId, encode_node_id
-    from polykey.sync.fetch import _checked, _writers, remote
+    from polykey.ids import encode_node_id
+    from polykey.sync.client import remote_writers
 
     peer = _node_id(p)
-    params = {"vault": name, "haves": []}
-    reply = remote(node.store, node.key, peer, lambda c: c.call("vaults.fetch", params))
-    vault = _checked(reply, name)[0]
-    writers = {bytes(peer), *_writers(reply)}
-    return {
-        "vault": vault["name"],
-        "node_id": encode_node_id(peer),
-        "writers": sorted(encode_node_id(NodeId(w)) for w in writers),
-    }
+    return {"node_id": encode_node_id(peer), **remote_writers(node.peers, peer, name)}
 
 
 # The import and export methods live in their own module; importing it registers them.

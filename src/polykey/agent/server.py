@@ -29,7 +29,6 @@ from polykey.agent.sessions import SessionInvalid, Sessions
 from polykey.agent.worker import NodeWorker
 from polykey.errors import PolykeyError, WrongPassword
 from polykey.ids import encode_node_id
-from polykey.network.wait import install as install_waiter
 from polykey.node import Node
 
 log = logging.getLogger("polykey.agent")
@@ -136,7 +135,7 @@ class Agent:
         self.sessions = sessions
         self.since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.worker = NodeWorker()
-        install_waiter(self.worker.wait)  # a wait on a peer lets the node thread serve others
+        node.peers.set_waiter(self.worker.wait)  # a wait on a peer: the node thread serves others
         self.kdf_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pk-kdf")
         self.git_worker = ThreadPoolExecutor(max_workers=GIT_THREADS, thread_name_prefix="pk-git")
         self.stopping: asyncio.Event | None = None
@@ -158,9 +157,7 @@ class Agent:
                 log.warning("background %s failed: %s", job.__name__, type(exc).__name__)
 
     def _outbox(self) -> None:
-        from polykey.sync.notify import deliver_outbox
-
-        delivered = deliver_outbox(self.node.store, self.node.key)
+        delivered = self.node.notifications.deliver_outbox()
         if delivered:
             log.info("delivered %d queued notification(s)", delivered)
 
@@ -168,21 +165,13 @@ class Agent:
         """The NodeIds this node deals with, for the peer port's stranger quota, and those
         granted `push` somewhere, the only ones whose requests may be large."""
         from polykey.ids import decode_node_id
-        from polykey.network.graph import Graph
-        from polykey.trust.acl import ACL, Acl
 
         if self.peer_limits is None:
             return
-        acl = Acl(self.node.store)
-        granted: set[str] = set()
-        pushing: set[str] = set()
-        for vault_id, _ in self.node.store.items(ACL):
-            for text, perms in acl.grants(vault_id.decode()).items():
-                granted.add(text)
-                if "push" in perms:
-                    pushing.add(text)
+        granted = self.node.acl.nodes()
+        pushing = self.node.acl.nodes("push")
         known, pushers = set(), set()
-        for text in granted | set(Graph(self.node.store).all()):
+        for text in granted | set(self.node.graph.all()):
             with contextlib.suppress(PolykeyError):
                 raw = bytes(decode_node_id(text))
                 known.add(raw)
@@ -192,12 +181,12 @@ class Agent:
         self.peer_limits.pushers = frozenset(pushers)
 
     def _sync(self) -> None:
-        from polykey.sync.fetch import pull_many
+        from polykey.sync.client import pull_many
 
         names = [i.name for i in self.node.vaults.all() if i.origin]
         if not names:
             return
-        for result in pull_many(self.node.store, self.node.vaults, self.node.key, names):
+        for result in pull_many(self.node.vaults, self.node.peers, names):
             if result.get("updated"):
                 log.info("sync: %s updated", result["vault"])
             elif "error" in result:
@@ -205,9 +194,10 @@ class Agent:
 
     async def _serve_peers(self, host: str, port: int) -> None:
         from polykey.network.ssh import PeerLimits, serve, ssh_key
-        from polykey.sync.serve import PeerService
+        from polykey.sync.server import PeerService
 
-        service = PeerService(self.node.store, self.node.vaults, self.node.node_id)
+        node = self.node
+        service = PeerService(node.vaults, node.acl, node.node_id, node.notifications)
         loop = asyncio.get_running_loop()
         idle = self.peer_idle
 

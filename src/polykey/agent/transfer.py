@@ -171,7 +171,7 @@ def vaults_export(node: Node, p: Params) -> dict[str, Any]:
 def vaults_objects(node: Node, p: Params) -> dict[str, Any]:
     """Every git object of a vault's history (type byte + raw body), and its writers (the
     allowed signers of `export git`)."""
-    from polykey.sync.serve import collect
+    from polykey.sync.server import collect
 
     vault = node.vaults.open(text(p, "vault"))
     writers = vault_writers(node, vault.name)
@@ -190,11 +190,9 @@ def vault_writers(node: Node, name: str) -> list[str]:
     """The NodeIds whose commits the vault takes: this node, the nodes granted `push` on it, and
     for a clone the node it was cloned from. Never read from the commits themselves."""
     from polykey.ids import encode_node_id
-    from polykey.trust.acl import Acl
 
     info = node.vaults.info(name)
-    writers = {encode_node_id(node.node_id)}
-    writers |= {n for n, perms in Acl(node.store).grants(info.id).items() if "push" in perms}
+    writers = {encode_node_id(node.node_id), *node.acl.writers(info.id)}
     if info.origin.get("node_id"):
         writers.add(str(info.origin["node_id"]))
         writers |= set(str(info.origin.get("writers", "")).split())

@@ -5,7 +5,7 @@ does not stall the others: while it waits, the node thread runs the next queued 
 requests, other peers' requests), then resumes it when its answer is in. So an agent waiting
 on a silent peer keeps answering, and two agents that call each other at the same moment do
 not deadlock. Jobs therefore interleave only at those waits; code that reads state before a
-network call re-checks it inside the transaction that writes after it (sync/fetch.py).
+network call re-checks it inside the transaction that writes after it (sync/client.py).
 """
 
 from __future__ import annotations

@@ -61,6 +61,9 @@ class Graph:
             raise UnknownNode(encode_node_id(node_id))
         return _decode(raw)
 
+    def knows(self, node_id: NodeId) -> bool:
+        return self.store.get(GRAPH, encode_node_id(node_id).encode()) is not None
+
     def all(self) -> dict[str, Address]:
         return {k.decode(): _decode(v) for k, v in self.store.items(GRAPH)}
 

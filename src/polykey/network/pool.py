@@ -1,24 +1,34 @@
-"""One SSH connection per peer, kept open and reused by every operation of this process.
+"""One SSH connection per peer, kept open and reused by every operation of one node.
 
-A background thread runs one asyncio loop for all peer connections; callers on any thread hand it
-coroutines. Each operation gets its own channel on the shared connection (SSH multiplexes them).
-A connection that breaks is dropped and the next operation dials again; idle ones close after
-IDLE_S.
+A background thread runs one asyncio loop for all of a node's peer connections; callers on any
+thread hand it coroutines and wait through the node's waiter (the agent's lets its node thread
+serve other requests meanwhile). Each operation gets its own channel on the shared connection
+(SSH multiplexes them). A connection that breaks is dropped and the next operation dials again;
+idle ones close after IDLE_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any
 
 import asyncssh
 
 from polykey.ids import NodeId, encode_node_id
 from polykey.network.ssh import MAX_CHANNELS_PER_CONNECTION, PeerClient, PeerUnreachable
-from polykey.network.wait import wait
+
+Waiter = Callable[[Future[Any]], Any]
+
+
+def block(future: Future[Any]) -> Any:
+    """The default waiter: simply block until the answer comes."""
+    return future.result()
+
 
 IDLE_S = 300.0
 # Operations of this process on one peer at once; the rest wait their turn. Kept under the
@@ -27,7 +37,8 @@ CHANNELS_PER_PEER = MAX_CHANNELS_PER_CONNECTION // 2
 
 
 class Pool:
-    def __init__(self) -> None:
+    def __init__(self, waiter: Waiter = block) -> None:
+        self.waiter = waiter
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._conns: dict[tuple[bytes, str, int], tuple[asyncssh.SSHClientConnection, float]] = {}
@@ -56,7 +67,7 @@ class Pool:
     ) -> Any:
         loop = self._ensure_loop()
         future = asyncio.run_coroutine_threadsafe(self._run(key, peer, host, port, call), loop)
-        return wait(future)  # the agent's node thread serves other jobs meanwhile
+        return self.waiter(future)  # the agent's node thread serves other jobs meanwhile
 
     async def _run(
         self,
@@ -168,5 +179,18 @@ class Pool:
             for (raw, host, port), (_, used) in self._conns.items()
         ]
 
+    def close(self) -> None:
+        """Close every connection and stop the loop's thread."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
 
-POOL = Pool()
+        async def shut() -> None:
+            for conn, _ in list(self._conns.values()):
+                conn.close()
+            self._conns.clear()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)

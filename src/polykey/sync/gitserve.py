@@ -26,7 +26,7 @@ from dulwich.server import Backend, ReceivePackHandler
 
 from polykey.errors import PolykeyError
 from polykey.ids import NodeId, encode_node_id
-from polykey.sync.fetch import UpdateRefused
+from polykey.sync.checks import UpdateRefused
 from polykey.sync.packin import read_pack
 from polykey.trust.acl import Acl
 from polykey.vaults.objects import CHUNKED_BLOB, OBJECT_KEY_BYTES, VaultObjects, parse

@@ -8,7 +8,7 @@ zlib or delta bomb is refused before it is expanded). Each object is held once, 
 ``u8 type ‖ raw`` form: a delta's result is joined from views of its base, and the list returned
 shares its objects with the work in progress, so the peak is the inflated total plus one object.
 A delta may rest on an object the vault holds (git sends thin packs). The result is the pack's
-objects, not yet trusted: ``validate()`` in sync/fetch.py checks them like any other peer's objects.
+objects, not yet trusted: sync/checks.py ``validate()`` checks them as any peer's objects.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import hashlib
 import zlib
 from collections.abc import Callable
 
-from polykey.sync.fetch import UpdateRefused
+from polykey.sync.checks import UpdateRefused
 
 MAX_PACK_BYTES = 64 * 1024 * 1024  # as one `polykey` frame: a push carries as much either way
 MAX_INFLATED_BYTES = 256 * 1024 * 1024

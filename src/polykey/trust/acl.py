@@ -1,6 +1,8 @@
 """Per-vault permissions granted to other nodes: scan, clone, pull, push.
 
-Kept in the mutable namespace ``acl/vaults``: vault id -> JSON {NodeId: [permissions]}.
+Kept in the mutable namespace ``acl/vaults``: vault id -> JSON {NodeId: [permissions]}. The
+Node owns the one ``Acl``; callers ask it questions (``permits``, ``writers``, ``nodes``) and
+never read its records.
 """
 
 from __future__ import annotations
@@ -40,15 +42,29 @@ class Acl:
             raise NodeDamaged(f"the permissions of vault {vault_id} are malformed") from None
         return {str(k): [str(p) for p in v] for k, v in doc.items()}
 
-    def nodes(self) -> set[str]:
-        """Every NodeId holding a grant on some vault."""
+    def nodes(self, permission: str | None = None) -> set[str]:
+        """Every NodeId holding a grant on some vault (with ``permission``: holding that one)."""
         out: set[str] = set()
         for vault_id, _ in self.store.items(ACL):
-            out |= set(self.grants(vault_id.decode()))
+            for node, perms in self.grants(vault_id.decode()).items():
+                if permission is None or permission in perms:
+                    out.add(node)
         return out
 
-    def allowed(self, vault_id: str, node_id: NodeId, permission: str) -> bool:
+    def knows(self, node_id: NodeId) -> bool:
+        """Whether ``node_id`` holds a grant on any vault."""
+        return encode_node_id(node_id) in self.nodes()
+
+    def permits(self, vault_id: str, node_id: NodeId, permission: str) -> bool:
         return permission in self.grants(vault_id).get(encode_node_id(node_id), [])
+
+    def permissions(self, vault_id: str, node_id: NodeId) -> list[str]:
+        """What ``node_id`` may do with the vault (empty: nothing, not even know of it)."""
+        return self.grants(vault_id).get(encode_node_id(node_id), [])
+
+    def writers(self, vault_id: str) -> list[str]:
+        """The NodeIds granted `push` on the vault, sorted (the owner is not among them)."""
+        return sorted(n for n, perms in self.grants(vault_id).items() if "push" in perms)
 
     def grant(self, vault_id: str, node_id: NodeId, perms: list[str]) -> list[str]:
         """Add ``perms``. Push brings pull with it: a writer must read the vault to build on

@@ -1,104 +1,82 @@
-"""The serving side of sharing: what a peer may scan and fetch, and only what it is missing; and
-what a peer may push (``PeerService.receive``: `pk vaults push` and stock `git push` alike).
+"""The serving side of sharing: the peer methods, in one registry, that the peer port answers.
 
-A peer without permission on a vault gets exactly the answer a missing vault gives, so a
-vault's existence does not leak.
+What a peer may scan and fetch, and only what it is missing; what a peer may push
+(``PeerService.receive``: `pk vaults push` and stock `git push` alike); notifications, handed to
+the node's inbox. A peer without permission on a vault gets exactly the answer a missing vault
+gives, so a vault's existence does not leak.
 """
 
 from __future__ import annotations
 
 import stat
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from dulwich.objects import Blob, Commit, ShaFile, Tree
 
 from polykey.errors import InvalidInput
-from polykey.ids import NodeId, encode_node_id
+from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.ssh import PROTOCOL_VERSION
-from polykey.store.nodefile import NodeFile
+from polykey.sync.checks import UpdateRefused, is_ancestor, land, validate
 from polykey.trust.acl import Acl
 from polykey.vaults.errors import BrokenHistory, VaultNotFound
 from polykey.vaults.objects import VaultObjects
 from polykey.vaults.registry import VaultInfo, Vaults
 
+if TYPE_CHECKING:
+    from polykey.notifications import Notifications
+
 MAX_HAVES = 256
 ZERO_ID = b"0" * 40
 HEX_DIGITS = set(b"0123456789abcdef")
+
+Params = dict[str, Any]
+PeerMethod = Callable[["PeerService", NodeId, Params], dict[str, Any]]
+PEER_METHODS: dict[str, PeerMethod] = {}
+"""Every method the peer port answers, by name (docs/spec/peer-protocol.md)."""
+
+
+def peer_method(name: str) -> Callable[[PeerMethod], PeerMethod]:
+    def register(fn: PeerMethod) -> PeerMethod:
+        PEER_METHODS[name] = fn
+        return fn
+
+    return register
 
 
 class PeerService:
     """Answers one node's peers; runs on the agent's node worker thread."""
 
-    def __init__(self, store: NodeFile, vaults: Vaults, node_id: NodeId) -> None:
-        self.store = store
+    def __init__(
+        self,
+        vaults: Vaults,
+        acl: Acl,
+        node_id: NodeId,
+        notifications: Notifications | None = None,
+    ) -> None:
         self.vaults = vaults
-        self.acl = Acl(store)
+        self.store = vaults.store
+        self.acl = acl
         self.node_id = node_id
+        self.notifications = notifications
 
-    def handle(self, peer: NodeId, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        if method == "peer.hello":
-            return {"version": PROTOCOL_VERSION, "node_id": encode_node_id(self.node_id)}
-        if method == "vaults.scan":
-            return {"vaults": self._scan(peer)}
-        if method == "vaults.fetch":
-            return self._fetch(peer, params)
-        if method == "vaults.receive":
-            return self._receive(peer, params)
-        if method == "notifications.send":
-            from polykey.sync.notify import receive
+    def handle(self, peer: NodeId, method: str, params: Params) -> dict[str, Any]:
+        fn = PEER_METHODS.get(method)
+        if fn is None:
+            raise InvalidInput(f"unknown method {method[:40]!r}")
+        return fn(self, peer, params)
 
-            return receive(self.store, peer, params.get("message"))
-        raise InvalidInput(f"unknown method {method[:40]!r}")
-
-    def _scan(self, peer: NodeId) -> list[dict[str, Any]]:
-        out = []
-        for info in self.vaults.all():
-            perms = self.acl.grants(info.id).get(encode_node_id(peer), [])
-            if perms:
-                out.append({"id": info.id, "name": info.name, "permissions": perms})
-        return out
-
-    def _fetch(self, peer: NodeId, params: dict[str, Any]) -> dict[str, Any]:
-        wanted = params.get("vault")
-        haves = params.get("haves", [])
-        if not isinstance(wanted, str) or not isinstance(haves, list) or len(haves) > MAX_HAVES:
-            raise InvalidInput("vault must be text and haves a short list")
-        info = self._granted(peer, wanted, {"clone", "pull"})
-        vault = self.vaults.open(info.name)
-        head = vault.head()
-        if head is None:
-            raise VaultNotFound(wanted[:80])
-        objects = vault.objects()
-        have_ids = {h.encode() for h in haves if isinstance(h, str) and len(h) == 40}
-        send = collect(objects, head, {h for h in have_ids if _has(objects, h)})
-        return {
-            "vault": {"id": info.id, "name": info.name},
-            "head": head.decode(),
-            "writers": self._writers(info.id),
-            "objects": send,
-        }
-
-    def _granted(self, peer: NodeId, wanted: str, perms: set[str]) -> VaultInfo:
+    def granted(self, peer: NodeId, wanted: str, perms: set[str]) -> VaultInfo:
+        """The vault ``wanted`` (by id or name) if ``peer`` holds one of ``perms`` on it;
+        otherwise the answer a missing vault gives."""
         for i in self.vaults.all():
-            if wanted in (i.id, i.name) and perms & set(
-                self.acl.grants(i.id).get(encode_node_id(peer), [])
-            ):
+            if wanted in (i.id, i.name) and perms & set(self.acl.permissions(i.id, peer)):
                 return i
         raise VaultNotFound(wanted[:80])  # the same answer whether it exists or not
 
-    def _writers(self, vault_id: str) -> list[str]:
-        grants = self.acl.grants(vault_id)
-        return [encode_node_id(self.node_id), *sorted(n for n, p in grants.items() if "push" in p)]
-
-    def _receive(self, peer: NodeId, params: dict[str, Any]) -> dict[str, Any]:
-        wanted, head, objects = params.get("vault"), params.get("head"), params.get("objects")
-        if (
-            not isinstance(wanted, str)
-            or not isinstance(head, str)
-            or not isinstance(objects, list)
-        ):
-            raise InvalidInput("vault, head and objects are required")
-        return self.receive(peer, wanted, head.encode(), objects)
+    def writers(self, vault_id: str) -> list[str]:
+        """This node and the nodes granted `push`: whose signed commits the vault takes."""
+        return [encode_node_id(self.node_id), *self.acl.writers(vault_id)]
 
     def receive(
         self,
@@ -113,10 +91,7 @@ class PeerService:
         memory until all of it checks; then they land with the ref in one transaction.
 
         ``expected``: the head the pusher saw (git's compare-and-swap; 40 zeros for none)."""
-        from polykey.ids import decode_node_id
-        from polykey.sync.fetch import UpdateRefused, is_ancestor, validate, write_objects
-
-        info = self._granted(peer, wanted, {"push"})
+        info = self.granted(peer, wanted, {"push"})
         if len(head) != 40 or not set(head) <= HEX_DIGITS:
             raise InvalidInput("the new head must be a commit id")
         vault = self.vaults.open(info.name)
@@ -124,7 +99,7 @@ class PeerService:
         if expected is not None and expected != (current or ZERO_ID):
             raise UpdateRefused("the vault changed since you fetched it; pull first")
         local = vault.objects()
-        signers = {bytes(decode_node_id(n)) for n in self._writers(info.id)}
+        signers = {bytes(decode_node_id(n)) for n in self.writers(info.id)}
 
         def known(sha: bytes) -> bool:
             return self.store.contains(local.ns, bytes.fromhex(sha.decode()))
@@ -141,8 +116,60 @@ class PeerService:
         with self.store.write() as tx:
             if vault.head(tx) != current:  # a local commit landed meanwhile
                 raise UpdateRefused("the vault changed during the push; pull first")
-            write_objects(tx, info.id, received, head)
+            land(tx, info.id, received, head)
         return {"vault": info.name, "head": head.decode(), "objects": len(received)}
+
+
+@peer_method("peer.hello")
+def hello(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
+    return {"version": PROTOCOL_VERSION, "node_id": encode_node_id(service.node_id)}
+
+
+@peer_method("vaults.scan")
+def scan(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
+    out = []
+    for info in service.vaults.all():
+        perms = service.acl.permissions(info.id, peer)
+        if perms:
+            out.append({"id": info.id, "name": info.name, "permissions": perms})
+    return {"vaults": out}
+
+
+@peer_method("vaults.fetch")
+def fetch(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
+    wanted = params.get("vault")
+    haves = params.get("haves", [])
+    if not isinstance(wanted, str) or not isinstance(haves, list) or len(haves) > MAX_HAVES:
+        raise InvalidInput("vault must be text and haves a short list")
+    info = service.granted(peer, wanted, {"clone", "pull"})
+    vault = service.vaults.open(info.name)
+    head = vault.head()
+    if head is None:
+        raise VaultNotFound(wanted[:80])
+    objects = vault.objects()
+    have_ids = {h.encode() for h in haves if isinstance(h, str) and len(h) == 40}
+    send = collect(objects, head, {h for h in have_ids if _has(objects, h)})
+    return {
+        "vault": {"id": info.id, "name": info.name},
+        "head": head.decode(),
+        "writers": service.writers(info.id),
+        "objects": send,
+    }
+
+
+@peer_method("vaults.receive")
+def receive(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
+    wanted, head, objects = params.get("vault"), params.get("head"), params.get("objects")
+    if not isinstance(wanted, str) or not isinstance(head, str) or not isinstance(objects, list):
+        raise InvalidInput("vault, head and objects are required")
+    return service.receive(peer, wanted, head.encode(), objects)
+
+
+@peer_method("notifications.send")
+def notification(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
+    if service.notifications is None:
+        raise InvalidInput("this node takes no notifications")
+    return service.notifications.receive(peer, params.get("message"))
 
 
 def collect(objects: VaultObjects, head: bytes, haves: set[bytes]) -> list[bytes]:

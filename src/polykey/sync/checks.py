@@ -1,10 +1,11 @@
-"""Cloning and pulling a vault from another node, checking everything before it lands.
+"""Checks on what another node sends, before any of it lands: a fetch reply's shape, each
+object's id computed here from its content, types, names, signatures, depth and size.
 
-Everything a peer sends is untrusted: each object's id is computed here from its content; trees
-may hold only secrets and directories with valid names; every new commit must be signed (git's
-SSH signature, namespace "git") by the node the vault came from; the new head must descend from
-what we have (a peer serving an older state is refused). Only then are the objects and the ref
-written, in one transaction; a refused update leaves the local vault exactly as it was.
+Everything a peer sends is untrusted: trees may hold only secrets and directories with valid
+names; every new commit must be signed (git's SSH signature, namespace "git") by a node allowed
+to write. Only then do the objects and the ref land (``land``), in one transaction; a refused
+update leaves the local vault exactly as it was. The client (sync/client.py) and the server
+(sync/server.py, and the git server) use the same checks.
 """
 
 from __future__ import annotations
@@ -20,14 +21,10 @@ from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 from polykey.crypto import sshsig
 from polykey.errors import NodeDamaged, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
-from polykey.keys.root import RootKey
-from polykey.network.graph import Graph
-from polykey.network.ssh import PeerClient, ssh_key
-from polykey.store.nodefile import NodeFile, Transaction
-from polykey.vaults.errors import BadTagFile, BrokenHistory, VaultExists
+from polykey.store.nodefile import Transaction
+from polykey.vaults.errors import BadTagFile, BrokenHistory
 from polykey.vaults.objects import VaultObjects, objects_ns, refs_ns
 from polykey.vaults.paths import InvalidSecretPath, check_component, fold
-from polykey.vaults.registry import VaultInfo, Vaults
 from polykey.vaults.tags import (
     MAX_TAGS_BYTES,
     TAGS_FILE,
@@ -50,46 +47,11 @@ class UpdateRefused(PolykeyError):
     exit_code = 53
 
 
-class NeedsMerge(PolykeyError):
-    """The vault has local commits the other node does not have."""
-
-    exit_code = 54
-    hint = "Merging is not supported yet: keep the local changes, or clone the vault again."
-
-
-def remote(store: NodeFile, key: RootKey, peer: NodeId, call: Callable[[PeerClient], Any]) -> Any:
-    """Run ``call`` on a channel to ``peer``, over this process's pooled connection to it."""
-    from polykey.network.pool import POOL
-
-    address = Graph(store).get(peer)
-    client_key = ssh_key(key.signing.openssh_private_pem())
-    return POOL.run(client_key, peer, address.host, address.port, call)
-
-
-def scan(store: NodeFile, key: RootKey, peer: NodeId) -> list[dict[str, Any]]:
-    result = remote(store, key, peer, lambda c: c.call("vaults.scan", {}))
-    return list(result["vaults"])
-
-
-def ping(store: NodeFile, key: RootKey, peer: NodeId) -> dict[str, Any]:
-    async def hello(client: PeerClient) -> dict[str, Any]:
-        return client.hello
-
-    return dict(remote(store, key, peer, hello))
-
-
-def _fetch(
-    store: NodeFile, key: RootKey, peer: NodeId, vault: str, haves: list[str]
-) -> dict[str, Any]:
-    params = {"vault": vault, "haves": haves}
-    return dict(remote(store, key, peer, lambda c: c.call("vaults.fetch", params)))
-
-
 MAX_PATHS = 1_000_000  # secrets and folders one commit's tree may expand to
 _HEX40 = re.compile(rb"[0-9a-f]{40}")
 
 
-def _checked(reply: Any, wanted: str) -> tuple[dict[str, str], bytes, list[bytes]]:
+def fetch_reply(reply: Any, wanted: str) -> tuple[dict[str, str], bytes, list[bytes]]:
     """The vault, head and objects of a fetch reply, after checking their shapes and that the
     reply is for the vault asked for (by id or name): anything else is refused."""
     if not isinstance(reply, dict):
@@ -116,121 +78,13 @@ def _checked(reply: Any, wanted: str) -> tuple[dict[str, str], bytes, list[bytes
     return {"id": vault["id"], "name": vault["name"]}, head.encode(), objects
 
 
-def clone(
-    store: NodeFile, vaults: Vaults, key: RootKey, peer: NodeId, vault: str, name: str | None
-) -> VaultInfo:
-    reply = _fetch(store, key, peer, vault, [])
-    remote, head, received = _checked(reply, vault)
-    local_name = name or remote["name"]
-    if any(i.name == local_name for i in vaults.all()):
-        raise VaultExists(
-            local_name, hint="Give the clone another name: pk vaults clone NODEID VAULT NAME."
-        )
-    signers = {bytes(peer), *_writers(reply)}
-    objects = validate(received, head, lambda _sha: False, signers)
-    origin = {
-        "node_id": encode_node_id(peer),
-        "vault_id": remote["id"],
-        "name": remote["name"],
-        "high_water": head.decode(),
-        "writers": _writer_ids(reply),
-    }
-    with store.write() as tx:
-        info = vaults.register(local_name, origin, tx)
-        write_objects(tx, info.id, objects, head)
-    return info
-
-
-def pull(store: NodeFile, vaults: Vaults, key: RootKey, name: str) -> dict[str, Any]:
-    return pull_many(store, vaults, key, [name], stop_on_error=True)[0]
-
-
-def pull_many(
-    store: NodeFile, vaults: Vaults, key: RootKey, names: list[str], *, stop_on_error: bool = False
-) -> list[dict[str, Any]]:
-    """Pull several cloned vaults: one SSH connection per origin node, reused for all of its
-    vaults. A vault that fails is reported in its result (or raised with ``stop_on_error``)."""
-    by_peer: dict[bytes, list[VaultInfo]] = {}
-    for name in names:
-        info = vaults.info(name)
-        if not info.origin:
-            raise UpdateRefused(f"vault {name} was not cloned from another node")
-        by_peer.setdefault(bytes(decode_node_id(info.origin["node_id"])), []).append(info)
-    results: list[dict[str, Any]] = []
-    for peer_raw, infos in by_peer.items():
-        peer = NodeId(peer_raw)
-
-        async def run(
-            client: PeerClient, infos: list[VaultInfo] = infos, peer: NodeId = peer
-        ) -> None:
-            for info in infos:
-                try:
-                    results.append(await _pull_one(store, vaults, client, peer, info))
-                except PolykeyError as exc:
-                    if stop_on_error:
-                        raise
-                    results.append({"vault": info.name, "updated": False, "error": exc.message})
-
-        remote(store, key, peer, run)
-    return results
-
-
-async def _pull_one(
-    store: NodeFile, vaults: Vaults, client: PeerClient, peer: NodeId, info: VaultInfo
-) -> dict[str, Any]:
-    name = info.name
-    vault = vaults.open(name)
-    local = vault.head()
-    high = str(info.origin.get("high_water", "")).encode()
-    haves = [h.decode() for h in {local, high} if h]
-    wanted = str(info.origin["vault_id"])
-    reply = await client.call("vaults.fetch", {"vault": wanted, "haves": haves})
-    remote, head, received = _checked(reply, wanted)
-    if remote["id"] != wanted:
-        raise UpdateRefused("the other node answered with another vault")
-    if head == local:
-        return {"vault": name, "updated": False, "head": head.decode()}
-    local_objects = vault.objects()
-
-    def known(sha: bytes) -> bool:
-        return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
-
-    signers = {bytes(peer), *_writers(reply)}
-    objects = validate(received, head, known, signers, local=local_objects)
-
-    def parents(sha: bytes) -> list[bytes]:
-        raw = objects.get(sha)
-        obj = _parse(raw, sha) if raw is not None else local_objects.get(sha)
-        return list(obj.parents) if isinstance(obj, Commit) else []
-
-    if high and not is_ancestor(high, head, parents):  # cheap when head descends from high
-        if is_ancestor(head, high, parents):
-            raise UpdateRefused(
-                f"{encode_node_id(peer)} serves an older state of {name} (rollback)"
-            )
-        raise UpdateRefused(f"{encode_node_id(peer)} rewrote the history of {name}")
-    if local is not None and not is_ancestor(local, head, parents):
-        raise NeedsMerge(name)
-    with store.write() as tx:
-        # the agent serves other requests while a pull waits on the network: re-check
-        now = vault.head(tx)
-        if now == head:  # another pull (the background sync) brought the same head meanwhile
-            return {"vault": name, "updated": True, "head": head.decode(), "objects": 0}
-        if now != local or vaults.info(name, tx).origin != info.origin:
-            raise UpdateRefused(f"{name} changed while it was being pulled; pull again")
-        write_objects(tx, info.id, objects, head)
-        origin = {**info.origin, "high_water": head.decode(), "writers": _writer_ids(reply)}
-        vaults.set_origin(info.name, origin, tx)
-    return {"vault": name, "updated": True, "head": head.decode(), "objects": len(objects)}
-
-
-def _writer_ids(reply: dict[str, Any]) -> str:
+def writer_ids(reply: dict[str, Any]) -> str:
     """The writers the origin named, as NodeIds separated by spaces, kept with the clone (to
     verify its history later, as `pk export git` does)."""
-    return " ".join(sorted(encode_node_id(NodeId(w)) for w in _writers(reply)))
+    return " ".join(sorted(encode_node_id(NodeId(w)) for w in writers(reply)))
 
 
-def _writers(reply: dict[str, Any]) -> set[bytes]:
+def writers(reply: dict[str, Any]) -> set[bytes]:
     """The nodes the origin says may write its vault (itself and those it granted push)."""
     out = set()
     for text in reply.get("writers", []):
@@ -241,33 +95,12 @@ def _writers(reply: dict[str, Any]) -> set[bytes]:
     return out
 
 
-def write_objects(tx: Transaction, vault_id: str, objects: dict[bytes, bytes], head: bytes) -> None:
+def land(tx: Transaction, vault_id: str, objects: dict[bytes, bytes], head: bytes) -> None:
+    """Write checked objects and the new head, inside the caller's transaction."""
     ns = objects_ns(vault_id)
     for sha, raw in objects.items():
         tx.put(ns, bytes.fromhex(sha.decode()), raw)
     tx.put(refs_ns(vault_id), BRANCH, head)
-
-
-def push(store: NodeFile, vaults: Vaults, key: RootKey, name: str, peer: NodeId) -> dict[str, Any]:
-    """Send the commits made here since the last pull to the node the vault came from."""
-    from polykey.sync.serve import collect
-
-    info = vaults.info(name)
-    if not info.origin or info.origin.get("node_id") != encode_node_id(peer):
-        raise UpdateRefused(f"vault {name} was not cloned from {encode_node_id(peer)}")
-    vault = vaults.open(name)
-    head = vault.head()
-    base = str(info.origin.get("high_water", "")).encode()
-    if head is None or head == base:
-        return {"vault": name, "pushed": False}
-    objects = collect(vault.objects(), head, {base} if base else set())
-    params = {"vault": info.origin["vault_id"], "head": head.decode(), "objects": objects}
-    remote(store, key, peer, lambda c: c.call("vaults.receive", params))
-    with store.write() as tx:
-        now = vaults.info(name, tx).origin  # a pull may have moved it while the push waited
-        if str(now.get("high_water", "")).encode() == base:
-            vaults.set_origin(name, {**now, "high_water": head.decode()}, tx)
-    return {"vault": name, "pushed": True, "head": head.decode(), "objects": len(objects)}
 
 
 def is_ancestor(old: bytes, new: bytes, parents: Callable[[bytes], list[bytes]]) -> bool:
@@ -283,7 +116,7 @@ def is_ancestor(old: bytes, new: bytes, parents: Callable[[bytes], list[bytes]])
     return False
 
 
-def _parse(raw: bytes, sha: bytes) -> ShaFile:
+def parse_object(raw: bytes, sha: bytes) -> ShaFile:
     return ShaFile.from_raw_string(raw[0], raw[1:], sha=ObjectID(sha))
 
 
@@ -324,7 +157,7 @@ def validate(
         objects[sha] = raw
         if raw[0] != Blob.type_num:
             try:
-                parsed[sha] = _parse(raw, sha)
+                parsed[sha] = parse_object(raw, sha)
             except Exception:
                 raise UpdateRefused(f"object {sha.decode()} is malformed") from None
 

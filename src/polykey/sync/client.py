@@ -1,0 +1,191 @@
+"""The asking side of sharing: scan, clone, pull and push a vault with another node.
+
+Each operation reads what it needs, talks to the peer (through the node's ``Peers``), and
+writes in one transaction that re-checks what it read first: the agent serves other requests
+while an operation waits on the network, so a vault may have moved meanwhile. What the peer
+sends is checked (sync/checks.py) before any of it lands; a refused update changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dulwich.objects import Commit
+
+from polykey.errors import PolykeyError
+from polykey.ids import NodeId, decode_node_id, encode_node_id
+from polykey.sync.checks import (
+    UpdateRefused,
+    fetch_reply,
+    is_ancestor,
+    land,
+    parse_object,
+    validate,
+    writer_ids,
+    writers,
+)
+from polykey.vaults.errors import VaultExists
+from polykey.vaults.objects import objects_ns
+from polykey.vaults.registry import VaultInfo, Vaults
+
+if TYPE_CHECKING:
+    from polykey.network.peers import Peers
+    from polykey.network.ssh import PeerClient
+
+
+class NeedsMerge(PolykeyError):
+    """The vault has local commits the other node does not have."""
+
+    exit_code = 54
+    hint = "Merging is not supported yet: keep the local changes, or clone the vault again."
+
+
+def scan(peers: Peers, peer: NodeId) -> list[dict[str, Any]]:
+    """The vaults ``peer`` lets this node see."""
+    return list(peers.call(peer, "vaults.scan", {})["vaults"])
+
+
+def remote_writers(peers: Peers, peer: NodeId, vault: str) -> dict[str, Any]:
+    """The writers a peer names for its vault (as a clone would take them): the vault's name
+    there, and the NodeIds whose signed commits it takes, the peer's own among them."""
+    reply = peers.call(peer, "vaults.fetch", {"vault": vault, "haves": []})
+    named = fetch_reply(reply, vault)[0]
+    return {
+        "vault": named["name"],
+        "writers": sorted(encode_node_id(NodeId(w)) for w in {bytes(peer), *writers(reply)}),
+    }
+
+
+def clone(vaults: Vaults, peers: Peers, peer: NodeId, vault: str, name: str | None) -> VaultInfo:
+    if name is not None:
+        _free(vaults, name)
+    reply = peers.call(peer, "vaults.fetch", {"vault": vault, "haves": []})
+    remote, head, received = fetch_reply(reply, vault)
+    local_name = name or remote["name"]
+    _free(vaults, local_name)
+    signers = {bytes(peer), *writers(reply)}
+    objects = validate(received, head, lambda _sha: False, signers)
+    origin = {
+        "node_id": encode_node_id(peer),
+        "vault_id": remote["id"],
+        "name": remote["name"],
+        "high_water": head.decode(),
+        "writers": writer_ids(reply),
+    }
+    with vaults.store.write() as tx:
+        info = vaults.register(local_name, origin, tx)  # refuses a name taken meanwhile
+        land(tx, info.id, objects, head)
+    return info
+
+
+def _free(vaults: Vaults, name: str) -> None:
+    if any(i.name == name for i in vaults.all()):
+        raise VaultExists(
+            name, hint="Give the clone another name: pk vaults clone NODEID VAULT NAME."
+        )
+
+
+def pull(vaults: Vaults, peers: Peers, name: str) -> dict[str, Any]:
+    return pull_many(vaults, peers, [name], stop_on_error=True)[0]
+
+
+def pull_many(
+    vaults: Vaults, peers: Peers, names: list[str], *, stop_on_error: bool = False
+) -> list[dict[str, Any]]:
+    """Pull several cloned vaults: one SSH connection per origin node, reused for all of its
+    vaults. A vault that fails is reported in its result (or raised with ``stop_on_error``)."""
+    by_peer: dict[bytes, list[VaultInfo]] = {}
+    for name in names:
+        info = vaults.info(name)
+        if not info.origin:
+            raise UpdateRefused(f"vault {name} was not cloned from another node")
+        by_peer.setdefault(bytes(decode_node_id(info.origin["node_id"])), []).append(info)
+    results: list[dict[str, Any]] = []
+    for peer_raw, infos in by_peer.items():
+        peer = NodeId(peer_raw)
+
+        async def run(
+            client: PeerClient, infos: list[VaultInfo] = infos, peer: NodeId = peer
+        ) -> None:
+            for info in infos:
+                try:
+                    results.append(await _pull_one(vaults, client, peer, info))
+                except PolykeyError as exc:
+                    if stop_on_error:
+                        raise
+                    results.append({"vault": info.name, "updated": False, "error": exc.message})
+
+        peers.session(peer, run)
+    return results
+
+
+async def _pull_one(
+    vaults: Vaults, client: PeerClient, peer: NodeId, info: VaultInfo
+) -> dict[str, Any]:
+    name = info.name
+    vault = vaults.open(name)
+    local = vault.head()
+    high = str(info.origin.get("high_water", "")).encode()
+    haves = [h.decode() for h in {local, high} if h]
+    wanted = str(info.origin["vault_id"])
+    reply = await client.call("vaults.fetch", {"vault": wanted, "haves": haves})
+    remote, head, received = fetch_reply(reply, wanted)
+    if remote["id"] != wanted:
+        raise UpdateRefused("the other node answered with another vault")
+    if head == local:
+        return {"vault": name, "updated": False, "head": head.decode()}
+    local_objects = vault.objects()
+    store = vaults.store
+
+    def known(sha: bytes) -> bool:
+        return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
+
+    signers = {bytes(peer), *writers(reply)}
+    objects = validate(received, head, known, signers, local=local_objects)
+
+    def parents(sha: bytes) -> list[bytes]:
+        raw = objects.get(sha)
+        obj = parse_object(raw, sha) if raw is not None else local_objects.get(sha)
+        return list(obj.parents) if isinstance(obj, Commit) else []
+
+    if high and not is_ancestor(high, head, parents):  # cheap when head descends from high
+        if is_ancestor(head, high, parents):
+            raise UpdateRefused(
+                f"{encode_node_id(peer)} serves an older state of {name} (rollback)"
+            )
+        raise UpdateRefused(f"{encode_node_id(peer)} rewrote the history of {name}")
+    if local is not None and not is_ancestor(local, head, parents):
+        raise NeedsMerge(name)
+    with store.write() as tx:
+        # the agent serves other requests while a pull waits on the network: re-check
+        now = vault.head(tx)
+        if now == head:  # another pull (the background sync) brought the same head meanwhile
+            return {"vault": name, "updated": True, "head": head.decode(), "objects": 0}
+        if now != local or vaults.info(name, tx).origin != info.origin:
+            raise UpdateRefused(f"{name} changed while it was being pulled; pull again")
+        land(tx, info.id, objects, head)
+        origin = {**info.origin, "high_water": head.decode(), "writers": writer_ids(reply)}
+        vaults.set_origin(info.name, origin, tx)
+    return {"vault": name, "updated": True, "head": head.decode(), "objects": len(objects)}
+
+
+def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId) -> dict[str, Any]:
+    """Send the commits made here since the last pull to the node the vault came from."""
+    from polykey.sync.server import collect
+
+    info = vaults.info(name)
+    if not info.origin or info.origin.get("node_id") != encode_node_id(peer):
+        raise UpdateRefused(f"vault {name} was not cloned from {encode_node_id(peer)}")
+    vault = vaults.open(name)
+    head = vault.head()
+    base = str(info.origin.get("high_water", "")).encode()
+    if head is None or head == base:
+        return {"vault": name, "pushed": False}
+    objects = collect(vault.objects(), head, {base} if base else set())
+    params = {"vault": info.origin["vault_id"], "head": head.decode(), "objects": objects}
+    peers.call(peer, "vaults.receive", params)
+    with vaults.store.write() as tx:
+        now = vaults.info(name, tx).origin  # a pull may have moved it while the push waited
+        if str(now.get("high_water", "")).encode() == base:
+            vaults.set_origin(name, {**now, "high_water": head.decode()}, tx)
+    return {"vault": name, "pushed": True, "head": head.decode(), "objects": len(objects)}
