@@ -8,13 +8,14 @@ sends is checked (sync/checks.py) before any of it lands; a refused update chang
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from dulwich.objects import Commit
 
 from polykey.errors import PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.sync.checks import (
+    MAX_OBJECT_BYTES,
     UpdateRefused,
     fetch_reply,
     is_ancestor,
@@ -33,11 +34,78 @@ if TYPE_CHECKING:
     from polykey.network.ssh import PeerClient
 
 
+MAX_FETCH_BYTES = 8 * 1024 * 1024 * 1024  # all pages of one fetch together
+
+
 class NeedsMerge(PolykeyError):
     """The vault has local commits the other node does not have."""
 
     exit_code = 54
     hint = "Merging is not supported yet: keep the local changes, or clone the vault again."
+
+
+async def fetch(client: PeerClient, vault: str, haves: list[str]) -> dict[str, Any]:
+    """A ``vaults.fetch`` reply with every page's objects gathered (docs/spec/peer-protocol.md,
+    "Paged fetch"): pages of a few MiB, an object larger than a page in parts, so no frame
+    grows with the vault. The pages must name the same vault and head, and move forward."""
+    params: dict[str, Any] = {"vault": vault, "haves": haves, "at": [0, 0]}
+    reply = await client.call("vaults.fetch", params)
+    first = dict(reply)
+    objects: list[Any] = []
+    part = bytearray()
+    total = 0
+    while True:
+        got = reply.get("objects")
+        piece = reply.get("part")
+        if not isinstance(got, list):
+            raise UpdateRefused("the other node's reply carries malformed objects")
+        objects.extend(got)
+        total += sum(len(o) for o in got if isinstance(o, bytes))
+        if piece is not None:
+            size = reply.get("part_of")
+            if not isinstance(piece, bytes) or not piece or not _whole(size):
+                raise UpdateRefused("the other node sent a malformed part of an object")
+            if size > MAX_OBJECT_BYTES or len(part) + len(piece) > size:
+                raise UpdateRefused("an object is too large")
+            part += piece
+            total += len(piece)
+            if len(part) == size:
+                objects.append(bytes(part))
+                part = bytearray()
+        elif not got and "next" in reply:
+            raise UpdateRefused("the other node sent an empty page")
+        if total > MAX_FETCH_BYTES:
+            raise UpdateRefused("the other node sent more than a fetch may hold")
+        cursor = reply.get("next")
+        if cursor is None:
+            break
+        if (
+            not isinstance(cursor, list)
+            or len(cursor) != 2
+            or not all(_whole(n) for n in cursor)
+            or cursor <= params["at"]
+        ):
+            raise UpdateRefused("the other node's pages do not move forward")
+        params = {**params, "head": first.get("head"), "at": cursor}
+        reply = await client.call("vaults.fetch", params)
+        if reply.get("vault") != first.get("vault") or reply.get("head") != first.get("head"):
+            raise UpdateRefused("the other node's pages name another vault or head")
+    if part:
+        raise UpdateRefused("the other node's last object was cut short")
+    first["objects"] = objects
+    first.pop("next", None)
+    return first
+
+
+def _whole(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _fetch(peers: Peers, peer: NodeId, vault: str) -> dict[str, Any]:
+    async def run(client: PeerClient) -> dict[str, Any]:
+        return await fetch(client, vault, [])
+
+    return peers.session(peer, run)
 
 
 def scan(peers: Peers, peer: NodeId) -> list[dict[str, Any]]:
@@ -48,8 +116,8 @@ def scan(peers: Peers, peer: NodeId) -> list[dict[str, Any]]:
 def remote_writers(peers: Peers, peer: NodeId, vault: str) -> dict[str, Any]:
     """The writers a peer names for its vault (as a clone would take them): the vault's name
     there, and the NodeIds whose signed commits it takes, the peer's own among them."""
-    reply = peers.call(peer, "vaults.fetch", {"vault": vault, "haves": []})
-    named = fetch_reply(reply, vault)[0]
+    reply = peers.call(peer, "vaults.fetch", {"vault": vault, "haves": [], "at": [0, 0]})
+    named = fetch_reply({**reply, "objects": []}, vault)[0]
     return {
         "vault": named["name"],
         "writers": sorted(encode_node_id(NodeId(w)) for w in {bytes(peer), *writers(reply)}),
@@ -59,7 +127,7 @@ def remote_writers(peers: Peers, peer: NodeId, vault: str) -> dict[str, Any]:
 def clone(vaults: Vaults, peers: Peers, peer: NodeId, vault: str, name: str | None) -> VaultInfo:
     if name is not None:
         _free(vaults, name)
-    reply = peers.call(peer, "vaults.fetch", {"vault": vault, "haves": []})
+    reply = _fetch(peers, peer, vault)
     remote, head, received = fetch_reply(reply, vault)
     local_name = name or remote["name"]
     _free(vaults, local_name)
@@ -128,7 +196,7 @@ async def _pull_one(
     high = str(info.origin.get("high_water", "")).encode()
     haves = [h.decode() for h in {local, high} if h]
     wanted = str(info.origin["vault_id"])
-    reply = await client.call("vaults.fetch", {"vault": wanted, "haves": haves})
+    reply = await fetch(client, wanted, haves)
     remote, head, received = fetch_reply(reply, wanted)
     if remote["id"] != wanted:
         raise UpdateRefused("the other node answered with another vault")

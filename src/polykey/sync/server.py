@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from polykey.notifications import Notifications
 
 MAX_HAVES = 256
+PAGE_BYTES = 8 * 1024 * 1024  # raw object bytes in one page of a paged fetch
 ZERO_ID = b"0" * 40
 HEX_DIGITS = set(b"0123456789abcdef")
 
@@ -141,6 +142,7 @@ def fetch(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
     haves = params.get("haves", [])
     if not isinstance(wanted, str) or not isinstance(haves, list) or len(haves) > MAX_HAVES:
         raise InvalidInput("vault must be text and haves a short list")
+    at = params.get("at")
     info = service.granted(peer, wanted, {"clone", "pull"})
     vault = service.vaults.open(info.name)
     head = vault.head()
@@ -148,13 +150,65 @@ def fetch(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
         raise VaultNotFound(wanted[:80])
     objects = vault.objects()
     have_ids = {h.encode() for h in haves if isinstance(h, str) and len(h) == 40}
-    send = collect(objects, head, {h for h in have_ids if _has(objects, h)})
-    return {
+    haves_held = {h for h in have_ids if _has(objects, h)}
+    reply: dict[str, Any] = {
         "vault": {"id": info.id, "name": info.name},
         "head": head.decode(),
         "writers": service.writers(info.id),
-        "objects": send,
     }
+    if at is None:  # unpaged (a peer of before paging): everything in one frame
+        return {**reply, "objects": collect(objects, head, haves_held)}
+    index, offset = _cursor(at)
+    if params.get("head") is not None:  # a later page: of the head the first page named
+        asked = params["head"]
+        if not isinstance(asked, str) or not _has(objects, asked.encode()):
+            raise InvalidInput("head must be a commit of the vault")
+        head = asked.encode()
+        reply["head"] = asked
+    return {**reply, **page(objects, wanted_objects(objects, head, haves_held), index, offset)}
+
+
+def _cursor(at: Any) -> tuple[int, int]:
+    if (
+        not isinstance(at, list)
+        or len(at) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in at)
+    ):
+        raise InvalidInput("at must be [object index, byte offset]")
+    return at[0], at[1]
+
+
+def page(
+    objects: VaultObjects, plan: list[tuple[bytes, type[ShaFile]]], index: int, offset: int
+) -> dict[str, Any]:
+    """The objects of ``plan`` from ``index`` on, up to PAGE_BYTES of them: whole objects, or
+    one part of an object larger than a page (its bytes from ``offset``). ``next`` is the
+    cursor of the following page, absent on the last."""
+    out: list[bytes] = []
+    size = 0
+    result: dict[str, Any]
+    while index < len(plan):
+        sha, kind = plan[index]
+        raw = None if kind is Blob else _raw(objects, sha, kind)
+        length = len(raw) if raw is not None else 1 + objects.blob_size(sha)
+        if offset or (not out and length > PAGE_BYTES):  # a large object travels in parts
+            raw = raw if raw is not None else _raw(objects, sha, kind)
+            part = raw[offset : offset + PAGE_BYTES]
+            done = offset + len(part) >= len(raw)
+            cursor = [index + 1, 0] if done else [index, offset + len(part)]
+            result = {"objects": [], "part": part, "part_of": len(raw)}
+            if cursor[0] < len(plan):
+                result["next"] = cursor
+            return result
+        if out and size + length > PAGE_BYTES:
+            break
+        out.append(raw if raw is not None else _raw(objects, sha, kind))
+        size += length
+        index += 1
+    result = {"objects": out}
+    if index < len(plan):
+        result["next"] = [index, 0]
+    return result
 
 
 @peer_method("vaults.receive")
@@ -173,28 +227,36 @@ def notification(service: PeerService, peer: NodeId, params: Params) -> dict[str
 
 
 def collect(objects: VaultObjects, head: bytes, haves: set[bytes]) -> list[bytes]:
-    """Every object reachable from ``head`` that the holder of ``haves`` lacks. Each object
-    is read as the type its place says (BrokenHistory otherwise: a vault that took objects
-    of the wrong type before they were checked is refused clearly, not sent on)."""
+    """Every object reachable from ``head`` that the holder of ``haves`` lacks, read."""
+    return [_raw(objects, sha, kind) for sha, kind in wanted_objects(objects, head, haves)]
+
+
+def wanted_objects(
+    objects: VaultObjects, head: bytes, haves: set[bytes]
+) -> list[tuple[bytes, type[ShaFile]]]:
+    """The ids of every object reachable from ``head`` that the holder of ``haves`` lacks, in
+    a fixed order, each with the type its place says: reading it as that type (``_raw``) is
+    BrokenHistory otherwise (a vault that took objects of the wrong type before they were
+    checked is refused clearly, not sent on). Blobs are not read here."""
     known: set[bytes] = set()
     for have in haves:
         _reachable_tree_objects(objects, objects.get_commit(have).tree, known)
-    send: dict[bytes, bytes] = {}
+    send: dict[bytes, type[ShaFile]] = {}
     todo = [head]
     while todo:
         commit_id = todo.pop()
         if commit_id in haves or commit_id in send:
             continue
         commit = objects.get_commit(commit_id)
-        send[commit_id] = _raw(objects, commit_id, Commit)
+        send[commit_id] = Commit
         found: dict[bytes, type[ShaFile]] = {}
         _reachable_tree_objects(objects, commit.tree, found, skip=known)
         for sha, kind in found.items():
             if sha not in known and sha not in send:
-                send[sha] = _raw(objects, sha, kind)
+                send[sha] = kind
         known |= found.keys()
         todo.extend(commit.parents)
-    return list(send.values())
+    return list(send.items())
 
 
 def _has(objects: VaultObjects, sha: bytes) -> bool:

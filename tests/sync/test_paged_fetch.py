@@ -1,0 +1,114 @@
+"""A history larger than one frame travels in pages (docs/spec/peer-protocol.md, "Paged fetch").
+
+Before paging, a vault with three 25 MB secrets could not be cloned at all ("the connection
+broke (ValueError)": one reply frame held the whole history). Now pages of at most 8 MiB of
+objects travel, a secret larger than a page in parts; a hostile page sequence is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from typing import Any
+
+import pytest
+
+from polykey.sync import client as sync_client
+from polykey.sync.checks import UpdateRefused
+from polykey.sync.server import PAGE_BYTES
+from tests.sync.test_share import Pair, pair  # noqa: F401 - the fixture
+
+
+def _big(seed: int, size: int) -> bytes:
+    """Incompressible bytes, made quickly."""
+    block = hashlib.sha512(str(seed).encode()).digest() * (1 << 14)  # 1 MiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+def test_a_history_of_three_25_mb_secrets_clones_and_pulls(pair: Pair) -> None:  # noqa: F811
+    values = [_big(i, 25_000_000) for i in range(3)]
+    for i, value in enumerate(values):
+        pair.a("secrets", "write", f"work:big/{i}", stdin=value)
+    pair.b("vaults", "clone", pair.alice_id, "work", "mine")
+    for i, value in enumerate(values):
+        out = sync_run(pair, "secrets", "cat", f"mine:big/{i}")
+        assert hashlib.sha256(out).digest() == hashlib.sha256(value).digest()
+    small = os.urandom(16).hex().encode()
+    pair.a("secrets", "write", "work:big/3", stdin=_big(9, 12_000_000))
+    pair.a("secrets", "write", "work:small", stdin=small)
+    assert "updated" in pair.b("vaults", "pull", "mine")
+    assert sync_run(pair, "secrets", "cat", "mine:small") == small
+    assert pair.b("vaults", "log", "mine") == pair.a("vaults", "log", "work")
+    assert "whole" in pair.b("node", "check")
+
+
+def sync_run(pair: Pair, *args: str) -> bytes:
+    from tests.support import run_pk
+
+    r = run_pk(*args, env=pair.bob)
+    assert r.returncode == 0, r.stderr.decode()
+    return bytes(r.stdout)
+
+
+class _Pages:
+    """A peer that answers fetches with the pages given, in order."""
+
+    def __init__(self, pages: list[dict[str, Any]]) -> None:
+        self.pages = pages
+        self.asked: list[dict[str, Any]] = []
+
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.asked.append(params)
+        return self.pages[len(self.asked) - 1]
+
+
+HEAD = "a" * 40
+VAULT = {"id": "v" + "0" * 26, "name": "work"}
+
+
+def _page(**extra: Any) -> dict[str, Any]:
+    return {"vault": VAULT, "head": HEAD, "writers": [], "objects": [], **extra}
+
+
+def _fetch(pages: list[dict[str, Any]]) -> dict[str, Any]:
+    return asyncio.run(sync_client.fetch(_Pages(pages), "work", []))  # type: ignore[arg-type]
+
+
+def test_pages_and_parts_are_gathered_in_order() -> None:
+    raw = b"\x03" + b"x" * 10
+    reply = _fetch(
+        [
+            _page(objects=[b"\x03a"], next=[1, 0]),
+            _page(part=raw[:4], part_of=len(raw), next=[1, 4]),
+            _page(part=raw[4:], part_of=len(raw), next=[2, 0]),
+            _page(objects=[b"\x03b"]),
+        ]
+    )
+    assert reply["objects"] == [b"\x03a", raw, b"\x03b"]
+
+
+@pytest.mark.parametrize(
+    ("pages", "why"),
+    [
+        ([_page(objects=[b"\x03a"], next=[0, 0])], "do not move forward"),
+        ([_page(objects=[b"\x03a"], next=[1, 0]), _page(next=[2, 0])], "empty page"),
+        (
+            [_page(objects=[b"\x03a"], next=[1, 0]), {**_page(), "head": "b" * 40}],
+            "another vault or head",
+        ),
+        ([_page(part=b"\x03abc", part_of=2)], "too large"),
+        ([_page(part=b"\x03a", part_of=3)], "cut short"),
+        ([_page(part=b"\x03a", part_of=(1 << 28) + 1)], "too large"),
+        ([_page(part="text", part_of=3)], "malformed part"),
+        ([_page(objects="no")], "malformed objects"),
+        ([_page(objects=[b"\x03a"], next=[1])], "do not move forward"),
+    ],
+)
+def test_a_hostile_page_sequence_is_refused(pages: list[dict[str, Any]], why: str) -> None:
+    with pytest.raises(UpdateRefused, match=why):
+        _fetch(pages)
+
+
+def test_a_page_is_bounded() -> None:
+    assert PAGE_BYTES <= 16 * 1024 * 1024  # base64 of a page stays far under a 64 MiB frame
