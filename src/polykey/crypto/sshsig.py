@@ -131,3 +131,16 @@ def check(armored: str | bytes, message: bytes, namespace: str, public: bytes) -
         return False
     digest = _HASHES[hash_name](message).digest()
     return verify(public, _signed_data(ns.encode(), hash_name, digest), raw_sig)
+
+
+def signed_by(armored: str | bytes, message: bytes, namespace: str, signers: set[bytes]) -> bool:
+    """True if ``armored`` is a valid signature of ``message`` in ``namespace`` by one of
+    ``signers`` (raw Ed25519 public keys); the signature is parsed once.
+
+    Raises :class:`MalformedSignature` when the signature cannot be parsed at all.
+    """
+    signer, ns, hash_name, raw_sig = parse(armored)
+    if signer not in signers or ns != namespace:
+        return False
+    digest = _HASHES[hash_name](message).digest()
+    return verify(signer, _signed_data(ns.encode(), hash_name, digest), raw_sig)

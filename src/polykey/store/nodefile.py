@@ -102,6 +102,7 @@ class NodeFile:
         self._root: Root | None = None
         self._manifests: dict[bytes, Manifest] = {}
         self._in_write = False
+        self._in_read = False
 
     def __repr__(self) -> str:
         return f"NodeFile({str(self.path)!r})"
@@ -250,17 +251,25 @@ class NodeFile:
     @contextlib.contextmanager
     def _read(self) -> Iterator[None]:
         with self._lock:
-            if self._in_write:
+            if self._in_write or self._in_read:
                 yield
                 return
             with sqlite_errors():
                 self._conn.execute("BEGIN")
+            self._in_read = True
             try:
                 self._refresh()
                 yield
             finally:
+                self._in_read = False
                 with sqlite_errors():
                     self._conn.execute("COMMIT")
+
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """Many reads as one: every read inside sees the same state of the file, and costs no
+        transaction of its own. Other threads' reads and writes wait until it ends, so keep
+        it short (a page of objects, not a network wait)."""
+        return self._read()
 
     def _refresh(self) -> None:
         """Drop cached root and manifests when another connection has committed."""
@@ -461,6 +470,8 @@ class NodeFile:
         with self._lock:
             if self._in_write:
                 raise RuntimeError("write transactions do not nest")
+            if self._in_read:
+                raise RuntimeError("a write cannot start inside a read snapshot")
             with sqlite_errors():
                 self._conn.execute("BEGIN IMMEDIATE")
             self._in_write = True

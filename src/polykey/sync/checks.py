@@ -14,7 +14,7 @@ import functools
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 
@@ -180,11 +180,12 @@ def validate(
     if head_kind != Commit.type_num:
         raise UpdateRefused(f"the new head {head.decode()} is a {_name(head_kind)}, not a commit")
     subtrees: dict[bytes, list[bytes]] = {}
+    entries_ok: set[tuple[bytes, int, bytes]] = set()  # entries already checked in other trees
     for sha, obj in parsed.items():
         if isinstance(obj, Commit):
             _check_commit(sha, obj, kind, signers)
         elif isinstance(obj, Tree):
-            subtrees[sha] = _check_tree(sha, obj, kind, parsed, local)
+            subtrees[sha] = _check_tree(sha, obj, kind, parsed, local, entries_ok)
     reached = _reached(head, objects, parsed)
     commits = [o for sha, o in parsed.items() if sha in reached and isinstance(o, Commit)]
     roots = [c.tree for c in commits if c.tree in subtrees]
@@ -237,7 +238,7 @@ def _reached(head: bytes, objects: dict[bytes, bytes], parsed: dict[bytes, ShaFi
             todo.append(obj.tree)
             todo.extend(obj.parents)
         elif isinstance(obj, Tree):
-            todo.extend(item.sha for item in obj.iteritems())
+            todo.extend(obj[name][1] for name in obj)
     return seen
 
 
@@ -247,41 +248,48 @@ def _check_tree(
     kind: Callable[[bytes], int | None],
     parsed: dict[bytes, ShaFile],
     local: VaultObjects | None,
+    entries_ok: set[tuple[bytes, int, bytes]],
 ) -> list[bytes]:
-    """Check one received tree's entries; return the ids of its folders."""
+    """Check one received tree's entries; return the ids of its folders. An entry (name, mode,
+    id) checked in another tree of this update is not checked again, but for this tree's own
+    rule: no two names equal once folded."""
     folded: set[str] = set()
     dirs: list[bytes] = []
-    for item in tree.iteritems():
-        if not _entry_ok(item.path, item.mode):
-            _refuse_entry(sha, item.mode)
-        key = _fold(item.path)
+    for path in tree:  # the tree's own order: no sorting needed to check each entry
+        mode, item = tree[path]
+        key = _fold(path) if _entry_ok(path, mode) else _refuse_entry(sha, mode)
         if key in folded:
             raise UpdateRefused(f"tree {sha.decode()} holds names that differ by case only")
         folded.add(key)
-        found = kind(item.sha)
+        is_dir = mode == 0o040000
+        if is_dir:
+            dirs.append(item)
+        entry = (path, mode, item)
+        if entry in entries_ok:
+            continue
+        found = kind(item)
         if found is None:
             raise UpdateRefused(f"tree {sha.decode()} names a missing object")
-        is_dir = item.mode == 0o040000
-        if found != _KIND[item.mode]:
+        if found != _KIND[mode]:
             raise UpdateRefused(
-                f"tree {sha.decode()} names {item.sha.decode()} as the "
-                f"{'folder' if is_dir else 'file'} {item.path.decode()[:80]!r}, "
+                f"tree {sha.decode()} names {item.decode()} as the "
+                f"{'folder' if is_dir else 'file'} {path.decode()[:80]!r}, "
                 f"but that object is a {_name(found)}"
             )
-        if item.path == TAGS_FILE and is_dir:
+        if path == TAGS_FILE and is_dir:
             raise UpdateRefused(f"tree {sha.decode()}: its .polykey-tags is a folder")
-        if item.path == DIR_MARKER and (is_dir or item.sha != EMPTY_BLOB):
+        if path == DIR_MARKER and (is_dir or item != EMPTY_BLOB):
             raise UpdateRefused(f"tree {sha.decode()}: its .polykey-dir is not an empty file")
         if is_dir:
-            dirs.append(item.sha)
-            folder = parsed.get(item.sha)
+            folder = parsed.get(item)
             if folder is None and local is not None:
-                folder = _held_tree(local, item.sha)
+                folder = _held_tree(local, item)
             if isinstance(folder, Tree) and TAGS_FILE in folder:
                 raise UpdateRefused(
-                    f"tree {sha.decode()}: its folder {item.path.decode()[:80]!r} holds a "
+                    f"tree {sha.decode()}: its folder {path.decode()[:80]!r} holds a "
                     ".polykey-tags, which is kept only at the root"
                 )
+        entries_ok.add(entry)
     return dirs
 
 
@@ -356,7 +364,7 @@ def _fold(name: bytes) -> str:
     return fold(name.decode("utf-8"))
 
 
-def _refuse_entry(tree: bytes, mode: int) -> None:
+def _refuse_entry(tree: bytes, mode: int) -> NoReturn:
     if mode not in (0o100644, 0o040000):
         raise UpdateRefused(f"tree {tree.decode()} holds a link, submodule or odd mode")
     raise UpdateRefused(f"tree {tree.decode()} holds a forbidden name")
@@ -466,10 +474,7 @@ def _check_commit(
     if commit.gpgsig is None:
         raise UpdateRefused(f"commit {sha.decode()} is not signed")
     try:
-        signer, _, _, _ = sshsig.parse(commit.gpgsig)
-        ok = signer in signers and sshsig.check(
-            commit.gpgsig, commit.raw_without_sig(), GIT_NAMESPACE, signer
-        )
+        ok = sshsig.signed_by(commit.gpgsig, commit.raw_without_sig(), GIT_NAMESPACE, signers)
     except sshsig.MalformedSignature:
         ok = False
     if not ok:

@@ -8,24 +8,26 @@ gives, so a vault's existence does not leak.
 
 from __future__ import annotations
 
+import binascii
 import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dulwich.objects import Blob, Commit, ShaFile, Tree
 
-from polykey.errors import InvalidInput
+from polykey.errors import InvalidInput, NodeDamaged
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.ssh import PROTOCOL_VERSION
 from polykey.sync.checks import UpdateRefused, is_ancestor, land, validate
 from polykey.trust.acl import Acl
 from polykey.vaults.errors import BrokenHistory, VaultNotFound
-from polykey.vaults.objects import VaultObjects
+from polykey.vaults.objects import CHUNKED_BLOB, TYPE_NAMES, VaultObjects
 from polykey.vaults.registry import VaultInfo, Vaults
 
 if TYPE_CHECKING:
     from polykey.notifications import Notifications
 
+BLOB_TYPE = bytes([Blob.type_num])
 MAX_HAVES = 256
 PAGE_BYTES = 8 * 1024 * 1024  # raw object bytes in one page of a paged fetch
 ZERO_ID = b"0" * 40
@@ -184,13 +186,19 @@ def page(
     """The objects of ``plan`` from ``index`` on, up to PAGE_BYTES of them: whole objects, or
     one part of an object larger than a page (its bytes from ``offset``). ``next`` is the
     cursor of the following page, absent on the last."""
+    with objects.source.snapshot():  # type: ignore[attr-defined]
+        return _page(objects, plan, index, offset)
+
+
+def _page(
+    objects: VaultObjects, plan: list[tuple[bytes, type[ShaFile]]], index: int, offset: int
+) -> dict[str, Any]:
     out: list[bytes] = []
     size = 0
     result: dict[str, Any]
     while index < len(plan):
         sha, kind = plan[index]
-        raw = None if kind is Blob else _raw(objects, sha, kind)
-        length = len(raw) if raw is not None else 1 + objects.blob_size(sha)
+        raw, length = _sized(objects, sha, kind)
         if offset or (not out and length > PAGE_BYTES):  # a large object travels in parts
             raw = raw if raw is not None else _raw(objects, sha, kind)
             part = raw[offset : offset + PAGE_BYTES]
@@ -267,12 +275,28 @@ def _has(objects: VaultObjects, sha: bytes) -> bool:
 
 
 def _raw(objects: VaultObjects, sha: bytes, kind: type[ShaFile]) -> bytes:
-    obj = objects.get(sha)
-    if not isinstance(obj, kind):
-        wanted = {Commit: "commit", Tree: "tree"}.get(kind, "blob")
-        actual = {Commit: "commit", Tree: "tree"}.get(type(obj), "blob")
+    """The object as it travels (``u8 type ‖ raw object``), of the type its place says."""
+    record, _ = _sized(objects, sha, kind)
+    return record if record is not None else BLOB_TYPE + objects.get_blob_data(sha)
+
+
+def _sized(objects: VaultObjects, sha: bytes, kind: type[ShaFile]) -> tuple[bytes | None, int]:
+    """(the object as it travels, its length), read from its sealed record, which holds exactly
+    that (vaults/objects.py); for a blob kept in parts: (None, its length), nothing read but
+    its part list."""
+    record = objects.source.get(objects.ns, binascii.unhexlify(sha))
+    if record is None:
+        raise NodeDamaged(f"git object {sha.decode()} of vault {objects.name} is missing")
+    found = record[0] if record else 0
+    if found == CHUNKED_BLOB:
+        found = Blob.type_num
+    if found != kind.type_num:
+        wanted = TYPE_NAMES.get(kind.type_num, "blob")
+        actual = TYPE_NAMES.get(found, "object of an unknown type")
         raise BrokenHistory(f"{objects.name}: {sha.decode()} is a {actual}, not a {wanted}")
-    return bytes([obj.type_num]) + obj.as_raw_string()
+    if record[0] == CHUNKED_BLOB:
+        return None, 1 + objects.blob_size(sha)
+    return record, len(record)
 
 
 def _reachable_tree_objects(
@@ -289,11 +313,13 @@ def _reachable_tree_objects(
         if sha in out or (skip is not None and sha in skip):
             continue
         _add(out, sha, Tree)
-        for item in objects.get_tree(sha).iteritems():
-            if stat.S_ISDIR(item.mode):
-                todo.append(item.sha)
-            elif not (skip is not None and item.sha in skip):
-                _add(out, item.sha, Blob)
+        tree = objects.get_tree(sha)
+        for name in tree:  # the tree's own order, fixed by its bytes; no sorting needed
+            mode, item = tree[name]
+            if stat.S_ISDIR(mode):
+                todo.append(item)
+            elif not (skip is not None and item in skip):
+                _add(out, item, Blob)
 
 
 def _add(out: set[bytes] | dict[bytes, type[ShaFile]], sha: bytes, kind: type[ShaFile]) -> None:
