@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import agent, completion, interop, node, sharing, vaults
+from bench import agent, completion, interop, large, node, sharing, vaults
 from bench.common import Row
 
 SECTIONS = {
@@ -16,6 +16,7 @@ SECTIONS = {
     "vaults": vaults.section,
     "agent": agent.section,
     "sharing": sharing.section,
+    "large": large.section,
     "interop": interop.section,
     "completion": completion.section,
 }
