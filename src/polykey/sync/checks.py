@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -23,7 +25,7 @@ from polykey.errors import NodeDamaged, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.store.nodefile import Transaction
 from polykey.vaults.errors import BadTagFile, BrokenHistory
-from polykey.vaults.objects import VaultObjects, objects_ns, refs_ns
+from polykey.vaults.objects import ObjectCache, VaultObjects, objects_ns, refs_ns
 from polykey.vaults.paths import InvalidSecretPath, check_component, fold
 from polykey.vaults.tags import (
     MAX_TAGS_BYTES,
@@ -205,22 +207,43 @@ def _name(kind: int) -> str:
     return _NAMES.get(kind, "object of an unknown type")
 
 
-# Types of objects vaults hold, by (vault id, object id): an object never changes, so entries
-# never go stale; a blob's type is known without reading the blob again at the next pull.
-_HELD_KINDS: dict[tuple[str, bytes], int] = {}
-_HELD_KINDS_MAX = 200_000
+class _Memo:
+    """What the checks learnt of one node's held objects, kept with the node's object cache
+    (so two nodes in one process share nothing): the type of held objects by (vault id, object
+    id), and (height, paths) of held trees by id. Objects never change, so entries never go
+    stale; each map is bounded and simply cleared when full."""
+
+    KINDS_MAX = 200_000
+    STATS_MAX = 500_000
+
+    def __init__(self) -> None:
+        self.kinds: dict[tuple[str, bytes], int] = {}
+        self.stats: dict[bytes, tuple[int, int]] = {}
+
+
+_MEMOS: weakref.WeakKeyDictionary[ObjectCache, _Memo] = weakref.WeakKeyDictionary()
+_MEMOS_LOCK = threading.Lock()
+
+
+def _memo(objects: VaultObjects) -> _Memo:
+    with _MEMOS_LOCK:
+        memo = _MEMOS.get(objects.cache)
+        if memo is None:
+            memo = _MEMOS[objects.cache] = _Memo()
+        return memo
 
 
 def _held_kind(local: VaultObjects, sha: bytes) -> int | None:
+    kinds = _memo(local).kinds
     key = (local.vault_id, sha)
-    found = _HELD_KINDS.get(key)
+    found = kinds.get(key)
     if found is None:
         found = local.kind(sha)
         if found is None:
             return None
-        if len(_HELD_KINDS) > _HELD_KINDS_MAX:
-            _HELD_KINDS.clear()
-        _HELD_KINDS[key] = found
+        if len(kinds) > _Memo.KINDS_MAX:
+            kinds.clear()
+        kinds[key] = found
     return found
 
 
@@ -403,17 +426,13 @@ def _check_depth(
                 stack.extend((k, False) for k in kids if k not in height)
 
 
-# (height, paths) of trees by id: a tree's content fixes both, so entries never go stale and
-# may be shared by every vault of this process.
-_STATS: dict[bytes, tuple[int, int]] = {}
-_STATS_MAX = 500_000
-
-
 def local_tree_stats(objects: VaultObjects) -> TreeStats:
-    """Measure trees a vault holds (height, paths), reading each distinct tree once per process."""
+    """Measure trees a vault holds (height, paths), reading each distinct tree once per node (a
+    tree's content fixes both, so the figures are shared by the node's vaults)."""
+    memo = _memo(objects).stats
 
     def stats(root: bytes) -> tuple[int, int]:
-        known = _STATS.get(root)
+        known = memo.get(root)
         if known is not None:
             return known
         done: dict[bytes, tuple[int, int]] = {}  # this call's own results: safe from a clear
@@ -435,14 +454,14 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
             kids_of[tree_id], size_of[tree_id] = kids_ids, len(tree)
             stack.append((tree_id, True))
             for k in kids_ids:
-                cached = done.get(k) or _STATS.get(k)
+                cached = done.get(k) or memo.get(k)
                 if cached is None:
                     stack.append((k, False))
                 else:
                     done[k] = cached  # kept here: another thread may clear the cache
-        if len(_STATS) > _STATS_MAX:
-            _STATS.clear()
-        _STATS.update(done)
+        if len(memo) > _Memo.STATS_MAX:
+            memo.clear()
+        memo.update(done)
         return done[root]
 
     return stats
