@@ -71,7 +71,32 @@ KDF_HARD_MAX_ITERATIONS = 64
     help="Open a node whose password key derivation asks for up to N passes "
     "(default: 3, the most `pk bootstrap` uses). Else PK_KDF_MAX_ITERATIONS.",
 )
-def cli(kdf_max_memory: int | None, kdf_max_iterations: int | None) -> None:
+@click.option(
+    "--node",
+    type=click.Path(dir_okay=False),
+    help="The node file, for any command (as the command's own --node).",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    help="Read the password from this file, for any command (as the command's own option).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["human", "json"]),
+    default=None,
+    help="Output for people, or JSON for programs, for any command that has --format.",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    kdf_max_memory: int | None,
+    kdf_max_iterations: int | None,
+    node: str | None,
+    password_file: str | None,
+    output_format: str | None,
+) -> None:
     """Polykey: a self-hosted, peer-to-peer secret manager.
 
     A node is one encrypted file holding vaults of secrets. The node file comes from --node PATH,
@@ -85,3 +110,9 @@ def cli(kdf_max_memory: int | None, kdf_max_iterations: int | None) -> None:
     from polykey.cli.common import apply_kdf_ceiling
 
     apply_kdf_ceiling(kdf_max_memory, kdf_max_iterations)
+    # given before the command: the command's own options, when given too, win
+    ctx.meta["pk.root"] = {
+        "node": node,
+        "password_file": password_file,
+        "output_format": output_format,
+    }

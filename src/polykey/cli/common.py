@@ -350,15 +350,30 @@ def table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
+def _root_options() -> dict[str, Any]:
+    """--node, --password-file and --format given before the command (`pk --node X node info`)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    found: dict[str, Any] = ctx.find_root().meta.get("pk.root", {})
+    return found
+
+
 def pass_settings(f: F) -> F:
     """Collect the common options into a :class:`Settings` passed as ``s``."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        root = _root_options()
+        node = kwargs.pop("node", None) or root.get("node")
+        password_file = kwargs.pop("password_file", None) or root.get("password_file")
+        output = kwargs.pop("output_format", "human")
+        if output == "human" and root.get("output_format"):
+            output = root["output_format"]
         s = Settings(
-            node=kwargs.pop("node", None),
-            password_file=kwargs.pop("password_file", None),
-            format=kwargs.pop("output_format", "human"),
+            node=Path(node) if node is not None else None,
+            password_file=Path(password_file) if password_file is not None else None,
+            format=output,
         )
         return f(s, *args, **kwargs)
 
