@@ -682,3 +682,10 @@ def test_every_command_accepts_format_json(template_node: CliNode) -> None:
         assert_ok(result)
         assert "--format [human|json]" in text(result.stdout), args
     assert json_stdout(run_pk("keys", "public", "--format", "json", env=template_node.env()))
+
+
+def test_a_misspelt_command_names_the_one_meant() -> None:
+    done = run_pk("secret", "ls")
+    assert done.returncode == 2
+    assert b"Did you mean `pk secrets`?" in done.stderr
+    assert b"Did you mean" not in run_pk("zzz").stderr

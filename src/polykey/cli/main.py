@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 EXIT_INTERNAL = 70
 ARGS: list[str] = []
@@ -60,6 +61,25 @@ def _report(args: list[str], message: str, hint: str, code: int) -> int:
     return code
 
 
+def _did_you_mean(exc: Any) -> str | None:
+    """For a misspelt command (`pk secret ls`), the commands it is close to."""
+    import difflib
+
+    import click
+
+    ctx, message = exc.ctx, exc.format_message()
+    if not isinstance(ctx.command, click.Group) or not message.startswith("No such command"):
+        return None
+    if "Did you mean" in message:  # click offers it for the groups it loads itself
+        return None
+    typed = message.split("'")[1] if "'" in message else ""
+    close = difflib.get_close_matches(typed, ctx.command.list_commands(ctx), n=3, cutoff=0.6)
+    if not close:
+        return None
+    names = " or ".join(f"`{ctx.command_path} {name}`" for name in close)
+    return f"Did you mean {names}?"
+
+
 def run(args: list[str]) -> int:
     import click
 
@@ -77,7 +97,9 @@ def run(args: list[str]) -> int:
     except click.UsageError as exc:
         hint = "Run `pk --help` or add --help to the command to see how it is used."
         if exc.ctx is not None:
-            hint = f"Run `{exc.ctx.command_path} --help` to see how it is used."
+            hint = (
+                _did_you_mean(exc) or f"Run `{exc.ctx.command_path} --help` to see how it is used."
+            )
         return _report(args, exc.format_message(), hint, 2)
     except click.ClickException as exc:
         return _report(args, exc.format_message(), "", exc.exit_code)
