@@ -222,3 +222,26 @@ def test_ctrl_d_at_a_prompt_exits_130_as_documented(cli_node: CliNode) -> None:
     session = drive(["node", "info"], pk_env(cli_node.path), [("Password: ", "\x04")])
     assert session.exit_code == 130, session.screen
     assert "pk: error: Interrupted" in session.screen
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("hunter2", "7 characters, fewer than 12"),
+        ("aaaaaaaaaaaaaaaa", "it repeats a few characters"),
+        ("1234567890123", "digits only"),
+        ("correct horse battery staple", None),
+    ],
+)
+def test_a_weak_new_password_is_taken_with_a_warning(
+    tmp_path: Path, password: str, why: str | None
+) -> None:
+    env = pk_env(tmp_path / "n.pk", PK_PASSWORD=password)
+    env.pop("PK_UNSAFE_FAST_KDF")  # the real key derivation: the warning is for real nodes
+    done = run_pk("bootstrap", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert password.encode() not in done.stderr
+    if why is None:
+        assert b"weak" not in done.stderr
+    else:
+        assert f"pk: warning: this password is weak ({why})".encode() in done.stderr

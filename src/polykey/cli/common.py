@@ -273,18 +273,42 @@ def read_recovery_code(file: Path | None, env: str) -> RecoveryCode:
 
 
 def read_new_secret(file: Path | None, env: str, prompt: str) -> bytes:
-    """A new password: from the file or environment once, or typed twice at a prompt."""
+    """A new password: from the file or environment once, or typed twice at a prompt; a weak
+    one is taken, with a warning."""
     if file is not None or env in os.environ:
-        return read_secret(file, env, prompt)
-    first = _prompt(prompt)
-    if not first:
-        raise EmptyPassword()
-    second = _prompt(f"{prompt} (again)")
-    import hmac
+        secret = read_secret(file, env, prompt)
+    else:
+        first = _prompt(prompt)
+        if not first:
+            raise EmptyPassword()
+        second = _prompt(f"{prompt} (again)")
+        import hmac
 
-    if not hmac.compare_digest(_normalise(first), _normalise(second)):
-        raise PasswordMismatch()
-    return _normalise(first)
+        if not hmac.compare_digest(_normalise(first), _normalise(second)):
+            raise PasswordMismatch()
+        secret = _normalise(first)
+    weakness = password_weakness(secret)
+    if weakness and os.environ.get("PK_UNSAFE_FAST_KDF") != "1":  # tests pick short ones
+        sys.stderr.write(
+            f"pk: warning: this password is weak ({weakness}): whoever copies the file can "
+            "guess offline; a passphrase of four or more random words is far stronger\n"
+        )
+    return secret
+
+
+MIN_GOOD_PASSWORD = 12
+
+
+def password_weakness(secret: bytes) -> str | None:
+    """Why a new password is easy to guess offline (never the password itself), or None."""
+    text = secret.decode("utf-8", "replace")
+    if len(text) < MIN_GOOD_PASSWORD:
+        return f"{len(text)} characters, fewer than {MIN_GOOD_PASSWORD}"
+    if len(set(text)) <= 3:
+        return "it repeats a few characters"
+    if text.isdigit():
+        return "digits only"
+    return None
 
 
 def _prompt(prompt: str, missing: type[PasswordUnavailable] = PasswordUnavailable) -> str:
