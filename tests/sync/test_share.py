@@ -167,7 +167,21 @@ def test_push_without_the_push_grant_is_refused_and_changes_nothing(pair: Pair) 
     before = pair.a("vaults", "log", "work")
     result = run_pk("vaults", "push", "work", pair.alice_id, env=pair.bob)
     assert result.returncode == 51
+    assert b"does not take pushes to work from this node" in result.stderr
+    assert b"--permissions push" in result.stderr  # the reason, not "no such vault"
     assert pair.a("vaults", "log", "work") == before
+
+
+def test_a_push_that_does_not_fast_forward_says_pull_first(pair: Pair) -> None:
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    pair.a("secrets", "write", "work:db/password", stdin=b"alice moved on")
+    pair.b("secrets", "write", "work:from-bob", stdin=b"x")
+    result = run_pk("vaults", "push", "work", pair.alice_id, env=pair.bob)
+    assert result.returncode == 51
+    assert b"pull first" in result.stderr
+    assert b"pk: hint: Run `pk vaults pull work`, then push again." in result.stderr
+    assert b"no such vault" not in result.stderr.lower()
 
 
 def test_sharing_notifies_and_a_queued_notification_arrives_once_the_node_is_back(

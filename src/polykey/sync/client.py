@@ -237,12 +237,21 @@ async def _pull_one(
     return {"vault": name, "updated": True, "head": head.decode(), "objects": len(objects)}
 
 
-def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId) -> dict[str, Any]:
-    """Send the commits made here since the last pull to the node the vault came from."""
+def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId | None = None) -> dict[str, Any]:
+    """Send the commits made here since the last pull to the node the vault came from (by
+    default; naming another node is refused)."""
+    from polykey.network.ssh import PeerError
     from polykey.sync.server import collect
 
     info = vaults.info(name)
-    if not info.origin or info.origin.get("node_id") != encode_node_id(peer):
+    if not info.origin:
+        raise UpdateRefused(
+            f"vault {name} was not cloned from another node",
+            hint="Push sends a clone's new commits to its origin; share this vault instead.",
+        )
+    if peer is None:
+        peer = decode_node_id(str(info.origin["node_id"]))
+    if info.origin.get("node_id") != encode_node_id(peer):
         raise UpdateRefused(f"vault {name} was not cloned from {encode_node_id(peer)}")
     vault = vaults.open(name)
     head = vault.head()
@@ -251,9 +260,30 @@ def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId) -> dict[str, Any
         return {"vault": name, "pushed": False}
     objects = collect(vault.objects(), head, {base} if base else set())
     params = {"vault": info.origin["vault_id"], "head": head.decode(), "objects": objects}
-    peers.call(peer, "vaults.receive", params)
+    try:
+        peers.call(peer, "vaults.receive", params)
+    except PeerError as exc:
+        raise _push_refused(exc, name) from None
     with vaults.store.write() as tx:
         now = vaults.info(name, tx).origin  # a pull may have moved it while the push waited
         if str(now.get("high_water", "")).encode() == base:
             vaults.set_origin(name, {**now, "high_water": head.decode()}, tx)
     return {"vault": name, "pushed": True, "head": head.decode(), "objects": len(objects)}
+
+
+def _push_refused(exc: PolykeyError, name: str) -> PolykeyError:
+    """The other node's refusal of a push, with the reason that fits a node that may pull it
+    (a node that may pull a vault knows it exists: "no such vault" means no push grant)."""
+    from polykey.network.ssh import PeerError
+
+    if exc.detail.startswith("No such vault"):
+        return PeerError(
+            f"the other node does not take pushes to {name} from this node",
+            hint="Its owner grants that with `pk vaults share VAULT NODEID --permissions push`.",
+        )
+    if "pull first" in exc.detail:
+        return PeerError(
+            f"the other node refused the push: {exc.detail}",
+            hint=f"Run `pk vaults pull {name}`, then push again.",
+        )
+    return exc
