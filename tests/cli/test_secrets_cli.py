@@ -26,7 +26,10 @@ from tests.cli.helpers import (
 )
 from tests.support import run_pk
 
-COMMIT_LINE = re.compile(r"[0-9a-f]{12}  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC  (?P<message>.+\.)")
+COMMIT_LINE = re.compile(
+    r"[0-9a-f]{12}  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC  "
+    r"(?P<author>v[0-9a-v]{10})  (?P<message>.+\.)"
+)
 
 
 def pk(node: CliNode, *args: str, input: bytes | None = b"", **env: str) -> Result:

@@ -20,7 +20,10 @@ from tests.cli.helpers import (
 )
 from tests.support import run_pk
 
-COMMIT_LINE = re.compile(r"[0-9a-f]{12}  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC  (?P<message>.+\.)")
+COMMIT_LINE = re.compile(
+    r"[0-9a-f]{12}  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC  "
+    r"(?P<author>v[0-9a-v]{10})  (?P<message>.+\.)"
+)
 VAULT_ID = re.compile(r"v[0-9a-v]{26}")
 
 
@@ -201,6 +204,8 @@ def test_vaults_log_lists_commits_newest_first_one_line_each(node: CliNode) -> N
         "Create vault work.",
     ]
     assert [line[:12] for line in lines] == [c[:12] for c in commit_ids(node, "work")]
+    authors = {m["author"] for m in map(COMMIT_LINE.fullmatch, lines) if m is not None}
+    assert authors == {node.node_id[:11]}
 
 
 def test_vaults_log_json_gives_full_commits(node: CliNode) -> None:

@@ -11,7 +11,8 @@ from polykey.cli.common import Settings, emit, node_options, pass_settings
 from polykey.cli.safe_text import indented, shown
 from polykey.errors import UsageError
 
-COMMIT_INDENT = len("0123456789ab  2000-01-01 00:00:00 UTC  ")
+COMMIT_INDENT = len("0123456789ab  2000-01-01 00:00:00 UTC  v0123456789  ")
+AUTHOR_CHARS = 11  # of the author's NodeId: enough to tell a vault's writers apart
 
 
 def when(ts: int) -> str:
@@ -19,13 +20,20 @@ def when(ts: int) -> str:
 
 
 def commit_lines(commits: list[dict[str, object]]) -> str:
-    """One commit a line; a message's further lines are indented under its first (a commit may
-    come from another node: its message is escaped, and cannot pass for another commit)."""
+    """One commit a line, with who made it; a message's further lines are indented under its
+    first (a commit may come from another node: its message is escaped, and cannot pass for
+    another commit)."""
     return "\n".join(
-        f"{shown(c['id']):.12}  {when(int(str(c['time'])))}  "
+        f"{shown(c['id']):.12}  {when(int(str(c['time'])))}  {_author(c.get('author'))}  "
         f"{indented(c['message'], COMMIT_INDENT)}"
         for c in commits
     )
+
+
+def _author(author: object) -> str:
+    """Who made a commit: the start of the NodeId it names (`NODEID <NODEID>`)."""
+    name = str(author or "").split(" <", 1)[0].strip() or "?"
+    return shown(name)[:AUTHOR_CHARS].ljust(AUTHOR_CHARS)
 
 
 @click.group()
