@@ -137,11 +137,22 @@ def test_otp_of_a_missing_secret_or_vault_fails(env: dict[str, str]) -> None:
 # --- --clip ---------------------------------------------------------------------------------------
 
 
-def test_clip_without_a_clipboard_is_exit_6_with_a_clear_message(env: dict[str, str]) -> None:
-    result = pk(env, "secrets", "cat", "v:clip", "--clip")
+def test_clip_without_a_clipboard_is_exit_6_with_a_clear_message(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    result = pk({**env, "PATH": str(tmp_path)}, "secrets", "cat", "v:clip", "--clip")  # no tool
     message = assert_error(result, 6)
     assert message == "No clipboard tool is available"
     assert b"xclip" in result.stderr  # the hint names what to install
+    assert CLIP_VALUE not in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("xclip") is None, reason="xclip is not installed")
+def test_clip_with_xclip_but_no_display_says_so(env: dict[str, str]) -> None:
+    result = pk(env, "secrets", "cat", "v:clip", "--clip")
+    message = assert_error(result, 6)
+    assert "xclip is installed, but this session has no display" in message
+    assert b"ssh -X" in result.stderr
     assert CLIP_VALUE not in result.stderr
 
 

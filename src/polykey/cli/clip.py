@@ -38,7 +38,20 @@ def tools() -> tuple[list[str], list[str]]:
             ]
         if shutil.which("xsel"):
             return ["xsel", "--clipboard", "--input"], ["xsel", "--clipboard", "--output"]
-    raise ClipboardUnavailable()
+    raise _why_unavailable()
+
+
+def _why_unavailable() -> ClipboardUnavailable:
+    """The reason that fits: a tool installed but no display to reach is not a missing tool."""
+    installed = [t for t in ("wl-copy", "xclip", "xsel", "pbcopy") if shutil.which(t)]
+    if installed and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        return ClipboardUnavailable(
+            f"{installed[0]} is installed, but this session has no display "
+            "(neither DISPLAY nor WAYLAND_DISPLAY is set)",
+            hint="Over SSH there is no clipboard: print with `pk secrets cat`, or forward X "
+            "with `ssh -X`.",
+        )
+    return ClipboardUnavailable()
 
 
 def copy(data: bytes, clear_after: int) -> None:
