@@ -108,9 +108,12 @@ def test_an_unknown_word_is_refused_without_echoing_it() -> None:
     words[5] = "sausagex"
     with pytest.raises(InvalidRecoveryCode) as caught:
         recovery.parse(" ".join(words))
-    assert caught.value.detail == "1 word(s) are not in the BIP39 English list"
+    assert caught.value.detail == "word 6 of 24 is not in the BIP39 English list (a misspelling?)"
     assert "sausagex" not in str(caught.value)
     assert "legal" not in str(caught.value)
+    words[9] = "wrongy"
+    with pytest.raises(InvalidRecoveryCode, match="words 6, 10 of 24 are not in"):
+        recovery.parse(" ".join(words))
 
 
 def test_the_unknown_word_count_is_reported() -> None:

@@ -55,9 +55,15 @@ def parse(text: str) -> RecoveryCode:
     if len(words) != WORDS:
         raise InvalidRecoveryCode(f"expected {WORDS} words, got {len(words)}")
     wordlist = set(_bip39().wordlist)
-    unknown = sum(1 for w in words if w not in wordlist)
-    if unknown:
-        raise InvalidRecoveryCode(f"{unknown} word(s) are not in the BIP39 English list")
+    unknown = [i for i, w in enumerate(words, 1) if w not in wordlist]
+    if unknown:  # by position: the words are the secret, and are never repeated back
+        places = ", ".join(str(i) for i in unknown)
+        noun = "word" if len(unknown) == 1 else "words"
+        raise InvalidRecoveryCode(
+            f"{noun} {places} of {WORDS} {'is' if len(unknown) == 1 else 'are'} not in the "
+            "BIP39 English list (a misspelling?)",
+            hint="Each word is in the BIP39 English list; its first four letters identify it.",
+        )
     joined = " ".join(words)
     if not _bip39().check(joined):
         raise InvalidRecoveryCode("the checksum does not match; a word is wrong or misplaced")
