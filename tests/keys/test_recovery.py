@@ -116,10 +116,10 @@ def test_an_unknown_word_is_refused_without_echoing_it() -> None:
         recovery.parse(" ".join(words))
 
 
-def test_the_unknown_word_count_is_reported() -> None:
+def test_the_unknown_words_are_named_by_position() -> None:
     words = LEGAL_CODE.split()
     words[0], words[7], words[23] = "bitcoin", "ethereum", "polykey"
-    with pytest.raises(InvalidRecoveryCode, match="3 word"):
+    with pytest.raises(InvalidRecoveryCode, match="words 1, 8, 24 of 24"):
         recovery.parse(" ".join(words))
 
 
