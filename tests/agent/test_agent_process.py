@@ -224,7 +224,8 @@ def test_the_agent_log_never_holds_a_secret_value(
     assert b"secrets.write ok" in log and b"secrets.cat ok" in log  # the log does record calls
     assert b"agent.unlock failed" in log
     for needle in (canary, wrong_password):
-        for form in (needle.encode(), needle[8:].encode(), base64.b64encode(needle.encode())):
+        forms = (needle.encode(), needle[8:].encode(), base64.b64encode(needle.encode()))
+        for form in (*forms, needle.encode().hex().encode()):
             assert form not in log, needle
 
 
@@ -356,6 +357,25 @@ def test_lockall_revokes_every_token(agent: AgentHandle) -> None:
     assert agent.with_password("vaults", "list").returncode == 0
 
 
+@pytest.mark.parametrize("how", ["lockall", "forged"])
+def test_with_a_revoked_or_forged_token_a_password_opens_a_new_session(
+    agent: AgentHandle, how: str
+) -> None:
+    """The token the command has (the file's, or PK_TOKEN's) is refused; given the password
+    too, the command opens a new session instead of failing."""
+    extra: dict[str, str] = {}
+    if how == "forged":
+        extra["PK_TOKEN"] = "pk1." + "A" * 43
+    else:
+        assert agent.pk("agent", "lockall").returncode == 0
+    refused = run_pk("secrets", "ls", "v", env={**agent.env, **extra}, input=b"")
+    assert refused.returncode == 42
+    assert error_line(refused).startswith("pk: error: The agent session is not valid")
+    unlocked = run_pk("secrets", "ls", "v", env={**agent.env, **extra, "PK_PASSWORD": PASSWORD})
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert b"unlocking a new session" in unlocked.stderr
+
+
 def test_a_forged_token_is_refused(shared: tuple[AgentHandle, str]) -> None:
     agent, _ = shared
     assert agent.pk("secrets", "write", "v:forged/k", stdin=b"kept").returncode == 0
@@ -460,6 +480,19 @@ def test_after_kill_9_commands_work_status_cleans_up_and_a_new_agent_starts(
     log = agent.pk("vaults", "log", "v").stdout.decode()
     for i in range(4):
         assert log.count(f"Add secret k{i}.") == 1
+
+
+def test_the_first_command_after_kill_9_removes_the_stale_socket_and_status(
+    agent: AgentHandle,
+) -> None:
+    pid, folder = agent.pid(), agent.folder
+    os.kill(pid, signal.SIGKILL)
+    wait_dead(pid)
+    assert (folder / "agent.sock").exists() and (folder / "status.json").exists()
+    listed = agent.with_password("vaults", "list")  # not `agent status`: any command
+    assert (listed.returncode, listed.stdout.startswith(b"v\t")) == (0, True), listed.stderr
+    assert not (folder / "agent.sock").exists()
+    assert not (folder / "status.json").exists()
 
 
 @pytest.mark.parametrize(

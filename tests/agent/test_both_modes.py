@@ -63,6 +63,11 @@ Modified  <TIME>
 Commit    <COMMIT>
 Tags      -
 """
+TAGS = """\
+db\t1 secrets\t0 vaults
+personal\t0 secrets\t1 vaults
+prod\t2 secrets\t0 vaults
+"""
 
 SCENARIO: list[Step] = [
     step("vaults", "create", "work", out="Created vault work (<VAULT-ID>).\n"),
@@ -110,6 +115,17 @@ SCENARIO: list[Step] = [
         out='{"secrets": [{"address": "work:db/login", "value": "admin"}]}\n',
     ),
     step("secrets", "stat", "work:db/password", "--format", "json"),
+    step("secrets", "find", "login", out="work:db/login\n"),
+    step("secrets", "grep", "admin", out="work:db/login: admin\n"),
+    step("tags", "list", out=TAGS),
+    step(
+        "secrets",
+        "env",
+        "work:db",
+        "--format",
+        "json",
+        out='{\n  "login": "admin",\n  "password": "s3cr3t"\n}\n',
+    ),
     # errors: the same code, message and hint in both modes
     step("vaults", "log", "nosuch", code=31),
     step("secrets", "cat", "nosuch:x", code=31),
@@ -274,6 +290,10 @@ def test_the_agent_mode_really_went_through_the_agent(runs: dict[str, Run]) -> N
         "secrets.rm",
         "secrets.stat",
         "secrets.history",
+        "secrets.find",
+        "secrets.grep",
+        "secrets.env",
+        "tags.list",
         "tags.set",
         "keys.public",
         "keys.sign",

@@ -116,23 +116,28 @@ def _socket_symlink(folder: Path) -> Callable[[], None]:
     return undo
 
 
+OPEN = "is accessible to other users"
+OWNED = "belongs to another user"
+
+
 @pytest.mark.parametrize(
-    "change",
+    ("change", "reason"),
     [
-        pytest.param(_chmod(0o666, "socket"), id="socket-0666"),
-        pytest.param(_chmod(0o660, "socket"), id="socket-0660"),
-        pytest.param(_chmod(0o755, "folder"), id="folder-0755"),
-        pytest.param(_chmod(0o710, "folder"), id="folder-0710"),
-        pytest.param(_chown("socket"), id="socket-of-another-user"),
-        pytest.param(_chown("folder"), id="folder-of-another-user"),
-        pytest.param(_folder_symlink, id="folder-is-a-symlink"),
-        pytest.param(_socket_symlink, id="socket-is-a-symlink"),
+        pytest.param(_chmod(0o666, "socket"), OPEN, id="socket-0666"),
+        pytest.param(_chmod(0o660, "socket"), OPEN, id="socket-0660"),
+        pytest.param(_chmod(0o755, "folder"), OPEN, id="folder-0755"),
+        pytest.param(_chmod(0o710, "folder"), OPEN, id="folder-0710"),
+        pytest.param(_chown("socket"), OWNED, id="socket-of-another-user"),
+        pytest.param(_chown("folder"), OWNED, id="folder-of-another-user"),
+        pytest.param(_folder_symlink, "is not a folder", id="folder-is-a-symlink"),
+        pytest.param(_socket_symlink, "is not a socket", id="socket-is-a-symlink"),
     ],
 )
 def test_a_runtime_that_is_not_private_is_not_used(
-    agent: AgentHandle, change: Callable[[Path], Callable[[], None]]
+    agent: AgentHandle, change: Callable[[Path], Callable[[], None]], reason: str
 ) -> None:
-    """Local commands warn and work on the node file; only the agent's own commands refuse."""
+    """Local commands warn, saying why, and work on the node file; only the agent's own
+    commands refuse."""
     undo = change(agent.folder)
     try:
         for args in (("vaults", "list"), ("secrets", "cat", "v:secret")):
@@ -140,6 +145,7 @@ def test_a_runtime_that_is_not_private_is_not_used(
             lines = result.stderr.decode().splitlines()
             assert result.returncode == 0 and len(lines) == 1, (args, lines)
             assert lines[0].startswith("pk: warning: not using the agent: ")
+            assert reason in lines[0], (args, lines)
         assert agent.with_password("secrets", "cat", "v:secret").stdout == SECRET
         assert agent.pk("vaults", "list", stdin=b"").returncode == 4  # no agent, no password
         status = agent.pk("agent", "status", stdin=b"")

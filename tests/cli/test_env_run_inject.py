@@ -406,7 +406,7 @@ def test_run_refuses_a_malformed_env_file(env: dict[str, str], tmp_path: Path) -
     env_file = tmp_path / ".env"
     env_file.write_text("GOOD=1\nthis line has no equals sign\n")
     result = pk(env, "run", "--env-file", str(env_file), "--", "true")
-    assert f"{env_file}:2: expected NAME=VALUE" in assert_error(result, 3, hint=False)
+    assert f"{env_file}:2: expected NAME=VALUE" in assert_error(result, 3)
 
 
 SPLIT_WRITER = """

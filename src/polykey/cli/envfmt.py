@@ -11,6 +11,7 @@ import json
 import re
 
 from polykey.errors import InvalidInput
+from polykey.interop import dotenv
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FORMATS = ("unix", "dotenv", "json", "powershell", "cmd")
@@ -45,7 +46,7 @@ def render(variables: list[tuple[str, bytes]], fmt: str) -> str:
         if fmt == "unix":
             lines.append(f"export {name}='" + value.replace("'", "'\\''") + "'")
         elif fmt == "dotenv":
-            lines.append(f"{name}={_dotenv_quote(value)}")
+            lines.append(f"{name}={dotenv.quote(value)}")
         elif fmt == "powershell":
             lines.append(f"$env:{name} = '" + value.replace("'", "''") + "'")
         elif fmt == "cmd":
@@ -55,17 +56,3 @@ def render(variables: list[tuple[str, bytes]], fmt: str) -> str:
         else:
             raise InvalidInput(f"unknown format {fmt!r}", hint=f"Use one of {', '.join(FORMATS)}.")
     return "".join(line + "\n" for line in lines)
-
-
-def _dotenv_quote(value: str) -> str:
-    """Single quotes (literal) when possible, else double quotes with backslash escapes."""
-    if "'" not in value and "\\" not in value and "\r" not in value:
-        return "'" + value + "'"
-    escaped = (
-        value.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-        .replace("$", "\\$")
-    )
-    return '"' + escaped + '"'

@@ -202,21 +202,21 @@ def run(s: Settings, env_file: Path | None, mask: bool, command: tuple[str, ...]
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        text = text.removeprefix("export ").strip()
-        name, sep, value = text.partition("=")
-        name = name.strip()
-        if not sep or not valid_name(name):
-            raise InvalidInput(f"{path}:{number}: expected NAME=VALUE")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[name] = value
-    return out
+    """The variables of a .env file, read as `pk import dotenv` reads it (interop/dotenv.py)."""
+    from polykey.interop import dotenv
+
+    hint = "Each line is NAME=VALUE, a # comment or blank (docs/spec/dotenv.md)."
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        variables, bad = dotenv.parse(data)
+    except dotenv.NotText as exc:
+        raise InvalidInput(f"{path} {exc}", hint="Save it as UTF-8 text.") from None
+    if bad:  # the line's number and what is wrong, never its text: it may be a secret
+        raise InvalidInput(f"{path}:{bad[0].line}: {bad[0].why}", hint=hint)
+    return variables
 
 
 class Masker:

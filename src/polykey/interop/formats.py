@@ -15,6 +15,7 @@ import re
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from polykey.interop import dotenv
 from polykey.interop.errors import ImportFailed, MalformedSource
 from polykey.interop.layout import NOTES, OTP, PASSWORD, URL, USERNAME, Entry
 
@@ -220,66 +221,17 @@ def read_csv(
 
 # --- .env ----------------------------------------------------------------------------------------
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "$": "$", "'": "'"}
-
 
 def read_dotenv(data: bytes, *, skip_bad: bool = False) -> tuple[list[tuple[str, bytes]], Skipped]:
-    """KEY=VALUE lines: `export`, comments, single quotes (literal), double quotes (escapes);
-    quoted values may span lines. A later KEY replaces an earlier one, as in a shell."""
+    """The variables of a .env file, read as `pk run --env-file` reads it (interop/dotenv.py)."""
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise MalformedSource("the .env file is not UTF-8 text") from None
-    out: dict[str, bytes] = {}
+        variables, bad = dotenv.parse(data)
+    except dotenv.NotText as exc:
+        raise MalformedSource(f"the .env file {exc}") from None
     skipped: Skipped = []
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    i = 0
-    while i < len(lines):
-        number, line = i + 1, lines[i].strip()
-        i += 1
-        if not line or line.startswith("#"):
-            continue
-        try:
-            if line.startswith("export "):
-                line = line[7:].lstrip()
-            name, eq, rest = line.partition("=")
-            name = name.strip()
-            if not eq or not _NAME.fullmatch(name):
-                raise ValueError("not a NAME=value line")
-            rest = rest.lstrip()
-            if rest[:1] in ("'", '"'):
-                value, i = _quoted(rest, lines, i)
-            else:
-                value = re.split(r"\s+#", rest, maxsplit=1)[0].rstrip()
-            out[name] = value.encode("utf-8")
-        except ValueError as exc:
-            fail_or_skip(skip_bad, skipped, f"line {number}", str(exc))
-    return list(out.items()), skipped
-
-
-def _quoted(rest: str, lines: list[str], i: int) -> tuple[str, int]:
-    quote_char, body = rest[0], rest[1:]
-    value: list[str] = []
-    while True:
-        j = 0
-        while j < len(body):
-            ch = body[j]
-            if ch == "\\" and quote_char == '"' and j + 1 < len(body):
-                value.append(_ESCAPES.get(body[j + 1], "\\" + body[j + 1]))
-                j += 2
-                continue
-            if ch == quote_char:
-                tail = body[j + 1 :].strip()
-                if tail and not tail.startswith("#"):
-                    raise ValueError("text after the closing quote")
-                return "".join(value), i
-            value.append(ch)
-            j += 1
-        if i >= len(lines):
-            raise ValueError("the quote is never closed")
-        value.append("\n")
-        body, i = lines[i], i + 1
+    for line in bad:
+        fail_or_skip(skip_bad, skipped, f"line {line.line}", line.why)
+    return [(name, value.encode("utf-8")) for name, value in variables.items()], skipped
 
 
 # --- Polykey's JSON ------------------------------------------------------------------------------
