@@ -32,21 +32,21 @@ def test_a_history_of_three_25_mb_secrets_clones_and_pulls(pair: Pair) -> None: 
         pair.a("secrets", "write", f"work:big/{i}", stdin=value)
     pair.b("vaults", "clone", pair.alice_id, "work", "mine")
     for i, value in enumerate(values):
-        out = sync_run(pair, "secrets", "cat", f"mine:big/{i}")
+        out = bob_cat(pair, f"mine:big/{i}")
         assert hashlib.sha256(out).digest() == hashlib.sha256(value).digest()
     small = os.urandom(16).hex().encode()
     pair.a("secrets", "write", "work:big/3", stdin=_big(9, 12_000_000))
     pair.a("secrets", "write", "work:small", stdin=small)
     assert "updated" in pair.b("vaults", "pull", "mine")
-    assert sync_run(pair, "secrets", "cat", "mine:small") == small
+    assert bob_cat(pair, "mine:small") == small
     assert pair.b("vaults", "log", "mine") == pair.a("vaults", "log", "work")
     assert "whole" in pair.b("node", "check")
 
 
-def sync_run(pair: Pair, *args: str) -> bytes:
+def bob_cat(two: Pair, address: str) -> bytes:
     from tests.support import run_pk
 
-    r = run_pk(*args, env=pair.bob)
+    r = run_pk("secrets", "cat", address, env=two.bob)
     assert r.returncode == 0, r.stderr.decode()
     return bytes(r.stdout)
 
