@@ -160,3 +160,21 @@ def test_bootstrap_creates_missing_parent_folders_of_the_node_path(tmp_path: Pat
     result = run_pk("node", "info", "--format", "json", env=node.env())
     assert_ok(result)
     assert json_stdout(result)["node_id"] == node.node_id
+
+
+def test_node_check_of_a_damaged_root_record_does_not_send_the_user_to_itself(
+    cli_node: CliNode,
+) -> None:
+    import sqlite3
+
+    with sqlite3.connect(cli_node.path) as db:
+        (sealed,) = db.execute("SELECT sealed FROM root WHERE id = 1").fetchone()
+        flipped = bytes([sealed[0], sealed[1] ^ 1]) + bytes(sealed[2:])
+        db.execute("UPDATE root SET sealed = ? WHERE id = 1", (flipped,))
+    result = run_pk("node", "check", env=cli_node.env())
+    assert result.returncode == 14, text(result.stderr)
+    hint = [line for line in text(result.stderr).splitlines() if line.startswith("pk: hint: ")]
+    assert len(hint) == 1
+    assert "pk node check" not in hint[0]
+    assert "restore the node file from a copy or a backup node" in hint[0]
+    assert "Places not listed are intact" not in text(result.stderr)

@@ -119,6 +119,13 @@ def info(s: Settings) -> None:
     emit(s, table(rows), i)
 
 
+STRUCTURE = {"root", "SQLite structure", "node file"}  # places of store/nodefile.py's check
+STRUCTURE_HINT = (
+    "The damage is in the file's own structure (its SQLite pages or its root record), so "
+    "the records cannot be told apart: restore the node file from a copy or a backup node."
+)
+
+
 @node.command()
 @node_options
 @pass_settings
@@ -131,11 +138,14 @@ def check(s: Settings) -> None:
     path = s.node_path()
     if not path.exists():
         raise NodeNotFound(str(path))
-    if s.agent() is not None:
-        found = s.call("node.check")["damage"]
-        damage = [Damage(d["place"], d["problem"], d.get("kind", "record")) for d in found]
-    else:
-        damage = Node.check_file(path, s.password(), allow_weak=s.allow_weak())
+    try:
+        if s.agent() is not None:
+            found = s.call("node.check")["damage"]
+            damage = [Damage(d["place"], d["problem"], d.get("kind", "record")) for d in found]
+        else:
+            damage = Node.check_file(path, s.password(), allow_weak=s.allow_weak())
+    except NodeDamaged as exc:  # its usual hint is to run this very command
+        raise NodeDamaged(exc.detail, hint=STRUCTURE_HINT) from None
     if s.json:
         emit(
             s,
@@ -155,7 +165,9 @@ def check(s: Settings) -> None:
         for d in damage:  # a place names vaults and secrets, which may come from other nodes
             click.echo(f"damaged: {shown(d)}", err=True)
     if damage:
-        if all(d.kind == "history" for d in damage):
+        if any(d.place in STRUCTURE for d in damage):
+            hint = STRUCTURE_HINT
+        elif all(d.kind == "history" for d in damage):
             hint = (
                 "Every record authenticates, but the vaults listed hold objects of the wrong "
                 "type or miss some: clone them again from a node that holds them whole."
