@@ -125,7 +125,13 @@ def agent() -> None:
     help="Seconds a session lasts at most.",
 )
 @click.option("--port", type=click.IntRange(1, 65535), help="Also serve other nodes over SSH here.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address for --port.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address for --port: 127.0.0.1 serves this machine only; 0.0.0.0, or an address of "
+    "this machine, lets other machines reach it.",
+)
 @click.option(
     "--sync-interval",
     type=click.IntRange(min=5),
