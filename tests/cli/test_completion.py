@@ -129,11 +129,17 @@ def test_secret_references_complete_in_pk_urls(agent_env: dict[str, str]) -> Non
     assert bash(agent_env, "read", "") == ("", ["pk://personal/", "pk://wiki/", "pk://work/"])
     assert bash(agent_env, "read", "p") == ("", ["pk://personal/", "pk://wiki/", "pk://work/"])
     assert bash(agent_env, "read", "pk://wo") == ("nospace", ["//work/"])
-    assert answer(agent_env, "zsh", "read", "pk://work/") == [  # a reference ends at a space
+    assert answer(agent_env, "zsh", "read", "pk://work/") == [  # a space is written %20
         "plain\tpk://work/$HOME\t",
         "plain\tpk://work/a'b\t",
         "part\tpk://work/db/\t",
+        "part\tpk://work/my%20dir/\t",
+        "plain\tpk://work/my%20file\t",
         "plain\tpk://work/été\t",
+    ]
+    assert answer(agent_env, "zsh", "read", "pk://work/my%20d") == ["part\tpk://work/my%20dir/\t"]
+    assert answer(agent_env, "zsh", "read", "pk://work/my%20dir/") == [
+        "plain\tpk://work/my%20dir/x\t"
     ]
     assert answer(agent_env, "fish", "inject", "pk://work/db/u") == ["plain\tpk://work/db/user\t"]
 

@@ -711,3 +711,36 @@ def test_a_warning_shows_a_secret_path_escaped(echoed: dict[str, str]) -> None:
     assert (
         result.stderr == b"pk: warning: app:odd/a\\u202eb gives no valid variable name; skipped\n"
     )
+
+
+def test_a_reference_names_a_path_with_a_space_as_percent_20(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    written = subprocess.run(
+        [sys.executable, "-m", "polykey", "secrets", "write", "v:files/db password"],
+        env=env,
+        input=b"spaced out",
+        capture_output=True,
+        check=False,
+    )
+    assert written.returncode == 0, written.stderr
+    assert pk(env, "read", "pk://v/files/db%20password").stdout == b"spaced out"
+    template = tmp_path / "t"
+    template.write_text("pw={{ pk://v/files/db%20password }}\n")
+    assert pk(env, "inject", "-i", str(template)).stdout == b"pw=spaced out\n"
+    assert "not UTF-8" in assert_error(pk(env, "read", "pk://v/files/%ff"), 3)
+
+
+def test_inject_force_replaces_an_existing_file_whole_and_private(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    template = tmp_path / "config.tpl"
+    template.write_text(TEMPLATE)
+    out = tmp_path / "config"
+    out.write_text("old content, readable by all")
+    out.chmod(0o644)
+    result = pk(env, "inject", "-i", str(template), "-o", str(out), "--force")
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert out.read_bytes() == RENDERED
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "config.tpl"]

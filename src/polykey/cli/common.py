@@ -334,8 +334,9 @@ def read_input(path: str, what: str = "input") -> bytes:
         raise InvalidInput(f"cannot read the {what} {path}: {exc.strerror}") from None
 
 
-def write_output(data: bytes, out: Path | None, *, binary: bool) -> None:
-    """Write to a new file (0600, never over an existing one) or to standard output."""
+def write_output(data: bytes, out: Path | None, *, binary: bool, replace: bool = False) -> None:
+    """Write to a new file (0600; over an existing one only with ``replace``: then the new
+    content lands whole, by rename, and the file is 0600 again) or to standard output."""
     if out is None:
         if binary and sys.stdout.isatty():
             raise UsageError(
@@ -345,10 +346,19 @@ def write_output(data: bytes, out: Path | None, *, binary: bool) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
+    if replace and out.exists():
+        if out.is_dir():
+            raise InvalidInput(f"{out} is a folder", hint="Name a file.")
+        part = out.with_name(f".{out.name}.pk-{os.getpid()}")
+        write_output(data, part, binary=binary)
+        os.replace(part, out)
+        return
     try:
         fd = os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
-        raise InvalidInput(f"{out} already exists", hint="Choose a new output file.") from None
+        raise InvalidInput(
+            f"{out} already exists", hint="Choose a new output file, or pass --force."
+        ) from None
     except OSError as exc:
         raise InvalidInput(f"cannot create {out}: {exc.strerror}") from None
     with os.fdopen(fd, "wb") as f:

@@ -32,7 +32,9 @@ TYPE_CHECKING = False  # no `typing` import on the way to an answer (mypy reads 
 if TYPE_CHECKING:
     import click
 
-ROOT_VALUE_OPTIONS = frozenset({"--kdf-max-memory", "--kdf-max-iterations"})
+ROOT_VALUE_OPTIONS = frozenset(
+    {"--kdf-max-memory", "--kdf-max-iterations", "--format", "--node", "--password-file"}
+)
 COMMON_VALUE_OPTIONS = frozenset({"--format", "--node", "--password-file"})
 
 COMPLETED: dict[str, tuple[str, frozenset[str]]] = {
@@ -174,14 +176,24 @@ def _addresses(kind: str, cur: str, node: str | None) -> list[Item]:
         if not "pk://".startswith(cur):
             return []
         cur = "pk://"
+    from urllib.parse import unquote
+
     vault, slash, path = cur[5:].partition("/")
     if not slash:
-        return [("part", f"pk://{name}/", "") for name in _ask(agent, None, vault)]
-    return [  # a reference ends at white space
-        ("part" if p.endswith("/") else "plain", f"pk://{vault}/{p}", "")
-        for p in _ask(agent, vault, path)
-        if not any(c.isspace() for c in p)
+        return [("part", f"pk://{_escaped(n)}/", "") for n in _ask(agent, None, unquote(vault))]
+    return [
+        ("part" if p.endswith("/") else "plain", f"pk://{vault}/{_escaped(p)}", "")
+        for p in _ask(agent, unquote(vault), unquote(path))
     ]
+
+
+def _escaped(name: str) -> str:
+    """A name as a pk:// reference writes it: white space, '%' and '}' (which end or escape a
+    reference in a template) as %XX of their UTF-8 bytes; the rest as it is."""
+    return "".join(
+        "".join(f"%{b:02X}" for b in ch.encode()) if ch.isspace() or ch in "%}" else ch
+        for ch in name
+    )
 
 
 def _ask(agent: tuple[str, str], vault: str | None, path: str) -> list[str]:

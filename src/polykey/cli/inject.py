@@ -30,12 +30,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
+    """(vault, path) of pk://VAULT/PATH; a space or other character is written %XX there
+    (pk://team/db%20password names the secret "db password")."""
+    from urllib.parse import unquote
+
     match = URI.fullmatch(uri.strip())
     if match is None:
         raise InvalidInput(
-            f"not a secret reference: {uri[:80]!r}", hint="Write it as pk://VAULT/PATH."
+            f"not a secret reference: {uri[:80]!r}",
+            hint="Write it as pk://VAULT/PATH, with a space as %20.",
         )
-    return match["vault"], match["path"]
+    try:
+        vault = unquote(match["vault"], errors="strict")
+        path = unquote(match["path"], errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"not a secret reference: {uri[:80]!r} (a %XX escape is not UTF-8)",
+            hint="Write a space as %20: escapes are the UTF-8 bytes of a character.",
+        ) from None
+    return vault, path
 
 
 def fetch(s: Settings, refs: list[tuple[str, str]]) -> list[bytes]:
@@ -313,8 +326,9 @@ def read(s: Settings, uri: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to this new file, mode 0600 (it holds secrets in plaintext).",
 )
+@click.option("-f", "--force", is_flag=True, help="Replace the --out-file if it exists.")
 @pass_settings
-def inject(s: Settings, template: Path | None, out: Path | None) -> None:
+def inject(s: Settings, template: Path | None, out: Path | None, force: bool) -> None:
     """Render a template, replacing each {{ pk://VAULT/PATH }} with the secret."""
     from polykey.cli.common import write_output
 
@@ -326,6 +340,6 @@ def inject(s: Settings, template: Path | None, out: Path | None) -> None:
     uris = list(dict.fromkeys(m.group(1) for m in PLACEHOLDER.finditer(body)))
     values = dict(zip(uris, fetch(s, [parse_uri(u) for u in uris]), strict=True))
     rendered = PLACEHOLDER.sub(lambda m: values[m.group(1)].decode("utf-8", "replace"), body)
-    if out is not None and out.exists():
-        raise UsageError(f"{out} exists", hint="Choose a new output file.")
-    write_output(rendered.encode(), out, binary=False)
+    if out is not None and out.exists() and not force:
+        raise UsageError(f"{out} exists", hint="Choose a new output file, or pass --force.")
+    write_output(rendered.encode(), out, binary=False, replace=force)
