@@ -46,14 +46,15 @@ def step(*args: str, stdin: bytes | None = None, code: int = 0, out: str | None 
     return Step(args, stdin, code, out)
 
 
+ADD_PASSWORD = "<C12>  <TIME>  <WHO>  Add secret db/password."
 LOG_WORK = """\
-<C12>  <TIME>  Tag db/password with prod, db.
-<C12>  <TIME>  Move api/token to vault home.
-<C12>  <TIME>  Move db/user to db/login.
-<C12>  <TIME>  Add secret api/token.
-<C12>  <TIME>  Add secret db/user.
-<C12>  <TIME>  Add secret db/password.
-<C12>  <TIME>  Create vault work.
+<C12>  <TIME>  <WHO>  Tag db/password with prod, db.
+<C12>  <TIME>  <WHO>  Move api/token to vault home.
+<C12>  <TIME>  <WHO>  Move db/user to db/login.
+<C12>  <TIME>  <WHO>  Add secret api/token.
+<C12>  <TIME>  <WHO>  Add secret db/user.
+<C12>  <TIME>  <WHO>  Add secret db/password.
+<C12>  <TIME>  <WHO>  Create vault work.
 """
 STAT = """\
 Path      work:db/password
@@ -94,7 +95,7 @@ SCENARIO: list[Step] = [
     step("secrets", "rm", "home:wifi", out=""),
     step("secrets", "ls", "home", "-R", out="token\n"),
     step("secrets", "stat", "work:db/password", out=STAT),
-    step("secrets", "history", "work:db/password", out="<C12>  <TIME>  Add secret db/password.\n"),
+    step("secrets", "history", "work:db/password", out=f"{ADD_PASSWORD}\n"),
     step("tags", "add", "work:db/password", "prod", "db", out=""),
     step("tags", "add", "home:token", "prod", out=""),
     step("secrets", "ls", "--tag", "prod", out="home:token\nwork:db/password\n"),
@@ -162,6 +163,7 @@ def normalise(text: str, node: Path) -> str:
     text = re.sub(r"\b[0-9a-f]{40}\b", "<COMMIT>", text)
     text = re.sub(r"\b[0-9a-f]{12}\b", "<C12>", text)
     text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "<TIME>", text)
+    text = re.sub(r"(<TIME>  )v[0-9a-v]{10}  ", r"\1<WHO>  ", text)  # a commit's author
     text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", "<ISOTIME>", text)
     return re.sub(r'"(time|created|modified)": \d+', r'"\1": <T>', text)
 

@@ -24,10 +24,11 @@ from typing import Any
 
 from polykey import __version__
 from polykey.agent import methods, protocol
+from polykey.agent.methods import control
 from polykey.agent.runtime import Runtime, check_private
 from polykey.agent.sessions import SessionInvalid, Sessions
 from polykey.agent.worker import NodeWorker
-from polykey.errors import PolykeyError, WrongPassword
+from polykey.errors import PolykeyError
 from polykey.ids import encode_node_id
 from polykey.node import Node
 
@@ -365,34 +366,17 @@ class Agent:
         return {"jsonrpc": "2.0", "id": request_id, "result": protocol.to_wire(result)}
 
     async def _dispatch(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
+        """One path for every method: the session first (unless the method needs none), then
+        the agent's own methods on this loop, or the node's on the node thread."""
         token = params.pop("token", None)
-        if name == "agent.status":
-            return {**self.status(), "sessions": len(self.sessions)}
-        if name == "agent.unlock":
-            password = params.get("password")
-            if not isinstance(password, str):
-                raise methods.InvalidParams("password must be text")
-            ok = await loop.run_in_executor(
-                self.kdf_worker, self.node.store.verify_password, password.encode()
-            )
-            if not ok:
-                raise WrongPassword()
-            return {"token": self.sessions.issue()}
-        if name == "agent.lockall":
-            return {"revoked": self.sessions.revoke_all()}
-        if name == "agent.stop":
-            assert self.stopping is not None
-            loop.call_later(0.05, self.stopping.set)
-            return {"stopping": True}
-        self.sessions.check(token)
-        if name == "agent.lock":
-            assert isinstance(token, str)
-            return {"revoked": self.sessions.revoke(token)}
-        if name == "keys.password":
-            return await loop.run_in_executor(self.kdf_worker, self._change_password, params)
+        if name not in control.OPEN:
+            self.sessions.check(token)
+        if name in control.CONTROL:
+            caller = control.Caller(self, token if isinstance(token, str) else None)
+            return await control.CONTROL.call(caller, name, params)
+        loop = asyncio.get_running_loop()
         if name not in methods.METHODS:
-            raise methods.UnknownMethod(name)
+            raise methods.UnknownMethod(name[:80])
         result = await loop.run_in_executor(self.worker, methods.call, self.node, name, params)
         if name in CHANGES_PEERS and self.peer_limits is not None:  # at once, not in 5 s
             try:
@@ -400,21 +384,6 @@ class Agent:
             except Exception as exc:  # the method did its work; the list is made again in 5 s
                 log.warning("peer list not refreshed: %s", type(exc).__name__)
         return result
-
-    def _change_password(self, params: dict[str, Any]) -> dict[str, Any]:
-        old, new = params.get("old_password"), params.get("new_password")
-        if not isinstance(old, str) or not isinstance(new, str) or not new:
-            raise methods.InvalidParams("old_password and new_password must be text")
-        if not self.node.store.verify_password(old.encode()):
-            raise WrongPassword()
-        self.node.change_password(new.encode(), kdf=self._kdf_cost())
-        return {"changed": True}
-
-    def _kdf_cost(self) -> Any:
-        from polykey.node import KdfCost
-
-        kdf = self.node.store.header.kdf
-        return KdfCost(kdf.memory_kib, kdf.iterations, kdf.lanes)
 
 
 def _error(request_id: Any, code: int, exc: PolykeyError) -> dict[str, Any]:

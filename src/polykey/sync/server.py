@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import binascii
 import stat
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dulwich.objects import Blob, Commit, ShaFile, Tree
@@ -18,6 +18,7 @@ from dulwich.objects import Blob, Commit, ShaFile, Tree
 from polykey.errors import InvalidInput, NodeDamaged
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.ssh import PROTOCOL_VERSION
+from polykey.rpc import NoParams, Registry
 from polykey.sync.checks import UpdateRefused, is_ancestor, land, validate
 from polykey.trust.acl import Acl
 from polykey.vaults.errors import BrokenHistory, VaultNotFound
@@ -34,17 +35,20 @@ ZERO_ID = b"0" * 40
 HEX_DIGITS = set(b"0123456789abcdef")
 
 Params = dict[str, Any]
-PeerMethod = Callable[["PeerService", NodeId, Params], dict[str, Any]]
-PEER_METHODS: dict[str, PeerMethod] = {}
-"""Every method the peer port answers, by name (docs/spec/peer-protocol.md)."""
 
 
-def peer_method(name: str) -> Callable[[PeerMethod], PeerMethod]:
-    def register(fn: PeerMethod) -> PeerMethod:
-        PEER_METHODS[name] = fn
-        return fn
+@dataclass(frozen=True)
+class PeerCall:
+    """A peer's request: the service answering, and the NodeId the peer proved it holds."""
 
-    return register
+    service: PeerService
+    peer: NodeId
+
+
+PEER_METHODS: Registry[PeerCall, dict[str, Any]] = Registry(ignore_unknown_keys=True)
+"""Every method the peer port answers, by name (docs/spec/peer-protocol.md). Keys a method does
+not know are ignored, not refused: that is how the protocol grows (``at`` and ``head`` of a
+paged fetch reach a node of before paging, which answers unpaged)."""
 
 
 class PeerService:
@@ -64,10 +68,10 @@ class PeerService:
         self.notifications = notifications
 
     def handle(self, peer: NodeId, method: str, params: Params) -> dict[str, Any]:
-        fn = PEER_METHODS.get(method)
-        if fn is None:
+        """Answer one request; a bad one is an InvalidInput of one line that holds no value."""
+        if method not in PEER_METHODS:
             raise InvalidInput(f"unknown method {method[:40]!r}")
-        return fn(self, peer, params)
+        return PEER_METHODS.call(PeerCall(self, peer), method, params)
 
     def granted(self, peer: NodeId, wanted: str, perms: set[str]) -> VaultInfo:
         """The vault ``wanted`` (by id or name) if ``peer`` holds one of ``perms`` on it;
@@ -123,61 +127,63 @@ class PeerService:
         return {"vault": info.name, "head": head.decode(), "objects": len(received)}
 
 
-@peer_method("peer.hello")
-def hello(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
-    return {"version": PROTOCOL_VERSION, "node_id": encode_node_id(service.node_id)}
+@dataclass(frozen=True)
+class Hello:
+    version: int | None = None  # the channel checks it on the first hello
 
 
-@peer_method("vaults.scan")
-def scan(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
+@PEER_METHODS.method("peer.hello")
+def hello(c: PeerCall, p: Hello) -> dict[str, Any]:
+    return {"version": PROTOCOL_VERSION, "node_id": encode_node_id(c.service.node_id)}
+
+
+@PEER_METHODS.method("vaults.scan")
+def scan(c: PeerCall, p: NoParams) -> dict[str, Any]:
     out = []
-    for info in service.vaults.all():
-        perms = service.acl.permissions(info.id, peer)
+    for info in c.service.vaults.all():
+        perms = c.service.acl.permissions(info.id, c.peer)
         if perms:
             out.append({"id": info.id, "name": info.name, "permissions": perms})
     return {"vaults": out}
 
 
-@peer_method("vaults.fetch")
-def fetch(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
-    wanted = params.get("vault")
-    haves = params.get("haves", [])
-    if not isinstance(wanted, str) or not isinstance(haves, list) or len(haves) > MAX_HAVES:
-        raise InvalidInput("vault must be text and haves a short list")
-    at = params.get("at")
-    info = service.granted(peer, wanted, {"clone", "pull"})
+@dataclass(frozen=True)
+class Fetch:
+    vault: str  # an id or a name
+    haves: list[Any] = field(default_factory=list, repr=False)  # what is not a commit id is ignored
+    at: tuple[int, int] | None = None  # a paged fetch: [object index, byte offset]
+    head: str | None = None  # a later page: the head the first page named
+
+
+@PEER_METHODS.method("vaults.fetch")
+def fetch(c: PeerCall, p: Fetch) -> dict[str, Any]:
+    if len(p.haves) > MAX_HAVES:
+        raise InvalidInput(f"haves must be a list of at most {MAX_HAVES} commit ids")
+    service = c.service
+    info = service.granted(c.peer, p.vault, {"clone", "pull"})
     vault = service.vaults.open(info.name)
     head = vault.head()
     if head is None:
-        raise VaultNotFound(wanted[:80])
+        raise VaultNotFound(p.vault[:80])
     objects = vault.objects()
-    have_ids = {h.encode() for h in haves if isinstance(h, str) and len(h) == 40}
+    have_ids = {h.encode() for h in p.haves if isinstance(h, str) and len(h) == 40}
     haves_held = {h for h in have_ids if _has(objects, h)}
     reply: dict[str, Any] = {
         "vault": {"id": info.id, "name": info.name},
         "head": head.decode(),
         "writers": service.writers(info.id),
     }
-    if at is None:  # unpaged (a peer of before paging): everything in one frame
+    if p.at is None:  # unpaged (a peer of before paging): everything in one frame
         return {**reply, "objects": collect(objects, head, haves_held)}
-    index, offset = _cursor(at)
-    if params.get("head") is not None:  # a later page: of the head the first page named
-        asked = params["head"]
-        if not isinstance(asked, str) or not _has(objects, asked.encode()):
-            raise InvalidInput("head must be a commit of the vault")
-        head = asked.encode()
-        reply["head"] = asked
-    return {**reply, **page(objects, wanted_objects(objects, head, haves_held), index, offset)}
-
-
-def _cursor(at: Any) -> tuple[int, int]:
-    if (
-        not isinstance(at, list)
-        or len(at) != 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in at)
-    ):
+    index, offset = p.at
+    if index < 0 or offset < 0:
         raise InvalidInput("at must be [object index, byte offset]")
-    return at[0], at[1]
+    if p.head is not None:  # a later page: of the head the first page named
+        if not _has(objects, p.head.encode()):
+            raise InvalidInput("head must be a commit of the vault")
+        head = p.head.encode()
+        reply["head"] = p.head
+    return {**reply, **page(objects, wanted_objects(objects, head, haves_held), index, offset)}
 
 
 def page(
@@ -219,19 +225,28 @@ def _page(
     return result
 
 
-@peer_method("vaults.receive")
-def receive(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
-    wanted, head, objects = params.get("vault"), params.get("head"), params.get("objects")
-    if not isinstance(wanted, str) or not isinstance(head, str) or not isinstance(objects, list):
-        raise InvalidInput("vault, head and objects are required")
-    return service.receive(peer, wanted, head.encode(), objects)
+@dataclass(frozen=True)
+class Receive:
+    vault: str  # an id or a name
+    head: str
+    objects: list[Any] = field(repr=False)  # u8 type ‖ raw object each; checked by validate()
 
 
-@peer_method("notifications.send")
-def notification(service: PeerService, peer: NodeId, params: Params) -> dict[str, Any]:
-    if service.notifications is None:
+@PEER_METHODS.method("vaults.receive")
+def receive(c: PeerCall, p: Receive) -> dict[str, Any]:
+    return c.service.receive(c.peer, p.vault, p.head.encode(), p.objects)
+
+
+@dataclass(frozen=True)
+class Notification:
+    message: Any = field(default=None, repr=False)  # checked by Notifications.receive
+
+
+@PEER_METHODS.method("notifications.send")
+def notification(c: PeerCall, p: Notification) -> dict[str, Any]:
+    if c.service.notifications is None:
         raise InvalidInput("this node takes no notifications")
-    return service.notifications.receive(peer, params.get("message"))
+    return c.service.notifications.receive(c.peer, p.message)
 
 
 def collect(objects: VaultObjects, head: bytes, haves: set[bytes]) -> list[bytes]:

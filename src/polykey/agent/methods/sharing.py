@@ -1,0 +1,228 @@
+"""Other nodes and what is shared with them: `pk nodes …`, `pk vaults share/unshare/permissions/
+scan/clone/pull/push/signers`, `pk notifications …`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from polykey.agent.methods import METHODS
+from polykey.ids import NodeId, decode_node_id, encode_node_id
+from polykey.rpc import NoParams
+
+if TYPE_CHECKING:
+    from polykey.node import Node
+
+
+def vault_writers(node: Node, name: str) -> list[str]:
+    """The NodeIds whose commits the vault takes: this node, the nodes granted `push` on it, and
+    for a clone the node it was cloned from and the writers that node named. Never read from
+    the commits themselves."""
+    info = node.vaults.info(name)
+    writers = {encode_node_id(node.node_id), *node.acl.writers(info.id)}
+    if info.origin.get("node_id"):
+        writers.add(str(info.origin["node_id"]))
+        writers |= set(str(info.origin.get("writers", "")).split())
+    return sorted(writers)
+
+
+# --- the node graph ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    node_id: str
+
+    @property
+    def id(self) -> NodeId:
+        return decode_node_id(self.node_id)
+
+
+@dataclass(frozen=True)
+class NodesAdd:
+    node_id: str
+    address: str
+
+
+@METHODS.method("nodes.add")
+def nodes_add(node: Node, p: NodesAdd) -> dict[str, Any]:
+    from polykey.network.graph import parse_address
+
+    address = parse_address(p.address)
+    node.graph.add(decode_node_id(p.node_id), address)
+    return {"node_id": p.node_id, "address": str(address)}
+
+
+@METHODS.method("nodes.list")
+def nodes_list(node: Node, p: NoParams) -> dict[str, Any]:
+    return {"nodes": [{"node_id": k, "address": str(a)} for k, a in node.graph.all().items()]}
+
+
+@METHODS.method("nodes.rm")
+def nodes_rm(node: Node, p: Peer) -> dict[str, Any]:
+    from polykey.network.graph import UnknownNode
+
+    if not node.graph.remove(p.id):
+        raise UnknownNode(p.node_id)
+    return {"node_id": p.node_id, "removed": True}
+
+
+@METHODS.method("nodes.ping")
+def nodes_ping(node: Node, p: Peer) -> dict[str, Any]:
+    import time
+
+    started = time.perf_counter()
+    reply = node.peers.hello(p.id)
+    return {**reply, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+@METHODS.method("nodes.connections")
+def nodes_connections(node: Node, p: NoParams) -> dict[str, Any]:
+    return {"connections": node.peers.connections()}
+
+
+# --- grants ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VaultsShare:
+    name: str
+    node_id: str
+    permissions: list[str] = field(default_factory=list)  # none: trust.acl.DEFAULT
+
+
+@METHODS.method("vaults.share")
+def vaults_share(node: Node, p: VaultsShare) -> dict[str, Any]:
+    """Grant, then tell the node (queued in the outbox when it cannot be reached now)."""
+    from polykey.network.graph import UnknownNode
+    from polykey.trust.acl import DEFAULT
+
+    info = node.vaults.info(p.name)
+    peer = decode_node_id(p.node_id)
+    granted = node.acl.grant(info.id, peer, p.permissions or list(DEFAULT))
+    note = f"Vault {info.name} ({info.id}) is shared with you: {', '.join(granted)}."
+    try:
+        delivery = node.notifications.send(peer, note)
+    except UnknownNode:
+        delivery = {"delivered": False, "queued": False}
+    return {"vault": info.name, "node_id": p.node_id, "permissions": granted, **delivery}
+
+
+@dataclass(frozen=True)
+class VaultPeer:
+    name: str
+    node_id: str
+
+
+@METHODS.method("vaults.unshare")
+def vaults_unshare(node: Node, p: VaultPeer) -> dict[str, Any]:
+    info = node.vaults.info(p.name)
+    revoked = node.acl.revoke(info.id, decode_node_id(p.node_id))
+    return {"vault": info.name, "node_id": p.node_id, "revoked": revoked}
+
+
+@dataclass(frozen=True)
+class VaultName:
+    name: str
+
+
+@METHODS.method("vaults.permissions")
+def vaults_permissions(node: Node, p: VaultName) -> dict[str, Any]:
+    info = node.vaults.info(p.name)
+    return {"vault": info.name, "permissions": node.acl.grants(info.id)}
+
+
+@dataclass(frozen=True)
+class VaultsSigners:
+    name: str
+    node_id: str | None = None
+
+
+@METHODS.method("vaults.signers")
+def vaults_signers(node: Node, p: VaultsSigners) -> dict[str, Any]:
+    """The nodes whose signed commits a vault takes (its writers), for git's allowed signers:
+    of this node's vault (``vault_writers``), or with ``node_id``, of that node's vault as it
+    names them (a fetch, as `pk vaults clone` makes: the node and the writers it names)."""
+    if p.node_id is None:
+        return {"vault": node.vaults.info(p.name).name, "writers": vault_writers(node, p.name)}
+    from polykey.sync.client import remote_writers
+
+    peer = decode_node_id(p.node_id)
+    return {"node_id": encode_node_id(peer), **remote_writers(node.peers, peer, p.name)}
+
+
+# --- sync --------------------------------------------------------------------------------------
+
+
+@METHODS.method("vaults.scan")
+def vaults_scan(node: Node, p: Peer) -> dict[str, Any]:
+    from polykey.sync.client import scan
+
+    return {"vaults": scan(node.peers, p.id)}
+
+
+@dataclass(frozen=True)
+class VaultsClone:
+    node_id: str
+    vault: str
+    name: str | None = None  # the local name; the vault's own without it
+
+
+@METHODS.method("vaults.clone")
+def vaults_clone(node: Node, p: VaultsClone) -> dict[str, Any]:
+    from polykey.sync.client import clone
+
+    info = clone(node.vaults, node.peers, decode_node_id(p.node_id), p.vault, p.name)
+    return {"name": info.name, "id": info.id, "origin": info.origin}
+
+
+@dataclass(frozen=True)
+class VaultsPull:
+    name: str | None = None  # none: every clone
+
+
+@METHODS.method("vaults.pull")
+def vaults_pull(node: Node, p: VaultsPull) -> dict[str, Any]:
+    from polykey.sync.client import pull, pull_many
+
+    if p.name:
+        return {"pulled": [pull(node.vaults, node.peers, p.name)]}
+    names = [i.name for i in node.vaults.all() if i.origin]
+    return {"pulled": pull_many(node.vaults, node.peers, names)}
+
+
+@METHODS.method("vaults.push")
+def vaults_push(node: Node, p: VaultPeer) -> dict[str, Any]:
+    from polykey.sync.client import push
+
+    return push(node.vaults, node.peers, p.name, decode_node_id(p.node_id))
+
+
+# --- notifications -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NotificationsSend:
+    node_id: str
+    message: str
+
+
+@METHODS.method("notifications.send")
+def notifications_send(node: Node, p: NotificationsSend) -> dict[str, Any]:
+    return node.notifications.send(decode_node_id(p.node_id), p.message)
+
+
+@dataclass(frozen=True)
+class NotificationsRead:
+    unread: bool = False
+
+
+@METHODS.method("notifications.read")
+def notifications_read(node: Node, p: NotificationsRead) -> dict[str, Any]:
+    inbox = node.notifications
+    return {"notifications": inbox.read(p.unread), "outbox": inbox.outbox()}
+
+
+@METHODS.method("notifications.clear")
+def notifications_clear(node: Node, p: NoParams) -> dict[str, Any]:
+    return {"cleared": node.notifications.clear()}

@@ -1,0 +1,130 @@
+"""Vaults of this node and their history: `pk vaults create/list/rename/rm/log/diff/show/revert`,
+and the vault tags of `pk vaults tag/untag`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from polykey.agent.methods import METHODS
+
+if TYPE_CHECKING:
+    from polykey.node import Node
+
+
+@dataclass(frozen=True)
+class VaultsCreate:
+    name: str
+    tags: list[str] = field(default_factory=list)
+
+
+@METHODS.method("vaults.create")
+def vaults_create(node: Node, p: VaultsCreate) -> dict[str, Any]:
+    vault = node.vaults.create(p.name, p.tags)
+    return {"name": vault.name, "id": vault.id}
+
+
+@dataclass(frozen=True)
+class VaultsList:
+    tag: str | None = None
+
+
+@METHODS.method("vaults.list")
+def vaults_list(node: Node, p: VaultsList) -> dict[str, Any]:
+    infos = node.vaults.all(p.tag)
+    return {
+        "vaults": [
+            {"name": i.name, "id": i.id, "created": i.created, "tags": i.tags} for i in infos
+        ]
+    }
+
+
+@dataclass(frozen=True)
+class VaultsRename:
+    old: str
+    new: str
+
+
+@METHODS.method("vaults.rename")
+def vaults_rename(node: Node, p: VaultsRename) -> dict[str, Any]:
+    node.vaults.rename(p.old, p.new)
+    return {"old": p.old, "new": p.new}
+
+
+@dataclass(frozen=True)
+class VaultName:
+    name: str
+
+
+@METHODS.method("vaults.rm")
+def vaults_rm(node: Node, p: VaultName) -> dict[str, Any]:
+    vault_id = node.vaults.remove(p.name)
+    node.acl.drop(vault_id)
+    return {"name": p.name, "id": vault_id, "removed": True}
+
+
+@dataclass(frozen=True)
+class VaultsLog:
+    name: str
+    limit: int | None = None
+    path: str | None = None
+
+
+@METHODS.method("vaults.log")
+def vaults_log(node: Node, p: VaultsLog) -> dict[str, Any]:
+    commits = node.vaults.open(p.name).log(p.limit, p.path)
+    return {"commits": [asdict(c) for c in commits]}
+
+
+@dataclass(frozen=True)
+class VaultsDiff:
+    name: str
+    rev1: str
+    rev2: str | None = None
+    patch: bool = False
+
+
+@METHODS.method("vaults.diff")
+def vaults_diff(node: Node, p: VaultsDiff) -> dict[str, Any]:
+    """The paths changed between two commits; with ``patch``, their old and new values."""
+    vault = node.vaults.open(p.name)
+    out: list[dict[str, Any]] = []
+    for c in vault.diff(p.rev1, p.rev2):
+        entry: dict[str, Any] = {"kind": c.kind, "path": c.path}
+        if p.patch:
+            entry["old"] = vault.read_blob(c.old) if c.old else b""
+            entry["new"] = vault.read_blob(c.new) if c.new else b""
+        out.append(entry)
+    return {"changes": out}
+
+
+@dataclass(frozen=True)
+class VaultRev:
+    name: str
+    rev: str
+
+
+@METHODS.method("vaults.show")
+def vaults_show(node: Node, p: VaultRev) -> dict[str, Any]:
+    vault = node.vaults.open(p.name)
+    commit = vault.resolve(p.rev).decode()
+    entries = vault.ls("", recursive=True, rev=commit)
+    return {"commit": commit, "entries": [{"path": e.path, "kind": e.kind} for e in entries]}
+
+
+@METHODS.method("vaults.revert")
+def vaults_revert(node: Node, p: VaultRev) -> dict[str, Any]:
+    return {"commit": node.vaults.open(p.name).revert(p.rev).decode()}
+
+
+@dataclass(frozen=True)
+class VaultsRetag:
+    name: str
+    add: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+
+@METHODS.method("vaults.retag")
+def vaults_retag(node: Node, p: VaultsRetag) -> dict[str, Any]:
+    info = node.vaults.retag(p.name, p.add, p.remove)
+    return {"name": info.name, "tags": info.tags}
