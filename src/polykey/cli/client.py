@@ -1,23 +1,23 @@
 """Talking to the agent from the CLI: find it, check its socket is private, call a method.
 
+Frames and messages are polykey.frames and polykey.codec, as the agent reads and writes them.
 Kept free of heavy imports: this module is on the hot path of every command an agent serves.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import struct
 import sys
 from typing import Any
 
+from polykey import codec, frames
+from polykey.agent import protocol
 from polykey.cli.fast import _folder
 from polykey.errors import PolykeyError
 
-HEADER = struct.Struct(">I")
-MAX_FRAME = 192 * 1024 * 1024
-SESSION_INVALID = -32001
+HEADER, MAX_FRAME = protocol.HEADER, protocol.MAX_FRAME  # the agent's own, by construction
+SESSION_INVALID = protocol.SESSION_INVALID
 CONNECT_TIMEOUT_S = 2.0
 CALL_TIMEOUT_S = 600.0
 
@@ -48,6 +48,10 @@ class AgentDied(PolykeyError):
         "The request had reached it, so the change may or may not have been made: look "
         "(`pk vaults log`, `pk secrets ls`) before you run it again."
     )
+
+
+class AgentBadReply(AgentDied):
+    """The agent's answer was malformed"""
 
 
 def runtime_folder(node_path: str | os.PathLike[str]) -> str | None:
@@ -186,59 +190,58 @@ class AgentClient:
             self._sock = None
 
     def call_raw(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Send one request; return the raw JSON-RPC response (bytes still base64 on the wire)."""
-        sock = self._connect()
-        body = json.dumps(
-            {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params},
-            separators=(",", ":"),
-        ).encode()
+        """Send one request (bytes in ``params`` travel as {"$b64": ...}); return the agent's
+        JSON-RPC 2.0 reply, checked (bytes still base64). A request that could not be sent is
+        AgentGone (the node file may answer instead); once sent, a reply that does not come is
+        AgentDied and a malformed one AgentBadReply: the agent may have acted on it."""
+        request_id = self._next_id
         self._next_id += 1
+        message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
         try:
-            sock.sendall(HEADER.pack(len(body)) + body)
+            data = frames.frame(codec.encode(message), MAX_FRAME)
+        except frames.FrameError:  # too large for the agent: the node file takes it
+            raise AgentGone() from None
+        sock = self._connect()
+        try:
+            sock.sendall(data)
         except OSError:  # not sent: nothing happened, the node file can answer instead
             self.close()
             raise AgentGone() from None
+        del data
         try:  # sent: the agent may have acted on it, so never run it again elsewhere
-            (size,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
-            if size > MAX_FRAME:
-                raise ValueError("frame too large")
-            response = json.loads(_recv_exactly(sock, size))
-        except (OSError, ValueError):
+            body = frames.read(sock.recv, MAX_FRAME)
+        except (OSError, frames.FrameError):
             self.close()
             raise AgentDied(method) from None
-        if not isinstance(response, dict):
-            raise AgentGone()
-        return response
+        try:
+            reply = codec.decode(body)
+            codec.check_reply(reply, request_id)
+        except codec.BadMessage as exc:
+            self.close()
+            raise AgentBadReply(f"{method} ({exc})") from None
+        return reply
 
     def call(self, method: str, params: dict[str, Any], *, token: bool = True) -> dict[str, Any]:
         """Call a method; bytes in params and results travel as {"$b64": ...}."""
-        from polykey.agent.protocol import from_wire, to_wire
-
-        wire = to_wire(params)
+        wire = dict(params)
         if token:
             wire["token"] = self.token()
-        response = self.call_raw(method, wire)
-        error = response.get("error")
-        if isinstance(error, dict):
-            data = error.get("data") or {}
+        reply = self.call_raw(method, wire)
+        error = reply.get("error")
+        if error is not None:
+            data = error.get("data")
+            data = data if isinstance(data, dict) else {}
+            exit_code = data.get("exit_code")
             raise AgentError(
-                str(error.get("message", "agent error")),
-                str(data.get("hint", "")),
-                int(data.get("exit_code", 1)),
-                "session" if error.get("code") == SESSION_INVALID else str(data.get("type", "")),
+                error["message"],
+                str(data.get("hint") or ""),
+                exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else 1,
+                "session" if error["code"] == SESSION_INVALID else str(data.get("type") or ""),
             )
-        result = from_wire(response.get("result"))
+        try:
+            result = codec.from_wire(reply["result"])
+        except codec.BadMessage as exc:
+            raise AgentBadReply(f"{method} ({exc})") from None
         if not isinstance(result, dict):
-            raise AgentGone()
+            raise AgentBadReply(f"{method} (a result that is not an object)")
         return result
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = sock.recv(min(n, 1 << 20))
-        if not chunk:
-            raise ConnectionError("the agent closed the connection")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)

@@ -1,19 +1,23 @@
 """The hot path: `pk secrets cat` and `pk secrets write` answered by a running agent.
 
 When an agent serves the node and the command is a plain one (one address, no options), these
-lines do the whole job with modules built into the interpreter: no click, no json, no
-cryptography, no SQLite. `secrets.cat` asks for a raw reply (the value, no JSON), printed by the
-rule of polykey.values (a newline after it on a terminal, when it has none). On anything
-unusual (options, no agent, a socket that is not private, an invalid session, any error) they
-step aside and the full CLI runs the command, which then gives the result or the proper error.
-The runtime folder rule lives here (``runtime_base``), for the full CLI too.
-polykey.cli.completion reaches the agent through these lines too.
+lines do the whole job with modules built into the interpreter and polykey.frames (which
+imports nothing: it frames the request and writes its JSON by hand): no click, no json, no
+cryptography, no SQLite (tests/cli/test_fast_path.py checks it on a real process).
+`secrets.cat` asks for a raw reply (the value, no JSON), printed by the rule of polykey.values
+(a newline after it on a terminal, when it has none). On anything unusual (options, no agent,
+a socket that is not private, an invalid session, any error) they step aside and the full CLI
+runs the command, which then gives the result or the proper error. The runtime folder rule
+lives here (``runtime_base``), for the full CLI too. polykey.cli.completion reaches the agent
+through these lines too.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from polykey import frames
 
 stdin_data: bytes | None = None
 """Standard input already read by the fast path, for the full CLI when the fast path steps aside."""
@@ -89,17 +93,7 @@ def _private(path: str, kind: int) -> bool:
     )
 
 
-def _json_text(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+_json_text = frames.json_text  # polykey.cli.completion writes its params with it
 
 
 class _Unanswered(Exception):
@@ -107,31 +101,22 @@ class _Unanswered(Exception):
 
 
 def _exchange(sock_path: str, body: bytes, timeout: float = 600.0) -> bytes:
+    """Send one request's ``body`` to the agent; the body of its reply. OSError or FrameError
+    if it could not be sent (nothing happened); _Unanswered if no whole reply came."""
     import _socket
 
+    data = frames.frame(body, frames.AGENT_MAX)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(sock_path)
-        sock.sendall(len(body).to_bytes(4, "big") + body)
+        sock.sendall(data)
         try:
-            header = _recv(sock, 4)
-            return _recv(sock, int.from_bytes(header, "big"))
-        except OSError:
+            return frames.read(sock.recv, frames.AGENT_MAX)
+        except (OSError, frames.FrameError):
             raise _Unanswered() from None
     finally:
         sock.close()
-
-
-def _recv(sock: object, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = sock.recv(min(n, 1 << 20))  # type: ignore[attr-defined]
-        if not chunk:
-            raise OSError("closed")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
 
 
 def _agent(node: str) -> tuple[str, str] | None:
@@ -181,30 +166,21 @@ def try_fast(args: list[str]) -> int | None:
         if verb == "cat" and len(items) == 1:  # several: the raw reply has no boundaries
             from polykey.values import cat_parts
 
-            vault, path = items[0]
-            params = (
-                f'{{"items":[[{_json_text(vault)},{_json_text(path)}]],"raw":true,'
-                f'"token":{_json_text(token)}}}'
-            )
-            reply = _exchange(sock_path, _request("secrets.cat", params))
-            if reply[:1] != b"\x00":
+            params: dict[str, object] = {"items": [items[0]], "raw": True, "token": token}
+            reply = _exchange(sock_path, frames.request("secrets.cat", params))
+            if reply[:1] != frames.RAW:  # an error (or an entry's folder): the full CLI says
                 return None
             for part in cat_parts([[reply[1:]]], os.isatty(1)):  # the rule of `secrets cat`
                 sys.stdout.buffer.write(part)
             sys.stdout.buffer.flush()
             return 0
         if verb == "write" and len(items) == 1 and all(items[0]) and not sys.stdin.isatty():
-            import binascii
-
             data = stdin_data = sys.stdin.buffer.read()
-            b64 = binascii.b2a_base64(data, newline=False).decode("ascii")
             vault, path = items[0]
-            params = (
-                f'{{"vault":{_json_text(vault)},"path":{_json_text(path)},'
-                f'"data":{{"$b64":"{b64}"}},"token":{_json_text(token)}}}'
-            )
+            params = {"vault": vault, "path": path, "data": data, "token": token}
+            body = frames.request("secrets.write", params)
             try:
-                reply = _exchange(sock_path, _request("secrets.write", params))
+                reply = _exchange(sock_path, body)
             except _Unanswered:  # never written again on the file: it may have landed
                 sys.stderr.write(
                     "pk: error: The agent stopped before it answered: secrets.write\n"
@@ -213,12 +189,13 @@ def try_fast(args: list[str]) -> int | None:
                     "again.\n"
                 )
                 return 46
-            if reply.startswith(b'{"jsonrpc":"2.0","id":1,"result":'):
+            if reply.startswith(frames.result_prefix(1)):
                 return 0
     except (OSError, ValueError, _Unanswered):  # a read falls back: it changes nothing
         return None
-    return None
+    return None  # an error (an invalid session, ...): the full CLI runs it and says which
 
 
 def _request(method: str, params: str) -> bytes:
-    return f'{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}'.encode()
+    """A request's body around ``params`` already written as JSON (polykey.cli.completion)."""
+    return f'{{"jsonrpc":"2.0","id":1,"method":{_json_text(method)},"params":{params}}}'.encode()

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncssh
 
+from polykey import codec, frames
 from polykey.errors import PolykeyError
 from polykey.ids import NodeId, encode_node_id, node_id_from_bytes
 
@@ -378,12 +378,10 @@ class _Server(asyncssh.SSHServer):
         self.conn.set_extra_info(peer_node_id=peer)
 
 
-async def _read_frame(reader: Any, limit: int = MAX_FRAME) -> dict[str, Any] | None:
-    """One frame, at most ``limit`` bytes (checked before its body is read)."""
-    header = await reader.readexactly(4)
-    size = int.from_bytes(header, "big")
-    if size > limit:
-        raise ValueError("frame too large")
+async def _read_frame(reader: Any, limit: int = MAX_FRAME) -> dict[str, Any]:
+    """One frame's message, at most ``limit`` bytes (checked before its body is read):
+    frames.FrameError (a ValueError) past it or for a body that is no message."""
+    size = frames.size(await reader.readexactly(frames.HEADER_SIZE), limit)
     return _parse(await _read_body(reader, size))
 
 
@@ -401,25 +399,13 @@ async def _read_body(reader: Any, size: int, gap: float | None = None) -> bytear
 
 
 def _parse(body: str | bytes | bytearray) -> dict[str, Any]:
-    """A frame's JSON object; too deep a document is a ValueError like any malformed one."""
-    from polykey.codec import within_depth
-
-    try:
-        doc = json.loads(body)
-    except RecursionError:
-        raise ValueError("nested too deep") from None
-    if not isinstance(doc, dict):
-        raise ValueError("not an object")
-    if not within_depth(doc):  # whatever walks it by recursion would fail
-        raise ValueError("nested too deep")
-    return doc
+    """A frame's JSON object (codec.decode): codec.BadMessage, a ValueError, if it is none."""
+    return codec.decode(body)
 
 
 def _frame(doc: dict[str, Any]) -> bytes:
-    from polykey.codec import to_wire
-
-    body = json.dumps(to_wire(doc), separators=(",", ":")).encode()
-    return len(body).to_bytes(4, "big") + body
+    """``doc`` as one frame, bytes in it as {"$b64": ...} (codec.encode)."""
+    return frames.frame(codec.encode(doc))
 
 
 # A peer that accepts a request and never answers must not hold the caller forever; a whole
@@ -574,27 +560,20 @@ async def _one_request(
     """Read the body of a frame of ``size`` bytes, answer it, wait for the answer to be taken;
     False if the channel is done. Nothing of the request is kept once it is handled, and then
     ``done()`` is called (before the reply is sent)."""
-    from polykey.codec import from_wire
-
     loop = asyncio.get_running_loop()
     within = idle + size / FRAME_MIN_RATE if greeted else hello_by - loop.time()
     try:
         body = await asyncio.wait_for(_read_body(proc.stdin, size, idle), max(within, 0))
     except TimeoutError:
         raise _Closed("a request too slow to arrive") from None
-    text = body.decode()  # UTF-8, as we send it; then the raw bytes go at once
+    text = codec.text_of(body)  # UTF-8; then the raw bytes go at once
     del body
     request = _parse(text)
     del text
-    method, request_id = request.get("method"), request.get("id")
-    params = from_wire(request.get("params", {}))
+    request_id, method, wired = codec.check_request(request)  # codec.BadMessage: closed
     del request
-    if not isinstance(method, str) or not isinstance(params, dict):
-        raise _Closed("not a request")
-    if request_id is not None and (
-        not isinstance(request_id, int | str) or isinstance(request_id, bool)
-    ):
-        raise _Closed("a request id that is not a number or text")
+    params = codec.from_wire(wired)
+    del wired
     if size > SMALL_FRAME and method not in LARGE_METHODS:
         raise _Closed(f"a frame of {size} bytes for a method that carries no objects")
     # the protocol version is exchanged first, or nothing happens
@@ -691,10 +670,9 @@ class PeerClient:
         return client
 
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        from polykey.codec import from_wire
-
-        frame = _frame({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        request_id = self.next_id
         self.next_id += 1
+        frame = _frame({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         try:
             self.writer.write(frame)
         except (OSError, asyncssh.Error) as exc:  # the other end closed the channel
@@ -708,16 +686,18 @@ class PeerClient:
             ) from None
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncssh.Error) as exc:
             raise PeerUnreachable(f"the connection broke ({type(exc).__name__})") from None
-        assert reply is not None
-        if "error" in reply:
-            err = reply["error"]
-            data = err.get("data") if isinstance(err, dict) else None
-            message = err.get("message") if isinstance(err, dict) else err
-            hint = _remote_hint(data) if isinstance(data, dict) else None
-            raise PeerError(str(message)[:500], hint=hint)
         try:
-            result = from_wire(reply.get("result"))
-        except (ValueError, TypeError):  # bad base64, or nested too deep (codec.BadEncoding)
+            wired, error = codec.check_reply(reply, request_id)
+        except codec.BadMessage:
+            raise PeerUnreachable("a malformed reply") from None
+        del reply
+        if error is not None:
+            data = error.get("data")
+            hint = _remote_hint(data) if isinstance(data, dict) else None
+            raise PeerError(error["message"][:500], hint=hint)
+        try:
+            result = codec.from_wire(wired)
+        except codec.BadMessage:  # bad base64, text not Unicode, nested too deep
             raise PeerError("the other node sent a malformed reply") from None
         if not isinstance(result, dict):
             raise PeerUnreachable("a malformed reply")
