@@ -1,7 +1,8 @@
 """Stock git against a node: `git clone` and `git push ssh://HOST:PORT/VAULT`, served by dulwich.
 
-Clone and fetch: dulwich's upload-pack over the vault's sealed objects, read in memory, for a key
-(NodeId) holding `clone` or `pull`. Push: dulwich's receive-pack for a key holding `push`, under
+Clone and fetch: dulwich's upload-pack over the vault as a dulwich repository (vaults/repo.py:
+its sealed objects, each read as the type its place says), for a key (NodeId) holding `clone`
+or `pull`. Push: dulwich's receive-pack for a key holding `push`, under
 exactly the rules of `pk vaults push` (``PeerService.receive``): only ``refs/heads/main``, no
 deletes or tags, fast-forward only, every new commit signed by a node allowed to write (git's
 SSH signature, namespace "git": what `gpg.format=ssh` makes). The pack is read into memory
@@ -12,15 +13,13 @@ a vault that does not exist.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from dulwich.object_store import MemoryObjectStore
-from dulwich.objects import ObjectID, ShaFile
+from dulwich.objects import ObjectID
 from dulwich.protocol import ReceivableProtocol
-from dulwich.refs import DictRefsContainer, Ref
+from dulwich.refs import Ref
 from dulwich.repo import BaseRepo
 from dulwich.server import Backend, ReceivePackHandler
 
@@ -29,61 +28,8 @@ from polykey.ids import NodeId, encode_node_id
 from polykey.sync.checks import UpdateRefused
 from polykey.sync.packin import read_pack
 from polykey.trust.acl import Acl
-from polykey.vaults.objects import CHUNKED_BLOB, OBJECT_KEY_BYTES, VaultObjects, parse
 from polykey.vaults.registry import Vaults
-
-
-class VaultStore(MemoryObjectStore):
-    """A read-only dulwich object store over one vault's sealed objects.
-
-    Built from the vault's records read in one pass (listing a write-once namespace opens every
-    record anyway): objects up to INLINE_BYTES are kept from that pass, larger ones are read
-    again when asked for, and each object is parsed once."""
-
-    INLINE_BYTES = 64 * 1024
-
-    def __init__(self, objects: VaultObjects, records: list[tuple[bytes, bytes]]) -> None:
-        super().__init__()
-        self._objects = objects
-        self._ids: set[bytes] = set()
-        self._raw: dict[bytes, bytes] = {}
-        self._parsed: dict[bytes, ShaFile] = {}
-        for key, raw in records:
-            if len(key) != OBJECT_KEY_BYTES:
-                continue
-            sha = binascii.hexlify(key)
-            self._ids.add(sha)
-            if raw and raw[0] != CHUNKED_BLOB and len(raw) <= self.INLINE_BYTES:
-                self._raw[sha] = raw
-
-    def _to_hex(self, sha: bytes) -> bytes:
-        return binascii.hexlify(sha) if len(sha) == 20 else sha
-
-    def contains_loose(self, sha: Any) -> bool:
-        return self._to_hex(sha) in self._ids
-
-    def __contains__(self, sha: Any) -> bool:
-        return self.contains_loose(sha)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._ids)
-
-    def get_raw(self, name: Any) -> tuple[int, bytes]:
-        obj = self[name]
-        return obj.type_num, obj.as_raw_string()
-
-    def __getitem__(self, name: Any) -> ShaFile:
-        sha = self._to_hex(name)
-        obj = self._parsed.get(sha)
-        if obj is not None:
-            return obj
-        if sha not in self._ids:
-            raise KeyError(name)
-        raw = self._raw.pop(sha, None)
-        obj = parse(raw, sha) if raw is not None else self._objects.get(sha)
-        self._parsed[sha] = obj
-        return obj
-
+from polykey.vaults.store import SealedObjectStore
 
 MAIN = b"refs/heads/main"
 ZERO_ID = b"0" * 40
@@ -101,7 +47,7 @@ class VaultBackend(Backend):
         self.peer = peer
         self.perms = perms
         self.vault_id = ""
-        self.store: VaultStore | None = None
+        self.store: SealedObjectStore | None = None
 
     def open_repository(self, path: str) -> BaseRepo:  # type: ignore[override]
         from dulwich.errors import NotGitRepository
@@ -112,16 +58,12 @@ class VaultBackend(Backend):
             grants = acl.grants(info.id).get(encode_node_id(self.peer), [])
             if wanted in (info.id, info.name) and self.perms & set(grants):
                 vault = self.vaults.open(info.name)
-                head = vault.head()
-                if head is None and self.perms == READ:
+                if vault.head() is None and self.perms == READ:
                     break
-                records = self.vaults.store.items(vault.objects().ns)
-                store = VaultStore(vault.objects(), records)
-                refs: dict[Ref, bytes] = {Ref(MAIN): head} if head is not None else {}
-                if self.perms == READ:
-                    refs[Ref(b"HEAD")] = b"ref: refs/heads/main"
-                self.vault_id, self.store = info.id, store
-                return BaseRepo(store, DictRefsContainer(refs))
+                # dulwich's git server only reads: it may share the cache's parsed objects
+                repo = vault.repo(symbolic_head=self.perms == READ, shared=True)
+                self.vault_id, self.store = info.id, repo.object_store
+                return repo
         raise NotGitRepository("repository not found")  # the same whether it exists or not
 
 

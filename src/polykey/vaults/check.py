@@ -4,7 +4,7 @@ parents commits, a file a blob, a folder a tree)."""
 
 from __future__ import annotations
 
-import hashlib
+import binascii
 import stat
 import struct
 
@@ -18,12 +18,11 @@ from polykey.vaults.objects import (
     OBJECT_KEY_BYTES,
     TYPE_NAMES,
     chunk_key,
+    object_id,
     objects_ns,
     parse,
     refs_ns,
 )
-
-TYPE_IDS = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
 
 
 def check_vault(store: NodeFile, vault_id: str, name: str) -> list[Damage]:
@@ -72,20 +71,18 @@ def _rehash(key: bytes, value: bytes, records: dict[bytes, bytes]) -> str | None
         count, total = struct.unpack(">IQ", value[1:])
         if count != (total + CHUNK_BYTES - 1) // CHUNK_BYTES:
             return "has an inconsistent part list"
-        digest = hashlib.sha1(b"blob %d\x00" % total)  # noqa: S324 - git's object id
-        for index in range(count):
-            part = records.get(chunk_key(key, index))
-            if part is None:
-                return f"is missing part {index}"
-            digest.update(part)
-        return None if digest.digest() == key else "does not hash to its id"
-    type_name = TYPE_IDS.get(value[0])
-    if type_name is None:
+        parts = [records.get(chunk_key(key, index)) for index in range(count)]
+        if None in parts:
+            return f"is missing part {parts.index(None)}"
+        try:
+            sha = object_id(Blob.type_num, (p for p in parts if p is not None), total)
+        except ValueError:
+            return "has parts that do not add up to its length"
+    elif value[0] in TYPE_NAMES:
+        sha = object_id(value[0], memoryview(value)[1:])
+    else:
         return "has an unknown type"
-    body = memoryview(value)[1:]
-    digest = hashlib.sha1(b"%s %d\x00" % (type_name, len(body)))  # noqa: S324
-    digest.update(body)
-    return None if digest.digest() == key else "does not hash to its id"
+    return None if sha == binascii.hexlify(key) else "does not hash to its id"
 
 
 def _kind(value: bytes) -> int:

@@ -1,11 +1,22 @@
-"""Comparing two trees of a vault: which secrets were added, changed or removed."""
+"""Comparing two trees of a vault: which secrets were added, changed or removed.
+
+dulwich's ``tree_changes`` does the walk; every folder it opens is read as a tree
+(BrokenHistory otherwise). Reserved entries (``.polykey*``) are not secrets and are left out;
+a secret replaced by a folder is its deletion and the additions of what the folder holds.
+"""
 
 from __future__ import annotations
 
-import stat
 from dataclasses import dataclass
+from typing import cast
+
+from dulwich.objects import ObjectID, Tree
 
 from polykey.vaults.objects import VaultObjects
+from polykey.vaults.paths import RESERVED_PREFIX
+from polykey.vaults.store import TypedObjects
+
+_RESERVED = RESERVED_PREFIX.encode()
 
 
 @dataclass(frozen=True)
@@ -17,41 +28,22 @@ class Change:
 
 
 def diff_trees(
-    objects: VaultObjects, t1: bytes | None, t2: bytes | None, prefix: str
+    objects: VaultObjects, t1: bytes | None, t2: bytes | None, prefix: str = ""
 ) -> list[Change]:
+    """The changes from tree ``t1`` to tree ``t2`` (None: empty), paths after ``prefix``."""
+    from dulwich.diff_tree import tree_changes
+
     if t1 == t2:
         return []
-    a = {i.path: (i.mode, i.sha) for i in objects.get_tree(t1).iteritems()} if t1 else {}
-    b = {i.path: (i.mode, i.sha) for i in objects.get_tree(t2).iteritems()} if t2 else {}
+    folders = TypedObjects(objects, Tree.type_num)  # dulwich reads only the folders it opens
     out: list[Change] = []
-    for name in sorted(set(a) | set(b)):
-        text = name.decode("utf-8", "replace")
-        if text.startswith(".polykey"):
+    for change in tree_changes(folders, cast(ObjectID, t1), cast(ObjectID, t2)):
+        entry = change.new if change.old is None else change.old
+        assert entry is not None and entry.path is not None
+        if any(part.startswith(_RESERVED) for part in entry.path.split(b"/")):
             continue
-        path = prefix + text
-        old, new = a.get(name), b.get(name)
-        if old == new:
-            continue
-        old_dir = old is not None and stat.S_ISDIR(old[0])
-        new_dir = new is not None and stat.S_ISDIR(new[0])
-        if old_dir or new_dir:
-            out.extend(
-                diff_trees(
-                    objects,
-                    old[1] if old and old_dir else None,
-                    new[1] if new and new_dir else None,
-                    path + "/",
-                )
-            )
-            if old is not None and not old_dir:
-                out.append(Change("delete", path, old[1], None))
-            if new is not None and not new_dir:
-                out.append(Change("add", path, None, new[1]))
-            continue
-        if old is None:
-            out.append(Change("add", path, None, new[1] if new else None))
-        elif new is None:
-            out.append(Change("delete", path, old[1], None))
-        else:
-            out.append(Change("modify", path, old[1], new[1]))
+        path = prefix + entry.path.decode("utf-8", "replace")
+        old = change.old.sha if change.old is not None else None
+        new = change.new.sha if change.new is not None else None
+        out.append(Change(change.type, path, old, new))
     return out

@@ -3,7 +3,8 @@
 A stored object is ``u8 type number ‖ raw object content``, keyed by its raw 20-byte SHA-1 in the
 namespace ``vault/<id>/objects``. The AEAD already authenticates each record, so local reads skip
 re-hashing; `check` re-hashes every object. Parsed trees and commits (never blobs, which are
-secrets) are cached by id, which is safe because objects never change.
+secrets) are cached by id, which is safe because objects never change. ``object_id`` is the one
+place that computes a git object id; vaults/store.py shows these objects to dulwich.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol, cast
 
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
@@ -32,10 +33,12 @@ __all__ = [
     "OBJECT_KEY_BYTES",
     "TYPE_NAMES",
     "ObjectCache",
+    "ObjectMissing",
     "RecordSource",
     "VaultObjects",
     "chunk_key",
     "encode",
+    "object_id",
     "objects_ns",
     "parse",
     "refs_ns",
@@ -46,6 +49,42 @@ BLOB_TYPE = bytes([Blob.type_num])
 CHUNKED_BLOB = 0x80 | Blob.type_num
 CHUNK_BYTES = 1 << 20
 OBJECT_KEY_BYTES = 20
+
+
+_HEADER_NAMES = {num: name.encode("ascii") for num, name in TYPE_NAMES.items()}
+
+
+def object_id(
+    type_num: int, body: bytes | memoryview | Iterable[bytes | memoryview], size: int = -1
+) -> bytes:
+    """The hex id git gives an object: SHA-1 of ``"TYPE SIZE\\0"`` then the body. A body given
+    in parts (a large blob) is hashed part by part, never joined; ``size`` is then its length."""
+    name = _HEADER_NAMES.get(type_num)
+    if name is None:
+        raise ValueError(f"git has no object type {type_num}")
+    parts: Iterable[bytes | memoryview]
+    if isinstance(body, bytes | bytearray | memoryview):
+        parts, size = (body,), memoryview(body).nbytes
+    elif size < 0:
+        raise ValueError("an object id of a body in parts needs its size")
+    else:
+        parts = body
+    digest = hashlib.sha1(b"%s %d\x00" % (name, size))  # noqa: S324 - git's object id
+    seen = 0
+    for part in parts:
+        digest.update(part)
+        seen += memoryview(part).nbytes
+    if seen != size:
+        raise ValueError("the parts of an object do not add up to its size")
+    return digest.hexdigest().encode("ascii")
+
+
+class ObjectMissing(NodeDamaged, KeyError):
+    """The node file is damaged."""
+
+    # A KeyError too: dulwich asks an object store for what it may not hold and expects one.
+    def __str__(self) -> str:
+        return self.message
 
 
 def chunk_key(key: bytes, index: int) -> bytes:
@@ -102,17 +141,18 @@ class VaultObjects:
         self.name = name or vault_id  # for messages: the vault's name where the caller knows it
         self.ns = objects_ns(vault_id)
         self.cache = cache
+        self.added: set[bytes] = set()  # hex ids added through this reader (one transaction)
 
     def get(self, sha: bytes, wanted: str = "") -> ShaFile:
-        """The object with this hex id; NodeDamaged if it is missing (a vault is closed).
-        ``wanted`` (a type name other than "blob"): a large blob is not read whole to find
-        that it is not one (BrokenHistory)."""
+        """The object with this hex id; ObjectMissing (NodeDamaged) if it is missing (a vault
+        is closed). ``wanted`` (a type name other than "blob"): a large blob is not read whole
+        to find that it is not one (BrokenHistory)."""
         obj = self.cache.get((self.vault_id, sha))
         if obj is not None:
             return obj
         raw = self.source.get(self.ns, binascii.unhexlify(sha))
         if raw is None:
-            raise NodeDamaged(f"git object {sha.decode()} of vault {self.name} is missing")
+            raise ObjectMissing(f"git object {sha.decode()} of vault {self.name} is missing")
         if raw and raw[0] == CHUNKED_BLOB:
             if wanted:
                 raise BrokenHistory(f"{self.name}: {sha.decode()} is a blob, not a {wanted}")
@@ -120,6 +160,16 @@ class VaultObjects:
         obj = parse(raw, sha)
         self.cache.put((self.vault_id, sha), obj)
         return obj
+
+    def has(self, sha: bytes) -> bool:
+        """Whether the vault holds the object with this hex id (its record, not the cache:
+        an object of a transaction that failed may be cached; a node file is asked without
+        opening the record)."""
+        key = binascii.unhexlify(sha)
+        contains = getattr(self.source, "contains", None)
+        if contains is not None:
+            return bool(contains(self.ns, key))
+        return self.source.get(self.ns, key) is not None
 
     def kind(self, sha: bytes) -> int | None:
         """The type number of the object with this hex id (a blob in parts is a blob), or None
@@ -134,22 +184,22 @@ class VaultObjects:
             raise NodeDamaged(f"git object {sha.decode()} of vault {self.name} is empty")
         return Blob.type_num if raw[0] == CHUNKED_BLOB else raw[0]
 
-    def _wrong_type(self, sha: bytes, obj: ShaFile, wanted: str) -> BrokenHistory:
-        actual = TYPE_NAMES.get(obj.type_num, "object of an unknown type")
+    def _wrong_type(self, sha: bytes, found: int, wanted: str) -> BrokenHistory:
+        actual = TYPE_NAMES.get(found, "object of an unknown type")
         return BrokenHistory(f"{self.name}: {sha.decode()} is a {actual}, not a {wanted}")
 
     def get_tree(self, sha: bytes) -> Tree:
         """The tree with this hex id; BrokenHistory if the object is of another type."""
         obj = self.get(sha, "tree")
         if not isinstance(obj, Tree):
-            raise self._wrong_type(sha, obj, "tree")
+            raise self._wrong_type(sha, obj.type_num, "tree")
         return obj
 
     def get_commit(self, sha: bytes) -> Commit:
         """The commit with this hex id; BrokenHistory if the object is of another type."""
         obj = self.get(sha, "commit")
         if not isinstance(obj, Commit):
-            raise self._wrong_type(sha, obj, "commit")
+            raise self._wrong_type(sha, obj.type_num, "commit")
         return obj
 
     def get_blob_data(self, sha: bytes) -> bytes:
@@ -158,7 +208,7 @@ class VaultObjects:
     def _blob_record(self, sha: bytes) -> bytes:
         raw = self.source.get(self.ns, binascii.unhexlify(sha))
         if raw is None:
-            raise NodeDamaged(f"blob {sha.decode()} of vault {self.name} is missing")
+            raise ObjectMissing(f"blob {sha.decode()} of vault {self.name} is missing")
         if not raw or raw[0] not in (Blob.type_num, CHUNKED_BLOB):
             actual = TYPE_NAMES.get(raw[0], "object of an unknown type") if raw else "empty record"
             raise BrokenHistory(f"{self.name}: {sha.decode()} is a {actual}, not a blob")
@@ -166,12 +216,15 @@ class VaultObjects:
 
     def iter_blob(self, sha: bytes) -> Iterator[bytes]:
         """A blob's content in parts (one part unless it is larger than 1 MiB)."""
-        key = binascii.unhexlify(sha)
         raw = self._blob_record(sha)
         if raw[0] == Blob.type_num:
             yield raw[1:]
             return
-        count, total = _chunk_header(raw, sha)
+        yield from self._parts(sha, raw)
+
+    def _parts(self, sha: bytes, header: bytes) -> Iterator[bytes]:
+        key = binascii.unhexlify(sha)
+        count, total = _chunk_header(header, sha)
         seen = 0
         for index in range(count):
             chunk = self.source.get(self.ns, chunk_key(key, index))
@@ -187,33 +240,70 @@ class VaultObjects:
             return _chunk_header(raw, sha)[1]
         return len(raw) - 1
 
-    def add(self, obj: ShaFile) -> bytes:
-        """Store an object (inside a write transaction); return its hex id."""
+    # --- as objects travel between nodes: ``u8 type ‖ raw object`` -----------------------------
+
+    def wire_record(self, sha: bytes, type_num: int) -> tuple[bytes | None, int]:
+        """(the object as it travels, its length), read as the type its place says
+        (BrokenHistory otherwise) straight from its sealed record, which holds exactly that;
+        for a blob kept in parts: (None, its length), nothing read but its part list."""
+        record = self.source.get(self.ns, binascii.unhexlify(sha))
+        if record is None:
+            raise ObjectMissing(f"git object {sha.decode()} of vault {self.name} is missing")
+        found = record[0] if record else 0
+        if found == CHUNKED_BLOB:
+            found = Blob.type_num
+        if found != type_num:
+            raise self._wrong_type(sha, found, TYPE_NAMES.get(type_num, "blob"))
+        if record[0] == CHUNKED_BLOB:
+            return None, 1 + _chunk_header(record, sha)[1]
+        return record, len(record)
+
+    def wire(self, sha: bytes, type_num: int) -> bytes:
+        """The object as it travels (``u8 type ‖ raw object``), read as ``type_num``."""
+        record, _ = self.wire_record(sha, type_num)
+        return record if record is not None else BLOB_TYPE + self.get_blob_data(sha)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def _tx(self) -> Transaction:
         if not isinstance(self.source, Transaction):
-            raise RuntimeError("objects are added inside a write transaction")
+            raise RuntimeError(
+                f"vault {self.name} is open for reading: objects are added inside a write "
+                "transaction (open the vault's objects on one)"
+            )
+        return self.source
+
+    def add(self, obj: ShaFile, *, cache: bool = True) -> bytes:
+        """Store an object (inside a write transaction); return its hex id. A blob larger than
+        1 MiB is stored in parts. ``cache``: keep ``obj`` itself as the parsed object (only
+        for an object nobody changes afterwards)."""
+        if isinstance(obj, Blob):
+            return self.add_blob(obj.as_raw_string())
+        tx = self._tx()
         sha: bytes = obj.id
-        self.source.put(self.ns, binascii.unhexlify(sha), encode(obj))
-        self.cache.put((self.vault_id, sha), obj)
+        tx.put(self.ns, binascii.unhexlify(sha), encode(obj))
+        self.added.add(sha)
+        if cache:
+            self.cache.put((self.vault_id, sha), obj)
         return sha
 
     def add_blob(self, data: bytes) -> bytes:
         """Store a secret's content as a blob without copying it more than sealing needs."""
-        if not isinstance(self.source, Transaction):
-            raise RuntimeError("objects are added inside a write transaction")
-        digest = hashlib.sha1(b"blob %d\x00" % len(data))  # noqa: S324 - git's object id
-        digest.update(data)
-        key = digest.digest()
+        tx = self._tx()
+        sha = object_id(Blob.type_num, data)
+        key = binascii.unhexlify(sha)
         if len(data) <= CHUNK_BYTES:
-            self.source.put_parts(self.ns, key, (BLOB_TYPE, data))
+            tx.put_parts(self.ns, key, (BLOB_TYPE, data))
         else:  # large secrets: parts of 1 MiB, so sealing never copies the whole secret
             view = memoryview(data)
             count = (len(data) + CHUNK_BYTES - 1) // CHUNK_BYTES
             for index in range(count):
                 part = view[index * CHUNK_BYTES : (index + 1) * CHUNK_BYTES]
-                self.source.put_parts(self.ns, chunk_key(key, index), (part,))
+                tx.put_parts(self.ns, chunk_key(key, index), (part,))
             header = bytes([CHUNKED_BLOB]) + struct.pack(">IQ", count, len(data))
-            self.source.put(self.ns, key, header)
-        return digest.hexdigest().encode("ascii")
+            tx.put(self.ns, key, header)
+        self.added.add(sha)
+        return sha
 
 
 def encode(obj: ShaFile) -> bytes:

@@ -110,10 +110,8 @@ class Vaults:
         return Vault(self.store, info.id, info.name, self.key, self.cache)
 
     def create(self, name: str, tags: list[str] | None = None) -> Vault:
-        from dulwich.objects import Tree
-
         from polykey.vaults.tags import check_tag
-        from polykey.vaults.vault import BRANCH, Vault
+        from polykey.vaults.vault import Vault
 
         check_vault_name(name)
         tags = sorted({check_tag(t) for t in tags or []})
@@ -125,10 +123,7 @@ class Vaults:
             tx.put(NAMES, name.encode(), info.id.encode())
             tx.put(REGISTRY, info.id.encode(), info.encode())
             vault = Vault(self.store, info.id, name, self.key, self.cache)
-            objects = vault.objects(tx)
-            tree = objects.add(Tree())
-            commit = vault._new_commit(tree, [], f"Create vault {name}.")
-            tx.put(refs_ns(info.id), BRANCH, objects.add(commit))
+            vault.commit(lambda *_: [], f"Create vault {name}.", tx=tx)  # the empty tree
         return vault
 
     def register(self, name: str, origin: dict[str, str], tx: Transaction) -> VaultInfo:

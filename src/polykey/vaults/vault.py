@@ -3,18 +3,18 @@
 Every change is one commit in one node-file transaction: the blobs, trees, the commit (signed with
 the node key in git's SSH signature format) and the branch ref land together or not at all, and
 the commit is built on the head read inside that transaction, so concurrent writers never lose
-each other's work.
+each other's work (a merge names its parents itself). History is read through dulwich over the
+vault's sealed objects (vaults/store.py, vaults/graph.py).
 """
 
 from __future__ import annotations
 
-import heapq
 import re
 import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from dulwich.objects import Commit, ObjectID, Tree
 
@@ -36,6 +36,10 @@ from polykey.vaults.history import Change, diff_trees
 from polykey.vaults.objects import ObjectCache, RecordSource, VaultObjects, refs_ns
 from polykey.vaults.paths import join, split_path
 from polykey.vaults.tags import check_tag, read_tags, try_read_tags, write_tags
+
+if TYPE_CHECKING:
+    from polykey.vaults.repo import VaultRepo
+    from polykey.vaults.store import SealedObjectStore
 
 BRANCH = b"refs/heads/main"
 GIT_NAMESPACE = "git"
@@ -90,6 +94,27 @@ class Vault:
             source if source is not None else self.store, self.id, self.cache, self.name
         )
 
+    def object_store(
+        self, source: RecordSource | None = None, *, shared: bool = False
+    ) -> SealedObjectStore:
+        """The vault's objects as a dulwich object store (adding needs ``source`` to be a write
+        transaction); ``shared``: see SealedObjectStore."""
+        from polykey.vaults.store import SealedObjectStore
+
+        return SealedObjectStore(self.objects(source), shared=shared)
+
+    def repo(
+        self,
+        source: RecordSource | None = None,
+        *,
+        symbolic_head: bool = True,
+        shared: bool = False,
+    ) -> VaultRepo:
+        """The vault as a dulwich repository: its object store and its one branch."""
+        from polykey.vaults.repo import VaultRepo
+
+        return VaultRepo(self.objects(source), symbolic_head=symbolic_head, shared=shared)
+
     # --- revisions ----------------------------------------------------------------------------
 
     def head(self, source: RecordSource | None = None) -> bytes | None:
@@ -109,7 +134,7 @@ class Vault:
         base = match["base"]
         commit_id = head
         if base != "HEAD":
-            found = [c for c in self._walk(head) if c.decode().startswith(base)]
+            found = [c.id for c in self.walk(head) if c.id.startswith(base.encode())]
             if not found:
                 raise RevisionNotFound(rev)
             if len(found) > 1:
@@ -123,18 +148,14 @@ class Vault:
             commit_id = parents[0]
         return commit_id
 
-    def _walk(self, head: bytes) -> Iterator[bytes]:
-        """Commit ids reachable from ``head``, newest first."""
-        objects = self.objects()
-        seen = {head}
-        queue: list[tuple[int, bytes]] = [(-objects.get_commit(head).commit_time, head)]
-        while queue:
-            _, commit_id = heapq.heappop(queue)
-            yield commit_id
-            for parent in objects.get_commit(commit_id).parents:
-                if parent not in seen:
-                    seen.add(parent)
-                    heapq.heappush(queue, (-objects.get_commit(parent).commit_time, parent))
+    def walk(self, head: bytes | None = None) -> Iterator[Commit]:
+        """The commits reachable from ``head`` (default: HEAD), newest first."""
+        from polykey.vaults.graph import walk
+
+        head = head if head is not None else self.head()
+        if head is None:
+            return iter(())
+        return walk(self.object_store(), head)
 
     def _tree_of(self, commit_id: bytes, objects: VaultObjects | None = None) -> bytes:
         tree: bytes = (objects or self.objects()).get_commit(commit_id).tree
@@ -203,17 +224,23 @@ class Vault:
         tags: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None = None,
         tx: Transaction | None = None,
         replace_bad_tags: bool = False,
+        parents: list[bytes] | None = None,
     ) -> bytes:
         """One signed commit; ``build`` adds blobs and returns the path operations.
 
         ``tags`` maps the tags before the change to those after it. A tag file that is not
         valid (a peer sent it) is kept as it is, so no change loses what it holds; a change that
         would add tags to it fails (BadTagFile), unless ``replace_bad_tags`` (an explicit tag
-        change): then ``tags({})`` replaces it, and the old file stays in the history."""
+        change): then ``tags({})`` replaces it, and the old file stays in the history.
+
+        ``parents``: the commit's parents in order, held by the vault (a merge names two: by
+        git's convention this vault's head first); ``build`` changes the first one's tree.
+        The head, when there is one, must be among them: a commit leaves no history behind.
+        None: the head read inside the transaction."""
         if tx is not None:
-            return self._commit_in(tx, build, message, tags, replace_bad_tags)
+            return self._commit_in(tx, build, message, tags, replace_bad_tags, parents)
         with self.store.write() as own:
-            return self._commit_in(own, build, message, tags, replace_bad_tags)
+            return self._commit_in(own, build, message, tags, replace_bad_tags, parents)
 
     def _commit_in(
         self,
@@ -222,10 +249,16 @@ class Vault:
         message: str,
         tags: Callable[[dict[str, list[str]]], dict[str, list[str]]] | None,
         replace_bad_tags: bool = False,
+        parents: list[bytes] | None = None,
     ) -> bytes:
         objects = self.objects(tx)
         head = self.head(tx)
-        base_tree = objects.get_commit(head).tree if head else objects.add(Tree())
+        if parents is None:
+            parents = [head] if head else []
+        elif (head is not None and head not in parents) or len(set(parents)) != len(parents):
+            raise ValueError("a commit's parents are distinct and include the vault's head")
+        bases = [objects.get_commit(p) for p in parents]  # commits the vault holds
+        base_tree = bases[0].tree if bases else objects.add(Tree())
         ops = build(objects, base_tree)
         new_tree = trees.apply(objects, base_tree, trees.plan(ops)) if ops else base_tree
         try:
@@ -243,8 +276,7 @@ class Vault:
             new_tags = _carry_tags(new_tags, ops, objects, new_tree)
             if new_tags != old_tags:
                 new_tree = write_tags(objects, new_tree, new_tags)
-        commit = self._new_commit(new_tree, [head] if head else [], message)
-        commit_id = objects.add(commit)
+        commit_id = objects.add(self._new_commit(new_tree, parents, message))
         tx.put(self.refs, BRANCH, commit_id)
         return commit_id
 
@@ -380,11 +412,10 @@ class Vault:
         parts = split_path(path) if path else None
         objects = self.objects()
         out: list[CommitInfo] = []
-        for commit_id in self._walk(head):
-            commit = objects.get_commit(commit_id)
+        for commit in self.walk(head):
             if parts is not None and not _touches(objects, commit, parts):
                 continue
-            out.append(_info(commit_id, commit))
+            out.append(_info(commit.id, commit))
             if limit is not None and len(out) >= limit:
                 break
         return out
