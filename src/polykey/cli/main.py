@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported on the hot path (`pk secrets cat`)
+if TYPE_CHECKING:
+    import click
 
 EXIT_INTERNAL = 70
 ARGS: list[str] = []
@@ -61,14 +64,16 @@ def _report(args: list[str], message: str, hint: str, code: int) -> int:
     return code
 
 
-def _did_you_mean(exc: Any) -> str | None:
+def _did_you_mean(exc: click.UsageError) -> str | None:
     """For a misspelt command (`pk secret ls`), the commands it is close to."""
     import difflib
 
     import click
 
     ctx, message = exc.ctx, exc.format_message()
-    if not isinstance(ctx.command, click.Group) or not message.startswith("No such command"):
+    if ctx is None or not isinstance(ctx.command, click.Group):
+        return None
+    if not message.startswith("No such command"):
         return None
     if "Did you mean" in message:  # click offers it for the groups it loads itself
         return None
