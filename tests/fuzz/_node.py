@@ -52,7 +52,7 @@ class World:
         assert head is not None
         self.head = head
         self.anchors: dict[int, list[bytes]] = {1: [], 2: [], 3: []}
-        for raw in reversed(collect(vault.objects(), head, set())):  # the head last
+        for raw in reversed(collect(vault, head, set())):  # the head last
             obj = ShaFile.from_raw_string(raw[0], raw[1:])
             self.anchors[obj.type_num].append(bytes(obj.id))
         self.peers = (NodeId(PEER.public), NodeId(STRANGER.public), self.node.node_id)

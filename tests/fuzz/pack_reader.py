@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 
 from polykey.sync.checks import UpdateRefused
-from polykey.sync.packin import NAMES, _Budget, apply_delta, object_id, read_pack
+from polykey.sync.packin import NAMES, _Budget, apply_delta, read_pack
+from polykey.vaults.objects import object_id
 from tests.fuzz._bytes import Bytes, trickle
 
 _EMPTY_TREE = b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"

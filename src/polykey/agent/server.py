@@ -219,7 +219,7 @@ class Agent:
             log.info("peer %s: %s", encode_node_id(peer), kind)
 
             stream = _GitStream(proc, loop, idle)
-            args = (git_vaults, peer, path, stream.recv, stream.write)
+            args = (git_vaults, node.acl, peer, path, stream.recv, stream.write)
             if kind == "git-receive-pack":
                 run = self.git_worker
                 outcome = await loop.run_in_executor(run, serve_receive_pack, *args, receive)

@@ -11,7 +11,6 @@ update leaves the local vault exactly as it was. The client (sync/client.py) and
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import threading
 import weakref
@@ -25,7 +24,7 @@ from polykey.errors import NodeDamaged, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.store.nodefile import Transaction
 from polykey.vaults.errors import BadTagFile, BrokenHistory
-from polykey.vaults.objects import ObjectCache, VaultObjects, objects_ns, refs_ns
+from polykey.vaults.objects import ObjectCache, VaultObjects, object_id, objects_ns, refs_ns
 from polykey.vaults.paths import InvalidSecretPath, check_component, fold
 from polykey.vaults.tags import (
     MAX_TAGS_BYTES,
@@ -105,19 +104,6 @@ def land(tx: Transaction, vault_id: str, objects: dict[bytes, bytes], head: byte
     tx.put(refs_ns(vault_id), BRANCH, head)
 
 
-def is_ancestor(old: bytes, new: bytes, parents: Callable[[bytes], list[bytes]]) -> bool:
-    todo, seen = [new], set()
-    while todo:
-        sha = todo.pop()
-        if sha == old:
-            return True
-        if sha in seen:
-            continue
-        seen.add(sha)
-        todo.extend(parents(sha))
-    return False
-
-
 def parse_object(raw: bytes, sha: bytes) -> ShaFile:
     return ShaFile.from_raw_string(raw[0], raw[1:], sha=ObjectID(sha))
 
@@ -152,10 +138,7 @@ def validate(
             raise UpdateRefused("an object of an unknown or forbidden type")
         if len(raw) > MAX_OBJECT_BYTES:
             raise UpdateRefused("an object is too large")
-        body = memoryview(raw)[1:]
-        digest = hashlib.sha1(b"%s %d\x00" % (TYPES[raw[0]], len(body)))  # noqa: S324 - git id
-        digest.update(body)
-        sha = digest.hexdigest().encode()
+        sha = object_id(raw[0], memoryview(raw)[1:])
         objects[sha] = raw
         if raw[0] != Blob.type_num:
             try:

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from dulwich.objects import Commit
-
 from polykey.errors import PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.sync.checks import (
     MAX_OBJECT_BYTES,
     UpdateRefused,
     fetch_reply,
-    is_ancestor,
     land,
-    parse_object,
     validate,
     writer_ids,
     writers,
 )
 from polykey.vaults.errors import VaultExists
+from polykey.vaults.graph import is_ancestor, with_received
 from polykey.vaults.objects import objects_ns
 from polykey.vaults.registry import VaultInfo, Vaults
 
@@ -210,19 +207,15 @@ async def _pull_one(
 
     signers = {bytes(peer), *writers(reply)}
     objects = validate(received, head, known, signers, local=local_objects)
+    both = with_received(vault.object_store(shared=True), objects)  # dulwich's merge base
 
-    def parents(sha: bytes) -> list[bytes]:
-        raw = objects.get(sha)
-        obj = parse_object(raw, sha) if raw is not None else local_objects.get(sha)
-        return list(obj.parents) if isinstance(obj, Commit) else []
-
-    if high and not is_ancestor(high, head, parents):  # cheap when head descends from high
-        if is_ancestor(head, high, parents):
+    if high and not is_ancestor(both, high, head):  # cheap when head descends from high
+        if is_ancestor(both, head, high):
             raise UpdateRefused(
                 f"{encode_node_id(peer)} serves an older state of {name} (rollback)"
             )
         raise UpdateRefused(f"{encode_node_id(peer)} rewrote the history of {name}")
-    if local is not None and not is_ancestor(local, head, parents):
+    if local is not None and not is_ancestor(both, local, head):
         raise NeedsMerge(name)
     with store.write() as tx:
         # the agent serves other requests while a pull waits on the network: re-check
@@ -258,7 +251,7 @@ def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId | None = None) ->
     base = str(info.origin.get("high_water", "")).encode()
     if head is None or head == base:
         return {"vault": name, "pushed": False}
-    objects = collect(vault.objects(), head, {base} if base else set())
+    objects = collect(vault, head, {base} if base else set())
     params = {"vault": info.origin["vault_id"], "head": head.decode(), "objects": objects}
     try:
         peers.call(peer, "vaults.receive", params)

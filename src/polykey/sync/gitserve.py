@@ -24,7 +24,7 @@ from dulwich.repo import BaseRepo
 from dulwich.server import Backend, ReceivePackHandler
 
 from polykey.errors import PolykeyError
-from polykey.ids import NodeId, encode_node_id
+from polykey.ids import NodeId
 from polykey.sync.checks import UpdateRefused
 from polykey.sync.packin import read_pack
 from polykey.trust.acl import Acl
@@ -42,8 +42,11 @@ Receive = Callable[[NodeId, str, bytes, list[bytes], bytes], dict[str, Any]]
 class VaultBackend(Backend):
     """Opens a vault by name or id for a peer holding one of ``perms`` on it."""
 
-    def __init__(self, vaults: Vaults, peer: NodeId, perms: frozenset[str] = READ) -> None:
+    def __init__(
+        self, vaults: Vaults, acl: Acl, peer: NodeId, perms: frozenset[str] = READ
+    ) -> None:
         self.vaults = vaults
+        self.acl = acl
         self.peer = peer
         self.perms = perms
         self.vault_id = ""
@@ -53,9 +56,8 @@ class VaultBackend(Backend):
         from dulwich.errors import NotGitRepository
 
         wanted = path.strip().strip("'\"").strip("/").removesuffix(".git")
-        acl = Acl(self.vaults.store)
         for info in self.vaults.all():
-            grants = acl.grants(info.id).get(encode_node_id(self.peer), [])
+            grants = self.acl.permissions(info.id, self.peer)
             if wanted in (info.id, info.name) and self.perms & set(grants):
                 vault = self.vaults.open(info.name)
                 if vault.head() is None and self.perms == READ:
@@ -67,7 +69,9 @@ class VaultBackend(Backend):
         raise NotGitRepository("repository not found")  # the same whether it exists or not
 
 
-def serve_upload_pack(vaults: Vaults, peer: NodeId, path: str, recv: Any, write: Any) -> None:
+def serve_upload_pack(
+    vaults: Vaults, acl: Acl, peer: NodeId, path: str, recv: Any, write: Any
+) -> None:
     """Run git's upload-pack for one peer on a byte stream (blocking; run it in a thread)."""
     from dulwich.errors import GitProtocolError, NotGitRepository
     from dulwich.protocol import CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_FATAL
@@ -82,7 +86,7 @@ def serve_upload_pack(vaults: Vaults, peer: NodeId, path: str, recv: Any, write:
 
     proto = ReceivableProtocol(recv, write)
     try:
-        handler = _UploadPack(VaultBackend(vaults, peer), [path], proto)
+        handler = _UploadPack(VaultBackend(vaults, acl, peer), [path], proto)
     except NotGitRepository:
         proto.write_pkt_line(b"ERR repository not found\n")
         return
@@ -105,7 +109,7 @@ def serve_upload_pack(vaults: Vaults, peer: NodeId, path: str, recv: Any, write:
 
 
 def serve_receive_pack(
-    vaults: Vaults, peer: NodeId, path: str, recv: Any, write: Any, receive: Receive
+    vaults: Vaults, acl: Acl, peer: NodeId, path: str, recv: Any, write: Any, receive: Receive
 ) -> list[str]:
     """Run git's receive-pack for one peer on a byte stream (blocking; run it in a thread).
 
@@ -115,7 +119,8 @@ def serve_receive_pack(
 
     proto = ReceivableProtocol(recv, write)
     try:
-        handler = _ReceivePack(VaultBackend(vaults, peer, WRITE), [path], proto, peer, receive)
+        backend = VaultBackend(vaults, acl, peer, WRITE)
+        handler = _ReceivePack(backend, [path], proto, peer, receive)
     except NotGitRepository:
         proto.write_pkt_line(b"ERR repository not found\n")
         return []

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable
 
 from polykey.sync.checks import UpdateRefused
+from polykey.vaults.objects import object_id
 
 MAX_PACK_BYTES = 64 * 1024 * 1024  # as one `polykey` frame: a push carries as much either way
 MAX_INFLATED_BYTES = 256 * 1024 * 1024
@@ -29,12 +30,6 @@ NAMES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
 CHUNK = 64 * 1024
 
 Base = Callable[[bytes], "tuple[int, bytes] | None"]  # hex id → (type, raw) held by the vault
-
-
-def object_id(kind: int, raw: bytes | memoryview) -> bytes:
-    digest = hashlib.sha1(b"%s %d\x00" % (NAMES[kind], len(raw)))  # noqa: S324 - git's id
-    digest.update(raw)
-    return digest.hexdigest().encode()
 
 
 class _Budget:

@@ -8,27 +8,26 @@ gives, so a vault's existence does not leak.
 
 from __future__ import annotations
 
-import binascii
-import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.objects import Commit
 
-from polykey.errors import InvalidInput, NodeDamaged
+from polykey.errors import InvalidInput
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.ssh import PROTOCOL_VERSION
 from polykey.rpc import NoParams, Registry
-from polykey.sync.checks import UpdateRefused, is_ancestor, land, validate
+from polykey.sync.checks import UpdateRefused, land, validate
 from polykey.trust.acl import Acl
-from polykey.vaults.errors import BrokenHistory, VaultNotFound
-from polykey.vaults.objects import CHUNKED_BLOB, TYPE_NAMES, VaultObjects
+from polykey.vaults.errors import VaultNotFound
+from polykey.vaults.graph import is_ancestor, missing_objects, missing_records, with_received
+from polykey.vaults.objects import VaultObjects
 from polykey.vaults.registry import VaultInfo, Vaults
+from polykey.vaults.vault import Vault
 
 if TYPE_CHECKING:
     from polykey.notifications import Notifications
 
-BLOB_TYPE = bytes([Blob.type_num])
 MAX_HAVES = 256
 PAGE_BYTES = 8 * 1024 * 1024  # raw object bytes in one page of a paged fetch
 ZERO_ID = b"0" * 40
@@ -112,13 +111,8 @@ class PeerService:
             return self.store.contains(local.ns, bytes.fromhex(sha.decode()))
 
         received = validate(objects, head, known, signers, local=local)
-
-        def parents(sha: bytes) -> list[bytes]:
-            raw = received.get(sha)
-            obj = ShaFile.from_raw_string(raw[0], raw[1:]) if raw else local.get(sha)
-            return list(obj.parents) if isinstance(obj, Commit) else []
-
-        if current is not None and not is_ancestor(current, head, parents):
+        both = with_received(vault.object_store(shared=True), received)
+        if current is not None and not is_ancestor(both, current, head):
             raise UpdateRefused("the push does not fast-forward; pull first")
         with self.store.write() as tx:
             if vault.head(tx) != current:  # a local commit landed meanwhile
@@ -167,27 +161,27 @@ def fetch(c: PeerCall, p: Fetch) -> dict[str, Any]:
         raise VaultNotFound(p.vault[:80])
     objects = vault.objects()
     have_ids = {h.encode() for h in p.haves if isinstance(h, str) and len(h) == 40}
-    haves_held = {h for h in have_ids if _has(objects, h)}
+    haves_held = {h for h in have_ids if objects.kind(h) == Commit.type_num}
     reply: dict[str, Any] = {
         "vault": {"id": info.id, "name": info.name},
         "head": head.decode(),
         "writers": service.writers(info.id),
     }
     if p.at is None:  # unpaged (a peer of before paging): everything in one frame
-        return {**reply, "objects": collect(objects, head, haves_held)}
+        return {**reply, "objects": collect(vault, head, haves_held)}
     index, offset = p.at
     if index < 0 or offset < 0:
         raise InvalidInput("at must be [object index, byte offset]")
     if p.head is not None:  # a later page: of the head the first page named
-        if not _has(objects, p.head.encode()):
+        if objects.kind(p.head.encode()) != Commit.type_num:
             raise InvalidInput("head must be a commit of the vault")
         head = p.head.encode()
         reply["head"] = p.head
-    return {**reply, **page(objects, wanted_objects(objects, head, haves_held), index, offset)}
+    return {**reply, **page(objects, plan(vault, head, haves_held), index, offset)}
 
 
 def page(
-    objects: VaultObjects, plan: list[tuple[bytes, type[ShaFile]]], index: int, offset: int
+    objects: VaultObjects, plan: list[tuple[bytes, int]], index: int, offset: int
 ) -> dict[str, Any]:
     """The objects of ``plan`` from ``index`` on, up to PAGE_BYTES of them: whole objects, or
     one part of an object larger than a page (its bytes from ``offset``). ``next`` is the
@@ -197,16 +191,16 @@ def page(
 
 
 def _page(
-    objects: VaultObjects, plan: list[tuple[bytes, type[ShaFile]]], index: int, offset: int
+    objects: VaultObjects, plan: list[tuple[bytes, int]], index: int, offset: int
 ) -> dict[str, Any]:
     out: list[bytes] = []
     size = 0
     result: dict[str, Any]
     while index < len(plan):
         sha, kind = plan[index]
-        raw, length = _sized(objects, sha, kind)
+        raw, length = objects.wire_record(sha, kind)
         if offset or (not out and length > PAGE_BYTES):  # a large object travels in parts
-            raw = raw if raw is not None else _raw(objects, sha, kind)
+            raw = raw if raw is not None else objects.wire(sha, kind)
             part = raw[offset : offset + PAGE_BYTES]
             done = offset + len(part) >= len(raw)
             cursor = [index + 1, 0] if done else [index, offset + len(part)]
@@ -216,7 +210,7 @@ def _page(
             return result
         if out and size + length > PAGE_BYTES:
             break
-        out.append(raw if raw is not None else _raw(objects, sha, kind))
+        out.append(raw if raw is not None else objects.wire(sha, kind))
         size += length
         index += 1
     result = {"objects": out}
@@ -249,96 +243,13 @@ def notification(c: PeerCall, p: Notification) -> dict[str, Any]:
     return c.service.notifications.receive(c.peer, p.message)
 
 
-def collect(objects: VaultObjects, head: bytes, haves: set[bytes]) -> list[bytes]:
-    """Every object reachable from ``head`` that the holder of ``haves`` lacks, read."""
-    return [_raw(objects, sha, kind) for sha, kind in wanted_objects(objects, head, haves)]
+def collect(vault: Vault, head: bytes, haves: set[bytes]) -> list[bytes]:
+    """Every object reachable from ``head`` that the holder of ``haves`` lacks, as it travels
+    (dulwich's missing-object finder over the vault's store, vaults/graph.py)."""
+    return list(missing_records(vault.object_store(shared=True), head, haves))
 
 
-def wanted_objects(
-    objects: VaultObjects, head: bytes, haves: set[bytes]
-) -> list[tuple[bytes, type[ShaFile]]]:
-    """The ids of every object reachable from ``head`` that the holder of ``haves`` lacks, in
-    a fixed order, each with the type its place says: reading it as that type (``_raw``) is
-    BrokenHistory otherwise (a vault that took objects of the wrong type before they were
-    checked is refused clearly, not sent on). Blobs are not read here."""
-    known: set[bytes] = set()
-    for have in haves:
-        _reachable_tree_objects(objects, objects.get_commit(have).tree, known)
-    send: dict[bytes, type[ShaFile]] = {}
-    todo = [head]
-    while todo:
-        commit_id = todo.pop()
-        if commit_id in haves or commit_id in send:
-            continue
-        commit = objects.get_commit(commit_id)
-        send[commit_id] = Commit
-        found: dict[bytes, type[ShaFile]] = {}
-        _reachable_tree_objects(objects, commit.tree, found, skip=known)
-        for sha, kind in found.items():
-            if sha not in known and sha not in send:
-                send[sha] = kind
-        known |= found.keys()
-        todo.extend(commit.parents)
-    return list(send.items())
-
-
-def _has(objects: VaultObjects, sha: bytes) -> bool:
-    try:
-        return isinstance(objects.get(sha, "commit"), Commit)  # a large blob is not read
-    except Exception:
-        return False
-
-
-def _raw(objects: VaultObjects, sha: bytes, kind: type[ShaFile]) -> bytes:
-    """The object as it travels (``u8 type ‖ raw object``), of the type its place says."""
-    record, _ = _sized(objects, sha, kind)
-    return record if record is not None else BLOB_TYPE + objects.get_blob_data(sha)
-
-
-def _sized(objects: VaultObjects, sha: bytes, kind: type[ShaFile]) -> tuple[bytes | None, int]:
-    """(the object as it travels, its length), read from its sealed record, which holds exactly
-    that (vaults/objects.py); for a blob kept in parts: (None, its length), nothing read but
-    its part list."""
-    record = objects.source.get(objects.ns, binascii.unhexlify(sha))
-    if record is None:
-        raise NodeDamaged(f"git object {sha.decode()} of vault {objects.name} is missing")
-    found = record[0] if record else 0
-    if found == CHUNKED_BLOB:
-        found = Blob.type_num
-    if found != kind.type_num:
-        wanted = TYPE_NAMES.get(kind.type_num, "blob")
-        actual = TYPE_NAMES.get(found, "object of an unknown type")
-        raise BrokenHistory(f"{objects.name}: {sha.decode()} is a {actual}, not a {wanted}")
-    if record[0] == CHUNKED_BLOB:
-        return None, 1 + objects.blob_size(sha)
-    return record, len(record)
-
-
-def _reachable_tree_objects(
-    objects: VaultObjects,
-    tree_id: bytes,
-    out: set[bytes] | dict[bytes, type[ShaFile]],
-    skip: set[bytes] | None = None,
-) -> None:
-    """Add the tree ``tree_id`` and everything below it to ``out`` (a dict: with the type each
-    is named as), except what ``skip`` holds."""
-    todo = [tree_id]
-    while todo:
-        sha = todo.pop()
-        if sha in out or (skip is not None and sha in skip):
-            continue
-        _add(out, sha, Tree)
-        tree = objects.get_tree(sha)
-        for name in tree:  # the tree's own order, fixed by its bytes; no sorting needed
-            mode, item = tree[name]
-            if stat.S_ISDIR(mode):
-                todo.append(item)
-            elif not (skip is not None and item in skip):
-                _add(out, item, Blob)
-
-
-def _add(out: set[bytes] | dict[bytes, type[ShaFile]], sha: bytes, kind: type[ShaFile]) -> None:
-    if isinstance(out, dict):
-        out.setdefault(sha, kind)
-    else:
-        out.add(sha)
+def plan(vault: Vault, head: bytes, haves: set[bytes]) -> list[tuple[bytes, int]]:
+    """The ids and types of the objects ``collect`` would send, in the same fixed order; no
+    blob is read."""
+    return list(missing_objects(vault.object_store(shared=True), head, haves))

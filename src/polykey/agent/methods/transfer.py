@@ -93,6 +93,6 @@ def vaults_objects(node: Node, p: VaultsObjects) -> dict[str, Any]:
     return {
         "vault": vault.name,
         "head": head.decode(),
-        "objects": collect(vault.objects(), head, set()),
+        "objects": collect(vault, head, set()),
         "writers": writers,
     }
