@@ -156,6 +156,9 @@ def test_push_to_a_node_that_granted_push_lands_there_and_others_pull_it(pair: P
     assert "Pushed" in pair.b("vaults", "push", "work", pair.alice_id)
     assert pair.a("secrets", "cat", "work:from-bob") == "bob wrote this"
     assert "nothing to push" in pair.b("vaults", "push", "work", pair.alice_id)
+    pair.b("secrets", "write", "work:from-bob-2", stdin=b"no NodeId needed")
+    assert f"Pushed work to {pair.alice_id}." in pair.b("vaults", "push", "work")  # the origin
+    assert pair.a("secrets", "cat", "work:from-bob-2") == "no NodeId needed"
     pair.a("secrets", "write", "work:db/password", stdin=b"after the push")
     assert "updated" in pair.b("vaults", "pull", "work")
     assert pair.b("secrets", "cat", "work:db/password") == "after the push"

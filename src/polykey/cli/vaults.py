@@ -298,13 +298,14 @@ def pull(s: Settings, name: str | None, all_: bool) -> None:
 @vaults.command()
 @node_options
 @click.argument("name")
-@click.argument("node_id", metavar="NODEID")
+@click.argument("node_id", metavar="[NODEID]", required=False)
 @pass_settings
-def push(s: Settings, name: str, node_id: str) -> None:
-    """Send this node's new commits of a cloned vault back to NODEID (which granted push)."""
+def push(s: Settings, name: str, node_id: str | None) -> None:
+    """Send this node's new commits of a cloned vault back to the node it was cloned from
+    (which granted push); NODEID, when given, must be that node."""
     r = s.call("vaults.push", {"name": name, "node_id": node_id})
     human = (
-        f"Pushed {shown(name)} to {shown(node_id)}."
+        f"Pushed {shown(name)} to {shown(str(r.get('node_id', node_id)))}."
         if r["pushed"]
         else f"{shown(name)}: nothing to push."
     )

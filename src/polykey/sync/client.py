@@ -250,7 +250,7 @@ def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId | None = None) ->
     head = vault.head()
     base = str(info.origin.get("high_water", "")).encode()
     if head is None or head == base:
-        return {"vault": name, "pushed": False}
+        return {"vault": name, "pushed": False, "node_id": encode_node_id(peer)}
     objects = collect(vault, head, {base} if base else set())
     params = {"vault": info.origin["vault_id"], "head": head.decode(), "objects": objects}
     try:
@@ -261,7 +261,13 @@ def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId | None = None) ->
         now = vaults.info(name, tx).origin  # a pull may have moved it while the push waited
         if str(now.get("high_water", "")).encode() == base:
             vaults.set_origin(name, {**now, "high_water": head.decode()}, tx)
-    return {"vault": name, "pushed": True, "head": head.decode(), "objects": len(objects)}
+    return {
+        "vault": name,
+        "pushed": True,
+        "node_id": encode_node_id(peer),
+        "head": head.decode(),
+        "objects": len(objects),
+    }
 
 
 def _push_refused(exc: PolykeyError, name: str) -> PolykeyError:

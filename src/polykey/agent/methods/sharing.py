@@ -191,11 +191,18 @@ def vaults_pull(node: Node, p: VaultsPull) -> dict[str, Any]:
     return {"pulled": pull_many(node.vaults, node.peers, names)}
 
 
+@dataclass(frozen=True)
+class VaultsPush:
+    name: str
+    node_id: str | None = None  # the clone's origin when not given
+
+
 @METHODS.method("vaults.push")
-def vaults_push(node: Node, p: VaultPeer) -> dict[str, Any]:
+def vaults_push(node: Node, p: VaultsPush) -> dict[str, Any]:
     from polykey.sync.client import push
 
-    return push(node.vaults, node.peers, p.name, decode_node_id(p.node_id))
+    peer = decode_node_id(p.node_id) if p.node_id is not None else None
+    return push(node.vaults, node.peers, p.name, peer)
 
 
 # --- notifications -----------------------------------------------------------------------------
