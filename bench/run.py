@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from bench import agent, completion, interop, large, node, sharing, vaults
+from bench import agent, completion, flat, interop, large, node, sharing, vaults
 from bench.common import Row
 
 SECTIONS = {
     "node": node.section,
     "vaults": vaults.section,
+    "flat": flat.section,
     "agent": agent.section,
     "sharing": sharing.section,
     "large": large.section,
