@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 CACHE_SIZE = 4096
+CACHE_ENTRIES = 1 << 18
+"""Tree entries the cache holds in all: a parsed tree of 100,000 entries takes about 9 MB, and
+each write into a flat folder makes a new one (CACHE_SIZE alone would keep 4,096 of them)."""
 BLOB_TYPE = bytes([Blob.type_num])
 CHUNKED_BLOB = 0x80 | Blob.type_num
 CHUNK_BYTES = 1 << 20
@@ -106,11 +109,15 @@ class RecordSource(Protocol):
 
 
 class ObjectCache:
-    """Parsed trees and commits by (vault, id), least recently used out first. Safe to share
-    between threads (the agent's node thread, its git threads and its peer loop read it)."""
+    """Parsed trees and commits by (vault, id), least recently used out first, at most ``size``
+    objects and ``entries`` tree entries in all (the newest object stays, however large). Safe
+    to share between threads (the agent's node thread, its git threads and its peer loop read
+    it)."""
 
-    def __init__(self, size: int = CACHE_SIZE) -> None:
+    def __init__(self, size: int = CACHE_SIZE, entries: int = CACHE_ENTRIES) -> None:
         self._size = size
+        self._entries = entries
+        self._weight = 0  # the entries of the trees held (and 1 for each other object)
         self._items: OrderedDict[tuple[str, bytes], ShaFile] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -125,9 +132,22 @@ class ObjectCache:
         if isinstance(obj, Blob):
             return
         with self._lock:
+            if not self._items:
+                self._weight = 0
+            known = self._items.pop(key, None)
+            if known is not None:
+                self._weight -= _weight(known)
             self._items[key] = obj
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
+            self._weight += _weight(obj)
+            while len(self._items) > 1 and (
+                len(self._items) > self._size or self._weight > self._entries
+            ):
+                _, gone = self._items.popitem(last=False)
+                self._weight -= _weight(gone)
+
+
+def _weight(obj: ShaFile) -> int:
+    return max(len(obj), 1) if isinstance(obj, Tree) else 1
 
 
 class VaultObjects:

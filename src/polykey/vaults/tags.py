@@ -12,9 +12,8 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from typing import cast
 
-from dulwich.objects import Blob, ObjectID, Tree
+from dulwich.objects import Blob
 
 from polykey.vaults import tree as trees
 from polykey.vaults.errors import BadTagFile, InvalidTag, TagFileFull
@@ -147,15 +146,16 @@ def try_read_tags(objects: VaultObjects, tree_id: bytes) -> dict[str, list[str]]
 
 
 def write_tags(objects: VaultObjects, tree_id: bytes, tags: dict[str, list[str]]) -> bytes:
-    """A tree like ``tree_id`` whose tag file holds ``tags`` (none when there are none)."""
+    """A tree like ``tree_id`` whose tag file holds ``tags`` (none when there are none). The
+    root is edited in place (tree.apply), so a tag change in a flat vault of many secrets costs
+    what a write there costs, and the next write finds the root's index kept."""
     tree = objects.get_tree(tree_id)
-    new = Tree()
-    for item in tree.iteritems():
-        if item.path != TAGS_FILE:
-            new.add(item.path, item.mode, item.sha)
-    if tags:
-        body = json.dumps(tags, sort_keys=True, indent=1).encode() + b"\n"
-        if len(body) > MAX_TAGS_BYTES:
-            raise TagFileFull(f"{objects.name}:{TAGS_FILE.decode()} would be {len(body):,} bytes")
-        new.add(TAGS_FILE, trees.FILE_MODE, cast(ObjectID, objects.add_blob(body)))
-    return objects.add(new)
+    name = TAGS_FILE.decode()
+    if TAGS_FILE in tree and (not tags or tree[TAGS_FILE][0] != trees.FILE_MODE):
+        tree_id = trees.apply(objects, tree_id, {name: trees.Delete(recursive=True)})
+    if not tags:
+        return tree_id
+    body = json.dumps(tags, sort_keys=True, indent=1).encode() + b"\n"
+    if len(body) > MAX_TAGS_BYTES:
+        raise TagFileFull(f"{objects.name}:{name} would be {len(body):,} bytes")
+    return trees.apply(objects, tree_id, {name: trees.Put(objects.add_blob(body))})
