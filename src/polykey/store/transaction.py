@@ -30,7 +30,8 @@ class Transaction:
 
     node: NodeFile
     _puts: dict[tuple[Namespace, bytes], bytes | tuple[bytes | memoryview, ...] | None] = field(
-        default_factory=dict, repr=False  # values are secrets: never in a repr or a traceback
+        default_factory=dict,
+        repr=False,  # values are secrets: never in a repr or a traceback
     )
     _drops: list[Namespace] = field(default_factory=list)
     _force_root: bool = False
