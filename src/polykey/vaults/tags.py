@@ -3,7 +3,7 @@
 The file travels with the vault, so it comes from peers as much as from this node: every reader
 checks it (its place, type, size and shape: an object of secret paths to lists of tags, at most
 MAX_TAGS_BYTES) before using it, and a bad one is the vault's problem (BadTagFile), never damage
-to the node file. Received vaults are checked with the same rules (sync/fetch.py).
+to the node file. Received vaults are checked with the same rules (sync/checks.py).
 """
 
 from __future__ import annotations
