@@ -453,8 +453,7 @@ def _fast(args: list[str], stdin: bytes | None = None) -> int | None:
             old = sys.stdin
             sys.stdin = wrapper
             stack.callback(setattr, sys, "stdin", old)
-            stack.callback(setattr, fast, "stdin_data", None)
-            return fast.try_fast(["secrets", *args])
+            return fast.try_fast(["secrets", *args], [])
     return fast.try_fast(["secrets", *args])
 
 

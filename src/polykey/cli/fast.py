@@ -19,7 +19,6 @@ import sys
 
 from polykey import frames
 
-stdin_data: bytes | None = None
 """Standard input already read by the fast path, for the full CLI when the fast path steps aside."""
 
 _S_IFMT, _S_IFDIR, _S_IFSOCK = 0o170000, 0o040000, 0o140000
@@ -148,9 +147,9 @@ def _agent(node: str) -> tuple[str, str] | None:
     return sock_path, token
 
 
-def try_fast(args: list[str]) -> int | None:
-    """Run `secrets cat|write` through the agent; None means "use the full CLI"."""
-    global stdin_data  # noqa: PLW0603 - handed to the full CLI if this path gives up
+def try_fast(args: list[str], taken: list[bytes] | None = None) -> int | None:
+    """Run `secrets cat|write` through the agent; None means "use the full CLI". Standard
+    input read here is appended to ``taken``, for the full CLI when this path gives up."""
     node = os.environ.get("PK_NODE")
     verb, rest = args[1], args[2:]
     if not node or not rest:
@@ -175,7 +174,9 @@ def try_fast(args: list[str]) -> int | None:
             sys.stdout.buffer.flush()
             return 0
         if verb == "write" and len(items) == 1 and all(items[0]) and not sys.stdin.isatty():
-            data = stdin_data = sys.stdin.buffer.read()
+            data = sys.stdin.buffer.read()
+            if taken is not None:
+                taken.append(data)
             vault, path = items[0]
             params = {"vault": vault, "path": path, "data": data, "token": token}
             body = frames.request("secrets.write", params)

@@ -34,9 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) >= 3 and args[0] == "secrets" and args[1] in ("cat", "write"):
         from polykey.cli.fast import try_fast
 
-        code = try_fast(args)
+        taken: list[bytes] = []
+        code = try_fast(args, taken)
         if code is not None:
             sys.exit(code)
+        sys.exit(run(args, stdin=taken[0] if taken else None))
     sys.exit(run(args))
 
 
@@ -85,14 +87,15 @@ def _did_you_mean(exc: click.UsageError) -> str | None:
     return f"Did you mean {names}?"
 
 
-def run(args: list[str]) -> int:
+def run(args: list[str], stdin: bytes | None = None) -> int:
+    """The full CLI; ``stdin``: what the fast path already read of standard input."""
     import click
 
     from polykey.cli.app import cli
     from polykey.errors import PolykeyError
 
     try:
-        cli.main(args=args, prog_name="pk", standalone_mode=False)
+        cli.main(args=args, prog_name="pk", standalone_mode=False, obj={"stdin": stdin})
     except PolykeyError as exc:
         return _report(args, exc.message, exc.user_hint, exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:

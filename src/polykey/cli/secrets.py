@@ -36,10 +36,10 @@ def split_address(text: str, *, need_path: bool = True) -> tuple[str, str]:
 
 def read_value_from_stdin(prompt: str) -> bytes:
     """A secret from standard input, or typed twice with echo off at a terminal."""
-    from polykey.cli import fast
-
-    if fast.stdin_data is not None:  # the fast path read it before stepping aside
-        return fast.stdin_data
+    ctx = click.get_current_context(silent=True)
+    taken = ctx.find_root().obj if ctx is not None else None
+    if isinstance(taken, dict) and taken.get("stdin") is not None:  # the fast path read it
+        return bytes(taken["stdin"])
     if not sys.stdin.isatty():
         return sys.stdin.buffer.read()
     import getpass
