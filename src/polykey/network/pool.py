@@ -187,9 +187,13 @@ class Pool:
             return
 
         async def shut() -> None:
-            for conn, _ in list(self._conns.values()):
-                conn.close()
+            conns = [conn for conn, _ in self._conns.values()]
             self._conns.clear()
+            for conn in conns:
+                conn.close()
+            for conn in conns:  # let each finish closing before the loop stops
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.wait_closed(), 2)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=5)
