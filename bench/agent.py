@@ -25,6 +25,7 @@ def section(quick: bool) -> list[Row]:
     pk = shutil.which("pk", path=str(Path(py).parent)) or "pk"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
     env.update(PK_NODE=str(tmp / "node.pk"), PK_RUNTIME_DIR=str(tmp / "run"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # timed as an installed `pk` runs: compiled once
     try:
         node, _ = Node.bootstrap(tmp / "node.pk", PASSWORD.encode(), kdf=DEFAULT_KDF)
         for i in range(100):

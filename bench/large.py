@@ -42,6 +42,7 @@ def section(quick: bool) -> list[Row]:
     pk = shutil.which("pk", path=str(Path(sys.executable).parent)) or "pk"
     base = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
     base.update(PK_UNSAFE_FAST_KDF="1", PK_RUNTIME_DIR=str(tmp / "run"))
+    base.pop("PYTHONDONTWRITEBYTECODE", None)  # as an installed `pk` runs: compiled once
     alice = {**base, "PK_NODE": str(tmp / "a.pk"), "PK_PASSWORD": "a"}
     bob = {**base, "PK_NODE": str(tmp / "b.pk"), "PK_PASSWORD": "b"}
     with socket.socket() as sock:
