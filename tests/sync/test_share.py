@@ -197,7 +197,7 @@ def test_sharing_notifies_and_a_queued_notification_arrives_once_the_node_is_bac
     pair.b("agent", "start", "--background", "--port", str(bob_port))
     try:
         pair.a("vaults", "create", "second")
-        pair.a("vaults", "share", "second", pair.bob_id)
+        assert "The node was told." in pair.a("vaults", "share", "second", pair.bob_id)
         assert "Vault second" in pair.b("notifications", "read")
         pair.b("agent", "stop")
         assert "Queued" in pair.a("notifications", "send", pair.bob_id, "while you were away")
@@ -531,3 +531,12 @@ def test_a_pushed_bad_tag_file_is_refused_with_a_clear_reason(
     good = hostile_push(pair, _with_tags(b'{"db/password": ["prod"]}'))
     assert not isinstance(good, PolykeyError), good
     assert "prod" in pair.a("tags", "list")
+
+
+def test_share_says_whether_the_node_was_told(pair: Pair) -> None:
+    pair.a("vaults", "create", "third")
+    unknown = pair.a("vaults", "share", "third", pair.bob_id)
+    assert "The node was not told: add its address with `pk nodes add" in unknown
+    pair.a("nodes", "add", pair.bob_id, f"127.0.0.1:{free_port()}")  # nobody listens there
+    queued = pair.a("vaults", "share", "third", pair.bob_id, "--perm", "push")
+    assert "could not be reached: it will be told when the agent reaches it" in queued

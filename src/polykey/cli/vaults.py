@@ -215,7 +215,14 @@ def share(s: Settings, name: str, node_id: str, perms: str) -> None:
     """Let NODEID see and clone vault NAME."""
     wanted = [p.strip() for p in perms.split(",") if p.strip()]
     r = s.call("vaults.share", {"name": name, "node_id": node_id, "permissions": wanted})
-    emit(s, f"Shared {shown(name)} with {shown(node_id)}: {shown(', '.join(r['permissions']))}.", r)
+    if r.get("delivered"):
+        told = "The node was told."
+    elif r.get("queued"):
+        told = "The node could not be reached: it will be told when the agent reaches it."
+    else:
+        told = f"The node was not told: add its address with `pk nodes add {node_id} HOST:PORT`."
+    granted = shown(", ".join(r["permissions"]))
+    emit(s, f"Shared {shown(name)} with {shown(node_id)}: {granted}. {shown(told)}", r)
 
 
 @vaults.command()
