@@ -30,10 +30,11 @@ from polykey.vaults.errors import (
     NotADirectory,
     SecretNotFound,
 )
+from polykey.vaults.objects import ObjectCache
 from polykey.vaults.paths import fold, join
 
 
-class Node:
+class Node(ObjectCache):
     """Stands for one node's object cache, which the kept indexes hang on."""
 
 

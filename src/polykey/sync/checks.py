@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
-import weakref
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -24,7 +22,7 @@ from polykey.errors import NodeDamaged, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.store.nodefile import Transaction
 from polykey.vaults.errors import BadTagFile, BrokenHistory
-from polykey.vaults.objects import ObjectCache, VaultObjects, object_id, objects_ns, refs_ns
+from polykey.vaults.objects import VaultObjects, object_id, objects_ns, refs_ns
 from polykey.vaults.paths import InvalidSecretPath, check_component, fold
 from polykey.vaults.tags import (
     MAX_TAGS_BYTES,
@@ -204,16 +202,8 @@ class _Memo:
         self.stats: dict[bytes, tuple[int, int]] = {}
 
 
-_MEMOS: weakref.WeakKeyDictionary[ObjectCache, _Memo] = weakref.WeakKeyDictionary()
-_MEMOS_LOCK = threading.Lock()
-
-
 def _memo(objects: VaultObjects) -> _Memo:
-    with _MEMOS_LOCK:
-        memo = _MEMOS.get(objects.cache)
-        if memo is None:
-            memo = _MEMOS[objects.cache] = _Memo()
-        return memo
+    return objects.cache.memo("sync checks", _Memo)
 
 
 def _held_kind(local: VaultObjects, sha: bytes) -> int | None:

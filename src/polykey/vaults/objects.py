@@ -14,8 +14,8 @@ import hashlib
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from typing import Protocol, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, TypeVar, cast
 
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 
@@ -108,6 +108,9 @@ class RecordSource(Protocol):
     def get(self, ns: Namespace, key: bytes) -> bytes | None: ...
 
 
+M = TypeVar("M")
+
+
 class ObjectCache:
     """Parsed trees and commits by (vault, id), least recently used out first, at most ``size``
     objects and ``entries`` tree entries in all (the newest object stays, however large). Safe
@@ -120,6 +123,17 @@ class ObjectCache:
         self._weight = 0  # the entries of the trees held (and 1 for each other object)
         self._items: OrderedDict[tuple[str, bytes], ShaFile] = OrderedDict()
         self._lock = threading.Lock()
+        self._memos: dict[str, object] = {}
+
+    def memo(self, name: str, make: Callable[[], M]) -> M:
+        """The node's one ``name`` store of facts derived from its objects (the checks' types
+        and tree sizes, the tree splicer's indexes): made on first use, gone with the node.
+        Objects never change, so such facts never go stale; each store bounds itself."""
+        with self._lock:
+            found = self._memos.get(name)
+            if found is None:
+                found = self._memos[name] = make()
+        return cast(M, found)
 
     def get(self, key: tuple[str, bytes]) -> ShaFile | None:
         with self._lock:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import binascii
 import stat
 import threading
-import weakref
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from polykey.vaults.errors import (
     NotADirectory,
     SecretNotFound,
 )
+from polykey.vaults.objects import ObjectCache
 from polykey.vaults.paths import fold, join
 
 FILE_MODE = 0o100644
@@ -394,23 +394,12 @@ class _Indexes:
                 self.size -= gone.size
 
 
-# One set of indexes per node: keyed by the node's object cache, gone with it.
-_BY_NODE: weakref.WeakKeyDictionary[object, _Indexes] = weakref.WeakKeyDictionary()
-_BY_NODE_LOCK = threading.Lock()
-
-
 def _indexes(objects: TreeStore) -> _Indexes | None:
+    """One set of indexes per node, kept with the node's object cache (none without one)."""
     owner = getattr(objects, "cache", None)
-    if owner is None:
+    if not isinstance(owner, ObjectCache):
         return None
-    with _BY_NODE_LOCK:
-        try:
-            found = _BY_NODE.get(owner)
-            if found is None:
-                found = _BY_NODE[owner] = _Indexes()
-        except TypeError:  # not weakly referable: keep nothing
-            return None
-        return found
+    return owner.memo("tree indexes", _Indexes)
 
 
 def _index(objects: TreeStore, tree_id: bytes, tree: Tree) -> _Index:
