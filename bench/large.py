@@ -5,18 +5,14 @@ the cloning process and of the agent. Before paged fetch such a vault could not 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Row
+from bench.common import Row, two_nodes
 from polykey.ids import encode_node_id
 from polykey.node import FAST_INSECURE_KDF, Node
 
@@ -38,16 +34,7 @@ def _peak_kib(pid: int) -> int:
 
 
 def section(quick: bool) -> list[Row]:
-    tmp = Path(tempfile.mkdtemp(prefix="pk-bench-large-"))
-    pk = shutil.which("pk", path=str(Path(sys.executable).parent)) or "pk"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
-    base.update(PK_UNSAFE_FAST_KDF="1", PK_RUNTIME_DIR=str(tmp / "run"))
-    base.pop("PYTHONDONTWRITEBYTECODE", None)  # as an installed `pk` runs: compiled once
-    alice = {**base, "PK_NODE": str(tmp / "a.pk"), "PK_PASSWORD": "a"}
-    bob = {**base, "PK_NODE": str(tmp / "b.pk"), "PK_PASSWORD": "b"}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    tmp, pk, alice, bob, port = two_nodes("pk-bench-large-")
     count = 8
     try:
         a, _ = Node.bootstrap(tmp / "a.pk", b"a", kdf=FAST_INSECURE_KDF, allow_weak=True)

@@ -5,32 +5,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, median_ms
+from bench.common import Row, median_ms, two_nodes
 from polykey.ids import encode_node_id
 from polykey.node import FAST_INSECURE_KDF, Node
 
 
 def section(quick: bool) -> list[Row]:
-    tmp = Path(tempfile.mkdtemp(prefix="pk-bench-share-"))
-    pk = shutil.which("pk", path=str(Path(sys.executable).parent)) or "pk"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PK_")}
-    base.update(PK_UNSAFE_FAST_KDF="1", PK_RUNTIME_DIR=str(tmp / "run"))
-    base.pop("PYTHONDONTWRITEBYTECODE", None)  # as an installed `pk` runs: compiled once
-    alice = {**base, "PK_NODE": str(tmp / "a.pk"), "PK_PASSWORD": "a"}
-    bob = {**base, "PK_NODE": str(tmp / "b.pk"), "PK_PASSWORD": "b"}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    tmp, pk, alice, bob, port = two_nodes("pk-bench-share-")
     try:
         a, _ = Node.bootstrap(tmp / "a.pk", b"a", kdf=FAST_INSECURE_KDF, allow_weak=True)
         b, _ = Node.bootstrap(tmp / "b.pk", b"b", kdf=FAST_INSECURE_KDF, allow_weak=True)
