@@ -112,3 +112,38 @@ def test_a_hostile_page_sequence_is_refused(pages: list[dict[str, Any]], why: st
 
 def test_a_page_is_bounded() -> None:
     assert PAGE_BYTES <= 16 * 1024 * 1024  # base64 of a page stays far under a 64 MiB frame
+
+
+def test_a_fetch_larger_than_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync_client, "MAX_FETCH_BYTES", 10)  # the cap, met by a small fetch
+    pages = [_page(objects=[b"\x03" + b"x" * 6], next=[1, 0]), _page(objects=[b"\x03" + b"y" * 6])]
+    with pytest.raises(UpdateRefused, match="more than a fetch may hold"):
+        _fetch(pages)
+
+
+def test_the_server_refuses_hostile_page_requests(tmp_path: Any) -> None:
+    from polykey.errors import InvalidInput
+    from polykey.ids import NodeId
+    from polykey.node import FAST_INSECURE_KDF, Node
+    from polykey.sync.server import PeerService
+
+    node, _ = Node.bootstrap(tmp_path / "n.pk", b"pw", kdf=FAST_INSECURE_KDF, allow_weak=True)
+    with node:
+        vault = node.vaults.create("work")
+        vault.write("k", b"v")
+        blob = vault.lookup(("k",))
+        assert blob is not None
+        peer = NodeId(bytes(32))
+        node.acl.grant(vault.id, peer, ["pull"])
+        service = PeerService(node.vaults, node.acl, node.node_id, node.notifications)
+
+        def ask(**extra: Any) -> dict[str, Any]:
+            return service.handle(peer, "vaults.fetch", {"vault": "work", **extra})
+
+        assert ask(at=[0, 0])["objects"]
+        for bad in ({"at": [-1, 0]}, {"at": [0, -5]}, {"at": [0, 0], "head": blob[1].decode()}):
+            with pytest.raises(InvalidInput):
+                ask(**bad)  # a negative cursor, or a head that is no commit of the vault
+        with pytest.raises(InvalidInput):
+            ask(at=[0, 0], head="0" * 40)
+        assert ask(at=[10**9, 0]) == {**ask(at=[10**9, 0]), "objects": []}  # past the end

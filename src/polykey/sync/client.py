@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from polykey.network.ssh import PeerClient
 
 
-MAX_FETCH_BYTES = 8 * 1024 * 1024 * 1024  # all pages of one fetch together
+MAX_FETCH_BYTES = 1024 * 1024 * 1024  # all pages of one fetch together (held in memory)
 
 
 class NeedsMerge(PolykeyError):
