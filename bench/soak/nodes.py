@@ -171,6 +171,27 @@ class Node:
         if self.agent_wanted and self.agent_pid() is None:
             self.start_agent()
 
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until the agent has answered every CLI request still in it (a killed CLI's
+        request runs to its end in the agent): `clients` in agent.status counts them."""
+        from polykey.cli.client import AgentClient, AgentError, AgentGone
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not (self.runtime / "agent.sock").exists():
+                return
+            try:
+                client = AgentClient(self.runtime)
+                try:
+                    if client.call("agent.status", {}, token=False).get("clients", 0) == 0:
+                        return
+                finally:
+                    client.close()
+            except (AgentGone, AgentError, OSError):
+                return
+            time.sleep(0.02)
+        raise HarnessError(f"{self.name}: the agent still had CLI requests after {timeout:.0f} s")
+
     # --- the checks every node gets -------------------------------------------------------------
 
     def check(self, *, direct: bool = False) -> tuple[bool, bool, str]:

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -396,3 +397,27 @@ def test_100_concurrent_clients_are_all_answered_and_no_write_is_lost(
     for i in range(count):
         assert log.count(f"  Add secret c/{i}.\n") == 1, i
     agent_still_serves(agent)
+
+
+def status(c: AgentClient) -> dict[str, Any]:
+    return c.call("agent.status", {}, token=False)
+
+
+def test_status_counts_the_other_clients_still_connected(agent: AgentHandle) -> None:
+    """`clients` in agent.status: connections other than the asker's, so a caller can wait for
+    the request of a killed CLI to be finished (the soak does)."""
+    asker, other = AgentClient(agent.folder), AgentClient(agent.folder)
+    try:
+        assert asker.call("agent.status", {}, token=False)["clients"] == 0
+        other.call("agent.status", {}, token=False)  # connected, and stays so
+        assert asker.call("agent.status", {}, token=False)["clients"] == 1
+        other.close()
+        deadline = time.monotonic() + 10
+        while (
+            asker.call("agent.status", {}, token=False)["clients"] and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        assert asker.call("agent.status", {}, token=False)["clients"] == 0
+    finally:
+        asker.close()
+        other.close()

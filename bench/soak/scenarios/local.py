@@ -143,7 +143,7 @@ class LocalScenario(Scenario):
         if self.mode == "kill-agent":
             self.node.ensure_agent()
         elif self.mode == "agent-cli" and done.killed:
-            time.sleep(0.02)  # the agent reads what the killed CLI sent before our next request
+            self.node.settle()  # the agent finishes what the killed CLI asked before we look
         return done
 
 

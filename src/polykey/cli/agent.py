@@ -356,7 +356,7 @@ def status(s: Settings) -> None:
         raise AgentNotRunning(str(s.node_path()))
     lines = [
         f"{k:<9} {live[k]}"
-        for k in ("pid", "node_id", "node", "socket", "since", "peers")
+        for k in ("pid", "node_id", "node", "socket", "since", "clients", "peers")
         if k in live
     ]
     held = live.get("peers_connected")

@@ -36,7 +36,10 @@ OPEN = frozenset({"agent.status", "agent.unlock", "agent.lockall", "agent.stop"}
 
 @CONTROL.method("agent.status")
 async def agent_status(c: Caller, p: NoParams) -> dict[str, Any]:
-    return {**c.agent.status(), "sessions": len(c.agent.sessions)}
+    # clients: CLI connections other than this one (a request of a killed CLI still counts until
+    # the agent has answered it)
+    clients = max(0, c.agent.connections - 1)
+    return {**c.agent.status(), "sessions": len(c.agent.sessions), "clients": clients}
 
 
 @dataclass(frozen=True)
