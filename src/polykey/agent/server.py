@@ -3,6 +3,9 @@
 One asyncio loop accepts connections; every request is checked (frame size, JSON-RPC shape,
 session token) before a node method runs, and node methods run one at a time on a worker thread
 (the node file and its caches are shared). A bad frame closes only its own connection.
+
+The node file stays one file a user can copy: once writes pause, the node thread checkpoints the
+write-ahead log into the main file, and stopping empties it before the node is closed.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ from polykey.node import Node
 log = logging.getLogger("polykey.agent")
 PR_SET_DUMPABLE = 4
 OUTBOX_INTERVAL_S = 10.0
+# The write-ahead log is copied into the node file CHECKPOINT_IDLE_S after the last write, or
+# CHECKPOINT_MAX_DELAY_S after the first one when writes never pause; checked every
+# CHECKPOINT_POLL_S. A checkpoint a reader holds back is tried again at the next poll.
+CHECKPOINT_POLL_S = 0.5
+CHECKPOINT_IDLE_S = 1.0
+CHECKPOINT_MAX_DELAY_S = 10.0
 
 
 class AgentRunning(PolykeyError):
@@ -156,6 +165,41 @@ class Agent:
                 await loop.run_in_executor(self.worker, job)
             except Exception as exc:
                 log.warning("background %s failed: %s", job.__name__, type(exc).__name__)
+
+    async def _checkpoints(self) -> None:
+        """Copy the write-ahead log into the node file when writes pause (on the node thread,
+        between jobs; a PASSIVE checkpoint never blocks a writer), so that the node file alone,
+        copied by any means a few seconds after a write, holds that write."""
+        loop = asyncio.get_running_loop()
+        store = self.node.store
+        pending_since: float | None = None
+        while True:
+            await asyncio.sleep(CHECKPOINT_POLL_S)
+            written = store.written_at
+            if written is None:
+                pending_since = None
+                continue
+            now = time.monotonic()
+            if pending_since is None:
+                pending_since = now
+            if now - written < CHECKPOINT_IDLE_S and now - pending_since < CHECKPOINT_MAX_DELAY_S:
+                continue
+            try:
+                done = await loop.run_in_executor(self.worker, store.checkpoint)
+            except Exception as exc:
+                log.warning("checkpoint failed: %s", type(exc).__name__)
+                done = False
+            if done:
+                pending_since = None
+
+    def _final_checkpoint(self) -> None:
+        """Before the node is closed: empty the write-ahead log (closing the last connection
+        then deletes it), waiting a little for other readers of the file."""
+        try:
+            if not self.node.store.checkpoint(truncate=True):
+                log.info("the write-ahead log stays: another process has the node file open")
+        except Exception as exc:
+            log.warning("final checkpoint failed: %s", type(exc).__name__)
 
     def _outbox(self) -> None:
         delivered = self.node.notifications.deliver_outbox()
@@ -282,7 +326,10 @@ class Agent:
         log.info("agent started: pid %d, socket %s", os.getpid(), path)
         if ready is not None:
             ready(self.status())
-        background = [asyncio.create_task(self._every(OUTBOX_INTERVAL_S, self._outbox))]
+        background = [
+            asyncio.create_task(self._every(OUTBOX_INTERVAL_S, self._outbox)),
+            asyncio.create_task(self._checkpoints()),
+        ]
         if self.sync_interval:
             background.append(asyncio.create_task(self._every(self.sync_interval, self._sync)))
         if self.peer_limits is not None:
@@ -299,8 +346,10 @@ class Agent:
             if self.peer_server is not None:
                 self.peer_server.close()
             self.runtime.clear()
+            self.kdf_worker.shutdown(wait=True)  # a password change writes the node file
+            with contextlib.suppress(RuntimeError):  # after the queued jobs, before closing
+                self.worker.submit(self._final_checkpoint)
             self.worker.shutdown(wait=True)
-            self.kdf_worker.shutdown(wait=True)
             self.git_worker.shutdown(wait=False)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

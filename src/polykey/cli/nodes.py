@@ -1,4 +1,4 @@
-"""`pk bootstrap` and `pk node ...`: create a node, describe it, check it."""
+"""`pk bootstrap` and `pk node ...`: create a node, describe it, check it, copy it."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def bootstrap(s: Settings, recovery_code_file: Path | None, recovery_code_out: P
 
 @click.group()
 def node() -> None:
-    """Describe and check the node file."""
+    """Describe, check and copy the node file."""
 
 
 @node.command()
@@ -175,3 +175,35 @@ def check(s: Settings) -> None:
         else:
             hint = "Places not listed are intact; restore the damaged ones from a backup node."
         raise NodeDamaged(f"{len(damage)} damaged place(s)", hint=hint)
+
+
+@node.command("copy")
+@node_options
+@click.argument("path", type=click.Path(path_type=Path))
+@pass_settings
+def copy_(s: Settings, path: Path) -> None:
+    """Copy the node file to PATH: one consistent file, safe while the agent runs.
+
+    Needs no password (the copy is as encrypted as the node). PATH may be a folder; an existing
+    file is never replaced. The copy is checked before it appears: it opens as a node file and
+    SQLite finds it sound. It is the same node, with the same key: keep it as a copy, or move
+    it, but do not use both as live nodes (they would diverge).
+    """
+    from polykey.store.nodefile import copy_node
+
+    source = Path(os.path.abspath(s.node_path()))
+    target = Path(os.path.abspath(copy_node(source, path)))
+    size = target.stat().st_size
+    doc = {"source": str(source), "path": str(target), "bytes": size}
+    emit(s, f"Copied the node to {target} ({_size(size)}).", doc)
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

@@ -9,6 +9,11 @@ Versions: every write transaction that changes a mutable record advances the roo
 the record, its namespace's manifest and the root are all sealed with that epoch bound into their
 associated data, and each parent holds the exact version of its children. Putting back an older
 ciphertext of any one of them no longer matches its parent and is reported as damage.
+
+One file: commits land in SQLite's write-ahead log (``node.pk-wal``) first.
+:meth:`NodeFile.checkpoint` copies them into the main file (the agent calls it when writes pause,
+and before it stops), and :func:`copy_node` makes a consistent one-file copy with SQLite's backup
+API while other processes read and write the node.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +30,22 @@ from typing import Any
 
 from polykey.crypto.kdf import Argon2Params
 from polykey.errors import (
+    InvalidInput,
+    NodeBusy,
     NodeDamaged,
     NodeExists,
+    NodeNotFound,
+    NotANode,
     StorageError,
+    UnsafeParameters,
+    UnsupportedVersion,
     WrongPassword,
     WrongRecoveryCode,
 )
 from polykey.store import header as hdr
 from polykey.store.container import (
     APPLICATION_ID,
+    BUSY_TIMEOUT_S,
     SCHEMA,
     connect,
     is_id,
@@ -53,7 +66,24 @@ from polykey.store.records import (
 )
 from polykey.store.transaction import Transaction
 
-__all__ = ["Damage", "NodeFile", "Transaction", "read_header", "show_key"]
+__all__ = [
+    "CopyTargetExists",
+    "Damage",
+    "NodeFile",
+    "Transaction",
+    "copy_node",
+    "read_header",
+    "show_key",
+]
+
+CHECKPOINT_WAIT_S = 2.0  # how long a TRUNCATE checkpoint waits for other readers and writers
+JOURNALS = ("-wal", "-shm", "-journal")  # SQLite's files beside a database, by its name
+
+
+class CopyTargetExists(NodeExists):
+    """A file already exists where the copy would go."""
+
+    hint = "`pk node copy` never overwrites a file: choose a new path, or remove the old one first."
 
 
 @dataclass(frozen=True)
@@ -77,6 +107,129 @@ def read_header(path: Path, *, allow_weak: bool = False) -> hdr.Header:
         return hdr.decode(body, checksum, allow_weak=allow_weak)
     finally:
         conn.close()
+
+
+def copy_node(source: Path, target: Path) -> Path:
+    """Copy the node file at ``source`` to ``target``: one file, consistent, whole or not at all.
+
+    SQLite's backup API reads one snapshot of the node (its main file and its write-ahead log),
+    so this is safe while an agent or other processes read and write it. No password is needed:
+    every record stays sealed. The copy is built under a temporary name beside ``target``
+    (mode 0600), checked (it opens as a node file and passes ``PRAGMA quick_check``), left with
+    no write-ahead log of its own, then linked into place. An existing ``target`` is never
+    replaced; a folder receives the copy under the node file's own name. Returns the copy's path.
+
+    Sets the process umask to 077 while it runs (SQLite creates the copy's -wal and -shm).
+    """
+    if not source.exists():
+        raise NodeNotFound(str(source))
+    if target.is_dir():
+        target = target / source.name
+    _check_target(source, target)  # first: opening the source makes its -wal and -shm
+    src, body, checksum = open_connection(source)
+    try:
+        _check_header(body, checksum)
+        umask = os.umask(0o077)
+        try:
+            _backup(src, target)
+        finally:
+            os.umask(umask)
+    finally:
+        src.close()
+    return target
+
+
+def _check_header(body: bytes, checksum: bytes) -> None:
+    """The header parses (checksum, magic, format); its KDF bounds matter to unlocking only."""
+    with contextlib.suppress(UnsafeParameters, UnsupportedVersion):
+        hdr.decode(body, checksum, allow_weak=True)
+
+
+def _check_target(source: Path, target: Path) -> None:
+    if target.parent.resolve() == source.parent.resolve() and any(
+        target.name == source.name + suffix for suffix in JOURNALS
+    ):
+        raise InvalidInput(
+            f"{target} is the name of the node file's own journal",
+            hint="Choose another name for the copy.",
+        )
+    if target.exists() or target.is_symlink():
+        with contextlib.suppress(OSError):
+            if target.samefile(source):
+                raise InvalidInput(
+                    f"{target} is the node file itself",
+                    hint="Copy it to another path, for example on another disk.",
+                )
+        raise CopyTargetExists(str(target))
+    if not target.parent.is_dir():
+        raise InvalidInput(
+            f"{target.parent} is not a folder",
+            hint="Create the folder first, or choose a path in a folder that exists.",
+        )
+    for suffix in JOURNALS:
+        journal = target.with_name(target.name + suffix)
+        if journal.exists() or journal.is_symlink():
+            raise CopyTargetExists(
+                str(journal),
+                hint="SQLite would take this old journal for the copy's own: remove it, or "
+                "choose another path.",
+            )
+
+
+def _backup(src: sqlite3.Connection, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.{os.urandom(6).hex()}.copying")
+    try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        with sqlite_errors():
+            dst = connect(tmp)
+        try:
+            with sqlite_errors():
+                src.backup(dst)  # one step: one read transaction, one snapshot of the source
+                busy, log_frames, copied = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            dst.close()
+        leftover = [
+            j for j in JOURNALS if (p := tmp.with_name(tmp.name + j)).exists() and p.stat().st_size
+        ]
+        if busy or log_frames != copied or leftover:
+            raise StorageError(f"{target}: the copy could not be made one file")
+        _verify_copy(tmp, target)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            publish(tmp, target)
+        except NodeExists:
+            raise CopyTargetExists(str(target)) from None
+    except OSError as exc:
+        raise StorageError(f"{target}: {exc.strerror or exc}") from None
+    finally:
+        for name in (tmp, *(tmp.with_name(tmp.name + j) for j in JOURNALS)):
+            with contextlib.suppress(FileNotFoundError):
+                name.unlink()
+
+
+def _verify_copy(tmp: Path, target: Path) -> None:
+    """The copy opens as a node file, header and all, and SQLite finds its structure sound."""
+    hint = (
+        "The node file was read but its copy does not check: run `pk node check` on the node; "
+        "to keep a damaged file as it is, stop the agent and copy it with cp."
+    )
+    try:
+        conn, body, checksum = open_connection(tmp)
+        try:
+            _check_header(body, checksum)
+            with sqlite_errors():
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        finally:
+            conn.close()
+    except (NodeDamaged, NotANode) as exc:
+        problem = f"the copy for {target} does not open: {exc.summary}"
+        raise NodeDamaged(problem, hint=hint) from None
+    if problems != ["ok"]:
+        raise NodeDamaged(f"the copy for {target} fails SQLite's quick_check", hint=hint)
 
 
 class NodeFile:
@@ -103,6 +256,7 @@ class NodeFile:
         self._manifests: dict[bytes, Manifest] = {}
         self._in_write = False
         self._in_read = False
+        self._written_at: float | None = None
 
     def __repr__(self) -> str:
         return f"NodeFile({str(self.path)!r})"
@@ -210,6 +364,8 @@ class NodeFile:
         return node
 
     def close(self) -> None:
+        """Close the connection. When it is the last one open on the file, SQLite copies the
+        write-ahead log into the main file and deletes ``-wal`` and ``-shm``: one file again."""
         with self._lock:
             self._conn.close()
 
@@ -244,6 +400,7 @@ class NodeFile:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            self._written_at = time.monotonic()
         self.header = header
 
     # --- snapshots and caches -----------------------------------------------------------------
@@ -490,8 +647,52 @@ class NodeFile:
                 self._manifests = {}
                 raise
             self._in_write = False
+            self._written_at = time.monotonic()
             self._root = root
             self._manifests.update(manifests)
+
+    # --- the write-ahead log and copies --------------------------------------------------------
+
+    @property
+    def written_at(self) -> float | None:
+        """When (``time.monotonic()``) this connection last committed a write that no complete
+        checkpoint has copied into the main file yet; None when the main file holds them all."""
+        return self._written_at
+
+    def checkpoint(self, *, truncate: bool = False, wait: float = CHECKPOINT_WAIT_S) -> bool:
+        """Copy the write-ahead log into the main file; whether the main file now holds every
+        commit. A busy file is an answer (False), never an error.
+
+        By default PASSIVE: it never waits and never blocks a writer, and copies what no reader
+        still needs (a reader of an older snapshot leaves the rest for the next checkpoint).
+        ``truncate=True`` (before closing) also waits up to ``wait`` seconds for readers and
+        writers of other connections, blocking new writers meanwhile, then empties the -wal."""
+        with self._lock:
+            if self._in_read or self._in_write:  # a checkpoint cannot run inside a transaction
+                return False
+            mode = "TRUNCATE" if truncate else "PASSIVE"
+            timeout_ms = int(BUSY_TIMEOUT_S * 1000)
+            try:
+                with sqlite_errors():
+                    if truncate:
+                        self._conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                    try:
+                        row = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                    finally:
+                        if truncate:
+                            self._conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+            except NodeBusy:
+                return False
+            busy, log_frames, copied = row
+            # log_frames is -1 when the file is not in WAL mode: nothing to copy
+            done = bool(busy == 0 and copied == log_frames)
+            if done:
+                self._written_at = None
+            return done
+
+    def copy_to(self, target: Path) -> Path:
+        """A consistent one-file copy of this node file at ``target`` (see :func:`copy_node`)."""
+        return copy_node(self.path, target)
 
     # --- checking -----------------------------------------------------------------------------
 
