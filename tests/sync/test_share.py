@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -123,14 +124,54 @@ def test_a_node_whose_key_is_not_the_pinned_one_is_unreachable(pair: Pair) -> No
     assert b"Traceback" not in result.stderr
 
 
-def test_local_commits_make_a_pull_that_needs_a_merge_fail_and_change_nothing(pair: Pair) -> None:
+def test_a_clone_that_may_only_pull_refuses_local_changes_and_stays_whole(pair: Pair) -> None:
     pair.b("vaults", "clone", pair.alice_id, "work")
-    pair.b("secrets", "write", "work:local", stdin=b"bob's own")
-    pair.a("secrets", "write", "work:db/password", stdin=b"alice's new")
     before = pair.b("vaults", "log", "work")
-    result = run_pk("vaults", "pull", "work", env=pair.bob)
-    assert result.returncode == 54
+    refused = run_pk("secrets", "write", "work:local", env=pair.bob, input=b"bob's own")
+    assert refused.returncode == 38, refused.stderr
+    assert b"takes no changes from this node" in refused.stderr
+    assert b"--perm push" in refused.stderr
     assert pair.b("vaults", "log", "work") == before
+    pair.a("secrets", "write", "work:db/password", stdin=b"alice's new")
+    pair.b("vaults", "pull", "work")  # a fast-forward, as ever
+    assert pair.b("secrets", "cat", "work:db/password") == "alice's new"
+
+
+def test_edits_on_both_sides_merge_on_pull_and_push_sends_the_merge(pair: Pair) -> None:
+    """Both edit within one sync window (different secrets, and one secret both changed): the
+    pull merges, keeping the other value of the secret both changed beside it; the push then
+    fast-forwards the origin, and both nodes show one history."""
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    pair.a("secrets", "write", "work:alice-only", stdin=b"a")
+    pair.a("secrets", "write", "work:db/password", stdin=b"alice's new")
+    pair.b("secrets", "write", "work:bob-only", stdin=b"b")
+    pair.b("secrets", "write", "work:db/password", stdin=b"bob's new")
+    (pulled,) = json.loads(pair.b("--format", "json", "vaults", "pull", "work"))["pulled"]
+    assert pulled["how"] == "merged"
+    (conflict,) = pulled["conflicts"]
+    assert conflict["path"] == "db/password"
+    values = {
+        pair.b("secrets", "cat", "work:db/password"),
+        pair.b("secrets", "cat", f"work:{conflict['copy']}"),
+    }
+    assert values == {"alice's new", "bob's new"}
+    assert pair.b("secrets", "cat", "work:alice-only") == "a"
+    pair.b("vaults", "push", "work")
+    assert pair.a("vaults", "log", "work") == pair.b("vaults", "log", "work")
+    listed = pair.a("secrets", "ls", "-R", "work")
+    assert "alice-only" in listed and "bob-only" in listed and conflict["copy"] in listed
+
+
+def test_push_merges_first_when_the_origin_moved_on(pair: Pair) -> None:
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    pair.a("secrets", "write", "work:alice-only", stdin=b"a")
+    pair.b("secrets", "write", "work:bob-only", stdin=b"b")
+    pair.b("vaults", "push", "work")  # refused as not a fast-forward, so: pull, merge, push
+    assert pair.a("secrets", "cat", "work:bob-only") == "b"
+    assert pair.b("secrets", "cat", "work:alice-only") == "a"
+    assert pair.a("vaults", "log", "work") == pair.b("vaults", "log", "work")
 
 
 def test_a_peer_serving_an_older_state_is_refused(pair: Pair) -> None:
@@ -165,26 +206,17 @@ def test_push_to_a_node_that_granted_push_lands_there_and_others_pull_it(pair: P
 
 
 def test_push_without_the_push_grant_is_refused_and_changes_nothing(pair: Pair) -> None:
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
     pair.b("vaults", "clone", pair.alice_id, "work")
     pair.b("secrets", "write", "work:from-bob", stdin=b"x")
+    pair.a("vaults", "unshare", "work", pair.bob_id)  # push taken back after bob's commit
+    pair.a("vaults", "share", "work", pair.bob_id)
     before = pair.a("vaults", "log", "work")
     result = run_pk("vaults", "push", "work", pair.alice_id, env=pair.bob)
     assert result.returncode == 51
     assert b"does not take pushes to work from this node" in result.stderr
-    assert b"--permissions push" in result.stderr  # the reason, not "no such vault"
+    assert b"--perm push" in result.stderr  # the reason, not "no such vault"
     assert pair.a("vaults", "log", "work") == before
-
-
-def test_a_push_that_does_not_fast_forward_says_pull_first(pair: Pair) -> None:
-    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
-    pair.b("vaults", "clone", pair.alice_id, "work")
-    pair.a("secrets", "write", "work:db/password", stdin=b"alice moved on")
-    pair.b("secrets", "write", "work:from-bob", stdin=b"x")
-    result = run_pk("vaults", "push", "work", pair.alice_id, env=pair.bob)
-    assert result.returncode == 51
-    assert b"pull first" in result.stderr
-    assert b"pk: hint: Run `pk vaults pull work`, then push again." in result.stderr
-    assert b"no such vault" not in result.stderr.lower()
 
 
 def test_sharing_notifies_and_a_queued_notification_arrives_once_the_node_is_back(

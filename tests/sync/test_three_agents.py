@@ -47,8 +47,8 @@ class Peer:
         assert r.returncode == 0, (self.name, args, r.stderr.decode())
         return r.stdout.decode()
 
-    def fails(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        r = run_pk(*args, env=self.cli)
+    def fails(self, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        r = run_pk(*args, env=self.cli, input=stdin)
         assert r.returncode != 0, (self.name, args, r.stdout.decode())
         assert b"Traceback" not in r.stderr
         return r
@@ -198,10 +198,10 @@ def test_one_owner_two_sharers_pull_push_unshare_and_a_queued_notification(
     a_log = a("vaults", "log", "work")
     assert together((b, ("vaults", "log", "work")), (c, ("vaults", "log", "work"))) == [a_log] * 2
 
-    # B has no push grant: refused, A unchanged
-    b("secrets", "write", "work:from-b", stdin=b"not allowed")
-    refused_push = b.fails("vaults", "push", "work", a.node_id)
-    assert refused_push.returncode == 51, refused_push.stderr
+    # B has no push grant: its clone takes no local change, and A is unchanged
+    refused_write = b.fails("secrets", "write", "work:from-b", stdin=b"no grant")
+    assert refused_write.returncode == 38, refused_write.stderr
+    assert b"takes no changes from this node" in refused_write.stderr
     assert a("vaults", "log", "work") == a_log
     assert "from-b" not in a("secrets", "ls", "work")
 

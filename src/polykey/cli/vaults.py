@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import datetime
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from polykey.cli.common import Settings, emit, node_options, pass_settings
 from polykey.cli.safe_text import indented, shown
 from polykey.errors import UsageError
+
+if TYPE_CHECKING:
+    from typing import Any
 
 COMMIT_INDENT = len("0123456789ab  2000-01-01 00:00:00 UTC  v0123456789  ")
 AUTHOR_CHARS = 11  # of the author's NodeId: enough to tell a vault's writers apart
@@ -284,22 +288,38 @@ def clone_(s: Settings, node_id: str, vault: str, local_name: str | None) -> Non
 @click.option("--all", "all_", is_flag=True, help="Pull every cloned vault.")
 @pass_settings
 def pull(s: Settings, name: str | None, all_: bool) -> None:
-    """Fetch what is new in a cloned vault from the node it came from (fast-forward only)."""
+    """Fetch what is new in a cloned vault from the node it came from, and merge it with the
+    changes made here (a secret both sides changed keeps the other value beside it as a
+    conflict copy: `pk vaults conflicts`)."""
     if not name and not all_:
         raise UsageError("name a vault, or --all")
     r = s.call("vaults.pull", {"name": None if all_ else name})
-    lines = [
-        f"{shown(p['vault'])}: "
-        + (
-            f"refused: {shown(p['error'])}"
-            if "error" in p
-            else f"updated to {shown(p['head'][:12])}"
-            if p["updated"]
-            else "up to date"
-        )
-        for p in r["pulled"]
-    ]
+    lines = []
+    for p in r["pulled"]:
+        if "error" in p:
+            lines.append(f"{shown(p['vault'])}: refused: {shown(p['error'])}")
+        elif not p["updated"]:
+            lines.append(f"{shown(p['vault'])}: up to date")
+        elif p.get("how") == "merged":
+            lines.append(f"{shown(p['vault'])}: merged, now at {shown(p['head'][:12])}")
+        else:
+            lines.append(f"{shown(p['vault'])}: updated to {shown(p['head'][:12])}")
+        lines.extend(_conflict_lines(p.get("conflicts", []), p["vault"]))
     emit(s, "\n".join(lines), r)
+
+
+def _conflict_lines(conflicts: list[dict[str, Any]], vault: str) -> list[str]:
+    """What a merge kept beside a secret both sides changed."""
+    out = [
+        f"  conflict: {shown(vault)}:{shown(c['path'])}: the other value is kept as "
+        f"{shown(c['copy'])}"
+        for c in conflicts
+    ]
+    if out:
+        out.append(
+            f"  Keep one with `pk vaults resolve {shown(vault)}:PATH --keep mine|theirs|COPY`."
+        )
+    return out
 
 
 @vaults.command()
@@ -312,11 +332,49 @@ def push(s: Settings, name: str, node_id: str | None) -> None:
     (which granted push); NODEID, when given, must be that node."""
     r = s.call("vaults.push", {"name": name, "node_id": node_id})
     human = (
-        f"Pushed {shown(name)} to {shown(str(r.get('node_id', node_id)))}."
+        f"Pushed {shown(name)} to {shown(str(r.get('node_id', node_id)))}"
+        + (" (its new changes were pulled and merged first)." if r.get("merged_first") else ".")
         if r["pushed"]
         else f"{shown(name)}: nothing to push."
     )
-    emit(s, human, r)
+    lines = [human, *_conflict_lines(r.get("conflicts", []), name)]
+    emit(s, "\n".join(lines), r)
+
+
+@vaults.command()
+@node_options
+@click.argument("name", required=False)
+@pass_settings
+def conflicts(s: Settings, name: str | None) -> None:
+    """List the conflict copies a merge kept (in vault NAME, or in every vault)."""
+    r = s.call("vaults.conflicts", {"name": name})
+    lines = [
+        f"{shown(c['vault'])}:{shown(c['path'])}\t{shown(c['copy'])}\t"
+        f"made by {shown(c['node'])}… at {shown(c['time'])}"
+        for c in r["conflicts"]
+    ]
+    emit(s, "\n".join(lines) if lines else "No conflict copies.", r)
+
+
+@vaults.command()
+@node_options
+@click.argument("target", metavar="VAULT:PATH")
+@click.option(
+    "--keep",
+    required=True,
+    metavar="mine|theirs|COPY",
+    help="The value to keep at PATH: this node's, the other node's, or a copy by name.",
+)
+@pass_settings
+def resolve(s: Settings, target: str, keep: str) -> None:
+    """Settle a conflict: keep one value at PATH and remove its conflict copies (one commit;
+    the other values stay in the history)."""
+    vault, sep, path = target.partition(":")
+    if not sep or not vault or not path:
+        raise UsageError("give VAULT:PATH, the path of the secret that has conflict copies")
+    r = s.call("vaults.resolve", {"name": vault, "path": path, "keep": keep})
+    human = f"{shown(vault)}:{shown(r['path'])}: kept {shown(r['kept'])}"
+    emit(s, f"{human}; removed {shown(r['removed'])}.", r)
 
 
 @vaults.command()

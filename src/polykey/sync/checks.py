@@ -96,10 +96,15 @@ def writers(reply: dict[str, Any]) -> set[bytes]:
 
 def land(tx: Transaction, vault_id: str, objects: dict[bytes, bytes], head: bytes) -> None:
     """Write checked objects and the new head, inside the caller's transaction."""
+    land_objects(tx, vault_id, objects)
+    tx.put(refs_ns(vault_id), BRANCH, head)
+
+
+def land_objects(tx: Transaction, vault_id: str, objects: dict[bytes, bytes]) -> None:
+    """Write checked objects (no ref moves: a merge decides the head after)."""
     ns = objects_ns(vault_id)
     for sha, raw in objects.items():
         tx.put(ns, bytes.fromhex(sha.decode()), raw)
-    tx.put(refs_ns(vault_id), BRANCH, head)
 
 
 def parse_object(raw: bytes, sha: bytes) -> ShaFile:

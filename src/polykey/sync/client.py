@@ -17,12 +17,14 @@ from polykey.sync.checks import (
     UpdateRefused,
     fetch_reply,
     land,
+    land_objects,
     validate,
     writer_ids,
     writers,
 )
 from polykey.vaults.errors import VaultExists
 from polykey.vaults.graph import is_ancestor, with_received
+from polykey.vaults.merge import supersedes
 from polykey.vaults.objects import objects_ns
 from polykey.vaults.registry import VaultInfo, Vaults
 
@@ -32,13 +34,6 @@ if TYPE_CHECKING:
 
 
 MAX_FETCH_BYTES = 1024 * 1024 * 1024  # all pages of one fetch together (held in memory)
-
-
-class NeedsMerge(PolykeyError):
-    """The vault has local commits the other node does not have."""
-
-    exit_code = 54
-    hint = "Merging is not supported yet: keep the local changes, or clone the vault again."
 
 
 async def fetch(client: PeerClient, vault: str, haves: list[str]) -> dict[str, Any]:
@@ -209,31 +204,64 @@ async def _pull_one(
     objects = validate(received, head, known, signers, local=local_objects)
     both = with_received(vault.object_store(shared=True), objects)  # dulwich's merge base
 
-    if high and not is_ancestor(both, high, head):  # cheap when head descends from high
+    if high and not supersedes(both, head, high):  # cheap when head descends from high
         if is_ancestor(both, head, high):
             raise UpdateRefused(
                 f"{encode_node_id(peer)} serves an older state of {name} (rollback)"
             )
         raise UpdateRefused(f"{encode_node_id(peer)} rewrote the history of {name}")
-    if local is not None and not is_ancestor(both, local, head):
-        raise NeedsMerge(name)
     with store.write() as tx:
-        # the agent serves other requests while a pull waits on the network: re-check
-        now = vault.head(tx)
-        if now == head:  # another pull (the background sync) brought the same head meanwhile
-            return {"vault": name, "updated": True, "head": head.decode(), "objects": 0}
-        if now != local or vaults.info(name, tx).origin != info.origin:
+        # the agent serves other requests while a pull waits on the network: the merge is
+        # made here, against the head as it is now
+        if vaults.info(name, tx).origin != info.origin:
             raise UpdateRefused(f"{name} changed while it was being pulled; pull again")
-        land(tx, info.id, objects, head)
+        land_objects(tx, info.id, objects)
+        outcome = vault.merge(tx, head, encode_node_id(peer))
         origin = {**info.origin, "high_water": head.decode(), "writers": writer_ids(reply)}
         vaults.set_origin(info.name, origin, tx)
-    return {"vault": name, "updated": True, "head": head.decode(), "objects": len(objects)}
+    result: dict[str, Any] = {
+        "vault": name,
+        "updated": outcome.kind != "up-to-date",
+        "head": outcome.head.decode(),
+        "objects": len(objects),
+        "how": outcome.kind,
+    }
+    if outcome.conflicts:
+        result["conflicts"] = [
+            {"path": c.path, "copy": c.copy, "kept_by": c.kept_by, "copied_by": c.copied_by}
+            for c in outcome.conflicts
+        ]
+    return result
+
+
+PUSH_TRIES = 3  # a push the origin refuses because it moved on: pull (merging), push again
 
 
 def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId | None = None) -> dict[str, Any]:
     """Send the commits made here since the last pull to the node the vault came from (by
-    default; naming another node is refused)."""
+    default; naming another node is refused). When the origin has moved on, its changes are
+    pulled and merged first, then the merge is pushed."""
     from polykey.network.ssh import PeerError
+
+    merged: list[dict[str, Any]] = []
+    for attempt in range(PUSH_TRIES):
+        try:
+            result = _push_once(vaults, peers, name, peer)
+        except PeerError as exc:
+            if "pull first" not in exc.detail or attempt == PUSH_TRIES - 1:
+                raise _push_refused(exc, name) from None
+            pulled = pull(vaults, peers, name)
+            merged.extend(pulled.get("conflicts", []))
+            continue
+        if attempt:
+            result["merged_first"] = True
+        if merged:
+            result["conflicts"] = merged
+        return result
+    raise AssertionError("unreachable")
+
+
+def _push_once(vaults: Vaults, peers: Peers, name: str, peer: NodeId | None) -> dict[str, Any]:
     from polykey.sync.server import collect
 
     info = vaults.info(name)
@@ -253,10 +281,7 @@ def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId | None = None) ->
         return {"vault": name, "pushed": False, "node_id": encode_node_id(peer)}
     objects = collect(vault, head, {base} if base else set())
     params = {"vault": info.origin["vault_id"], "head": head.decode(), "objects": objects}
-    try:
-        peers.call(peer, "vaults.receive", params)
-    except PeerError as exc:
-        raise _push_refused(exc, name) from None
+    peers.call(peer, "vaults.receive", params)
     with vaults.store.write() as tx:
         now = vaults.info(name, tx).origin  # a pull may have moved it while the push waited
         if str(now.get("high_water", "")).encode() == base:
@@ -278,7 +303,7 @@ def _push_refused(exc: PolykeyError, name: str) -> PolykeyError:
     if exc.detail.startswith("No such vault"):
         return PeerError(
             f"the other node does not take pushes to {name} from this node",
-            hint="Its owner grants that with `pk vaults share VAULT NODEID --permissions push`.",
+            hint="Its owner grants that with `pk vaults share VAULT NODEID --perm push`.",
         )
     if "pull first" in exc.detail:
         return PeerError(

@@ -96,3 +96,14 @@ class TagFileFull(VaultError):
     """The vault's secret tags would not fit in its tag file."""
 
     hint = "A vault's tag file holds at most 8 MiB of tags; remove some tags first."
+
+
+class ReadOnlyClone(VaultError):
+    """This clone is read-only here: its origin takes no changes from this node."""
+
+    exit_code = 38
+    hint = (
+        "A change made here could never reach the other node, and would part this copy from "
+        "it. Ask its owner for push (`pk vaults share VAULT NODEID --perm push`, then "
+        "`pk vaults pull VAULT`), or keep your own secrets in a vault of your own."
+    )

@@ -63,6 +63,21 @@ class VaultInfo:
             raise NodeDamaged(f"the registry entry of vault {vault_id} is malformed") from None
 
 
+def read_only(info: VaultInfo, key: RootKey) -> str | None:
+    """Why this node may not commit to the vault: a clone whose origin named the writers it
+    takes, this node not among them (None: it may)."""
+    from polykey.ids import encode_node_id
+
+    if not info.origin or "writers" not in info.origin:
+        return None
+    writers = info.origin["writers"].split()
+    me = encode_node_id(key.node_id)
+    if me in writers:
+        return None
+    origin = info.origin.get("node_id", "")
+    return f"{info.name} is a clone of {origin[:12]}… that takes no changes from this node"
+
+
 def new_vault_id() -> str:
     return "v" + base64.b32hexencode(os.urandom(16)).decode().rstrip("=").lower()
 
@@ -107,7 +122,9 @@ class Vaults:
         from polykey.vaults.vault import Vault
 
         info = self.info(name)
-        return Vault(self.store, info.id, info.name, self.key, self.cache)
+        vault = Vault(self.store, info.id, info.name, self.key, self.cache)
+        vault.read_only = read_only(info, self.key)
+        return vault
 
     def create(self, name: str, tags: list[str] | None = None) -> Vault:
         from polykey.vaults.tags import check_tag

@@ -28,6 +28,7 @@ from polykey.vaults.errors import (
     BadTagFile,
     IsADirectory,
     NotADirectory,
+    ReadOnlyClone,
     RevisionNotFound,
     SecretExists,
     SecretNotFound,
@@ -38,6 +39,7 @@ from polykey.vaults.paths import join, split_path
 from polykey.vaults.tags import check_tag, read_tags, try_read_tags, write_tags
 
 if TYPE_CHECKING:
+    from polykey.vaults.merge import Conflict
     from polykey.vaults.repo import VaultRepo
     from polykey.vaults.store import SealedObjectStore
 
@@ -63,6 +65,13 @@ class CommitInfo:
     signed: bool
 
 
+@dataclass(frozen=True)
+class MergeOutcome:
+    kind: str  # "up-to-date", "fast-forward" or "merged"
+    head: bytes
+    conflicts: tuple[Conflict, ...] = ()
+
+
 @dataclass
 class SecretStat:
     path: str
@@ -85,6 +94,7 @@ class Vault:
         self.key = key
         self.cache = cache
         self.refs = refs_ns(vault_id)
+        self.read_only: str | None = None  # why this node may not commit here (Vaults.open)
 
     def __repr__(self) -> str:
         return f"Vault({self.name!r}, {self.id})"
@@ -251,6 +261,8 @@ class Vault:
         replace_bad_tags: bool = False,
         parents: list[bytes] | None = None,
     ) -> bytes:
+        if self.read_only:
+            raise ReadOnlyClone(self.read_only)
         objects = self.objects(tx)
         head = self.head(tx)
         if parents is None:
@@ -279,6 +291,32 @@ class Vault:
         commit_id = objects.add(self._new_commit(new_tree, parents, message))
         tx.put(self.refs, BRANCH, commit_id)
         return commit_id
+
+    def merge(self, tx: Transaction, theirs: bytes, source: str) -> MergeOutcome:
+        """Bring the commit ``theirs`` (its objects already in the vault) into the head, in
+        ``tx``: nothing when the head has it, a fast-forward when the head is behind it, else
+        a merge commit with both parents (vaults/merge.py settles the conflicts). ``source``
+        names where ``theirs`` came from, for the message."""
+        from polykey.vaults.merge import merge_trees, supersedes
+
+        ours = self.head(tx)
+        store = self.object_store(tx)
+        if ours == theirs:
+            return MergeOutcome("up-to-date", theirs)
+        if ours is None or supersedes(store, theirs, ours):  # (or a twin merge gives way)
+            tx.put(self.refs, BRANCH, theirs)
+            return MergeOutcome("fast-forward", theirs)
+        if supersedes(store, ours, theirs):
+            return MergeOutcome("up-to-date", ours)
+        objects = self.objects(tx)
+        merged = merge_trees(objects, store, ours, theirs)
+        lines = [f"Merge {theirs[:8].decode()} from {source}."]
+        if merged.conflicts:
+            lines.append("")
+            lines.extend(c.trailer() for c in merged.conflicts)
+        commit_id = objects.add(self._new_commit(merged.tree, [ours, theirs], "\n".join(lines)))
+        tx.put(self.refs, BRANCH, commit_id)
+        return MergeOutcome("merged", commit_id, tuple(merged.conflicts))
 
     def _new_commit(self, tree_id: bytes, parents: list[bytes], message: str) -> Commit:
         ident = encode_node_id(self.key.node_id).encode()
@@ -394,6 +432,8 @@ class Vault:
     def revert(self, rev: str) -> bytes:
         """A new commit whose content is that of ``rev``; history is never rewritten."""
         target = self.resolve(rev)
+        if self.read_only:
+            raise ReadOnlyClone(self.read_only)
         with self.store.write() as tx:
             objects = self.objects(tx)
             head = self.head(tx)

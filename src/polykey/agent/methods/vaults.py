@@ -128,3 +128,39 @@ class VaultsRetag:
 def vaults_retag(node: Node, p: VaultsRetag) -> dict[str, Any]:
     info = node.vaults.retag(p.name, p.add, p.remove)
     return {"name": info.name, "tags": info.tags}
+
+
+# --- conflict copies ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VaultsConflicts:
+    name: str | None = None
+
+
+@METHODS.method("vaults.conflicts")
+def vaults_conflicts(node: Node, p: VaultsConflicts) -> dict[str, Any]:
+    from polykey.vaults.merge import conflict_copies
+
+    names = [p.name] if p.name else [i.name for i in node.vaults.all()]
+    out = []
+    for name in names:
+        for c in conflict_copies(node.vaults.open(name)):
+            out.append({"vault": name, **asdict(c)})
+    return {"conflicts": out}
+
+
+@dataclass(frozen=True)
+class VaultsResolve:
+    name: str
+    path: str
+    keep: str
+
+
+@METHODS.method("vaults.resolve")
+def vaults_resolve(node: Node, p: VaultsResolve) -> dict[str, Any]:
+    from polykey.ids import encode_node_id
+    from polykey.vaults.merge import resolve
+
+    me = encode_node_id(node.node_id)
+    return {"vault": p.name, **resolve(node.vaults.open(p.name), p.path, p.keep, me)}
