@@ -572,3 +572,41 @@ def test_share_says_whether_the_node_was_told(pair: Pair) -> None:
     pair.a("nodes", "add", pair.bob_id, f"127.0.0.1:{free_port()}")  # nobody listens there
     queued = pair.a("vaults", "share", "third", pair.bob_id, "--perm", "push")
     assert "could not be reached: it will be told when the agent reaches it" in queued
+
+
+def _wait_for(check: Callable[[], bool], seconds: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_background_sync_merges_local_changes_and_a_refused_one_is_told(pair: Pair) -> None:
+    """With --sync-interval, a clone with local commits keeps syncing (it merges); when the
+    origin refuses, `pk agent status` and the next command on that vault say so."""
+    pair.a("vaults", "share", "work", pair.bob_id, "--perm", "push")
+    pair.b("vaults", "clone", pair.alice_id, "work")
+    pair.b("agent", "start", "--background", "--sync-interval", "5")
+    try:
+        pair.b("secrets", "write", "work:bob-only", stdin=b"b")
+        pair.a("secrets", "write", "work:alice-only", stdin=b"a")
+        merged = _wait_for(lambda: "alice-only" in pair.b("secrets", "ls", "work"))
+        assert merged, pair.b("vaults", "log", "work")
+        assert pair.b("secrets", "cat", "work:bob-only") == "b"
+
+        pair.a("vaults", "unshare", "work", pair.bob_id)
+        told = _wait_for(lambda: "failing since" in pair.b("agent", "status"))
+        assert told, pair.b("agent", "status")
+        status = json.loads(pair.b("agent", "status", "--format", "json"))
+        assert [p["vault"] for p in status["sync_problems"]] == ["work"]
+        read = run_pk("secrets", "cat", "work:bob-only", env=pair.bob)
+        assert read.returncode == 0 and read.stdout == b"b"
+        assert b"pk: warning: background sync of work fails since" in read.stderr
+        other = run_pk("vaults", "list", env=pair.bob)  # touches no vault in particular
+        assert b"warning" not in other.stderr
+    finally:
+        run_pk("agent", "stop", env=pair.bob)

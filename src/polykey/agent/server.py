@@ -155,6 +155,7 @@ class Agent:
         self.peer_server: Any = None
         self.peer_limits: Any = None  # network.ssh.PeerLimits once peers are served
         self.sync_interval: float = 0
+        self.sync_problems: dict[str, dict[str, str]] = {}  # vault -> its failing background sync
         self.peer_idle: float = 60  # a git client silent (or not reading) this long is cut off
 
     async def _every(self, seconds: float, job: Any) -> None:
@@ -232,10 +233,40 @@ class Agent:
         if not names:
             return
         for result in pull_many(self.node.vaults, self.node.peers, names):
+            vault = str(result["vault"])
+            if "error" in result:
+                log.info("sync of %s refused", vault)
+                if vault not in self.sync_problems:
+                    self.sync_problems[vault] = {
+                        "vault": vault,
+                        "error": str(result["error"]),
+                        "since": _now(),
+                    }
+                continue
+            self.sync_problems.pop(vault, None)
             if result.get("updated"):
-                log.info("sync: %s updated", result["vault"])
-            elif "error" in result:
-                log.info("sync of %s refused", result["vault"])
+                log.info("sync: %s updated (%s)", vault, result.get("how", "fast-forward"))
+
+    def warnings(self, params: dict[str, Any]) -> list[str]:
+        """What a command touching these vaults should be told: background syncs that fail."""
+        if not self.sync_problems:
+            return []
+        named: set[str] = set()
+        for key in ("vault", "name", "src_vault", "dst_vault"):
+            if isinstance(params.get(key), str):
+                named.add(params[key])
+        for key in ("items", "vaults"):
+            for item in params.get(key) or []:
+                if isinstance(item, str):
+                    named.add(item)
+                elif isinstance(item, list) and item and isinstance(item[0], str):
+                    named.add(item[0])
+        return [
+            f"background sync of {p['vault']} fails since {p['since']}: {p['error']} "
+            f"(`pk vaults pull {p['vault']}` shows why)"
+            for v, p in sorted(self.sync_problems.items())
+            if v in named
+        ]
 
     async def _serve_peers(self, host: str, port: int) -> None:
         from polykey.network.ssh import PeerLimits, serve, ssh_key
@@ -289,6 +320,7 @@ class Agent:
             "version": __version__,
             **({"peers": f"{self.peer_host}:{self.peer_port}"} if self.peer_port else {}),
             **({"peers_connected": self._connected()} if self.peer_limits is not None else {}),
+            **({"sync_problems": list(self.sync_problems.values())} if self.sync_problems else {}),
         }
 
     def _connected(self) -> dict[str, int]:
@@ -377,7 +409,8 @@ class Agent:
                     return
                 raw = params.pop("raw", False) is True and name == "secrets.cat"
                 response = await self._answer(request_id, name, params)
-                if raw and "result" in response:  # the hot path's reply: no JSON to parse
+                if raw and "result" in response and "warnings" not in response["result"]:
+                    # the hot path's reply: no JSON to parse
                     values = [protocol.from_wire(i["data"]) for i in response["result"]["secrets"]]
                     body = protocol.RAW + b"".join(values)
                     writer.write(protocol.HEADER.pack(len(body)) + body)
@@ -412,6 +445,9 @@ class Agent:
                 "error": {"code": protocol.INTERNAL_ERROR, "message": type(exc).__name__},
             }
         log.info("%s ok in %.1f ms", name, (time.perf_counter() - started) * 1000)
+        warnings = self.warnings(params)
+        if warnings:
+            result = {**result, "warnings": warnings}
         return {"jsonrpc": "2.0", "id": request_id, "result": protocol.to_wire(result)}
 
     async def _dispatch(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -445,3 +481,7 @@ def _error(request_id: Any, code: int, exc: PolykeyError) -> dict[str, Any]:
             "data": {"exit_code": exc.exit_code, "hint": exc.user_hint, "type": type(exc).__name__},
         },
     }
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

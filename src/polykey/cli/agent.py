@@ -366,6 +366,11 @@ def status(s: Settings) -> None:
             f" connection(s), {held.get('channels', 0)} channel(s);"
             f" {held.get('authenticating', 0)} authenticating"
         )
+    from polykey.cli.safe_text import shown
+
+    for problem in live.get("sync_problems") or []:
+        vault, since = shown(problem.get("vault")), shown(problem.get("since"))
+        lines.append(f"{'sync':<9} {vault}: failing since {since}: {shown(problem.get('error'))}")
     emit(s, "Agent running\n" + "\n".join(lines), {"running": True, **live})
 
 

@@ -110,7 +110,12 @@ class Settings:
             from polykey.cli.client import AgentGone
 
             try:
-                return self._call_agent(client, method, params)
+                result = self._call_agent(client, method, params)
+                for warning in result.pop("warnings", None) or []:
+                    from polykey.cli.safe_text import shown
+
+                    sys.stderr.write(f"pk: warning: {shown(warning)}\n")
+                return result
             except AgentGone:
                 pass  # a stale socket: the agent is gone, work on the file
             finally:

@@ -191,6 +191,11 @@ def try_fast(args: list[str], taken: list[bytes] | None = None) -> int | None:
                 )
                 return 46
             if reply.startswith(frames.result_prefix(1)):
+                if b'"warnings"' in reply:  # a background sync of this vault fails: say so
+                    import json
+
+                    for warning in json.loads(reply).get("result", {}).get("warnings", []):
+                        sys.stderr.write(f"pk: warning: {warning!s}\n")
                 return 0
     except (OSError, ValueError, _Unanswered):  # a read falls back: it changes nothing
         return None
