@@ -1,5 +1,5 @@
-"""The Node owns the ACL, the node graph, the peers and the notifications; two nodes in one
-process share none of them (the discovery simulation will run hundreds of nodes in one)."""
+"""The Node owns the links, the ACL, the node graph, the peers and the notifications; two nodes
+in one process share none of them (the discovery simulation will run hundreds of nodes in one)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def test_two_nodes_in_one_process_share_nothing(tmp_path: Path) -> None:
         assert _memo(va.objects()) is _memo(a.vaults.create("w").objects())  # one per node
         a.graph.add(b.node_id, Address("127.0.0.1", 1))
         assert a.graph.knows(b.node_id) and not b.graph.knows(a.node_id)
+        assert a.links is not b.links and a.acl.links is a.links and b.acl.links is b.links
+        mine, _ = a.links.link(b.node_id)
+        assert [e["state"] for e in a.links.states()] == ["pending"] and not b.links.states()
+        b.links.accept(mine.to_json(), a.node_id)
+        theirs, _ = b.links.link(a.node_id)
+        a.links.accept(theirs.to_json(), b.node_id)
+        assert a.links.mine() == [b.node_id] and b.links.mine() == [a.node_id]
 
 
 def test_the_acl_answers_questions(tmp_path: Path) -> None:
@@ -53,16 +60,17 @@ def _id(node: Node) -> str:
     return encode_node_id(node.node_id)
 
 
-def test_only_the_node_constructs_the_acl_graph_and_peers() -> None:
-    made = re.compile(r"\b(Acl|Graph|Peers|Notifications|Pool)\(")
+def test_only_the_node_constructs_the_links_acl_graph_and_peers() -> None:
+    made = re.compile(r"\b(Links|Acl|Graph|Peers|Notifications|Pool)\(")
     found = []
     for path in SRC.rglob("*.py"):
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if made.search(line) and "class " not in line and 'f"' not in line:
                 found.append(f"{path.relative_to(SRC)}:{number}")
-    # the Node makes the first four; Peers makes its own pool
+    # the Node makes the first five; Peers makes its own pool
+    rooms = r"\b(Links|Acl|Graph|Peers|Notifications)\("
     assert sorted(found) == sorted(
-        ["node.py:" + n for n in _lines("node.py", r"\b(Acl|Graph|Peers|Notifications)\(")]
+        ["node.py:" + n for n in _lines("node.py", rooms)]
         + ["network/peers.py:" + n for n in _lines("network/peers.py", r"\bPool\(")]
     )
 

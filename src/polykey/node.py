@@ -1,9 +1,9 @@
 """The Node facade: one unlocked node, its store, its keys, and what it knows of other nodes.
 
 The CLI (when no agent runs) and the agent both work through this class; it joins the layers
-below it and holds no terminal, environment or argv logic. It owns the vaults, the ACL, the
-node graph and the peers (the pool of connections): nobody else constructs them, so two nodes
-can live in one process without sharing state.
+below it and holds no terminal, environment or argv logic. It owns the vaults, the links with
+its own other nodes, the ACL, the node graph and the peers (the pool of connections): nobody
+else constructs them, so two nodes can live in one process without sharing state.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from polykey.store.header import new_salt
 from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.trust.acl import Acl
+from polykey.trust.links import LINKED, BadAnswer, BadStatement, Links
 from polykey.vaults.registry import Vaults
 
 __all__ = [
@@ -79,7 +80,8 @@ class Node:
         self.store = store
         self.key = key
         self.vaults = Vaults(store, key)
-        self.acl = Acl(store)
+        self.links = Links(store, key)
+        self.acl = Acl(store, self.links)
         self.graph = Graph(store)
         self.peers = Peers(self.graph, key.signing.openssh_private_pem)
         self.notifications = Notifications(store, self.acl, self.graph, self.peers)
@@ -217,6 +219,71 @@ class Node:
     def decrypt(self, ciphertext: bytes) -> bytes:
         return self.key.decrypt(ciphertext)
 
+    # --- own nodes (docs/spec/links.md) -----------------------------------------------------------
+
+    def link(self, node_id: NodeId) -> dict[str, Any]:
+        """Make ``node_id`` one of this node's own: sign the link (kept as a request until the
+        other node signs too) and send it. The other node answers with its own statement when
+        it had asked already, which completes the link on both sides; otherwise it keeps this
+        one as an offer until its owner runs `pk nodes link` there. Run again, it sends the same
+        statement: a side that missed the answer catches up.
+
+        ``{"node_id", "this_node", "state": "linked" | "pending", "told": bool, "reason"?}``
+        (another state when a command here changed it meanwhile); a refusal by
+        the other node while the link is still a request is a PeerError."""
+        from polykey.network.graph import UnknownNode
+        from polykey.network.ssh import PeerError, PeerUnreachable
+
+        mine, state = self.links.link(node_id)
+        out: dict[str, Any] = {
+            "node_id": encode_node_id(node_id),
+            "this_node": encode_node_id(self.node_id),
+            "state": state,
+            "told": False,
+        }
+        try:
+            reply = self.peers.call(node_id, "nodes.link", {"statement": mine.to_json()})
+        except (UnknownNode, PeerUnreachable) as exc:
+            return {**out, "reason": exc.message}
+        except PeerError as exc:
+            if state == LINKED:  # this side holds both statements: linked, the other not told
+                return {**out, "reason": exc.message}
+            raise PeerError(
+                f"the other node refused the link: {exc.detail}",
+                hint=f"This node's request stays pending; withdraw it with "
+                f"`pk nodes unlink {encode_node_id(node_id)}`.",
+            ) from None
+        try:
+            state = self.links.answered(node_id, mine, reply)
+        except BadStatement as exc:
+            raise BadAnswer(exc.detail) from None
+        return {**out, "state": state, "told": True}
+
+    def unlink(self, node_id: NodeId) -> dict[str, Any]:
+        """End the link with ``node_id`` here at once, withdraw this node's request to it, or
+        decline its offer; then tell it (an unlink statement), if it can be reached.
+
+        ``{"node_id", "was": the state before, "told": bool, "reason"?}``."""
+        from polykey.network.graph import UnknownNode
+        from polykey.network.ssh import PeerError, PeerUnreachable
+
+        was, statement = self.links.unlink(node_id)
+        out: dict[str, Any] = {"node_id": encode_node_id(node_id), "was": was, "told": False}
+        if statement is None:  # the other node ended it: nothing to tell
+            return out
+        try:
+            self.peers.call(node_id, "nodes.unlink", {"statement": statement.to_json()})
+        except (UnknownNode, PeerUnreachable, PeerError) as exc:
+            return {**out, "reason": exc.message}
+        return {**out, "told": True}
+
+    def mine(self) -> dict[str, Any]:
+        """The linked nodes, and every node with a link record and its state."""
+        return {
+            "mine": [encode_node_id(n) for n in self.links.mine()],
+            "nodes": self.links.states(),
+        }
+
 
 def _check_store(store: NodeFile) -> list[Damage]:
     damage = store.check()
@@ -228,5 +295,7 @@ def _check_store(store: NodeFile) -> list[Damage]:
         if seed is None or len(seed) != 32:
             damage.append(Damage("node/keys/root-seed", "root key is missing"))
             return damage
-        damage.extend(Vaults(store, RootKey.from_seed(seed)).check())
+        key = RootKey.from_seed(seed)
+        damage.extend(Vaults(store, key).check())
+        damage.extend(Links(store, key).check())
     return damage

@@ -81,7 +81,16 @@ GIT_WRITE_CHUNK = 256 * 1024
 KNOWN_PEERS_INTERVAL_S = 5.0  # how fresh the peer port's list of known NodeIds is
 # methods after which that list is made again at once (grants and the node graph)
 CHANGES_PEERS = frozenset(
-    {"vaults.share", "vaults.unshare", "vaults.rm", "vaults.clone", "nodes.add", "nodes.rm"}
+    {
+        "vaults.share",
+        "vaults.unshare",
+        "vaults.rm",
+        "vaults.clone",
+        "nodes.add",
+        "nodes.rm",
+        "nodes.link",
+        "nodes.unlink",
+    }
 )
 GIT_THREADS = 4  # stock git clients served at once; a stalled one is cut off after peer_idle
 GIT_MIN_RATE = 1024  # bytes/s a stock git client must keep up while we wait on it

@@ -2,8 +2,9 @@
 
 What a peer may scan and fetch, and only what it is missing; what a peer may push
 (``PeerService.receive``: `pk vaults push` and stock `git push` alike); notifications, handed to
-the node's inbox. A peer without permission on a vault gets exactly the answer a missing vault
-gives, so a vault's existence does not leak.
+the node's inbox; link statements, handed to the node's links (a linked node holds every
+permission, through the ACL). A peer without permission on a vault gets exactly the answer a
+missing vault gives, so a vault's existence does not leak.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from polykey.network.ssh import PROTOCOL_VERSION
 from polykey.rpc import NoParams, Registry
 from polykey.sync.checks import UpdateRefused, land, validate
 from polykey.trust.acl import Acl
+from polykey.trust.links import LINKED
 from polykey.vaults.errors import VaultNotFound
 from polykey.vaults.graph import is_ancestor, missing_objects, missing_records, with_received
 from polykey.vaults.objects import VaultObjects
@@ -63,6 +65,7 @@ class PeerService:
         self.vaults = vaults
         self.store = vaults.store
         self.acl = acl
+        self.links = acl.links
         self.node_id = node_id
         self.notifications = notifications
 
@@ -241,6 +244,28 @@ def notification(c: PeerCall, p: Notification) -> dict[str, Any]:
     if c.service.notifications is None:
         raise InvalidInput("this node takes no notifications")
     return c.service.notifications.receive(c.peer, p.message)
+
+
+@dataclass(frozen=True)
+class LinkStatement:
+    statement: Any = field(default=None, repr=False)  # checked by Links
+
+
+@PEER_METHODS.method("nodes.link")
+def nodes_link(c: PeerCall, p: LinkStatement) -> dict[str, Any]:
+    """Any node may ask: its statement must be its own (iss = the peer), about this node, and
+    verify. It completes a link this node asked for, or is kept as an offer."""
+    state, mine = c.service.links.accept(p.statement, c.peer)
+    if state == LINKED and mine is not None:
+        return {"linked": True, "statement": mine.to_json()}
+    return {"linked": False}
+
+
+@PEER_METHODS.method("nodes.unlink")
+def nodes_unlink(c: PeerCall, p: LinkStatement) -> dict[str, Any]:
+    """The peer's own unlink statement ends its link with this node (or drops its offer, or
+    declines this node's request)."""
+    return {"unlinked": c.service.links.unlinked_by(p.statement, c.peer)}
 
 
 def collect(vault: Vault, head: bytes, haves: set[bytes]) -> list[bytes]:

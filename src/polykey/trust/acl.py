@@ -2,7 +2,8 @@
 
 Kept in the mutable namespace ``acl/vaults``: vault id -> JSON {NodeId: [permissions]}. The
 Node owns the one ``Acl``; callers ask it questions (``permits``, ``writers``, ``nodes``) and
-never read its records.
+never read its records. A node linked to this one (trust/links.py: one of the same owner's
+nodes) holds every permission on every vault, with no grant; unlinking takes that away at once.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import json
 
 from polykey.errors import InvalidInput, NodeDamaged
 from polykey.ids import NodeId, encode_node_id
-from polykey.store.nodefile import NodeFile
+from polykey.store.nodefile import NodeFile, Transaction
 from polykey.store.records import Namespace
+from polykey.trust.links import Links
 
 ACL = Namespace("acl/vaults")
 PERMISSIONS = ("scan", "clone", "pull", "push")
@@ -29,8 +31,9 @@ def check_permissions(perms: list[str]) -> list[str]:
 
 
 class Acl:
-    def __init__(self, store: NodeFile) -> None:
+    def __init__(self, store: NodeFile, links: Links) -> None:
         self.store = store
+        self.links = links
 
     def grants(self, vault_id: str) -> dict[str, list[str]]:
         raw = self.store.get(ACL, vault_id.encode())
@@ -43,8 +46,9 @@ class Acl:
         return {str(k): [str(p) for p in v] for k, v in doc.items()}
 
     def nodes(self, permission: str | None = None) -> set[str]:
-        """Every NodeId holding a grant on some vault (with ``permission``: holding that one)."""
-        out: set[str] = set()
+        """Every NodeId holding a grant on some vault (with ``permission``: holding that one),
+        and every linked node (it holds them all)."""
+        out = {encode_node_id(n) for n in self.links.mine()}
         for vault_id, _ in self.store.items(ACL):
             for node, perms in self.grants(vault_id.decode()).items():
                 if permission is None or permission in perms:
@@ -52,19 +56,24 @@ class Acl:
         return out
 
     def knows(self, node_id: NodeId) -> bool:
-        """Whether ``node_id`` holds a grant on any vault."""
+        """Whether ``node_id`` holds a grant on any vault, or is linked."""
         return encode_node_id(node_id) in self.nodes()
 
     def permits(self, vault_id: str, node_id: NodeId, permission: str) -> bool:
-        return permission in self.grants(vault_id).get(encode_node_id(node_id), [])
+        return permission in self.permissions(vault_id, node_id)
 
     def permissions(self, vault_id: str, node_id: NodeId) -> list[str]:
-        """What ``node_id`` may do with the vault (empty: nothing, not even know of it)."""
+        """What ``node_id`` may do with the vault (empty: nothing, not even know of it); a
+        linked node, everything."""
+        if self.links.is_mine(node_id):
+            return sorted(PERMISSIONS)
         return self.grants(vault_id).get(encode_node_id(node_id), [])
 
     def writers(self, vault_id: str) -> list[str]:
-        """The NodeIds granted `push` on the vault, sorted (the owner is not among them)."""
-        return sorted(n for n, perms in self.grants(vault_id).items() if "push" in perms)
+        """The NodeIds granted `push` on the vault and the linked nodes, sorted (the owner is
+        not among them)."""
+        granted = {n for n, perms in self.grants(vault_id).items() if "push" in perms}
+        return sorted(granted | {encode_node_id(n) for n in self.links.mine()})
 
     def grant(self, vault_id: str, node_id: NodeId, perms: list[str]) -> list[str]:
         """Add ``perms``. Push brings pull with it: a writer must read the vault to build on
@@ -85,6 +94,19 @@ class Acl:
             found = current.pop(encode_node_id(node_id), None) is not None
             tx.put(ACL, vault_id.encode(), json.dumps(current, sort_keys=True).encode())
         return found
+
+    def replace(self, tx: Transaction, vault_id: str, grants: dict[str, list[str]]) -> None:
+        """Set every grant of the vault at once, inside the caller's transaction (a backup
+        mirrored, a restore): permissions this version does not know are left out, push brings
+        pull, a node left with none is dropped."""
+        clean: dict[str, list[str]] = {}
+        for node, perms in grants.items():
+            known = {p for p in perms if p in PERMISSIONS}
+            if "push" in known:
+                known.add("pull")
+            if known:
+                clean[node] = sorted(known)
+        tx.put(ACL, vault_id.encode(), json.dumps(clean, sort_keys=True).encode())
 
     def drop(self, vault_id: str) -> None:
         with self.store.write() as tx:

@@ -1,5 +1,5 @@
-"""Other nodes and what is shared with them: `pk nodes …`, `pk vaults share/unshare/permissions/
-scan/clone/pull/push/signers`, `pk notifications …`."""
+"""Other nodes and what is shared with them: `pk nodes …` (own nodes: `pk nodes link/unlink/mine`),
+`pk vaults share/unshare/permissions/scan/clone/pull/push/signers`, `pk notifications …`."""
 
 from __future__ import annotations
 
@@ -79,6 +79,24 @@ def nodes_ping(node: Node, p: Peer) -> dict[str, Any]:
 @METHODS.method("nodes.connections")
 def nodes_connections(node: Node, p: NoParams) -> dict[str, Any]:
     return {"connections": node.peers.connections()}
+
+
+# --- own nodes (docs/spec/links.md) -------------------------------------------------------------
+
+
+@METHODS.method("nodes.link")
+def nodes_link(node: Node, p: Peer) -> dict[str, Any]:
+    return node.link(p.id)
+
+
+@METHODS.method("nodes.unlink")
+def nodes_unlink(node: Node, p: Peer) -> dict[str, Any]:
+    return node.unlink(p.id)
+
+
+@METHODS.method("nodes.mine")
+def nodes_mine(node: Node, p: NoParams) -> dict[str, Any]:
+    return node.mine()
 
 
 # --- grants ------------------------------------------------------------------------------------
