@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("polykey.cli.interop", "import_"),
     "export": ("polykey.cli.interop", "export"),
     "completion": ("polykey.cli.completion", "completion"),
+    "backup": ("polykey.cli.backup", "backup"),
 }
 
 

@@ -78,6 +78,7 @@ COMPLETED: dict[str, tuple[str, frozenset[str]]] = {
     "vaults share": ("v-", frozenset({"--perm"})),
     "vaults show": ("v-", frozenset()),
     "vaults signers": ("v", frozenset({"--from"})),
+    "vaults sync": ("v", frozenset({"--with"})),
     "vaults tag": ("v-", frozenset()),
     "vaults unshare": ("v-", frozenset()),
     "vaults untag": ("v-", frozenset()),

@@ -344,6 +344,43 @@ def push(s: Settings, name: str, node_id: str | None) -> None:
 @vaults.command()
 @node_options
 @click.argument("name", required=False)
+@click.option(
+    "--all", "all_", is_flag=True, help="Every vault (the default when NAME is not given)."
+)
+@click.option("--with", "with_", metavar="NODEID", help="Only with this one of your linked nodes.")
+@pass_settings
+def sync(s: Settings, name: str | None, all_: bool, with_: str | None) -> None:
+    """Bring vault NAME (or every vault) to agreement with all your linked nodes (`pk nodes
+    link`): pull, merge, push, until they agree. Vaults only another node of yours holds come
+    here too; nothing is deleted."""
+    if name and all_:
+        raise UsageError("name a vault or give --all, not both")
+    r = s.call("vaults.sync", {"name": name, "node_id": with_})
+    lines = []
+    for n in r["nodes"]:
+        lines.append(f"{shown(n['node_id'])}:")
+        if "error" in n:
+            lines.append(f"  unreachable or refused: {shown(n['error'])}")
+        for v in n["vaults"]:
+            if "error" in v:
+                lines.append(f"  {shown(v['vault'])}: refused: {shown(v['error'])}")
+                continue
+            how = {
+                "up-to-date": "up to date",
+                "pulled": "brought its changes here",
+                "sent": "sent this node's changes",
+                "merged": "merged both sides' changes",
+                "adopted": "new here, from that node",
+                "empty": "empty, nothing to send",
+            }.get(str(v.get("how")), str(v.get("how")))
+            lines.append(f"  {shown(v['vault'])}: {how}")
+            lines.extend(_conflict_lines(v.get("conflicts", []), v["vault"]))
+    emit(s, "\n".join(lines), r)
+
+
+@vaults.command()
+@node_options
+@click.argument("name", required=False)
 @pass_settings
 def conflicts(s: Settings, name: str | None) -> None:
     """List the conflict copies a merge kept (in vault NAME, or in every vault)."""

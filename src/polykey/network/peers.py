@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+Serve = Callable[[NodeId, str, dict[str, Any]], dict[str, Any]]
+"""A node served in this process: (the caller's NodeId, method, params) -> result."""
+
 
 class Peers:
     """One node's way to its peers; made by the Node, which owns it."""
@@ -32,6 +35,7 @@ class Peers:
         self._key: asyncssh.SSHKey | None = None
         self._pool: Pool | None = None
         self._waiter: Waiter | None = None
+        self._local: dict[bytes, tuple[NodeId, Serve]] = {}
 
     def __repr__(self) -> str:
         return f"Peers({len(self.connections())} connected)"
@@ -55,8 +59,25 @@ class Peers:
         """Where ``node_id`` is reached; UnknownNode when nothing says."""
         return self.graph.get(node_id)
 
+    def attach(self, node_id: NodeId, me: NodeId, serve: Serve) -> None:
+        """Reach ``node_id`` in this process (a backup node opened from its file): the same
+        methods, messages and checks as over SSH, without a socket; ``me`` is the NodeId the
+        other node sees calling (this node's: both keys are held here)."""
+        self._local[bytes(node_id)] = (me, serve)
+
+    def detach(self, node_id: NodeId) -> None:
+        self._local.pop(bytes(node_id), None)
+
     def session(self, node_id: NodeId, run: Callable[[PeerClient], Awaitable[T]]) -> T:
         """Run ``run`` on a channel to ``node_id`` (several calls in one session)."""
+        local = self._local.get(bytes(node_id))
+        if local is not None:
+            import asyncio
+
+            from polykey.network.local import LocalClient
+
+            client = LocalClient(node_id, *local)
+            return asyncio.run(run(client))  # type: ignore[arg-type]
         address = self.resolve(node_id)
         result: T = self.pool.run(self._ssh_key(), node_id, address.host, address.port, run)
         return result

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dulwich.objects import Commit
 
-from polykey.errors import InvalidInput
+from polykey.errors import InvalidInput, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.ssh import PROTOCOL_VERSION
 from polykey.rpc import NoParams, Registry
@@ -22,7 +22,8 @@ from polykey.sync.checks import UpdateRefused, land, validate
 from polykey.trust.acl import Acl
 from polykey.trust.links import LINKED
 from polykey.vaults.errors import VaultNotFound
-from polykey.vaults.graph import is_ancestor, missing_objects, missing_records, with_received
+from polykey.vaults.graph import missing_objects, missing_records, with_received
+from polykey.vaults.merge import supersedes
 from polykey.vaults.objects import VaultObjects
 from polykey.vaults.registry import VaultInfo, Vaults
 from polykey.vaults.vault import Vault
@@ -83,9 +84,20 @@ class PeerService:
                 return i
         raise VaultNotFound(wanted[:80])  # the same answer whether it exists or not
 
+    def linked(self) -> set[bytes]:
+        """This node's own other nodes (their commits are its own)."""
+        return {bytes(n) for n in self.links.mine()}
+
     def writers(self, vault_id: str) -> list[str]:
-        """This node and the nodes granted `push`: whose signed commits the vault takes."""
-        return [encode_node_id(self.node_id), *self.acl.writers(vault_id)]
+        """This node and the nodes granted `push` (and linked): whose signed commits the vault
+        takes; for a clone also its origin and the writers the origin named."""
+        out = [encode_node_id(self.node_id), *self.acl.writers(vault_id)]
+        info = next((i for i in self.vaults.all() if i.id == vault_id), None)
+        if info is not None and info.origin:
+            named = {str(info.origin.get("node_id", ""))}
+            named |= set(str(info.origin.get("writers", "")).split())
+            out.extend(sorted(n for n in named if n and n not in out))
+        return out
 
     def receive(
         self,
@@ -115,7 +127,7 @@ class PeerService:
 
         received = validate(objects, head, known, signers, local=local)
         both = with_received(vault.object_store(shared=True), received)
-        if current is not None and not is_ancestor(both, current, head):
+        if current is not None and not supersedes(both, head, current):  # (a twin may give way)
             raise UpdateRefused("the push does not fast-forward; pull first")
         with self.store.write() as tx:
             if vault.head(tx) != current:  # a local commit landed meanwhile
@@ -232,6 +244,91 @@ class Receive:
 @PEER_METHODS.method("vaults.receive")
 def receive(c: PeerCall, p: Receive) -> dict[str, Any]:
     return c.service.receive(c.peer, p.vault, p.head.encode(), p.objects)
+
+
+@dataclass(frozen=True)
+class Adopt:
+    vault: str  # the vault's id, kept on every node of its owner
+    head: str
+    objects: list[Any] = field(repr=False)  # checked by validate()
+    name: str = ""
+    tags: list[Any] = field(default_factory=list, repr=False)  # checked where they land
+    grants: dict[str, Any] = field(default_factory=dict, repr=False)
+    origin: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@PEER_METHODS.method("vaults.adopt")
+def vaults_adopt(c: PeerCall, p: Adopt) -> dict[str, Any]:
+    """A linked node sends a vault this node lacks (`pk vaults sync`, `pk backup`): it lands
+    under the same id, with its name, tags and grants, after the checks of a push."""
+    from polykey.sync.own import adopt
+
+    service = c.service
+    if not service.links.is_mine(c.peer):
+        raise VaultNotFound(p.vault[:80])  # as any vault this peer may not reach
+    head = p.head.encode()
+    if len(head) != 40 or not set(head) <= HEX_DIGITS:
+        raise InvalidInput("the new head must be a commit id")
+    meta = {"name": p.name, "tags": p.tags, "grants": p.grants, "origin": p.origin}
+    signers = {bytes(service.node_id), bytes(c.peer), *service.linked(), *_named_writers(meta)}
+    received = validate(p.objects, head, lambda _sha: False, signers)
+    with service.store.write() as tx:
+        info = adopt(service.vaults, service.acl, tx, p.vault, meta, received, head)
+    return {"vault": info.name, "head": p.head, "objects": len(received)}
+
+
+def _named_writers(meta: dict[str, Any]) -> set[bytes]:
+    """The writers a linked node names for its vault: the nodes it granted push, and for a
+    clone the origin and the writers the origin named (as its own pulls checked them)."""
+    named: set[str] = set()
+    grants = meta.get("grants")
+    if isinstance(grants, dict):
+        named |= {
+            str(n) for n, perms in grants.items() if isinstance(perms, list) and "push" in perms
+        }
+    origin = meta.get("origin")
+    if isinstance(origin, dict):
+        named.add(str(origin.get("node_id", "")))
+        named |= set(str(origin.get("writers", "")).split())
+    out: set[bytes] = set()
+    for text in named:
+        try:
+            out.add(bytes(decode_node_id(text)))
+        except PolykeyError:
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class Meta:
+    vault: str
+    name: str | None = None
+    tags: list[Any] | None = field(default=None, repr=False)  # checked where they land
+    grants: dict[str, Any] | None = field(default=None, repr=False)
+    origin: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@PEER_METHODS.method("vaults.meta")
+def vaults_meta(c: PeerCall, p: Meta) -> dict[str, Any]:
+    """A linked node asks what a vault is beyond its history (its name, tags, grants, origin),
+    or, sending them, makes this node's copy mirror them (a backup)."""
+    from polykey.sync.own import apply_meta
+
+    service = c.service
+    if not service.links.is_mine(c.peer):
+        raise VaultNotFound(p.vault[:80])
+    info = next((i for i in service.vaults.all() if i.id == p.vault), None)
+    if info is None:
+        raise VaultNotFound(p.vault[:80])
+    if p.name is not None:
+        meta = {"name": p.name, "tags": p.tags, "grants": p.grants, "origin": p.origin}
+        info = apply_meta(service.vaults, service.acl, info.id, meta)
+    return {
+        "name": info.name,
+        "tags": sorted(info.tags),
+        "grants": service.acl.grants(info.id),
+        "origin": dict(info.origin),
+    }
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import base64
 import datetime
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,9 @@ def read_only(info: VaultInfo, key: RootKey) -> str | None:
     return f"{info.name} is a clone of {origin[:12]}… that takes no changes from this node"
 
 
+_VAULT_ID = re.compile(r"v[0-9a-v]{26}")
+
+
 def new_vault_id() -> str:
     return "v" + base64.b32hexencode(os.urandom(16)).decode().rstrip("=").lower()
 
@@ -143,13 +147,29 @@ class Vaults:
             vault.commit(lambda *_: [], f"Create vault {name}.", tx=tx)  # the empty tree
         return vault
 
-    def register(self, name: str, origin: dict[str, str], tx: Transaction) -> VaultInfo:
-        """Register a vault with no commits, inside the caller's transaction (a clone)."""
+    def register(
+        self,
+        name: str,
+        origin: dict[str, str],
+        tx: Transaction,
+        *,
+        vault_id: str | None = None,
+        tags: list[str] | None = None,
+    ) -> VaultInfo:
+        """Register a vault with no commits, inside the caller's transaction (a clone; or, with
+        ``vault_id``, the copy of a vault of one of this person's own nodes, which keeps its id)."""
+        from polykey.vaults.tags import check_tag
+
         check_vault_name(name)
+        if vault_id is not None and not _VAULT_ID.fullmatch(vault_id):
+            raise VaultNotFound(vault_id[:80], hint="A vault id is 'v' and 26 base32hex letters.")
         created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        info = VaultInfo(new_vault_id(), name, created, [], origin)
+        tags = sorted({check_tag(t) for t in tags or []})
+        info = VaultInfo(vault_id or new_vault_id(), name, created, tags, origin)
         if tx.get(NAMES, name.encode()) is not None:
             raise VaultExists(name)
+        if tx.get(REGISTRY, info.id.encode()) is not None:
+            raise VaultExists(info.id)
         tx.put(NAMES, name.encode(), info.id.encode())
         tx.put(REGISTRY, info.id.encode(), info.encode())
         return info
@@ -160,17 +180,31 @@ class Vaults:
         tx.put(REGISTRY, info.id.encode(), info.encode())
 
     def rename(self, old: str, new: str) -> None:
-        check_vault_name(new)
         with self.store.write() as tx:
-            info = self.info(old, tx)
-            if old == new:
-                return
-            if tx.get(NAMES, new.encode()) is not None:
-                raise VaultExists(new)
-            tx.delete(NAMES, old.encode())
-            tx.put(NAMES, new.encode(), info.id.encode())
-            info.name = new
-            tx.put(REGISTRY, info.id.encode(), info.encode())
+            self.rename_in(tx, old, new)
+
+    def rename_in(self, tx: Transaction, old: str, new: str) -> None:
+        check_vault_name(new)
+        info = self.info(old, tx)
+        if old == new:
+            return
+        if tx.get(NAMES, new.encode()) is not None:
+            raise VaultExists(new)
+        tx.delete(NAMES, old.encode())
+        tx.put(NAMES, new.encode(), info.id.encode())
+        info.name = new
+        tx.put(REGISTRY, info.id.encode(), info.encode())
+
+    def set_meta(
+        self, tx: Transaction, name: str, *, tags: list[str], origin: dict[str, str]
+    ) -> None:
+        """Set a vault's tags and origin (a backup mirroring its node)."""
+        from polykey.vaults.tags import check_tag
+
+        info = self.info(name, tx)
+        info.tags = sorted({check_tag(t) for t in tags})
+        info.origin = origin
+        tx.put(REGISTRY, info.id.encode(), info.encode())
 
     def remove(self, name: str) -> str:
         """Delete a vault and all its history; returns its id."""

@@ -7,8 +7,9 @@ registry over its socket (bytes become ``{"$b64": ...}`` on the wire); without a
 calls it in-process. So every command behaves the same in both modes.
 
 By room: node.py (the node and its keys), vaults.py, secrets.py (secrets and tags), sharing.py
-(nodes, grants, sync, notifications), transfer.py (import and export). The methods that act on
-the agent itself (``agent.*``, ``keys.password``) are control.py's, served by the agent alone.
+(nodes, grants, sync, notifications), own.py (own nodes: sync, backup, restore), transfer.py
+(import and export). The methods that act on the agent itself (``agent.*``,
+``keys.password``) are control.py's, served by the agent alone.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _register() -> None:
     """Import the rooms: that registers their methods."""
     from importlib import import_module
 
-    for room in ("node", "vaults", "secrets", "sharing", "transfer"):
+    for room in ("node", "vaults", "secrets", "sharing", "own", "transfer"):
         import_module(f"{__name__}.{room}")
 
 
