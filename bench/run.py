@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import agent, completion, flat, interop, large, node, sharing, vaults
+from bench import agent, completion, flat, interop, large, node, own, sharing, vaults
 from bench.common import Row
 
 SECTIONS = {
@@ -17,6 +17,7 @@ SECTIONS = {
     "flat": flat.section,
     "agent": agent.section,
     "sharing": sharing.section,
+    "own": own.section,
     "large": large.section,
     "interop": interop.section,
     "completion": completion.section,

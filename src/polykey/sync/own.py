@@ -113,6 +113,14 @@ async def _sync_one(
     vault = vaults.open(info.name)
     if info.id not in theirs:
         return await _send_new(vaults, acl, client, peer, info, vault)
+    local = vault.head()
+    mark = synced(vaults.store, info.id).get(encode_node_id(peer))
+    remote = theirs[info.id]
+    if local is not None and remote.get("head") == local.decode() == mark:
+        # nothing moved on either side since the last sync: no fetch
+        if mirror and remote.get("meta") != meta_digest(vaults, acl, info):
+            await client.call("vaults.meta", {**_meta(vaults, acl, info), "vault": info.id})
+        return {"vault": info.name, "updated": False, "how": "up-to-date", "head": mark}
     kind = "up-to-date"
     conflicts: list[Conflict] = []
     for attempt in range(TRIES):
@@ -131,10 +139,11 @@ async def _sync_one(
                     continue  # it moved on meanwhile: fetch and merge again
                 raise
             kind = "merged" if kind == "merged" else "sent"
-        if mirror:
+        if mirror and remote.get("meta") != meta_digest(vaults, acl, info):
             await client.call("vaults.meta", {**_meta(vaults, acl, info), "vault": info.id})
-        with vaults.store.write() as tx:
-            _mark(tx, info.id, peer, head)
+        if synced(vaults.store, info.id).get(encode_node_id(peer)) != head.decode():
+            with vaults.store.write() as tx:
+                _mark(tx, info.id, peer, head)
         result: dict[str, Any] = {
             "vault": info.name,
             "updated": kind != "up-to-date",
@@ -224,6 +233,14 @@ async def _adopt_here(
         info = adopt(vaults, acl, tx, vault_id, meta, received, head)
         _mark(tx, vault_id, peer, head)
     return {"vault": info.name, "updated": True, "how": "adopted", "head": head.decode()}
+
+
+def meta_digest(vaults: Vaults, acl: Acl, info: VaultInfo) -> str:
+    """A digest of ``_meta``: a backup whose digest matches needs no `vaults.meta`."""
+    import hashlib
+
+    doc = json.dumps(_meta(vaults, acl, info), sort_keys=True).encode()
+    return hashlib.sha256(doc).hexdigest()
 
 
 def _meta(vaults: Vaults, acl: Acl, info: VaultInfo) -> dict[str, Any]:

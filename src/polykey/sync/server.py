@@ -149,10 +149,20 @@ def hello(c: PeerCall, p: Hello) -> dict[str, Any]:
 @PEER_METHODS.method("vaults.scan")
 def scan(c: PeerCall, p: NoParams) -> dict[str, Any]:
     out = []
-    for info in c.service.vaults.all():
-        perms = c.service.acl.permissions(info.id, c.peer)
-        if perms:
-            out.append({"id": info.id, "name": info.name, "permissions": perms})
+    service = c.service
+    mine = service.links.is_mine(c.peer)
+    for info in service.vaults.all():
+        perms = service.acl.permissions(info.id, c.peer)
+        if not perms:
+            continue
+        entry: dict[str, Any] = {"id": info.id, "name": info.name, "permissions": perms}
+        if mine:  # a linked node syncs: what it needs to skip a vault that did not change
+            from polykey.sync.own import meta_digest
+
+            head = service.vaults.open(info.name).head()
+            entry["head"] = head.decode() if head else None
+            entry["meta"] = meta_digest(service.vaults, service.acl, info)
+        out.append(entry)
     return {"vaults": out}
 
 
