@@ -135,7 +135,9 @@ def test_a_clone_allows_the_writers_its_origin_named(node: CliNode, tmp_path: Pa
             n.vaults.set_origin("shared", origin, tx)
         theirs.write("theirs", b"1", "Origin's commit.")
         Vaults(n.store, PUSHER).open("shared").write("pushed", b"2", "Pusher's commit.")
-        Vaults(n.store, STRANGER).open("shared").write("planted", b"3", "Stranger's commit.")
+        planted = Vaults(n.store, STRANGER).open("shared")
+        planted.read_only = None  # as a hostile origin would plant it, past the local rule
+        planted.write("planted", b"3", "Stranger's commit.")
     dest = tmp_path / "repo"
     doc = export(node, "shared", dest)
     verdicts = signed_by(dest)

@@ -145,6 +145,7 @@ def steps(draw: st.DrawFn) -> list[Step]:
 
 @settings(
     max_examples=25,
+    derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -81,6 +81,7 @@ COMPLETED: dict[str, tuple[str, frozenset[str]]] = {
     "vaults sync": ("v", frozenset({"--with"})),
     "vaults tag": ("v-", frozenset()),
     "vaults unshare": ("v-", frozenset()),
+    "vaults undo": ("v-", frozenset()),
     "vaults untag": ("v-", frozenset()),
 }
 

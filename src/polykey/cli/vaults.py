@@ -176,9 +176,23 @@ def show(s: Settings, name: str, rev: str) -> None:
 @click.argument("rev")
 @pass_settings
 def revert(s: Settings, name: str, rev: str) -> None:
-    """Restore vault NAME to its content at REV, as a new commit (history is kept)."""
+    """Restore the whole vault NAME to its content at REV, as a new commit (history is kept).
+    To take back one commit's changes only, use `pk vaults undo`."""
     r = s.call("vaults.revert", {"name": name, "rev": rev})
     emit(s, f"Reverted {shown(name)} to {shown(rev)} in commit {shown(r['commit'][:12])}.", r)
+
+
+@vaults.command()
+@node_options
+@click.argument("name")
+@click.argument("rev")
+@pass_settings
+def undo(s: Settings, name: str, rev: str) -> None:
+    """Take back the changes of commit REV alone, as a new commit (git's `revert`): what it
+    added goes, what it changed or removed comes back. Refused when a later commit changed the
+    same secrets. To restore the whole vault to REV, use `pk vaults revert`."""
+    r = s.call("vaults.undo", {"name": name, "rev": rev})
+    emit(s, f"Undid {shown(rev)} in {shown(name)}: commit {shown(r['commit'][:12])}.", r)
 
 
 @vaults.command()

@@ -107,3 +107,10 @@ class ReadOnlyClone(VaultError):
         "it. Ask its owner for push (`pk vaults share VAULT NODEID --perm push`, then "
         "`pk vaults pull VAULT`), or keep your own secrets in a vault of your own."
     )
+
+
+class UndoConflict(VaultError):
+    """The commit cannot be undone alone."""
+
+    exit_code = 37
+    hint = "Look at the vault's history with `pk vaults log`."

@@ -443,6 +443,50 @@ class Vault:
             tx.put(self.refs, BRANCH, commit_id)
             return commit_id
 
+    def undo(self, rev: str) -> bytes:
+        """A new commit that takes back the changes of the commit ``rev`` alone (what git calls
+        a revert): each secret it added goes, each it changed or removed comes back as it was
+        before. Refused (UndoConflict), changing nothing, when a later commit changed one of
+        those secrets again: undoing would lose that later change."""
+        from polykey.vaults.errors import UndoConflict
+
+        target = self.resolve(rev)
+        commit = self.objects().get_commit(target)
+        if len(commit.parents) > 1:
+            raise UndoConflict(
+                f"{target[:8].decode()} is a merge",
+                hint="Undo the commits it brought in one by one, or revert the vault to a "
+                "revision before it (`pk vaults revert`).",
+            )
+        parent_tree = self._tree_of(commit.parents[0]) if commit.parents else None
+        changes = diff_trees(self.objects(), parent_tree, commit.tree, "")
+        if not changes:
+            raise UndoConflict(f"{target[:8].decode()} changed no secret", hint=None)
+        short = target[:8].decode()
+        first_line = commit.message.decode("utf-8", "replace").strip().splitlines()[0:1]
+
+        def build(objects: VaultObjects, tree_id: bytes) -> list[tuple[tuple[str, ...], trees.Op]]:
+            ops: list[tuple[tuple[str, ...], trees.Op]] = []
+            later = []
+            for change in changes:
+                parts = split_path(change.path)
+                now = _lookup(objects, tree_id, parts)
+                if (now[1] if now else None) != change.new:
+                    later.append(change.path)
+                    continue
+                ops.append((parts, trees.Put(change.old) if change.old else trees.Delete()))
+            if later:
+                raise UndoConflict(
+                    f"a later commit changed {', '.join(later[:3])}"
+                    + (f" and {len(later) - 3} more" if len(later) > 3 else ""),
+                    hint="Look with `pk vaults log` and `pk secrets history`; edit those by "
+                    "hand, or revert the whole vault with `pk vaults revert`.",
+                )
+            return ops
+
+        what = f": {first_line[0]}" if first_line else ""
+        return self.commit(build, f"Undo {short}{what}")
+
     # --- history ------------------------------------------------------------------------------
 
     def log(self, limit: int | None = None, path: str | None = None) -> list[CommitInfo]:

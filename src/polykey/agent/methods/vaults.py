@@ -112,6 +112,11 @@ def vaults_show(node: Node, p: VaultRev) -> dict[str, Any]:
     return {"commit": commit, "entries": [{"path": e.path, "kind": e.kind} for e in entries]}
 
 
+@METHODS.method("vaults.undo")
+def vaults_undo(node: Node, p: VaultRev) -> dict[str, Any]:
+    return {"commit": node.vaults.open(p.name).undo(p.rev).decode()}
+
+
 @METHODS.method("vaults.revert")
 def vaults_revert(node: Node, p: VaultRev) -> dict[str, Any]:
     return {"commit": node.vaults.open(p.name).revert(p.rev).decode()}
