@@ -193,6 +193,11 @@ async def _pull_one(
     if remote["id"] != wanted:
         raise UpdateRefused("the other node answered with another vault")
     if head == local:
+        named = writer_ids(reply)  # a grant of push (or its end) reaches the clone even so
+        if named != info.origin.get("writers"):
+            with vaults.store.write() as tx:
+                if vaults.info(name, tx).origin == info.origin:
+                    vaults.set_origin(name, {**info.origin, "writers": named}, tx)
         return {"vault": name, "updated": False, "head": head.decode()}
     local_objects = vault.objects()
     store = vaults.store
