@@ -19,7 +19,11 @@ def vault_writers(node: Node, name: str) -> list[str]:
     for a clone the node it was cloned from and the writers that node named. Never read from
     the commits themselves."""
     info = node.vaults.info(name)
-    writers = {encode_node_id(node.node_id), *node.acl.writers(info.id)}
+    writers = {
+        encode_node_id(node.node_id),
+        *node.acl.writers(info.id),
+        *node.acl.former_writers(info.id),  # their commits stay in the history
+    }
     if info.origin.get("node_id"):
         writers.add(str(info.origin["node_id"]))
         writers |= set(str(info.origin.get("writers", "")).split())
