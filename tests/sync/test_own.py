@@ -324,3 +324,24 @@ def flip(path: Path, ns: bytes, name: bytes, at: int) -> None:
     db.execute("UPDATE record SET sealed=? WHERE ns=? AND name=?", (bytes(blob), ns, name))
     db.commit()
     db.close()
+
+
+def test_commits_of_a_node_no_longer_linked_still_clone_and_pull(trio: list[Node]) -> None:
+    """The history keeps the commits a linked node made; after the unlink, a third node that
+    may pull still clones it: the owner names former writers, whose signatures are checked."""
+    from polykey.sync.client import clone, pull
+
+    a, b, c = trio
+    a.vaults.create("team").write("k", b"from a")
+    sync(a, b)
+    b.vaults.open("team").write("k2", b"from b")
+    sync(b, a)
+    c.unlink(a.node_id)  # c becomes a stranger that a shares with, not one of a's own
+    b.unlink(a.node_id)
+    assert not a.links.is_mine(b.node_id)
+    team = a.vaults.info("team")
+    a.acl.grant(team.id, c.node_id, ["clone", "pull"])
+    clone(c.vaults, c.peers, a.node_id, "team", "copy")
+    assert secrets(c, "copy") == {"k": b"from a", "k2": b"from b"}
+    a.vaults.open("team").write("k3", b"later")
+    assert pull(c.vaults, c.peers, "copy")["updated"]

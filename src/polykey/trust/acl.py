@@ -17,6 +17,9 @@ from polykey.store.records import Namespace
 from polykey.trust.links import Links
 
 ACL = Namespace("acl/vaults")
+FORMER = Namespace("acl/former-writers")
+"""vault id -> JSON [NodeIds] that held `push` once and no longer do: their commits stay in the
+history, so a peer fetching it is told they were writers (it checks every signature by them)."""
 PERMISSIONS = ("scan", "clone", "pull", "push")
 DEFAULT = ("scan", "clone", "pull")
 
@@ -91,9 +94,27 @@ class Acl:
     def revoke(self, vault_id: str, node_id: NodeId) -> bool:
         with self.store.write() as tx:
             current = self.grants(vault_id)
-            found = current.pop(encode_node_id(node_id), None) is not None
+            removed = current.pop(encode_node_id(node_id), None)
+            if removed is not None and "push" in removed:
+                self._remember(tx, vault_id, {encode_node_id(node_id)})
             tx.put(ACL, vault_id.encode(), json.dumps(current, sort_keys=True).encode())
-        return found
+        return removed is not None
+
+    def former_writers(self, vault_id: str) -> list[str]:
+        """The NodeIds that held `push` on the vault, or were linked, and no longer do."""
+        raw = self.store.get(FORMER, vault_id.encode())
+        try:
+            named = {str(n) for n in json.loads(raw)} if raw is not None else set()
+        except ValueError:
+            raise NodeDamaged(f"the former writers of vault {vault_id} are malformed") from None
+        named |= {e.node_id for e in self.links.entries() if e.state == "unlinked"}
+        return sorted(named - set(self.writers(vault_id)))
+
+    def _remember(self, tx: Transaction, vault_id: str, nodes: set[str]) -> None:
+        raw = tx.get(FORMER, vault_id.encode())
+        known = set(json.loads(raw)) if raw is not None else set()
+        if not nodes <= known:
+            tx.put(FORMER, vault_id.encode(), json.dumps(sorted(known | nodes)).encode())
 
     def replace(self, tx: Transaction, vault_id: str, grants: dict[str, list[str]]) -> None:
         """Set every grant of the vault at once, inside the caller's transaction (a backup
@@ -106,6 +127,10 @@ class Acl:
                 known.add("pull")
             if known:
                 clean[node] = sorted(known)
+        before = {n for n, perms in self.grants(vault_id).items() if "push" in perms}
+        after = {n for n, perms in clean.items() if "push" in perms}
+        if before - after:
+            self._remember(tx, vault_id, before - after)
         tx.put(ACL, vault_id.encode(), json.dumps(clean, sort_keys=True).encode())
 
     def drop(self, vault_id: str) -> None:
