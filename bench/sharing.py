@@ -71,6 +71,11 @@ def section(quick: bool) -> list[Row]:
                 "< 2 s",
             ),
             (
+                "  the first of those clones (the agent's fetch plan not kept yet)",
+                f"{clones[0] * 1000:.0f} ms",
+                "",
+            ),
+            (
                 "  the same clone / the floor (median of rounds)",
                 f"{ratio:.1f}x" if floor else "git or ssh missing",
                 "<= 2x",

@@ -62,15 +62,21 @@ class _Reader:
         self.pos = 0
 
     def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
+        pos = self.pos
+        if n < 0 or pos + n > len(self.data):
             raise MalformedSignature("truncated")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
+        self.pos = pos + n
+        return self.data[pos : pos + n]
 
     def string(self) -> bytes:
-        (n,) = struct.unpack(">I", self.take(4))
-        return self.take(n)
+        pos = self.pos + 4
+        if pos > len(self.data):
+            raise MalformedSignature("truncated")
+        end = pos + int.from_bytes(self.data[pos - 4 : pos], "big")
+        if end > len(self.data):
+            raise MalformedSignature("truncated")
+        self.pos = end
+        return self.data[pos:end]
 
     def done(self) -> None:
         if self.pos != len(self.data):
@@ -86,11 +92,11 @@ def parse(armored: str | bytes) -> tuple[bytes, str, bytes, bytes]:
             armored = armored.decode("ascii")
         except UnicodeDecodeError:
             raise MalformedSignature("not ASCII") from None
-    lines = [line.strip() for line in armored.strip().splitlines()]
-    if len(lines) < 3 or lines[0] != BEGIN or lines[-1] != END:
+    lines = armored.strip().splitlines()
+    if len(lines) < 3 or lines[0].strip() != BEGIN or lines[-1].strip() != END:
         raise MalformedSignature("missing SSH SIGNATURE armor")
     try:
-        blob = base64.b64decode("".join(lines[1:-1]), validate=True)
+        blob = base64.b64decode("".join(line.strip() for line in lines[1:-1]), validate=True)
     except ValueError:
         raise MalformedSignature("bad base64") from None
     r = _Reader(blob)
@@ -144,3 +150,17 @@ def signed_by(armored: str | bytes, message: bytes, namespace: str, signers: set
         return False
     digest = _HASHES[hash_name](message).digest()
     return verify(signer, _signed_data(ns.encode(), hash_name, digest), raw_sig)
+
+
+def signer_of(armored: str | bytes, message: bytes, namespace: str) -> bytes | None:
+    """The raw Ed25519 public key whose valid signature of ``message`` in ``namespace``
+    ``armored`` is, or None (``signed_by`` is then whether it is one of the signers). For
+    checking a signature before knowing who may sign.
+
+    Raises :class:`MalformedSignature` when the signature cannot be parsed at all.
+    """
+    signer, ns, hash_name, raw_sig = parse(armored)
+    if ns != namespace:
+        return None
+    digest = _HASHES[hash_name](message).digest()
+    return signer if verify(signer, _signed_data(ns.encode(), hash_name, digest), raw_sig) else None

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from polykey.crypto.aead import OVERHEAD, SealBroken
 from polykey.crypto.kdf import Argon2Params
 from polykey.errors import (
     InvalidInput,
@@ -56,6 +57,7 @@ from polykey.store.container import (
     sqlite_errors,
 )
 from polykey.store.records import (
+    MAX_KEY_BYTES,
     Kind,
     Manifest,
     Namespace,
@@ -78,6 +80,12 @@ __all__ = [
 
 CHECKPOINT_WAIT_S = 2.0  # how long a TRUNCATE checkpoint waits for other readers and writers
 JOURNALS = ("-wal", "-shm", "-journal")  # SQLite's files beside a database, by its name
+GET_BATCH = 500  # record names asked in one query by get_many (SQLite allows 999 parameters)
+GET_MANY = (
+    "SELECT name, ver, CASE WHEN ?1 < 0 OR length(sealed) <= ?1 THEN sealed END, length(sealed)"
+    " FROM record WHERE ns = ?2 AND name IN"
+)
+RECORD_OVERHEAD = OVERHEAD + 4  # a sealed record beyond its key and value: nonce, tag, key length
 
 
 class CopyTargetExists(NodeExists):
@@ -496,6 +504,65 @@ class NodeFile:
     def get(self, ns: Namespace, key: bytes) -> bytes | None:
         with self._read():
             return self._get(ns, key)
+
+    def get_many(
+        self, ns: Namespace, keys: list[bytes], *, read_up_to: int | None = None
+    ) -> list[bytes | int | None]:
+        """The values of ``keys`` in order (None for a missing record), as one snapshot: a
+        write-once namespace is read a batch of rows per query, each record checked as
+        :meth:`get` checks it. ``read_up_to``: a value larger than this is not read, its size
+        (an int) stands for it (read it with :meth:`get`), so a batch holds no large values."""
+        with self._read():
+            return self._get_many(ns, keys, read_up_to)
+
+    def _get_many(
+        self, ns: Namespace, keys: list[bytes], read_up_to: int | None
+    ) -> list[bytes | int | None]:
+        if not ns.immutable:
+            return [self._get(ns, key) for key in keys]
+        ns_id, registered = self._namespace_entry(ns)
+        if not registered:
+            self._unregistered(ns, ns_id)
+            return [None] * len(keys)
+        rec_id = self._keys.rec_id
+        names = [rec_id(ns_id, key) for key in keys]
+        rows: dict[bytes, tuple[Any, Any, Any]] = {}
+        limit = -1 if read_up_to is None else read_up_to + RECORD_OVERHEAD + MAX_KEY_BYTES
+        conn = self._conn
+        with sqlite_errors():
+            for start in range(0, len(names), GET_BATCH):
+                chunk = names[start : start + GET_BATCH]
+                marks = ",".join("?" * len(chunk))  # placeholders only: no value in the text
+                query = f"{GET_MANY} ({marks})"
+                for name, ver, sealed, length in conn.execute(query, (limit, ns_id, *chunk)):
+                    rows[name] = (ver, sealed, length)
+        out: list[bytes | int | None] = []
+        opener = self._keys.sealer.open
+        for key, name in zip(keys, names, strict=True):
+            row = rows.get(name)
+            if row is None:
+                out.append(None)
+                continue
+            ver, sealed, length = row
+            if sealed is None and type(length) is int and read_up_to is not None:
+                size = length - RECORD_OVERHEAD - len(key)
+                if size > read_up_to:  # left for get(), which checks it
+                    out.append(size)
+                    continue
+            if type(ver) is not int or ver != 0 or type(sealed) is not bytes:
+                place = f"record {show_key(key)} in {ns.name}"
+                sealed_row((ver, sealed), place)
+                raise NodeDamaged(f"{place} was rolled back or replaced")
+            try:
+                plain = opener(sealed, aad(Kind.IMMUTABLE, ns_id, name, 0))
+            except SealBroken:
+                problem = f"record {show_key(key)} in {ns.name} failed authentication"
+                raise NodeDamaged(problem) from None
+            stored_key, value = decode_record(plain, f"record in {ns.name}")
+            if stored_key != key:
+                raise NodeDamaged(f"record {show_key(key)} in {ns.name} holds another record")
+            out.append(value)
+        return out
 
     def _unregistered(self, ns: Namespace, ns_id: bytes) -> None:
         """A namespace the root does not list must have no rows (else the root was rolled back)."""

@@ -6,6 +6,7 @@ Applying advances the epoch and reseals every touched manifest and the root
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -76,15 +77,14 @@ class Transaction:
         root = Root(old_root.epoch + 1, dict(old_root.namespaces))
         need_root = self._force_root
         manifests: dict[bytes, Manifest] = {}
+        entries: dict[Namespace, tuple[bytes, bool]] = {}  # (ns_id, registered) of each
+        rows = _Rows(conn)
         with sqlite_errors():
-            for ns in self._drops:
-                ns_id = keys.ns_id(ns.name)
-                if root.namespaces.pop(ns_id, None) is not None:
-                    conn.execute("DELETE FROM record WHERE ns = ?", (ns_id,))
-                    conn.execute("DELETE FROM manifest WHERE ns = ?", (ns_id,))
-                    need_root = True
+            need_root = self._apply_drops(root) or need_root
             for (ns, key), value in self._puts.items():
-                ns_id, registered = node._namespace_entry(ns)
+                ns_id, registered = entries.get(ns) or entries.setdefault(
+                    ns, node._namespace_entry(ns)
+                )
                 registered = registered and ns not in self._drops
                 if value is None and not registered:
                     continue
@@ -94,6 +94,7 @@ class Transaction:
                 rec_id = keys.rec_id(ns_id, key)
                 if ns.immutable:
                     if value is None:
+                        rows.flush()
                         conn.execute(
                             "DELETE FROM record WHERE ns = ? AND name = ?", (ns_id, rec_id)
                         )
@@ -101,10 +102,7 @@ class Transaction:
                         sealed = keys.seal(
                             encode_record(key, value), aad(Kind.IMMUTABLE, ns_id, rec_id, 0)
                         )
-                        conn.execute(
-                            "INSERT OR IGNORE INTO record VALUES (?, ?, 0, ?)",
-                            (ns_id, rec_id, sealed),
-                        )
+                        rows.add(_INSERT, (ns_id, rec_id, sealed))
                     continue
                 manifest = manifests.get(ns_id)
                 if manifest is None:
@@ -113,6 +111,7 @@ class Transaction:
                     manifests[ns_id] = manifest
                 if value is None:
                     if manifest.entries.pop(rec_id, None) is not None:
+                        rows.flush()
                         conn.execute(
                             "DELETE FROM record WHERE ns = ? AND name = ?", (ns_id, rec_id)
                         )
@@ -120,11 +119,9 @@ class Transaction:
                 sealed = keys.seal(
                     encode_record(key, value), aad(Kind.MUTABLE, ns_id, rec_id, root.epoch)
                 )
-                conn.execute(
-                    "INSERT OR REPLACE INTO record VALUES (?, ?, ?, ?)",
-                    (ns_id, rec_id, root.epoch, sealed),
-                )
+                rows.add(_REPLACE, (ns_id, rec_id, root.epoch, sealed))
                 manifest.entries[rec_id] = (root.epoch, key)
+            rows.flush()
             for ns_id, manifest in manifests.items():
                 sealed = keys.seal(manifest.encode(), aad(Kind.MANIFEST, ns_id, version=root.epoch))
                 conn.execute(
@@ -138,3 +135,51 @@ class Transaction:
             sealed = keys.seal(root.encode(), aad(Kind.ROOT, version=root.epoch))
             conn.execute("INSERT OR REPLACE INTO root VALUES (1, ?, ?)", (root.epoch, sealed))
         return root, manifests
+
+    def _apply_drops(self, root: Root) -> bool:
+        """Delete the namespaces dropped; whether the root changes."""
+        changed = False
+        for ns in self._drops:
+            ns_id = self.node._keys.ns_id(ns.name)
+            if root.namespaces.pop(ns_id, None) is not None:
+                self.node._conn.execute("DELETE FROM record WHERE ns = ?", (ns_id,))
+                self.node._conn.execute("DELETE FROM manifest WHERE ns = ?", (ns_id,))
+                changed = True
+        return changed
+
+
+_INSERT = "INSERT OR IGNORE INTO record VALUES (?, ?, 0, ?)"  # write-once: the first stays
+_REPLACE = "INSERT OR REPLACE INTO record VALUES (?, ?, ?, ?)"
+BATCH_ROWS = 512  # sealed records written with one statement
+BATCH_BYTES = 4 * 1024 * 1024  # and at most this much of them held at once
+
+
+def _place(row: tuple[bytes | bytearray | int, ...]) -> tuple[bytes | bytearray | int, ...]:
+    return row[:2]  # (ns, name): the record table's key
+
+
+class _Rows:
+    """Sealed records on their way into the file, written a batch at a time (a statement per
+    batch, not per record), in the order they were added."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.sql = ""
+        self.rows: list[tuple[bytes | bytearray | int, ...]] = []
+        self.size = 0
+
+    def add(self, sql: str, row: tuple[bytes | bytearray | int, ...]) -> None:
+        if sql != self.sql:
+            self.flush()
+            self.sql = sql
+        self.rows.append(row)
+        self.size += len(row[-1])  # type: ignore[arg-type]
+        if len(self.rows) >= BATCH_ROWS or self.size >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.rows.sort(key=_place)  # in key order: the table's pages fill one after the other
+            self.conn.executemany(self.sql, self.rows)
+            self.rows = []
+            self.size = 0

@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree, parse_tree
 
 from polykey.crypto import sshsig
 from polykey.errors import NodeDamaged, PolykeyError
@@ -37,6 +37,7 @@ from polykey.vaults.vault import BRANCH, GIT_NAMESPACE
 TYPES = {1: b"commit", 2: b"tree", 3: b"blob"}
 MAX_OBJECT_BYTES = 256 * 1024 * 1024
 MAX_DEPTH = 64
+OID_BYTES = 20  # a raw object id (SHA-1) in a tree entry
 RESERVED = {b".polykey-tags", b".polykey-dir"}  # names checked further: _check_tree
 
 
@@ -114,8 +115,81 @@ def parse_object(raw: bytes, sha: bytes) -> ShaFile:
 TreeStats = Callable[[bytes], tuple[int, int]]  # a local tree's id -> (height, paths)
 
 
+class ReceivedTree:
+    """A received tree as its entries (name, mode, id), in its own order, as dulwich's parser
+    reads them (no Tree object is built); ``tags``: (mode, id) of its `.polykey-tags`."""
+
+    __slots__ = ("entries", "tags")
+
+    def __init__(self, raw: bytes) -> None:
+        self.entries: list[tuple[bytes, int, bytes]] = list(parse_tree(raw, sha_len=OID_BYTES))
+        self.tags: tuple[int, bytes] | None = None
+        if _TAGS_ENTRY in raw:  # rarely: then look for it among the names
+            for name, mode, item in self.entries:
+                if name == TAGS_FILE:
+                    self.tags = (mode, item)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+_TAGS_ENTRY = b" " + TAGS_FILE + b"\x00"  # how a .polykey-tags entry starts in a raw tree
+Parsed = Commit | ReceivedTree
+
+
+class Intake:
+    """A peer's objects checked one by one as they arrive, so that checking overlaps the
+    transfer (sync/client.py feeds it page by page): each object's type and size, its id
+    computed here from its content, trees and commits parsed, and each commit's signature
+    verified against the key that made it (whether that key may write is asked by
+    ``validate``, which completes the checks once everything is here). A problem is kept, not
+    raised: ``validate`` raises it, after the checks of the transfer itself."""
+
+    def __init__(self) -> None:
+        self.objects: dict[bytes, bytes] = {}  # hex id -> u8 type ‖ raw object
+        self.parsed: dict[bytes, Parsed] = {}  # commits and trees
+        self.signed: dict[bytes, bytes | None] = {}  # commit id -> its valid signer (or None)
+        self.problem: UpdateRefused | None = None
+
+    def add(self, raw: Any) -> None:
+        if self.problem is None:
+            try:
+                self._add(raw)
+            except UpdateRefused as exc:
+                self.problem = exc
+
+    def extend(self, received: list[Any]) -> None:
+        for raw in received:
+            self.add(raw)
+
+    def _add(self, raw: Any) -> None:
+        if not isinstance(raw, bytes) or not raw or raw[0] not in TYPES:
+            raise UpdateRefused("an object of an unknown or forbidden type")
+        if len(raw) > MAX_OBJECT_BYTES:
+            raise UpdateRefused("an object is too large")
+        sha = object_id(raw[0], memoryview(raw)[1:])
+        self.objects[sha] = raw
+        if raw[0] == Blob.type_num:
+            return
+        obj: Parsed
+        try:
+            if raw[0] == Tree.type_num:
+                obj = ReceivedTree(raw[1:])
+            else:
+                obj = cast(Commit, parse_object(raw, sha))
+        except Exception:
+            raise UpdateRefused(f"object {sha.decode()} is malformed") from None
+        self.parsed[sha] = obj
+        if isinstance(obj, Commit) and obj.gpgsig is not None and sha not in self.signed:
+            try:
+                signer = sshsig.signer_of(obj.gpgsig, obj.raw_without_sig(), GIT_NAMESPACE)
+            except sshsig.MalformedSignature:
+                signer = None
+            self.signed[sha] = signer
+
+
 def validate(
-    received: list[Any],
+    received: list[Any] | Intake,
     head: bytes,
     known: Callable[[bytes], bool],
     signers: set[bytes],
@@ -123,8 +197,8 @@ def validate(
     *,
     local: VaultObjects | None = None,
 ) -> dict[bytes, bytes]:
-    """Check a peer's objects; return those the new head reaches, by id (hex), or raise
-    UpdateRefused.
+    """Check a peer's objects (a list, or an ``Intake`` they were fed to as they came); return
+    those the new head reaches, by id (hex), or raise UpdateRefused.
 
     Every object a received one names must be present (received, or held: ``known``) and of
     the type its place says (a commit's tree a tree, its parents commits, a file a blob, a
@@ -134,20 +208,15 @@ def validate(
     (see :func:`local_tree_stats`; by default, those of ``local``). Reserved files are
     checked too: `.polykey-tags` only at a commit's root, a file of valid tags (vaults/tags.py);
     `.polykey-dir` an empty file."""
-    objects: dict[bytes, bytes] = {}
-    parsed: dict[bytes, ShaFile] = {}
-    for raw in received:
-        if not isinstance(raw, bytes) or not raw or raw[0] not in TYPES:
-            raise UpdateRefused("an object of an unknown or forbidden type")
-        if len(raw) > MAX_OBJECT_BYTES:
-            raise UpdateRefused("an object is too large")
-        sha = object_id(raw[0], memoryview(raw)[1:])
-        objects[sha] = raw
-        if raw[0] != Blob.type_num:
-            try:
-                parsed[sha] = parse_object(raw, sha)
-            except Exception:
-                raise UpdateRefused(f"object {sha.decode()} is malformed") from None
+    if isinstance(received, Intake):
+        intake = received
+    else:
+        intake = Intake()
+        for raw in received:
+            intake._add(raw)  # the first problem is raised at once
+    if intake.problem is not None:
+        raise intake.problem
+    objects, parsed, signed = intake.objects, intake.parsed, intake.signed
 
     def kind(sha: bytes) -> int | None:
         """The type of a received or held object; None when it is neither."""
@@ -171,20 +240,23 @@ def validate(
     entries_ok: set[tuple[bytes, int, bytes]] = set()  # entries already checked in other trees
     for sha, obj in parsed.items():
         if isinstance(obj, Commit):
-            _check_commit(sha, obj, kind, signers)
-        elif isinstance(obj, Tree):
+            _check_commit(sha, obj, kind, signers, signed)
+        else:
             subtrees[sha] = _check_tree(sha, obj, kind, parsed, local, entries_ok)
     reached = _reached(head, objects, parsed)
     commits = [o for sha, o in parsed.items() if sha in reached and isinstance(o, Commit)]
     roots = [c.tree for c in commits if c.tree in subtrees]
-    sizes = {sha: len(o) for sha, o in parsed.items() if isinstance(o, Tree)}
+    sizes = {sha: len(o) for sha, o in parsed.items() if isinstance(o, ReceivedTree)}
     if local_stats is None and local is not None:
         local_stats = local_tree_stats(local)
     _check_depth(subtrees, roots, sizes, local_stats or (lambda _sha: (0, 0)))
     _check_tag_files(commits, objects, parsed, local)
+    if len(reached) == len(objects):
+        return objects
     return {sha: raw for sha, raw in objects.items() if sha in reached}
 
 
+_UNCHECKED = b""  # a commit whose signature an Intake did not verify
 _NAMES = {Commit.type_num: "commit", Tree.type_num: "tree", Blob.type_num: "blob"}
 EMPTY_BLOB = Blob.from_string(b"").id
 
@@ -225,7 +297,7 @@ def _held_kind(local: VaultObjects, sha: bytes) -> int | None:
     return found
 
 
-def _reached(head: bytes, objects: dict[bytes, bytes], parsed: dict[bytes, ShaFile]) -> set[bytes]:
+def _reached(head: bytes, objects: dict[bytes, bytes], parsed: dict[bytes, Parsed]) -> set[bytes]:
     """The received objects the new head reaches (the rest are not kept)."""
     seen: set[bytes] = set()
     todo = [head]
@@ -238,60 +310,103 @@ def _reached(head: bytes, objects: dict[bytes, bytes], parsed: dict[bytes, ShaFi
         if isinstance(obj, Commit):
             todo.append(obj.tree)
             todo.extend(obj.parents)
-        elif isinstance(obj, Tree):
-            todo.extend(obj[name][1] for name in obj)
+        elif obj is not None:
+            todo.extend([entry[2] for entry in obj.entries])
     return seen
 
 
 def _check_tree(
     sha: bytes,
-    tree: Tree,
+    tree: ReceivedTree,
     kind: Callable[[bytes], int | None],
-    parsed: dict[bytes, ShaFile],
+    parsed: dict[bytes, Parsed],
     local: VaultObjects | None,
     entries_ok: set[tuple[bytes, int, bytes]],
 ) -> list[bytes]:
     """Check one received tree's entries; return the ids of its folders. An entry (name, mode,
     id) checked in another tree of this update is not checked again, but for this tree's own
-    rule: no two names equal once folded."""
+    rule: no two names equal once folded (nor one name twice). The names of all entries are
+    checked at once; a tree with a bad one is checked entry by entry, for the first problem."""
+    entries = tree.entries
+    if not entries:
+        return []
+    names, modes, items = zip(*entries, strict=True)
+    keys = list(map(_folded, names, modes))
+    if None in keys or len(set(keys)) != len(keys):
+        return _check_tree_in_order(sha, tree, kind, parsed, local, entries_ok)
+    for entry in [e for e in entries if e not in entries_ok]:  # in the tree's own order
+        _check_entry(sha, entry, kind, parsed, local)
+        entries_ok.add(entry)
+    return [item for mode, item in zip(modes, items, strict=True) if mode == 0o040000]
+
+
+def _check_tree_in_order(
+    sha: bytes,
+    tree: ReceivedTree,
+    kind: Callable[[bytes], int | None],
+    parsed: dict[bytes, Parsed],
+    local: VaultObjects | None,
+    entries_ok: set[tuple[bytes, int, bytes]],
+) -> list[bytes]:
+    """``_check_tree``, one entry after the other (its names and then its object)."""
     folded: set[str] = set()
     dirs: list[bytes] = []
-    for path in tree:  # the tree's own order: no sorting needed to check each entry
-        mode, item = tree[path]
-        key = _fold(path) if _entry_ok(path, mode) else _refuse_entry(sha, mode)
+    for entry in tree.entries:  # the tree's own order: no sorting needed
+        path, mode, item = entry
+        key = _folded(path, mode)
+        if key is None:
+            _refuse_entry(sha, mode)
         if key in folded:
+            if sum(1 for e in tree.entries if e[0] == path) > 1:
+                raise UpdateRefused(f"tree {sha.decode()} holds one name twice")
             raise UpdateRefused(f"tree {sha.decode()} holds names that differ by case only")
         folded.add(key)
-        is_dir = mode == 0o040000
-        if is_dir:
+        if mode == 0o040000:
             dirs.append(item)
-        entry = (path, mode, item)
         if entry in entries_ok:
             continue
-        found = kind(item)
-        if found is None:
-            raise UpdateRefused(f"tree {sha.decode()} names a missing object")
-        if found != _KIND[mode]:
-            raise UpdateRefused(
-                f"tree {sha.decode()} names {item.decode()} as the "
-                f"{'folder' if is_dir else 'file'} {path.decode()[:80]!r}, "
-                f"but that object is a {_name(found)}"
-            )
-        if path == TAGS_FILE and is_dir:
-            raise UpdateRefused(f"tree {sha.decode()}: its .polykey-tags is a folder")
-        if path == DIR_MARKER and (is_dir or item != EMPTY_BLOB):
-            raise UpdateRefused(f"tree {sha.decode()}: its .polykey-dir is not an empty file")
-        if is_dir:
-            folder = parsed.get(item)
-            if folder is None and local is not None:
-                folder = _held_tree(local, item)
-            if isinstance(folder, Tree) and TAGS_FILE in folder:
-                raise UpdateRefused(
-                    f"tree {sha.decode()}: its folder {path.decode()[:80]!r} holds a "
-                    ".polykey-tags, which is kept only at the root"
-                )
+        _check_entry(sha, entry, kind, parsed, local)
         entries_ok.add(entry)
     return dirs
+
+
+def _check_entry(
+    sha: bytes,
+    entry: tuple[bytes, int, bytes],
+    kind: Callable[[bytes], int | None],
+    parsed: dict[bytes, Parsed],
+    local: VaultObjects | None,
+) -> None:
+    """The object one entry (of valid name and mode) of the tree ``sha`` names: present, of
+    the type its mode says, and no reserved file where it may not be."""
+    path, mode, item = entry
+    is_dir = mode == 0o040000
+    found = kind(item)
+    if found is None:
+        raise UpdateRefused(f"tree {sha.decode()} names a missing object")
+    if found != _KIND[mode]:
+        raise UpdateRefused(
+            f"tree {sha.decode()} names {item.decode()} as the "
+            f"{'folder' if is_dir else 'file'} {path.decode()[:80]!r}, "
+            f"but that object is a {_name(found)}"
+        )
+    if path == TAGS_FILE and is_dir:
+        raise UpdateRefused(f"tree {sha.decode()}: its .polykey-tags is a folder")
+    if path == DIR_MARKER and (is_dir or item != EMPTY_BLOB):
+        raise UpdateRefused(f"tree {sha.decode()}: its .polykey-dir is not an empty file")
+    if is_dir:
+        folder: Parsed | Tree | None = parsed.get(item)
+        if folder is None and local is not None:
+            folder = _held_tree(local, item)
+        if (
+            folder.tags is not None
+            if isinstance(folder, ReceivedTree)
+            else isinstance(folder, Tree) and TAGS_FILE in folder
+        ):
+            raise UpdateRefused(
+                f"tree {sha.decode()}: its folder {path.decode()[:80]!r} holds a "
+                ".polykey-tags, which is kept only at the root"
+            )
 
 
 def _held_tree(local: VaultObjects, sha: bytes) -> Tree:
@@ -304,7 +419,7 @@ def _held_tree(local: VaultObjects, sha: bytes) -> Tree:
 def _check_tag_files(
     commits: list[Commit],
     objects: dict[bytes, bytes],
-    parsed: dict[bytes, ShaFile],
+    parsed: dict[bytes, Parsed],
     local: VaultObjects | None,
 ) -> None:
     """The tag file at the root of each new commit, received or held, must be a valid one."""
@@ -314,12 +429,15 @@ def _check_tag_files(
         if commit.tree in done:
             continue
         done.add(commit.tree)
-        root = parsed.get(commit.tree)
+        root: Parsed | Tree | None = parsed.get(commit.tree)
         if root is None and local is not None:
             root = _held_tree(local, commit.tree)
-        if not isinstance(root, Tree) or TAGS_FILE not in root:
+        if isinstance(root, ReceivedTree) and root.tags is not None:
+            mode, sha = root.tags
+        elif isinstance(root, Tree) and TAGS_FILE in root:
+            mode, sha = root[TAGS_FILE]
+        else:
             continue
-        mode, sha = root[TAGS_FILE]
         where = f"commit {commit.id.decode()}: its .polykey-tags"
         if mode != 0o100644:
             raise UpdateRefused(f"{where} is a folder")
@@ -348,20 +466,16 @@ _KIND = {0o100644: Blob.type_num, 0o040000: Tree.type_num}  # what a tree entry'
 
 
 @functools.lru_cache(maxsize=65536)
-def _entry_ok(name: bytes, mode: int) -> bool:
+def _folded(name: bytes, mode: int) -> str | None:
+    """The name of a tree entry as two names collide (NFC, case-folded); None for an entry
+    refused: a forbidden mode or name."""
     if mode not in (0o100644, 0o040000):
-        return False
-    if name in RESERVED:
-        return True
-    try:
-        check_component(name.decode("utf-8"))
-    except (UnicodeDecodeError, InvalidSecretPath):
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=65536)
-def _fold(name: bytes) -> str:
+        return None
+    if name not in RESERVED:
+        try:
+            check_component(name.decode("utf-8"))
+        except (UnicodeDecodeError, InvalidSecretPath):
+            return None
     return fold(name.decode("utf-8"))
 
 
@@ -450,7 +564,10 @@ def _check_commit(
     commit: Commit,
     kind: Callable[[bytes], int | None],
     signers: set[bytes],
+    signed: dict[bytes, bytes | None],
 ) -> None:
+    """Check one received commit; ``signed``: the valid signers of commits already verified
+    (an Intake's)."""
     if not _HEX40.fullmatch(commit.tree) or not all(_HEX40.fullmatch(p) for p in commit.parents):
         raise UpdateRefused(f"commit {sha.decode()} names objects by ids not in lowercase hex")
     tree_kind = kind(commit.tree)
@@ -470,9 +587,13 @@ def _check_commit(
             )
     if commit.gpgsig is None:
         raise UpdateRefused(f"commit {sha.decode()} is not signed")
-    try:
-        ok = sshsig.signed_by(commit.gpgsig, commit.raw_without_sig(), GIT_NAMESPACE, signers)
-    except sshsig.MalformedSignature:
-        ok = False
+    signer = signed.get(sha, _UNCHECKED)
+    if signer is _UNCHECKED:
+        try:
+            ok = sshsig.signed_by(commit.gpgsig, commit.raw_without_sig(), GIT_NAMESPACE, signers)
+        except sshsig.MalformedSignature:
+            ok = False
+    else:
+        ok = signer is not None and signer in signers
     if not ok:
         raise UpdateRefused(f"commit {sha.decode()} is not signed by a node allowed to write")

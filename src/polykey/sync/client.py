@@ -8,12 +8,14 @@ sends is checked (sync/checks.py) before any of it lands; a refused update chang
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from polykey.errors import PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.sync.checks import (
     MAX_OBJECT_BYTES,
+    Intake,
     UpdateRefused,
     fetch_reply,
     land,
@@ -36,40 +38,25 @@ if TYPE_CHECKING:
 MAX_FETCH_BYTES = 1024 * 1024 * 1024  # all pages of one fetch together (held in memory)
 
 
-async def fetch(client: PeerClient, vault: str, haves: list[str]) -> dict[str, Any]:
+async def fetch(
+    client: PeerClient, vault: str, haves: list[str], intake: Intake | None = None
+) -> dict[str, Any]:
     """A ``vaults.fetch`` reply with every page's objects gathered (docs/spec/peer-protocol.md,
     "Paged fetch"): pages of a few MiB, an object larger than a page in parts, so no frame
-    grows with the vault. The pages must name the same vault and head, and move forward."""
+    grows with the vault. The pages must name the same vault and head, and move forward.
+
+    ``intake``: fed each object as its page comes, while the next page is asked for and made
+    on the other node (the checks of one page overlap the transfer of the next)."""
     params: dict[str, Any] = {"vault": vault, "haves": haves, "at": [0, 0]}
     reply = await client.call("vaults.fetch", params)
     first = dict(reply)
-    objects: list[Any] = []
-    part = bytearray()
-    total = 0
+    pages = _Pages()
     while True:
-        got = reply.get("objects")
-        piece = reply.get("part")
-        if not isinstance(got, list):
-            raise UpdateRefused("the other node's reply carries malformed objects")
-        objects.extend(got)
-        total += sum(len(o) for o in got if isinstance(o, bytes))
-        if piece is not None:
-            size = reply.get("part_of")
-            if not isinstance(piece, bytes) or not piece or not _whole(size):
-                raise UpdateRefused("the other node sent a malformed part of an object")
-            if size > MAX_OBJECT_BYTES or len(part) + len(piece) > size:
-                raise UpdateRefused("an object is too large")
-            part += piece
-            total += len(piece)
-            if len(part) == size:
-                objects.append(bytes(part))
-                part = bytearray()
-        elif not got and "next" in reply:
-            raise UpdateRefused("the other node sent an empty page")
-        if total > MAX_FETCH_BYTES:
-            raise UpdateRefused("the other node sent more than a fetch may hold")
+        fresh = pages.take(reply)  # this page's whole objects
         cursor = reply.get("next")
         if cursor is None:
+            if intake is not None:
+                intake.extend(fresh)
             break
         if (
             not isinstance(cursor, list)
@@ -79,23 +66,65 @@ async def fetch(client: PeerClient, vault: str, haves: list[str]) -> dict[str, A
         ):
             raise UpdateRefused("the other node's pages do not move forward")
         params = {**params, "head": first.get("head"), "at": cursor}
-        reply = await client.call("vaults.fetch", params)
+        asking = asyncio.ensure_future(client.call("vaults.fetch", params))
+        try:
+            if intake is not None:
+                await asyncio.sleep(0)  # the request goes out, then this page is checked
+                intake.extend(fresh)
+            reply = await asking
+        finally:
+            asking.cancel()  # a no-op once it is done
         if reply.get("vault") != first.get("vault") or reply.get("head") != first.get("head"):
             raise UpdateRefused("the other node's pages name another vault or head")
-    if part:
+    if pages.part:
         raise UpdateRefused("the other node's last object was cut short")
-    first["objects"] = objects
+    first["objects"] = pages.objects
     first.pop("next", None)
     return first
+
+
+class _Pages:
+    """The objects of a paged fetch, gathered page by page; an object in parts joined."""
+
+    def __init__(self) -> None:
+        self.objects: list[Any] = []
+        self.part = bytearray()
+        self.total = 0
+
+    def take(self, reply: dict[str, Any]) -> list[Any]:
+        """Gather one page (refusing a malformed one); its whole objects."""
+        got = reply.get("objects")
+        piece = reply.get("part")
+        if not isinstance(got, list):
+            raise UpdateRefused("the other node's reply carries malformed objects")
+        fresh = list(got)
+        self.total += sum(len(o) for o in got if isinstance(o, bytes))
+        if piece is not None:
+            size = reply.get("part_of")
+            if not isinstance(piece, bytes) or not piece or not _whole(size):
+                raise UpdateRefused("the other node sent a malformed part of an object")
+            if size > MAX_OBJECT_BYTES or len(self.part) + len(piece) > size:
+                raise UpdateRefused("an object is too large")
+            self.part += piece
+            self.total += len(piece)
+            if len(self.part) == size:
+                fresh.append(bytes(self.part))
+                self.part = bytearray()
+        elif not got and "next" in reply:
+            raise UpdateRefused("the other node sent an empty page")
+        if self.total > MAX_FETCH_BYTES:
+            raise UpdateRefused("the other node sent more than a fetch may hold")
+        self.objects.extend(fresh)
+        return fresh
 
 
 def _whole(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _fetch(peers: Peers, peer: NodeId, vault: str) -> dict[str, Any]:
+def _fetch(peers: Peers, peer: NodeId, vault: str, intake: Intake | None = None) -> dict[str, Any]:
     async def run(client: PeerClient) -> dict[str, Any]:
-        return await fetch(client, vault, [])
+        return await fetch(client, vault, [], intake)
 
     return peers.session(peer, run)
 
@@ -119,12 +148,13 @@ def remote_writers(peers: Peers, peer: NodeId, vault: str) -> dict[str, Any]:
 def clone(vaults: Vaults, peers: Peers, peer: NodeId, vault: str, name: str | None) -> VaultInfo:
     if name is not None:
         _free(vaults, name)
-    reply = _fetch(peers, peer, vault)
-    remote, head, received = fetch_reply(reply, vault)
+    intake = Intake()
+    reply = _fetch(peers, peer, vault, intake)
+    remote, head, _received = fetch_reply(reply, vault)
     local_name = name or remote["name"]
     _free(vaults, local_name)
     signers = {bytes(peer), *writers(reply)}
-    objects = validate(received, head, lambda _sha: False, signers)
+    objects = validate(intake, head, lambda _sha: False, signers)
     origin = {
         "node_id": encode_node_id(peer),
         "vault_id": remote["id"],
@@ -188,8 +218,9 @@ async def _pull_one(
     high = str(info.origin.get("high_water", "")).encode()
     haves = [h.decode() for h in {local, high} if h]
     wanted = str(info.origin["vault_id"])
-    reply = await fetch(client, wanted, haves)
-    remote, head, received = fetch_reply(reply, wanted)
+    intake = Intake()
+    reply = await fetch(client, wanted, haves, intake)
+    remote, head, _received = fetch_reply(reply, wanted)
     if remote["id"] != wanted:
         raise UpdateRefused("the other node answered with another vault")
     if head == local:
@@ -206,7 +237,7 @@ async def _pull_one(
         return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
 
     signers = {bytes(peer), *writers(reply)}
-    objects = validate(received, head, known, signers, local=local_objects)
+    objects = validate(intake, head, known, signers, local=local_objects)
     both = with_received(vault.object_store(shared=True), objects)  # dulwich's merge base
 
     if high and not supersedes(both, head, high):  # cheap when head descends from high

@@ -9,6 +9,8 @@ missing vault gives, so a vault's existence does not leak.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,11 @@ if TYPE_CHECKING:
 
 MAX_HAVES = 256
 PAGE_BYTES = 8 * 1024 * 1024  # raw object bytes in one page of a paged fetch
+PAGE_OBJECTS = 1024  # objects in one page: a clone's pages are checked as the next ones come
+READ_BATCH = 256  # records read in one query while a page is made
+READ_UP_TO = 64 * 1024  # a record larger than this is read on its own, when it is sent
+PLANS = 8  # fetch plans kept for the pages that follow (and the next clone of a head)
+PLAN_ENTRIES = 250_000  # objects in all the plans kept (about 35 MB at most)
 ZERO_ID = b"0" * 40
 HEX_DIGITS = set(b"0123456789abcdef")
 
@@ -190,7 +197,8 @@ def fetch(c: PeerCall, p: Fetch) -> dict[str, Any]:
     reply: dict[str, Any] = {
         "vault": {"id": info.id, "name": info.name},
         "head": head.decode(),
-        "writers": service.writers(info.id),
+        # and the former writers: their commits stay in the history the asker checks
+        "writers": [*service.writers(info.id), *service.acl.former_writers(info.id)],
     }
     if p.at is None:  # unpaged (a peer of before paging): everything in one frame
         return {**reply, "objects": collect(vault, head, haves_held)}
@@ -222,26 +230,26 @@ def _page(
     size = 0
     result: dict[str, Any]
     while index < len(plan):
-        sha, kind = plan[index]
-        raw, length = objects.wire_record(sha, kind)
-        if offset or (not out and length > PAGE_BYTES):  # a large object travels in parts
-            raw = raw if raw is not None else objects.wire(sha, kind)
-            part = raw[offset : offset + PAGE_BYTES]
-            done = offset + len(part) >= len(raw)
-            cursor = [index + 1, 0] if done else [index, offset + len(part)]
-            result = {"objects": [], "part": part, "part_of": len(raw)}
-            if cursor[0] < len(plan):
-                result["next"] = cursor
-            return result
-        if out and size + length > PAGE_BYTES:
-            break
-        out.append(raw if raw is not None else objects.wire(sha, kind))
-        size += length
-        index += 1
-    result = {"objects": out}
-    if index < len(plan):
-        result["next"] = [index, 0]
-    return result
+        # records a batch at a time; one larger than READ_UP_TO is read only when it is sent
+        batch = plan[index : index + READ_BATCH]
+        for (sha, kind), (record, length) in zip(
+            batch, objects.wire_records(batch, READ_UP_TO), strict=True
+        ):
+            if offset or (not out and length > PAGE_BYTES):  # a large object travels in parts
+                raw = record if record is not None else objects.wire(sha, kind)
+                part = raw[offset : offset + PAGE_BYTES]
+                done = offset + len(part) >= len(raw)
+                cursor = [index + 1, 0] if done else [index, offset + len(part)]
+                result = {"objects": [], "part": part, "part_of": len(raw)}
+                if cursor[0] < len(plan):
+                    result["next"] = cursor
+                return result
+            if out and (size + length > PAGE_BYTES or len(out) >= PAGE_OBJECTS):
+                return {"objects": out, "next": [index, 0]}
+            out.append(record if record is not None else objects.wire(sha, kind))
+            size += length
+            index += 1
+    return {"objects": out}
 
 
 @dataclass(frozen=True)
@@ -383,5 +391,37 @@ def collect(vault: Vault, head: bytes, haves: set[bytes]) -> list[bytes]:
 
 def plan(vault: Vault, head: bytes, haves: set[bytes]) -> list[tuple[bytes, int]]:
     """The ids and types of the objects ``collect`` would send, in the same fixed order; no
-    blob is read."""
-    return list(missing_objects(vault.object_store(shared=True), head, haves))
+    blob is read. Kept per (vault, head, haves) for the pages that follow (objects never
+    change, so a plan never goes stale)."""
+    plans = vault.cache.memo("fetch plans", _Plans)
+    key = (vault.id, head, frozenset(haves))
+    found = plans.get(key)
+    if found is None:
+        found = list(missing_objects(vault.object_store(shared=True), head, haves))
+        plans.put(key, found)
+    return found
+
+
+class _Plans:
+    """The last few fetch plans of one node, least recently used out first, at most
+    PLAN_ENTRIES objects in all (a larger plan is not kept)."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[str, bytes, frozenset[bytes]], list[tuple[bytes, int]]]
+        self._items = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, bytes, frozenset[bytes]]) -> list[tuple[bytes, int]] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, bytes, frozenset[bytes]], plan: list[tuple[bytes, int]]) -> None:
+        if len(plan) > PLAN_ENTRIES:
+            return
+        with self._lock:
+            self._items[key] = plan
+            while len(self._items) > PLANS or sum(map(len, self._items.values())) > PLAN_ENTRIES:
+                self._items.popitem(last=False)

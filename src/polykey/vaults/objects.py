@@ -280,7 +280,30 @@ class VaultObjects:
         """(the object as it travels, its length), read as the type its place says
         (BrokenHistory otherwise) straight from its sealed record, which holds exactly that;
         for a blob kept in parts: (None, its length), nothing read but its part list."""
-        record = self.source.get(self.ns, binascii.unhexlify(sha))
+        return self._as_wire(sha, type_num, self.source.get(self.ns, binascii.unhexlify(sha)))
+
+    def wire_records(
+        self, wanted: list[tuple[bytes, int]], read_up_to: int | None = None
+    ) -> list[tuple[bytes | None, int]]:
+        """``wire_record`` of each (id, type number), the records read in batches where the
+        source can (a node file: one query per few hundred records). ``read_up_to``: a record
+        larger than this is not read here (None, its length): ``wire`` reads it when it is
+        sent, so that a batch never holds large objects."""
+        get_many = getattr(self.source, "get_many", None)
+        if get_many is None:
+            return [self.wire_record(sha, type_num) for sha, type_num in wanted]
+        keys = [binascii.unhexlify(sha) for sha, _ in wanted]
+        out: list[tuple[bytes | None, int]] = []
+        for (sha, type_num), record in zip(
+            wanted, get_many(self.ns, keys, read_up_to=read_up_to), strict=True
+        ):
+            if isinstance(record, int):  # large: left unread, its length known
+                out.append((None, record))
+            else:
+                out.append(self._as_wire(sha, type_num, record))
+        return out
+
+    def _as_wire(self, sha: bytes, type_num: int, record: bytes | None) -> tuple[bytes | None, int]:
         if record is None:
             raise ObjectMissing(f"git object {sha.decode()} of vault {self.name} is missing")
         found = record[0] if record else 0
