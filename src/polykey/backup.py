@@ -71,6 +71,34 @@ def _open_or_make(
     return node, True
 
 
+def _make_linked(
+    node: Node, path: Path, password: bytes, *, kdf: KdfCost, allow_weak: bool
+) -> None:
+    """A new backup node at ``path``, already linked with ``node``: made under a hidden name
+    beside it, linked, then put in place, so a backup killed on its first run leaves no
+    unlinked node at ``path`` (the next run starts again)."""
+    import os
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
+    other, _code = Node.bootstrap(partial, password, kdf=kdf, allow_weak=allow_weak)
+    try:
+        pair = _Pair(node, other)
+        try:
+            pair.link()
+        finally:
+            pair.close()
+    finally:
+        other.close()
+    try:
+        os.link(partial, path)  # never replaces a file that appeared meanwhile
+    except FileExistsError:
+        raise NotMyBackup(f"{path} appeared while the backup node was being made") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def backup(
     node: Node,
     path: Path,
@@ -86,7 +114,11 @@ def backup(
     path = path.resolve()
     if path == Path(node.store.path).resolve():
         raise NotMyBackup(f"{path} is this node itself")
-    other, created = _open_or_make(path, password, create=True, kdf=kdf, allow_weak=allow_weak)
+    created = False
+    if not path.exists():
+        _make_linked(node, path, password, kdf=kdf, allow_weak=allow_weak)
+        created = True
+    other = Node.open(path, password, allow_weak=allow_weak)
     try:
         if other.node_id == node.node_id:
             raise NotMyBackup(f"{path} is a copy of this node (the same NodeId), not a backup")
@@ -96,8 +128,6 @@ def backup(
             raise NotMyBackup(f"{path} is a node that is not linked with this one")
         pair = _Pair(node, other)
         try:
-            if created:
-                pair.link()
             results = sync_all(
                 node.vaults, node.acl, node.peers, other.node_id, mirror=True, adopt=False
             )

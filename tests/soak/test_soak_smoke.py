@@ -28,6 +28,8 @@ KILLS = (
     "clone/server-agent",
     "pull/client-agent",
     "push/client-cli",
+    "merge/client-agent",
+    "backup/direct",
 )
 
 
@@ -50,7 +52,7 @@ def summary(out: str) -> dict[str, int]:
     return {name: int(n) for n, name in re.findall(r"(\d+) ([a-z -]+?)(?:,|$)", line)}
 
 
-def test_kills_across_writes_vault_commands_imports_agent_and_sharing_lose_nothing() -> None:
+def test_kills_across_writes_vault_commands_imports_agent_sharing_merges_backups() -> None:
     args = ["--only", "kills", "--runs", "3"]
     for name in KILLS:
         args += ["--scenario", name]
@@ -99,3 +101,20 @@ def test_the_soak_notices_a_lost_write_and_an_unopenable_file(tmp_path: Path) ->
         f.write(b"\xff" * 64)
     sc.check_node(sc.node, " (damaged on purpose)", direct=True)
     assert stats.unopenable == 1, stats.incidents
+
+
+def test_the_backup_judge_takes_an_older_history_and_nothing_else() -> None:
+    """A backup's vault may be at the node's head or an older commit of the node's history;
+    a commit the node never had, a history that is not the node's, or a vault the node lacks
+    is a half state; only every vault at the head, with its name and tags, is complete."""
+    from bench.soak.scenarios.own import Backups
+
+    node = {"v1": ("a", ("t",), ["c3", "c2", "c1"]), "v2": ("b", (), ["d1"])}
+    assert Backups.prefix(node, {}) == ""
+    assert Backups.prefix(node, {"v1": ("a", (), ["c2", "c1"])}) == ""
+    assert Backups.exact(node, {"v1": ("a", (), ["c2", "c1"])}) != ""
+    assert Backups.prefix(node, {"v1": ("a", (), ["x9", "c1"])}) != ""
+    assert Backups.prefix(node, {"v1": ("a", (), ["c2", "x1"])}) != ""
+    assert Backups.prefix(node, {"v3": ("c", (), ["e1"])}) != ""
+    assert Backups.exact(node, dict(node)) == ""
+    assert Backups.exact(node, {**node, "v1": ("a", (), ["c3", "c2", "c1"])}) != ""
