@@ -1,4 +1,4 @@
-"""`pk bootstrap` and `pk node ...`: create a node, describe it, check it, copy it."""
+"""`pk bootstrap` and `pk node ...`: create a node, describe it, check it, copy it, salvage it."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def bootstrap(s: Settings, recovery_code_file: Path | None, recovery_code_out: P
 
 @click.group()
 def node() -> None:
-    """Describe, check and copy the node file."""
+    """Describe, check, copy and salvage the node file."""
 
 
 @node.command()
@@ -122,7 +122,14 @@ def info(s: Settings) -> None:
 STRUCTURE = {"root", "SQLite structure", "node file"}  # places of store/nodefile.py's check
 STRUCTURE_HINT = (
     "The damage is in the file's own structure (its SQLite pages or its root record), so "
-    "the records cannot be told apart: restore the node file from a copy or a backup node."
+    "the records cannot be told apart: restore the node file from a copy or a backup node, "
+    "or salvage every record that still authenticates into a new node: "
+    "`pk node salvage NEW_PATH`."
+)
+ROOT_HINT = (
+    "The root record is damaged, so no record can be read through it: salvage every record "
+    "that still authenticates into a new node with `pk node salvage NEW_PATH` (the same "
+    "NodeId and password), or restore the node file from a copy or a backup node."
 )
 
 
@@ -165,12 +172,20 @@ def check(s: Settings) -> None:
         for d in damage:  # a place names vaults and secrets, which may come from other nodes
             click.echo(f"damaged: {shown(d)}", err=True)
     if damage:
-        if any(d.place in STRUCTURE for d in damage):
+        if any(d.place == "root" or "the root record" in d.problem for d in damage):
+            hint = ROOT_HINT
+        elif any(d.place in STRUCTURE for d in damage):
             hint = STRUCTURE_HINT
         elif all(d.kind == "history" for d in damage):
             hint = (
                 "Every record authenticates, but the vaults listed hold objects of the wrong "
                 "type or miss some: clone them again from a node that holds them whole."
+            )
+        elif any(d.problem.startswith("the manifest of ") for d in damage):
+            hint = (
+                "A damaged manifest makes its whole namespace unreadable: restore the node "
+                "from a backup node, or salvage every record that still authenticates into a "
+                "new node with `pk node salvage NEW_PATH`."
             )
         else:
             hint = "Places not listed are intact; restore the damaged ones from a backup node."
@@ -196,6 +211,47 @@ def copy_(s: Settings, path: Path) -> None:
     size = target.stat().st_size
     doc = {"source": str(source), "path": str(target), "bytes": size}
     emit(s, f"Copied the node to {target} ({_size(size)}).", doc)
+
+
+@node.command()
+@node_options
+@click.argument("new_path", metavar="NEW_PATH", type=click.Path(dir_okay=False, path_type=Path))
+@pass_settings
+def salvage(s: Settings, new_path: Path) -> None:
+    """Write a new node at NEW_PATH of every record of this node file that still authenticates.
+
+    For a node that every command refuses because its root record or a manifest is damaged.
+    The damaged file is only read, never changed; neither its root record nor its manifests
+    are trusted. The new node has the same key (NodeId), password, KDF parameters and recovery
+    code, and a fresh root and manifests; every git object is checked against its id. Prints
+    what was salvaged, what was lost (by name where known), which vaults have an incomplete
+    history, and what to do next. Exit 0 when everything authenticated and the new node is
+    whole; 14 when something was lost (the new node is written all the same). Stop the
+    agent of the damaged node first.
+    """
+    from polykey.errors import NodeNotFound
+    from polykey.salvage import check_target, salvage
+
+    source = Path(os.path.abspath(s.node_path()))
+    target = Path(os.path.abspath(new_path))
+    if not source.exists():
+        raise NodeNotFound(str(source))
+    check_target(source, target)  # before asking for the password
+    report = salvage(source, target, s.password(), allow_weak=s.allow_weak())
+    emit(s, report.text(), report.to_json())
+    if not report.ok:
+        lost = report.lost_count
+        parts = [f"{lost} record(s) could not be salvaged"] if lost else []
+        if report.unreadable:
+            parts.append("parts of the file could not be read")
+        if report.incomplete:
+            parts.append(f"{len(report.incomplete)} vault(s) have an incomplete history")
+        if report.damage:
+            parts.append(f"the new node's check found {len(report.damage)} problem(s)")
+        raise NodeDamaged(
+            f"{'; '.join(parts)}; the new node was written at {target}",
+            hint=report.next_steps()[0],
+        )
 
 
 def _size(count: int) -> str:
