@@ -145,10 +145,10 @@ def main() -> int:
             db.execute("UPDATE record SET sealed = randomblob(length(sealed))")
         pk("node", "check", env=dict(alice, PK_NODE=str(work / "damaged.pk")), check=False)
 
-        step("Coming next: merging, node discovery, identities, child nodes")
+        step("Coming next: node discovery, identities, child nodes")
         print(
-            "  Also here: pk import pass|keepass|bitwarden|1password|csv|dotenv, pk export ...,"
-            " stock git clone and push."
+            "  Also here: merging (pk vaults pull/push/sync), own nodes (pk nodes link), backups"
+            " (pk backup), pk import/export, stock git clone and push."
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

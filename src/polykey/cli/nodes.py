@@ -188,7 +188,10 @@ def check(s: Settings) -> None:
                 "new node with `pk node salvage NEW_PATH`."
             )
         else:
-            hint = "Places not listed are intact; restore the damaged ones from a backup node."
+            hint = (
+                "Places not listed are intact; restore the damaged ones from a backup node "
+                "with `pk backup restore PATH`."
+            )
         raise NodeDamaged(f"{len(damage)} damaged place(s)", hint=hint)
 
 
