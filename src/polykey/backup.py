@@ -58,17 +58,13 @@ class _Pair:
             raise NodeDamaged("the backup node and this node could not be linked")
 
 
-def _open_or_make(
-    path: Path, password: bytes, *, create: bool, kdf: KdfCost, allow_weak: bool
-) -> tuple[Node, bool]:
-    if path.exists():
-        return Node.open(path, password, allow_weak=allow_weak), False
-    if not create:
+def _open_backup(path: Path, password: bytes, *, allow_weak: bool) -> Node:
+    """The backup node at ``path`` (NodeNotFound when there is none)."""
+    if not path.exists():
         from polykey.errors import NodeNotFound
 
         raise NodeNotFound(str(path))
-    node, _code = Node.bootstrap(path, password, kdf=kdf, allow_weak=allow_weak)
-    return node, True
+    return Node.open(path, password, allow_weak=allow_weak)
 
 
 def _make_linked(
@@ -155,9 +151,7 @@ def restore(
     recovery code, or with a new key) is linked to the backup first."""
     from polykey.sync.own import sync_all
 
-    other, _ = _open_or_make(
-        path.resolve(), password, create=False, kdf=DEFAULT_KDF, allow_weak=allow_weak
-    )
+    other = _open_backup(path.resolve(), password, allow_weak=allow_weak)
     try:
         if other.node_id == node.node_id:
             raise NotMyBackup(f"{path} is a copy of this node (the same NodeId), not a backup")
