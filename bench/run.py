@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import agent, completion, flat, interop, large, node, own, sharing, vaults
+from bench import agent, completion, flat, interop, large, node, own, sharing, trust, vaults
 from bench.common import Row
 
 SECTIONS = {
@@ -21,6 +21,7 @@ SECTIONS = {
     "large": large.section,
     "interop": interop.section,
     "completion": completion.section,
+    "trust": trust.section,
 }
 
 

@@ -1,4 +1,5 @@
-"""Write docs/spec/node-file-vectors.json: the node file's test vectors.
+"""Write docs/spec/node-file-vectors.json: the node file's test vectors (and, with
+``--sigchain``, docs/spec/sigchain-vectors.json: the sigchain's).
 
 The vectors are fixed once written: tests check the code against this file, so a change of format
 shows up as a failing test. Run again only with a new format version (and a new file name).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from polykey.crypto.aead import Sealer
 from polykey.crypto.kdf import Argon2Params, argon2id
@@ -134,5 +136,184 @@ def main() -> int:
     return 0
 
 
+def sigchain() -> int:
+    """docs/spec/sigchain-vectors.json: a valid chain of every claim type, a rotated key's
+    first entry, and pages that must be refused, each with the refusal's exact text."""
+    out = OUT.with_name("sigchain-vectors.json")
+    if out.exists() and "--force" not in sys.argv:
+        print(f"{out} exists; vectors are fixed once written (use --force for a new format)")
+        return 1
+    out.write_text(json.dumps(sigchain_vectors(), indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def sigchain_vectors() -> dict[str, Any]:
+    from polykey.trust.jws import b64url, canonical
+    from polykey.trust.sigchain import BadChain, Entry, Head, verify_chain
+    from polykey.trust.sigchain_entry import add_signature, sign_claim
+
+    keys = {
+        name: RootKey.from_seed(bytes(range(i * 32, i * 32 + 32))) for i, name in enumerate("ABCD")
+    }
+    ids = {name: encode_node_id(key.node_id) for name, key in keys.items()}
+
+    def claim(owner: str, seq: int, prev: Entry | None, typ: str, **fields: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"typ": typ, "iss": ids[owner], "seq": seq, "iat": 1700000000 + seq}
+        out |= {"jti": f"v0{owner.lower()}{seq:04d}", "prevClaimId": prev.jti if prev else None}
+        return out | {"prevDigest": prev.digest if prev else None} | fields
+
+    def signed(c: dict[str, Any], *signers: str) -> dict[str, Any]:
+        doc = sign_claim(keys[signers[0]], c)
+        for name in signers[1:]:
+            doc = add_signature(doc, keys[name])
+        return doc
+
+    plan: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+        (
+            "link-identity",
+            {"sub": "github:alice", "proof": {"provider": "github", "ref": "0f3c9a"}},
+            ("A",),
+        ),
+        ("link-node", {"sub": ids["B"]}, ("A", "B")),
+        ("delegate", {"sub": ids["C"], "grant": {"vaults": ["ci"], "perms": ["pull"]}}, ("A", "C")),
+        ("x-note", {"note": "an unknown type: kept, not read"}, ("A",)),
+        ("revoke", {"sub": "v0a0001"}, ("A",)),
+        ("rotate-key", {"sub": ids["D"]}, ("A", "D")),
+    ]
+    docs: list[dict[str, Any]] = []
+    entries: list[Entry] = []
+    for typ, fields, signers in plan:
+        docs.append(
+            signed(
+                claim("A", len(docs) + 1, entries[-1] if entries else None, typ, **fields), *signers
+            )
+        )
+        entries = verify_chain(keys["A"].node_id, docs)
+    last = entries[-1]
+    rotated = signed(
+        claim("D", 1, last, "rotate-key", sub=ids["D"], **{"from": ids["A"]}), "D", "A"
+    )
+    verify_chain(keys["D"].node_id, [rotated])
+
+    c1 = claim("A", 1, None, "link-identity", **plan[0][1])
+    bad_sig = dict(docs[0], signatures=[dict(docs[0]["signatures"][0])])
+    sig = bad_sig["signatures"][0]["signature"]
+    sig_text = sig[:10] + ("B" if sig[10] != "B" else "C") + sig[11:]
+    bad_sig["signatures"][0]["signature"] = sig_text
+    spaced = json.dumps(c1, indent=1).encode()
+    spaced_payload = b64url(spaced)
+    noncanonical = {
+        "payload": spaced_payload,
+        "signatures": [_raw_signature(keys["A"], spaced_payload, ids["A"])],
+    }
+    padded = dict(docs[0], payload=docs[0]["payload"] + "=")
+    big = signed(claim("A", 1, None, "x-note", note="x" * 9000), "A")
+    other_alg = {
+        "payload": docs[0]["payload"],
+        "signatures": [_raw_signature(keys["A"], docs[0]["payload"], ids["A"], alg="ES256")],
+    }
+    e1 = entries[0]
+    failures: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
+        "wrong signature": ([bad_sig], {}),
+        "missing cosignature": (
+            [docs[0], signed(claim("A", 2, e1, "link-node", sub=ids["B"]), "A")],
+            {},
+        ),
+        "cosigned by another key": (
+            [docs[0], signed(claim("A", 2, e1, "link-node", sub=ids["B"]), "A", "C")],
+            {},
+        ),
+        "non-canonical payload": ([noncanonical], {}),
+        "padded base64url": ([padded], {}),
+        "header of another algorithm": ([other_alg], {}),
+        "seq gap": ([docs[0], docs[2]], {}),
+        "wrong prevDigest": (
+            [
+                docs[0],
+                signed(
+                    claim("A", 2, e1, "link-node", sub=ids["B"], prevDigest=entries[2].digest),
+                    "A",
+                    "B",
+                ),
+            ],
+            {},
+        ),
+        "wrong iss": (docs[:2], {"owner": "B"}),
+        "entry after rotate-key": ([*docs, signed(claim("A", 7, last, "x-note"), "A")], {}),
+        "revoke of unknown jti": (
+            [docs[0], signed(claim("A", 2, e1, "revoke", sub="v0nothing"), "A")],
+            {},
+        ),
+        "revoke twice": (
+            [*docs[:5], signed(claim("A", 6, entries[4], "revoke", sub="v0a0001"), "A")],
+            {},
+        ),
+        "oversized entry": ([big], {}),
+        "first entry with a prevDigest": ([signed(claim("A", 1, e1, "x-note"), "A")], {}),
+        "identity without proof": (
+            [signed(claim("A", 1, None, "link-identity", sub="github:alice"), "A")],
+            {},
+        ),
+        "page after a head it does not continue": (
+            [docs[2]],
+            {"after": {"seq": 2, "jti": e1.jti, "digest": e1.digest}},
+        ),
+        "huge page": ([docs[0]], {"repeat": 10_001}),
+    }
+    cases = []
+    for name, (page, how) in failures.items():
+        owner = keys[how.get("owner", "A")].node_id
+        page_docs = page * int(how.get("repeat", 1))
+        after = how.get("after")
+        try:
+            verify_chain(owner, page_docs, after=Head(**after) if after else None)
+        except BadChain as exc:
+            expect = exc.message
+        else:
+            raise AssertionError(f"{name} verified")
+        case: dict[str, Any] = {"name": name, "owner": ids[how.get("owner", "A")]}
+        if after:
+            case["after"] = after
+        if "repeat" in how:
+            case["repeat"] = how["repeat"]
+        cases.append(case | {"docs": page, "expect": expect})
+    return {
+        "format": 1,
+        "about": "Test vectors of docs/spec/sigchain.md. Keys: Ed25519 seeds 00..1f (A), "
+        "20..3f (B), 40..5f (C), 60..7f (D). A page with `repeat` is `docs` repeated that often.",
+        "keys": {
+            name: {"seed": bytes(range(i * 32, i * 32 + 32)).hex(), "node_id": ids[name]}
+            for i, name in enumerate("ABCD")
+        },
+        "valid": {
+            "owner": ids["A"],
+            "docs": docs,
+            "stored": [e.raw.decode() for e in entries],
+            "digests": [e.digest for e in entries],
+            "state": _state_json(entries),
+        },
+        "rotated": {"owner": ids["D"], "docs": [rotated], "continues": "valid"},
+        "failures": cases,
+        "canonical_header": canonical({"alg": "EdDSA", "kid": ids["A"]}).decode(),
+    }
+
+
+def _state_json(entries: list[Any]) -> dict[str, Any]:
+    from polykey.trust.sigchain import chain_state
+
+    return chain_state(entries).as_json()
+
+
+def _raw_signature(key: RootKey, payload: str, kid: str, alg: str = "EdDSA") -> dict[str, str]:
+    from polykey.trust.jws import b64url, canonical
+
+    protected = b64url(canonical({"alg": alg, "kid": kid}))
+    return {
+        "protected": protected,
+        "signature": b64url(key.signing.sign(f"{protected}.{payload}".encode())),
+    }
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(sigchain() if "--sigchain" in sys.argv else main())

@@ -24,23 +24,19 @@ other node) is the Node's (node.py), the answering side the peer methods' (sync/
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import rfc8785
-
-from polykey import codec
 from polykey.crypto.signing import SIGNATURE_BYTES, verify
 from polykey.errors import InvalidInput, InvalidNodeId, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.keys.root import RootKey
 from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
+from polykey.trust import jws
+from polykey.trust.jws import JwsError, b64url, canonical, new_claim_id
 
 LINKS = Namespace("trust/links")
 LINK = "link-node"
@@ -53,8 +49,6 @@ _MEMO = 256  # verified statements remembered by their bytes
 
 PENDING, OFFERED, LINKED, UNLINKED, DAMAGED = "pending", "offered", "linked", "unlinked", "damaged"
 STATES = (PENDING, OFFERED, LINKED, UNLINKED)
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class BadStatement(InvalidInput):
@@ -107,45 +101,20 @@ class Statement:
         return f"{self.protected}.{self.payload}".encode("ascii")
 
 
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
 def _b64url_decode(text: str, what: str) -> bytes:
-    """Strict base64url without padding: the one spelling that re-encodes to itself."""
-    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
-        raise BadStatement(f"its {what} is not base64url")
-    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if b64url(raw) != text:
-        raise BadStatement(f"its {what} is not base64url")
-    return raw
-
-
-def canonical(value: dict[str, Any]) -> bytes:
-    """RFC 8785 canonical JSON (JCS)."""
-    return rfc8785.dumps(value)
+    """Strict base64url without padding (trust/jws.py), refused as a BadStatement."""
+    try:
+        return jws.b64url_decode(text, what)
+    except JwsError as exc:
+        raise BadStatement(str(exc)) from None
 
 
 def _canonical_object(raw: bytes, what: str) -> dict[str, Any]:
+    """The object ``raw`` holds in its RFC 8785 form (trust/jws.py), or BadStatement."""
     try:
-        doc = codec.decode(raw)  # UTF-8 JSON holding one object, nested at most 200 deep
-    except codec.BadMessage:
-        raise BadStatement(f"its {what} is not a JSON object") from None
-    try:
-        same = canonical(doc) == raw
-    except rfc8785.CanonicalizationError:
-        same = False
-    if not same:
-        raise BadStatement(f"its {what} is not canonical JSON (RFC 8785)")
-    return doc
-
-
-def new_claim_id(now_ms: int | None = None) -> str:
-    """A claim id as Polykey writes them: multibase base32hex (``v``) of 16 bytes, 48 bits of
-    milliseconds then 80 random bits, so ids sort by time."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    raw = ms.to_bytes(6, "big") + os.urandom(10)
-    return "v" + base64.b32hexencode(raw).decode("ascii").rstrip("=").lower()
+        return jws.canonical_object(raw, what)
+    except JwsError as exc:
+        raise BadStatement(str(exc)) from None
 
 
 def sign(

@@ -1,0 +1,61 @@
+"""docs/spec/sigchain-vectors.json replayed: the valid chain verifies to the stored bytes,
+digests and state written there, the rotated key's first entry continues it, and every failure
+vector is refused with exactly the text written there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from polykey.ids import decode_node_id
+from polykey.keys.root import RootKey
+from polykey.trust.sigchain import BadChain, Head, chain_state, check_rotation, verify_chain
+
+VECTORS = Path(__file__).resolve().parents[2] / "docs" / "spec" / "sigchain-vectors.json"
+DOC: dict[str, Any] = json.loads(VECTORS.read_text())
+
+
+def test_keys_are_the_seeds_named() -> None:
+    for key in DOC["keys"].values():
+        root = RootKey.from_seed(bytes.fromhex(key["seed"]))
+        assert decode_node_id(key["node_id"]) == root.node_id
+
+
+def test_valid_chain_verifies_to_its_stored_bytes_digests_and_state() -> None:
+    valid = DOC["valid"]
+    entries = verify_chain(decode_node_id(valid["owner"]), valid["docs"])
+    assert [e.raw.decode() for e in entries] == valid["stored"]
+    assert [e.digest for e in entries] == valid["digests"]
+    assert chain_state(entries).as_json() == valid["state"]
+    assert [e.doc() for e in entries] == valid["docs"]
+
+
+def test_valid_chain_verifies_in_pages() -> None:
+    valid = DOC["valid"]
+    owner = decode_node_id(valid["owner"])
+    first = verify_chain(owner, valid["docs"][:3])
+    rest = verify_chain(owner, valid["docs"][3:], earlier=first)
+    assert [e.digest for e in first + rest] == valid["digests"]
+
+
+def test_rotated_first_entry_continues_the_old_chain() -> None:
+    old = verify_chain(decode_node_id(DOC["valid"]["owner"]), DOC["valid"]["docs"])
+    rotated = DOC["rotated"]
+    (first,) = verify_chain(decode_node_id(rotated["owner"]), rotated["docs"])
+    check_rotation(old[-1], first)
+    assert chain_state([first]).rotated_from == DOC["valid"]["owner"]
+    with pytest.raises(BadChain, match="not the two halves"):
+        check_rotation(old[-2], first)
+
+
+@pytest.mark.parametrize("case", DOC["failures"], ids=[c["name"] for c in DOC["failures"]])
+def test_failure_vector_is_refused_with_its_text(case: dict[str, Any]) -> None:
+    after = Head(**case["after"]) if "after" in case else None
+    docs = case["docs"] * case.get("repeat", 1)
+    with pytest.raises(BadChain) as caught:
+        verify_chain(decode_node_id(case["owner"]), docs, after=after)
+    assert caught.value.message == case["expect"]
+    assert caught.value.exit_code == 58
