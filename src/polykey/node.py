@@ -9,6 +9,7 @@ else constructs them, so two nodes can live in one process without sharing state
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from polykey.store.header import new_salt
 from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.trust.acl import Acl
+from polykey.trust.gestalts import Gestalts
 from polykey.trust.links import LINKED, BadAnswer, BadStatement, Links
+from polykey.trust.sigchain import PeerChains, Sigchain
 from polykey.vaults.registry import Vaults
 
 __all__ = [
@@ -39,6 +42,10 @@ __all__ = [
 ]
 
 NODE_KEYS = Namespace("node/keys")
+PROVIDERS = Namespace("trust/providers")
+"""provider name -> JSON settings (base URLs, a DNS server): `pk identities provider`."""
+TOKENS = Namespace("trust/tokens")
+"""provider name -> the access token `pk identities authenticate` got (sealed, as every record)."""
 NODE_META = Namespace("node/meta")
 ROOT_SEED = b"root-seed"
 
@@ -85,6 +92,11 @@ class Node:
         self.graph = Graph(store)
         self.peers = Peers(self.graph, key.signing.openssh_private_pem)
         self.notifications = Notifications(store, self.acl, self.graph, self.peers)
+        self.sigchain = Sigchain(store, key)
+        self.chains = PeerChains(store)
+        self.gestalts = Gestalts(store, self.sigchain, self.chains, self.provider_for)
+        self.acl.gestalts = self.gestalts
+        self._device_flows: dict[str, Any] = {}  # provider -> a device flow under way
 
     def __repr__(self) -> str:
         return f"Node({encode_node_id(self.node_id)}, {str(self.store.path)!r})"
@@ -219,6 +231,65 @@ class Node:
     def decrypt(self, ciphertext: bytes) -> bytes:
         return self.key.decrypt(ciphertext)
 
+    # --- identity providers (docs/spec/identities.md) ---------------------------------------------
+
+    def provider_settings(self, name: str) -> dict[str, str]:
+        raw = self.store.get(PROVIDERS, name.encode())
+        if raw is None:
+            return {}
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise NodeDamaged(f"the settings of provider {name} are malformed") from None
+        return {str(k): str(v) for k, v in doc.items()}
+
+    def set_provider(self, name: str, settings: dict[str, str]) -> None:
+        from polykey.trust.providers import get
+
+        merged = {**self.provider_settings(name), **settings}
+        get(name, merged)  # refuses a provider or a setting it does not know
+        with self.store.write() as tx:
+            tx.put(PROVIDERS, name.encode(), json.dumps(merged, sort_keys=True).encode())
+
+    def provider_for(self, name: str) -> Any:
+        """The provider ``name`` with this node's settings and token."""
+        from polykey.trust.providers import get
+
+        settings = self.provider_settings(name)
+        token = self.store.get(TOKENS, name.encode())
+        if token is not None:
+            settings = {**settings, "token": token.decode()}
+        return get(name, settings)
+
+    def start_authentication(self, name: str) -> dict[str, Any]:
+        """Start the provider's device flow: the code for the user to enter, and where."""
+        provider = self.provider_for(name)
+        code = provider.start_device_flow()
+        self._device_flows[name] = code
+        return {
+            "provider": name,
+            "user_code": code.user_code,
+            "verification_uri": code.verification_uri,
+            "expires_in": code.expires_in,
+        }
+
+    def finish_authentication(self, name: str) -> dict[str, Any]:
+        """Wait for the user to enter the code, keep the token sealed in the node file, and
+        say who it is."""
+        from polykey.errors import InvalidInput
+
+        code = self._device_flows.pop(name, None)
+        if code is None:
+            raise InvalidInput(
+                f"no authentication with {name} is under way",
+                hint=f"Run `pk identities authenticate {name}`.",
+            )
+        provider = self.provider_for(name)
+        token = provider.poll_device_flow(code)
+        with self.store.write() as tx:
+            tx.put(TOKENS, name.encode(), token.reveal().encode())
+        return {"provider": name, "login": self.provider_for(name).whoami()}
+
     # --- own nodes (docs/spec/links.md) -----------------------------------------------------------
 
     def link(self, node_id: NodeId) -> dict[str, Any]:
@@ -257,7 +328,43 @@ class Node:
             state = self.links.answered(node_id, mine, reply)
         except BadStatement as exc:
             raise BadAnswer(exc.detail) from None
-        return {**out, "state": state, "told": True}
+        out = {**out, "state": state, "told": True}
+        if state == LINKED:
+            out["sigchain"] = self._chain_link(node_id)
+        return out
+
+    def _chain_link(self, node_id: NodeId) -> str:
+        """Put the link in both sigchains (docs/spec/sigchain.md): a link-node claim of this
+        node's countersigned by the other, and the other's countersigned here. Each side that
+        holds a live claim already is left as it is; run again (`pk nodes link`), it completes
+        what a broken connection left undone. "recorded", or why not."""
+        from polykey.network.graph import UnknownNode
+        from polykey.network.ssh import PeerError, PeerUnreachable
+        from polykey.trust.sigchain import BadChain, countersign
+
+        other = encode_node_id(node_id)
+        try:
+            theirs = None
+            if other not in self.sigchain.state().nodes:
+                draft = self.sigchain.prepare_link(node_id)
+                reply = self.peers.call(node_id, "sigchain.countersign", {"draft": draft.doc})
+                self.sigchain.append_draft(reply.get("entry"))
+                theirs = reply.get("draft")
+            else:
+                reply = self.peers.call(node_id, "sigchain.countersign", {})
+                theirs = reply.get("draft")
+            if theirs is not None:
+                signed = countersign(theirs, self.key, issuer=node_id)
+                self.peers.call(node_id, "sigchain.countersigned", {"entry": signed})
+        except (UnknownNode, PeerUnreachable, PeerError, BadChain) as exc:
+            return exc.message
+        return "recorded"
+
+    def _chain_unlink(self, node_id: NodeId) -> None:
+        """Revoke this node's live link-node claim about ``node_id``, if it holds one."""
+        claimed = self.sigchain.state().nodes.get(encode_node_id(node_id))
+        if claimed is not None:
+            self.sigchain.revoke(claimed.jti)
 
     def unlink(self, node_id: NodeId) -> dict[str, Any]:
         """End the link with ``node_id`` here at once, withdraw this node's request to it, or
@@ -268,6 +375,7 @@ class Node:
         from polykey.network.ssh import PeerError, PeerUnreachable
 
         was, statement = self.links.unlink(node_id)
+        self._chain_unlink(node_id)
         out: dict[str, Any] = {"node_id": encode_node_id(node_id), "was": was, "told": False}
         if statement is None:  # the other node ended it: nothing to tell
             return out
@@ -298,4 +406,5 @@ def _check_store(store: NodeFile) -> list[Damage]:
         key = RootKey.from_seed(seed)
         damage.extend(Vaults(store, key).check())
         damage.extend(Links(store, key).check())
+        damage.extend(Sigchain(store, key).check())
     return damage

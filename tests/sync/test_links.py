@@ -227,3 +227,39 @@ def test_refusals_are_one_line_with_a_hint(duo: tuple[Peer, Peer]) -> None:
     for r in (itself, bad, unknown):
         assert r.stderr.count(b"pk: error:") == 1
     assert mine(a) == {}
+
+
+def chain(p: Peer, of: str | None = None) -> dict[str, object]:
+    args = ("sigchain", "show", *((of,) if of else ()), "--format", "json")
+    doc: dict[str, object] = json.loads(p(*args))
+    return doc
+
+
+def test_a_link_is_a_claim_signed_by_both_in_both_sigchains_until_unlinked(
+    duo: tuple[Peer, Peer],
+) -> None:
+    a, b = duo
+    a("nodes", "link", b.node_id)
+    out = json.loads(b("nodes", "link", a.node_id, "--format", "json"))
+    assert out["state"] == "linked" and out["sigchain"] == "recorded"
+    for me, other in ((a, b), (b, a)):
+        entries = chain(me)["entries"]
+        assert isinstance(entries, list)
+        links = [e for e in entries if e["typ"] == "link-node"]
+        assert [e["sub"] for e in links] == [other.node_id]
+        assert sorted(links[0]["signers"]) == sorted([me.node_id, other.node_id])
+        assert not links[0]["revoked"]
+    # each fetches the other's chain and sees one person of two nodes
+    seen = chain(a, b.node_id)
+    assert seen["fetched"] and seen["length"] == 1
+    assert json.loads(a("sigchain", "verify", b.node_id, "--format", "json"))["ok"]
+    gestalt = json.loads(a("gestalts", "get", a.node_id, "--format", "json"))
+    assert sorted(gestalt["nodes"]) == sorted([a.node_id, b.node_id])
+    again = json.loads(b("nodes", "link", a.node_id, "--format", "json"))
+    assert again["sigchain"] == "recorded" and chain(b)["length"] == 1  # nothing added twice
+    a("nodes", "unlink", b.node_id)
+    entries = chain(a)["entries"]
+    assert isinstance(entries, list)
+    assert [e["typ"] for e in entries] == ["link-node", "revoke"] and entries[0]["revoked"]
+    gestalt = json.loads(a("gestalts", "get", a.node_id, "--format", "json"))
+    assert gestalt["nodes"] == [a.node_id]  # the revocation is newer than b's claim

@@ -27,6 +27,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("polykey.cli.interop", "export"),
     "completion": ("polykey.cli.completion", "completion"),
     "backup": ("polykey.cli.backup", "backup"),
+    "identities": ("polykey.cli.identities", "identities"),
+    "gestalts": ("polykey.cli.identities", "gestalts"),
+    "sigchain": ("polykey.cli.identities", "sigchain"),
 }
 
 

@@ -425,3 +425,7 @@ class _Plans:
             self._items[key] = plan
             while len(self._items) > PLANS or sum(map(len, self._items.values())) > PLAN_ENTRIES:
                 self._items.popitem(last=False)
+
+
+# The sigchain's methods live in their own room and register in the one registry above.
+from polykey.sync import chains as _chains  # noqa: E402, F401

@@ -4,17 +4,25 @@ Kept in the mutable namespace ``acl/vaults``: vault id -> JSON {NodeId: [permiss
 Node owns the one ``Acl``; callers ask it questions (``permits``, ``writers``, ``nodes``) and
 never read its records. A node linked to this one (trust/links.py: one of the same owner's
 nodes) holds every permission on every vault, with no grant; unlinking takes that away at once.
+
+A grant may name an identity (``github:bob``, ``dns:example.org``) instead of a NodeId: then
+every node of that identity's gestalt holds it (trust/gestalts.py), checked when the node asks,
+including a node seen for the first time (its presented sigchain links it into the gestalt).
 """
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from polykey.errors import InvalidInput, NodeDamaged
 from polykey.ids import NodeId, encode_node_id
 from polykey.store.nodefile import NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.trust.links import Links
+
+if TYPE_CHECKING:
+    from polykey.trust.gestalts import Gestalts
 
 ACL = Namespace("acl/vaults")
 FORMER = Namespace("acl/former-writers")
@@ -37,6 +45,7 @@ class Acl:
     def __init__(self, store: NodeFile, links: Links) -> None:
         self.store = store
         self.links = links
+        self.gestalts: Gestalts | None = None  # set by the Node: grants to identities
 
     def grants(self, vault_id: str) -> dict[str, list[str]]:
         raw = self.store.get(ACL, vault_id.encode())
@@ -70,33 +79,55 @@ class Acl:
         linked node, everything."""
         if self.links.is_mine(node_id):
             return sorted(PERMISSIONS)
-        return self.grants(vault_id).get(encode_node_id(node_id), [])
+        grants = self.grants(vault_id)
+        perms = set(grants.get(encode_node_id(node_id), []))
+        for who, granted in grants.items():
+            if ":" in who and not set(granted) <= perms and self._admits(who, node_id):
+                perms |= set(granted)
+        return sorted(perms)
+
+    def _admits(self, identity: str, node_id: NodeId) -> bool:
+        return self.gestalts is not None and self.gestalts.admits(identity, node_id)
 
     def writers(self, vault_id: str) -> list[str]:
         """The NodeIds granted `push` on the vault and the linked nodes, sorted (the owner is
         not among them)."""
-        granted = {n for n, perms in self.grants(vault_id).items() if "push" in perms}
+        granted = self._writers_of(self.grants(vault_id))
         return sorted(granted | {encode_node_id(n) for n in self.links.mine()})
 
-    def grant(self, vault_id: str, node_id: NodeId, perms: list[str]) -> list[str]:
-        """Add ``perms``. Push brings pull with it: a writer must read the vault to build on
-        it, and a node that could write but not read could probe which objects it holds."""
+    def _writers_of(self, grants: dict[str, list[str]]) -> set[str]:
+        """The NodeIds ``grants`` let push: named, or in the gestalt of a trusted identity."""
+        out: set[str] = set()
+        for who, perms in grants.items():
+            if "push" not in perms:
+                continue
+            if ":" not in who:
+                out.add(who)
+            elif self.gestalts is not None and self.gestalts.trusted(who):
+                out |= self.gestalts.gestalt(who).nodes
+        return out
+
+    def grant(self, vault_id: str, node_id: NodeId | str, perms: list[str]) -> list[str]:
+        """Add ``perms`` for a node, or for an identity (``github:bob``: its gestalt). Push
+        brings pull with it: a writer must read the vault to build on it, and a node that
+        could write but not read could probe which objects it holds."""
         perms = check_permissions(perms)
         if "push" in perms:
             perms = [*perms, "pull"]
         with self.store.write() as tx:
             current = self.grants(vault_id)
-            key = encode_node_id(node_id)
+            key = _who(node_id)
             current[key] = sorted(set(current.get(key, [])) | set(perms))
             tx.put(ACL, vault_id.encode(), json.dumps(current, sort_keys=True).encode())
         return current[key]
 
-    def revoke(self, vault_id: str, node_id: NodeId) -> bool:
+    def revoke(self, vault_id: str, node_id: NodeId | str) -> bool:
         with self.store.write() as tx:
             current = self.grants(vault_id)
-            removed = current.pop(encode_node_id(node_id), None)
+            before = self._writers_of(current)
+            removed = current.pop(_who(node_id), None)
             if removed is not None and "push" in removed:
-                self._remember(tx, vault_id, {encode_node_id(node_id)})
+                self._remember(tx, vault_id, before - self._writers_of(current))
             tx.put(ACL, vault_id.encode(), json.dumps(current, sort_keys=True).encode())
         return removed is not None
 
@@ -136,3 +167,8 @@ class Acl:
     def drop(self, vault_id: str) -> None:
         with self.store.write() as tx:
             tx.delete(ACL, vault_id.encode())
+
+
+def _who(node_id: NodeId | str) -> str:
+    """The key of a grant: a NodeId's text, or an identity id as it is."""
+    return node_id if isinstance(node_id, str) else encode_node_id(node_id)

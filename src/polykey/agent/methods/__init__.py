@@ -37,7 +37,7 @@ def _register() -> None:
     """Import the rooms: that registers their methods."""
     from importlib import import_module
 
-    for room in ("node", "vaults", "secrets", "sharing", "own", "transfer"):
+    for room in ("node", "vaults", "secrets", "sharing", "own", "transfer", "trust"):
         import_module(f"{__name__}.{room}")
 
 

@@ -1,0 +1,112 @@
+"""The peer methods of the sigchain (docs/spec/sigchain.md, "Over the peer port").
+
+- ``sigchain.get``: any peer may read this node's chain, a page at a time (it is public: the
+  claims in it are published proofs and links).
+- ``sigchain.present``: a peer hands its own chain (the entries after what this node holds of
+  it), so that a node this one never met can show it belongs to a gestalt a vault is shared
+  with; kept as a verified copy, a shorter or forked chain refused.
+
+Registered in the one peer registry of sync/server.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from polykey.errors import InvalidInput
+from polykey.sync.server import PEER_METHODS, PeerCall
+
+MAX_PAGE = 1000  # entries in one page either way
+
+
+@dataclass(frozen=True)
+class ChainPage:
+    since: int = 1
+    limit: int = MAX_PAGE
+
+
+@PEER_METHODS.method("sigchain.get")
+def sigchain_get(c: PeerCall, p: ChainPage) -> dict[str, Any]:
+    gestalts = c.service.acl.gestalts
+    if gestalts is None:
+        raise InvalidInput("this node keeps no sigchain")
+    if p.since < 1 or p.limit < 1:
+        raise InvalidInput("since and limit must be 1 or more")
+    chain = gestalts.own
+    head = chain.head()
+    return {
+        "entries": chain.docs(p.since, min(p.limit, MAX_PAGE)),
+        "length": head.seq if head is not None else 0,
+    }
+
+
+@dataclass(frozen=True)
+class Presented:
+    entries: list[Any] = field(default_factory=list, repr=False)  # verified by PeerChains
+    since: int = 1
+
+
+@PEER_METHODS.method("sigchain.present")
+def sigchain_present(c: PeerCall, p: Presented) -> dict[str, Any]:
+    """The peer's own entries from ``since`` on. Answers how much of its chain this node holds
+    now (``held``), so the peer sends only what is new next time (and ``since`` past it is
+    refused: a gap)."""
+    gestalts = c.service.acl.gestalts
+    if gestalts is None:
+        raise InvalidInput("this node keeps no sigchain")
+    if len(p.entries) > MAX_PAGE:
+        raise InvalidInput(f"at most {MAX_PAGE} entries at a time")
+    if p.entries:
+        gestalts.chains.accept(c.peer, p.entries, from_seq=p.since)
+    head = gestalts.chains.head(c.peer)
+    return {"held": head.seq if head is not None else 0}
+
+
+@dataclass(frozen=True)
+class Countersign:
+    draft: Any = field(default=None, repr=False)  # the peer's link-node draft, checked
+
+
+@PEER_METHODS.method("sigchain.countersign")
+def sigchain_countersign(c: PeerCall, p: Countersign) -> dict[str, Any]:
+    """A linked node's link-node draft, countersigned by this node (``entry``); and this
+    node's own draft of the link (``draft``) when its chain holds no live claim of it yet,
+    for the peer to countersign and hand back with ``sigchain.countersigned``."""
+    from polykey.ids import encode_node_id
+    from polykey.trust.sigchain import countersign
+
+    service = c.service
+    gestalts = service.acl.gestalts
+    if gestalts is None or not service.links.is_mine(c.peer):
+        raise InvalidInput("this node is not linked with the asking node")
+    out: dict[str, Any] = {}
+    if p.draft is not None:
+        out["entry"] = countersign(p.draft, gestalts.own.key, issuer=c.peer)
+    if encode_node_id(c.peer) not in gestalts.own.state().nodes:
+        out["draft"] = gestalts.own.prepare_link(c.peer).doc
+    return out
+
+
+@dataclass(frozen=True)
+class Countersigned:
+    entry: Any = field(default=None, repr=False)
+
+
+@PEER_METHODS.method("sigchain.countersigned")
+def sigchain_countersigned(c: PeerCall, p: Countersigned) -> dict[str, Any]:
+    """This node's draft, countersigned by the linked peer: appended to its chain (when its
+    place is still the next; else StaleDraft and the peer asks again)."""
+    from polykey.ids import encode_node_id
+
+    gestalts = c.service.acl.gestalts
+    if gestalts is None or not c.service.links.is_mine(c.peer):
+        raise InvalidInput("this node is not linked with the asking node")
+    from polykey.trust.sigchain import verify_entry
+
+    if encode_node_id(c.peer) in gestalts.own.state().nodes:
+        return {"appended": False}
+    if verify_entry(p.entry).sub != encode_node_id(c.peer):
+        raise InvalidInput("the claim names another node than the one it comes from")
+    entry = gestalts.own.append_draft(p.entry)
+    return {"appended": True, "seq": entry.seq}
