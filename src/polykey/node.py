@@ -97,6 +97,7 @@ class Node:
         self.gestalts = Gestalts(store, self.sigchain, self.chains, self.provider_for)
         self.acl.gestalts = self.gestalts
         self._device_flows: dict[str, Any] = {}  # provider -> a device flow under way
+        self.presented: dict[bytes, int] = {}  # peer -> the head of this chain it was handed
 
     def __repr__(self) -> str:
         return f"Node({encode_node_id(self.node_id)}, {str(self.store.path)!r})"

@@ -147,3 +147,30 @@ def _linked(node: Node, node_id: NodeId) -> list[NodeId]:
             except PolykeyError:
                 continue
     return out
+
+
+def present(node: Node, node_id: NodeId) -> None:
+    """Hand ``node_id`` the entries of this node's sigchain it does not hold yet, so that it
+    can find this node in a gestalt a vault is shared with (docs/spec/gestalts.md). Best
+    effort and once per head and peer in a process: a peer that cannot take it (an older
+    version, unreachable) is left to answer the request that follows as it will."""
+    head = node.sigchain.head()
+    if head is None or node.presented.get(bytes(node_id), 0) >= head.seq:
+        return
+    try:
+        reply = node.peers.call(node_id, "sigchain.present", {"entries": [], "since": 1})
+        held = reply.get("held")
+        if not isinstance(held, int) or held < 0:
+            return
+        while held < head.seq:
+            docs = node.sigchain.docs(held + 1, CHAIN_PAGE)
+            reply = node.peers.call(
+                node_id, "sigchain.present", {"entries": docs, "since": held + 1}
+            )
+            now = reply.get("held")
+            if not isinstance(now, int) or now <= held:
+                return
+            held = now
+    except PolykeyError:
+        return
+    node.presented[bytes(node_id)] = head.seq

@@ -220,7 +220,7 @@ def untag(s: Settings, name: str, tag: str) -> None:
 @vaults.command()
 @node_options
 @click.argument("name")
-@click.argument("node_id", metavar="NODEID")
+@click.argument("node_id", metavar="NODEID|PROVIDER:NAME")
 @click.option(
     "--perm",
     "perms",
@@ -230,10 +230,14 @@ def untag(s: Settings, name: str, tag: str) -> None:
 )
 @pass_settings
 def share(s: Settings, name: str, node_id: str, perms: str) -> None:
-    """Let NODEID see and clone vault NAME."""
+    """Let NODEID see and clone vault NAME; or a person (github:bob, after `pk identities
+    discover`): every node of their verified gestalt, including nodes they link later."""
     wanted = [p.strip() for p in perms.split(",") if p.strip()]
     r = s.call("vaults.share", {"name": name, "node_id": node_id, "permissions": wanted})
-    if r.get("delivered"):
+    if ":" in node_id:
+        n = len(r.get("nodes", {}))
+        told = f"{n} of their nodes known now; the reachable ones were told."
+    elif r.get("delivered"):
         told = "The node was told."
     elif r.get("queued"):
         told = "The node could not be reached: it will be told when the agent reaches it."
@@ -246,7 +250,7 @@ def share(s: Settings, name: str, node_id: str, perms: str) -> None:
 @vaults.command()
 @node_options
 @click.argument("name")
-@click.argument("node_id", metavar="NODEID")
+@click.argument("node_id", metavar="NODEID|PROVIDER:NAME")
 @pass_settings
 def unshare(s: Settings, name: str, node_id: str) -> None:
     """Take back every permission NODEID has on vault NAME."""

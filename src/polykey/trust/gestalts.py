@@ -340,7 +340,7 @@ class Gestalts:
     def _node_links(self) -> dict[str, set[str]]:
         """Live node-to-node links over every chain held: a pair is linked when some chain
         holds a live link-node claim between them, and no chain holds a revocation of a
-        link-node claim between them made after it."""
+        link-node claim between them made after it (or in the same second)."""
         live: dict[frozenset[str], int] = {}
         ended: dict[frozenset[str], int] = {}
         for node in self.held_nodes():
@@ -351,7 +351,7 @@ class Gestalts:
                 ended[pair] = max(ended.get(pair, -1), iat)
         out: dict[str, set[str]] = {}
         for pair, iat in live.items():
-            if ended.get(pair, -1) > iat:
+            if ended.get(pair, -1) >= iat:  # a tie (whole seconds) goes to the revocation
                 continue
             a, b = sorted(pair)
             out.setdefault(a, set()).add(b)

@@ -120,6 +120,8 @@ def vaults_share(node: Node, p: VaultsShare) -> dict[str, Any]:
     from polykey.trust.acl import DEFAULT
 
     info = node.vaults.info(p.name)
+    if ":" in p.node_id:
+        return _share_with_identity(node, info.name, info.id, p.node_id, p.permissions)
     peer = decode_node_id(p.node_id)
     granted = node.acl.grant(info.id, peer, p.permissions or list(DEFAULT))
     note = f"Vault {info.name} ({info.id}) is shared with you: {', '.join(granted)}."
@@ -128,6 +130,41 @@ def vaults_share(node: Node, p: VaultsShare) -> dict[str, Any]:
     except UnknownNode:
         delivery = {"delivered": False, "queued": False}
     return {"vault": info.name, "node_id": p.node_id, "permissions": granted, **delivery}
+
+
+def _share_with_identity(
+    node: Node, name: str, vault_id: str, identity: str, perms: list[str] | None
+) -> dict[str, Any]:
+    """Grant to a person (``github:bob``): every node of the identity's verified gestalt,
+    now or later, holds the grant; the identity becomes trusted; each node of the gestalt
+    known now is told (queued when it cannot be reached)."""
+    from polykey.network.graph import UnknownNode
+    from polykey.trust.acl import DEFAULT
+    from polykey.trust.gestalts import UnknownIdentity, parse_identity
+
+    parse_identity(identity)
+    known = {i["id"] for i in node.gestalts.identities()}
+    if identity not in known:
+        raise UnknownIdentity(identity[:80])
+    node.gestalts.trust(identity, True)
+    granted = node.acl.grant(vault_id, identity, perms or list(DEFAULT))
+    note = f"Vault {name} ({vault_id}) is shared with {identity}: {', '.join(granted)}."
+    told: dict[str, Any] = {}
+    for member in sorted(node.gestalts.gestalt(identity).nodes):
+        try:
+            told[member] = node.notifications.send(decode_node_id(member), note)
+        except UnknownNode:
+            told[member] = {"delivered": False, "queued": False}
+    delivered = any(t.get("delivered") for t in told.values())
+    queued = any(t.get("queued") for t in told.values())
+    return {
+        "vault": name,
+        "node_id": identity,
+        "permissions": granted,
+        "delivered": delivered,
+        "queued": queued,
+        "nodes": told,
+    }
 
 
 @dataclass(frozen=True)
@@ -139,7 +176,8 @@ class VaultPeer:
 @METHODS.method("vaults.unshare")
 def vaults_unshare(node: Node, p: VaultPeer) -> dict[str, Any]:
     info = node.vaults.info(p.name)
-    revoked = node.acl.revoke(info.id, decode_node_id(p.node_id))
+    who: NodeId | str = p.node_id if ":" in p.node_id else decode_node_id(p.node_id)
+    revoked = node.acl.revoke(info.id, who)
     return {"vault": info.name, "node_id": p.node_id, "revoked": revoked}
 
 
@@ -178,8 +216,10 @@ def vaults_signers(node: Node, p: VaultsSigners) -> dict[str, Any]:
 
 @METHODS.method("vaults.scan")
 def vaults_scan(node: Node, p: Peer) -> dict[str, Any]:
+    from polykey.people import present
     from polykey.sync.client import scan
 
+    present(node, p.id)
     return {"vaults": scan(node.peers, p.id)}
 
 
@@ -192,8 +232,10 @@ class VaultsClone:
 
 @METHODS.method("vaults.clone")
 def vaults_clone(node: Node, p: VaultsClone) -> dict[str, Any]:
+    from polykey.people import present
     from polykey.sync.client import clone
 
+    present(node, decode_node_id(p.node_id))
     info = clone(node.vaults, node.peers, decode_node_id(p.node_id), p.vault, p.name)
     return {"name": info.name, "id": info.id, "origin": info.origin}
 
@@ -205,11 +247,15 @@ class VaultsPull:
 
 @METHODS.method("vaults.pull")
 def vaults_pull(node: Node, p: VaultsPull) -> dict[str, Any]:
+    from polykey.people import present
     from polykey.sync.client import pull, pull_many
 
+    clones = [i for i in node.vaults.all() if i.origin and (p.name is None or p.name == i.name)]
+    for origin in sorted({str(i.origin.get("node_id", "")) for i in clones} - {""}):
+        present(node, decode_node_id(origin))
     if p.name:
         return {"pulled": [pull(node.vaults, node.peers, p.name)]}
-    names = [i.name for i in node.vaults.all() if i.origin]
+    names = [i.name for i in clones]
     return {"pulled": pull_many(node.vaults, node.peers, names)}
 
 
