@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import struct
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SEED_BYTES = 32
 PUBLIC_BYTES = 32
@@ -63,11 +62,18 @@ class SigningKey:
 
 
 def verify(public: bytes, message: bytes, signature: bytes) -> bool:
-    """True if ``signature`` is a valid Ed25519 signature of ``message`` by ``public``."""
+    """True if ``signature`` is a valid Ed25519 signature of ``message`` by ``public``.
+
+    Checked by libsodium (PyNaCl): twice as fast as OpenSSL's here, it lets other threads run
+    meanwhile (a sigchain's or a clone's signatures are checked on a few threads), and it is
+    the stricter of the two: non-canonical encodings and small-order keys are refused."""
     if len(public) != PUBLIC_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
+    from nacl.bindings import crypto_sign_open
+    from nacl.exceptions import BadSignatureError, CryptoError
+
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-    except (InvalidSignature, ValueError):
+        crypto_sign_open(signature + message, public)
+    except (BadSignatureError, CryptoError, ValueError):
         return False
     return True
