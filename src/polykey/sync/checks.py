@@ -13,16 +13,25 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree, parse_tree
+from dulwich.objects import Blob, Commit, Tree
 
 from polykey.crypto import sshsig
 from polykey.errors import NodeDamaged, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.store.nodefile import Transaction
+from polykey.sync.intake import (
+    MAX_OBJECT_BYTES,
+    TYPES,
+    Intake,
+    Parsed,
+    ReceivedTree,
+    UpdateRefused,
+    parse_object,
+)
 from polykey.vaults.errors import BadTagFile, BrokenHistory
-from polykey.vaults.objects import VaultObjects, object_id, objects_ns, refs_ns
+from polykey.vaults.objects import VaultObjects, objects_ns, refs_ns
 from polykey.vaults.paths import InvalidSecretPath, check_component, fold
 from polykey.vaults.tags import (
     MAX_TAGS_BYTES,
@@ -34,18 +43,27 @@ from polykey.vaults.tags import (
 from polykey.vaults.tree import DIR_MARKER
 from polykey.vaults.vault import BRANCH, GIT_NAMESPACE
 
-TYPES = {1: b"commit", 2: b"tree", 3: b"blob"}
-MAX_OBJECT_BYTES = 256 * 1024 * 1024
+__all__ = [  # with what sync/intake.py holds, named here as before
+    "MAX_DEPTH",
+    "MAX_OBJECT_BYTES",
+    "MAX_PATHS",
+    "TYPES",
+    "Intake",
+    "ReceivedTree",
+    "TreeStats",
+    "UpdateRefused",
+    "fetch_reply",
+    "land",
+    "land_objects",
+    "local_tree_stats",
+    "parse_object",
+    "validate",
+    "writer_ids",
+    "writers",
+]
+
 MAX_DEPTH = 64
-OID_BYTES = 20  # a raw object id (SHA-1) in a tree entry
 RESERVED = {b".polykey-tags", b".polykey-dir"}  # names checked further: _check_tree
-
-
-class UpdateRefused(PolykeyError):
-    """The update from the other node was refused; nothing changed here."""
-
-    exit_code = 53
-
 
 MAX_PATHS = 1_000_000  # secrets and folders one commit's tree may expand to
 _HEX40 = re.compile(rb"[0-9a-f]{40}")
@@ -108,84 +126,7 @@ def land_objects(tx: Transaction, vault_id: str, objects: dict[bytes, bytes]) ->
         tx.put(ns, bytes.fromhex(sha.decode()), raw)
 
 
-def parse_object(raw: bytes, sha: bytes) -> ShaFile:
-    return ShaFile.from_raw_string(raw[0], raw[1:], sha=ObjectID(sha))
-
-
 TreeStats = Callable[[bytes], tuple[int, int]]  # a local tree's id -> (height, paths)
-
-
-class ReceivedTree:
-    """A received tree as its entries (name, mode, id), in its own order, as dulwich's parser
-    reads them (no Tree object is built); ``tags``: (mode, id) of its `.polykey-tags`."""
-
-    __slots__ = ("entries", "tags")
-
-    def __init__(self, raw: bytes) -> None:
-        self.entries: list[tuple[bytes, int, bytes]] = list(parse_tree(raw, sha_len=OID_BYTES))
-        self.tags: tuple[int, bytes] | None = None
-        if _TAGS_ENTRY in raw:  # rarely: then look for it among the names
-            for name, mode, item in self.entries:
-                if name == TAGS_FILE:
-                    self.tags = (mode, item)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-_TAGS_ENTRY = b" " + TAGS_FILE + b"\x00"  # how a .polykey-tags entry starts in a raw tree
-Parsed = Commit | ReceivedTree
-
-
-class Intake:
-    """A peer's objects checked one by one as they arrive, so that checking overlaps the
-    transfer (sync/client.py feeds it page by page): each object's type and size, its id
-    computed here from its content, trees and commits parsed, and each commit's signature
-    verified against the key that made it (whether that key may write is asked by
-    ``validate``, which completes the checks once everything is here). A problem is kept, not
-    raised: ``validate`` raises it, after the checks of the transfer itself."""
-
-    def __init__(self) -> None:
-        self.objects: dict[bytes, bytes] = {}  # hex id -> u8 type ‖ raw object
-        self.parsed: dict[bytes, Parsed] = {}  # commits and trees
-        self.signed: dict[bytes, bytes | None] = {}  # commit id -> its valid signer (or None)
-        self.problem: UpdateRefused | None = None
-
-    def add(self, raw: Any) -> None:
-        if self.problem is None:
-            try:
-                self._add(raw)
-            except UpdateRefused as exc:
-                self.problem = exc
-
-    def extend(self, received: list[Any]) -> None:
-        for raw in received:
-            self.add(raw)
-
-    def _add(self, raw: Any) -> None:
-        if not isinstance(raw, bytes) or not raw or raw[0] not in TYPES:
-            raise UpdateRefused("an object of an unknown or forbidden type")
-        if len(raw) > MAX_OBJECT_BYTES:
-            raise UpdateRefused("an object is too large")
-        sha = object_id(raw[0], memoryview(raw)[1:])
-        self.objects[sha] = raw
-        if raw[0] == Blob.type_num:
-            return
-        obj: Parsed
-        try:
-            if raw[0] == Tree.type_num:
-                obj = ReceivedTree(raw[1:])
-            else:
-                obj = cast(Commit, parse_object(raw, sha))
-        except Exception:
-            raise UpdateRefused(f"object {sha.decode()} is malformed") from None
-        self.parsed[sha] = obj
-        if isinstance(obj, Commit) and obj.gpgsig is not None and sha not in self.signed:
-            try:
-                signer = sshsig.signer_of(obj.gpgsig, obj.raw_without_sig(), GIT_NAMESPACE)
-            except sshsig.MalformedSignature:
-                signer = None
-            self.signed[sha] = signer
 
 
 def validate(
@@ -212,8 +153,13 @@ def validate(
         intake = received
     else:
         intake = Intake()
-        for raw in received:
-            intake._add(raw)  # the first problem is raised at once
+        try:
+            for raw in received:
+                intake._add(raw)  # the first problem is raised at once
+        except UpdateRefused:
+            intake.close()
+            raise
+    intake.finish()  # every signature verified
     if intake.problem is not None:
         raise intake.problem
     objects, parsed, signed = intake.objects, intake.parsed, intake.signed

@@ -25,8 +25,6 @@ from polykey.sync.checks import (
     writers,
 )
 from polykey.vaults.errors import VaultExists
-from polykey.vaults.graph import is_ancestor, with_received
-from polykey.vaults.merge import supersedes
 from polykey.vaults.objects import objects_ns
 from polykey.vaults.registry import VaultInfo, Vaults
 
@@ -45,8 +43,9 @@ async def fetch(
     "Paged fetch"): pages of a few MiB, an object larger than a page in parts, so no frame
     grows with the vault. The pages must name the same vault and head, and move forward.
 
-    ``intake``: fed each object as its page comes, while the next page is asked for and made
-    on the other node (the checks of one page overlap the transfer of the next)."""
+    ``intake``: fed each page as it comes, on the intake's own threads, while the next page
+    is asked for, made on the other node and received here (the checks of one page overlap
+    the transfer of the next)."""
     params: dict[str, Any] = {"vault": vault, "haves": haves, "at": [0, 0]}
     reply = await client.call("vaults.fetch", params)
     first = dict(reply)
@@ -56,7 +55,7 @@ async def fetch(
         cursor = reply.get("next")
         if cursor is None:
             if intake is not None:
-                intake.extend(fresh)
+                intake.extend_later(fresh)
             break
         if (
             not isinstance(cursor, list)
@@ -69,8 +68,7 @@ async def fetch(
         asking = asyncio.ensure_future(client.call("vaults.fetch", params))
         try:
             if intake is not None:
-                await asyncio.sleep(0)  # the request goes out, then this page is checked
-                intake.extend(fresh)
+                intake.extend_later(fresh)
             reply = await asking
         finally:
             asking.cancel()  # a no-op once it is done
@@ -149,12 +147,15 @@ def clone(vaults: Vaults, peers: Peers, peer: NodeId, vault: str, name: str | No
     if name is not None:
         _free(vaults, name)
     intake = Intake()
-    reply = _fetch(peers, peer, vault, intake)
-    remote, head, _received = fetch_reply(reply, vault)
-    local_name = name or remote["name"]
-    _free(vaults, local_name)
-    signers = {bytes(peer), *writers(reply)}
-    objects = validate(intake, head, lambda _sha: False, signers)
+    try:
+        reply = _fetch(peers, peer, vault, intake)
+        remote, head, _received = fetch_reply(reply, vault)
+        local_name = name or remote["name"]
+        _free(vaults, local_name)
+        signers = {bytes(peer), *writers(reply)}
+        objects = validate(intake, head, lambda _sha: False, signers)
+    finally:
+        intake.close()  # its threads, when the clone stops early
     origin = {
         "node_id": encode_node_id(peer),
         "vault_id": remote["id"],
@@ -212,13 +213,22 @@ def pull_many(
 async def _pull_one(
     vaults: Vaults, client: PeerClient, peer: NodeId, info: VaultInfo
 ) -> dict[str, Any]:
+    intake = Intake()
+    try:
+        return await _pull_into(vaults, client, peer, info, intake)
+    finally:
+        intake.close()  # its threads, when the pull stops early
+
+
+async def _pull_into(
+    vaults: Vaults, client: PeerClient, peer: NodeId, info: VaultInfo, intake: Intake
+) -> dict[str, Any]:
     name = info.name
     vault = vaults.open(name)
     local = vault.head()
     high = str(info.origin.get("high_water", "")).encode()
     haves = [h.decode() for h in {local, high} if h]
     wanted = str(info.origin["vault_id"])
-    intake = Intake()
     reply = await fetch(client, wanted, haves, intake)
     remote, head, _received = fetch_reply(reply, wanted)
     if remote["id"] != wanted:
@@ -238,6 +248,9 @@ async def _pull_one(
 
     signers = {bytes(peer), *writers(reply)}
     objects = validate(intake, head, known, signers, local=local_objects)
+    from polykey.vaults.graph import is_ancestor, with_received  # a pull's alone
+    from polykey.vaults.merge import supersedes
+
     both = with_received(vault.object_store(shared=True), objects)  # dulwich's merge base
 
     if high and not supersedes(both, head, high):  # cheap when head descends from high
