@@ -25,7 +25,7 @@ from polykey.errors import InvalidInput, NodeDamaged, NodeExists
 from polykey.ids import encode_node_id
 from polykey.keys.root import RootKey
 from polykey.network.graph import GRAPH
-from polykey.node import NODE_KEYS, NODE_META, ROOT_SEED, Node
+from polykey.node import NODE_KEYS, NODE_META, PROVIDERS, ROOT_SEED, TOKENS, Node
 from polykey.notifications import INBOX, OUTBOX
 from polykey.store.container import show_key
 from polykey.store.nodefile import JOURNALS, NodeFile
@@ -33,7 +33,10 @@ from polykey.store.records import Namespace
 from polykey.store.salvage import DamagedNode, Lost, Salvaged
 from polykey.sync.own import SYNCED
 from polykey.trust.acl import ACL, FORMER
+from polykey.trust.gestalts import IDENTITIES, PROOFS
 from polykey.trust.links import LINKS
+from polykey.trust.sigchain import SIGCHAIN
+from polykey.trust.sigchain_peers import MARKS, PEER_CHAINS
 from polykey.vaults.objects import (
     CHUNK_BYTES,
     CHUNKED_BLOB,
@@ -55,6 +58,13 @@ FIXED: tuple[Namespace, ...] = (
     ACL,
     FORMER,
     LINKS,
+    SIGCHAIN,
+    PEER_CHAINS,
+    MARKS,
+    IDENTITIES,
+    PROOFS,
+    PROVIDERS,
+    TOKENS,
     GRAPH,
     INBOX,
     OUTBOX,

@@ -73,3 +73,42 @@ def test_writing_the_private_key_needs_yes(pair: Pair) -> None:  # noqa: F811
     result = run_pk("keys", "ssh-key", "-o", str(pair.tmp / "k"), env=pair.bob)
     assert result.returncode == 2
     assert not (pair.tmp / "k").exists()
+
+
+def _git(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_stock_git_clones_fetches_and_clones_shallow_a_vault_with_a_large_secret(
+    pair: Pair,  # noqa: F811
+) -> None:
+    """The pack written here: a secret larger than a side-band packet and than a batch's read,
+    a later fetch (the asker holds commits: dulwich's finder), a shallow clone."""
+    import os
+
+    big = os.urandom(300_000)
+    pair.a("secrets", "write", "work:files/big", stdin=big)
+    key = pair.tmp / "bob.key"
+    pair.b("keys", "ssh-key", "-o", str(key), "--yes")
+    ssh = (
+        f"ssh -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
+        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
+    )
+    env = {"GIT_SSH_COMMAND": ssh, "PATH": "/usr/bin:/bin", "HOME": str(pair.tmp)}
+    url = f"ssh://pk@127.0.0.1:{pair.port}/work"
+    clone = pair.tmp / "clone"
+    result = _git(env, "clone", url, str(clone))
+    assert result.returncode == 0, result.stderr
+    assert (clone / "files" / "big").read_bytes() == big
+    pair.a("secrets", "write", "work:files/more", stdin=b"more")
+    result = _git(env, "-C", str(clone), "pull", "-q", "--ff-only")
+    assert result.returncode == 0, result.stderr
+    assert (clone / "files" / "more").read_bytes() == b"more"
+    assert _git(env, "-C", str(clone), "fsck", "--full").returncode == 0
+    shallow = pair.tmp / "shallow"
+    result = _git(env, "clone", "--depth", "1", url, str(shallow))
+    assert result.returncode == 0, result.stderr
+    assert _git(env, "-C", str(shallow), "rev-list", "--count", "HEAD").stdout.strip() == "1"
+    assert (shallow / "files" / "big").read_bytes() == big

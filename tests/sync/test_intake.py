@@ -104,3 +104,26 @@ def test_an_unsigned_blob_and_tree_need_no_verification() -> None:
     intake.extend([raw(blob), raw(tree)])
     intake.finish()
     assert intake.signed == {}
+
+
+def test_a_large_blob_waits_sealed_in_the_spool_and_reads_back_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    monkeypatch.setattr(intake_module, "SPOOL_FROM", 1000)
+    secret = os.urandom(5000)
+    tree, blob = tree_with(b"big", data=secret)
+    head = commit(tree, OWNER, [])
+    intake = Intake(spool=True)
+    intake.extend_later([raw(head), raw(tree), raw(blob)])
+    landed = validate(intake, head.id, lambda _s: False, {OWNER.public})
+    spool = landed._spool
+    assert spool is not None  # the blob waits there, not in memory
+    assert blob.id not in landed._held
+    spool._file.seek(0)
+    assert secret[:64] not in spool._file.read()  # sealed: never in plaintext on disk
+    assert landed[blob.id] == raw(blob)
+    assert landed == validate(
+        [raw(head), raw(tree), raw(blob)], head.id, lambda _s: False, {OWNER.public}
+    )

@@ -2,6 +2,13 @@
 
 Applying advances the epoch and reseals every touched manifest and the root
 (docs/spec/node-file.md, "Versions and rollback of one record").
+
+Write-once records (git objects) are not all held until the end: once more than STREAM_BYTES
+of them wait, they are sealed and written into the open SQLite transaction at once (its
+``BEGIN IMMEDIATE`` came first), so landing a large history holds a few MiB, not the history.
+They stay invisible to every other connection until the commit, and a rollback or a crash
+removes them with the rest; a namespace first written this way is listed in the root when the
+transaction is applied, as any other.
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from polykey.store.container import sqlite_errors
+from polykey.errors import NodeDamaged
+from polykey.store.container import show_key, sqlite_errors
 from polykey.store.records import (
     MAX_KEY_BYTES,
     Kind,
@@ -18,6 +26,7 @@ from polykey.store.records import (
     Namespace,
     Root,
     aad,
+    decode_record,
     encode_record,
 )
 
@@ -36,20 +45,28 @@ class Transaction:
     )
     _drops: list[Namespace] = field(default_factory=list)
     _force_root: bool = False
+    _waiting: int = 0  # bytes of write-once values put and not written yet
+    _written: set[tuple[Namespace, bytes]] = field(default_factory=set, repr=False)
 
     def put(self, ns: Namespace, key: bytes, value: bytes) -> None:
         if not key or len(key) > MAX_KEY_BYTES:
             raise ValueError("record keys are 1 to 4096 bytes")
         self._puts[(ns, bytes(key))] = bytes(value)
+        self._wait(ns, len(value))
 
     def put_parts(self, ns: Namespace, key: bytes, parts: tuple[bytes | memoryview, ...]) -> None:
         """Put a value given as parts, joined only when sealed (large values: one copy less)."""
         if not key or len(key) > MAX_KEY_BYTES:
             raise ValueError("record keys are 1 to 4096 bytes")
         self._puts[(ns, bytes(key))] = parts
+        self._wait(ns, sum(len(p) for p in parts))
 
     def delete(self, ns: Namespace, key: bytes) -> None:
-        self._puts[(ns, bytes(key))] = None
+        place = (ns, bytes(key))
+        if place in self._written:  # written already: deleted in the file too
+            self._written.discard(place)
+            self._delete_row(ns, place[1])
+        self._puts[place] = None
 
     def get(self, ns: Namespace, key: bytes) -> bytes | None:
         if (ns, key) in self._puts:
@@ -57,6 +74,8 @@ class Transaction:
             return b"".join(pending) if isinstance(pending, tuple) else pending
         if ns in self._drops:
             return None
+        if (ns, key) in self._written:
+            return self._read_written(ns, key)
         return self.node._get(ns, key)
 
     def drop_namespace(self, ns: Namespace) -> None:
@@ -64,6 +83,70 @@ class Transaction:
         self._drops.append(ns)
         for pending in [k for k in self._puts if k[0] == ns]:
             del self._puts[pending]
+        written = [k for k in self._written if k[0] == ns]
+        for place in written:
+            self._written.discard(place)
+            self._delete_row(ns, place[1])
+
+    def _wait(self, ns: Namespace, size: int) -> None:
+        """Count a write-once value waiting; write them all once STREAM_BYTES wait."""
+        if not ns.immutable or ns in self._drops:
+            return
+        self._waiting += size
+        if self._waiting >= STREAM_BYTES:
+            self.stream()
+
+    def stream(self) -> None:
+        """Seal and write the write-once records put so far into the open transaction (they
+        are listed when it is applied); other puts keep waiting for the end."""
+        node = self.node
+        rows = _Rows(node._conn)
+        done = [
+            (place, value)
+            for place, value in self._puts.items()
+            if place[0].immutable and value is not None and place[0] not in self._drops
+        ]
+        with sqlite_errors():
+            for (ns, key), value in done:
+                ns_id = node._keys.ns_id(ns.name)
+                rec_id = node._keys.rec_id(ns_id, key)
+                sealed = node._keys.seal(
+                    encode_record(key, value), aad(Kind.IMMUTABLE, ns_id, rec_id, 0)
+                )
+                rows.add(_INSERT, (ns_id, rec_id, sealed))
+            rows.flush()
+        for place, _ in done:
+            del self._puts[place]
+            self._written.add(place)
+        self._waiting = 0
+
+    def _delete_row(self, ns: Namespace, key: bytes) -> None:
+        ns_id = self.node._keys.ns_id(ns.name)
+        with sqlite_errors():
+            self.node._conn.execute(
+                "DELETE FROM record WHERE ns = ? AND name = ?",
+                (ns_id, self.node._keys.rec_id(ns_id, key)),
+            )
+
+    def _read_written(self, ns: Namespace, key: bytes) -> bytes:
+        """A write-once record this transaction wrote already (its namespace may not be listed
+        in the root yet: read here, by its row)."""
+        keys = self.node._keys
+        ns_id = keys.ns_id(ns.name)
+        rec_id = keys.rec_id(ns_id, key)
+        place = f"record {show_key(key)} in {ns.name}"
+        with sqlite_errors():
+            row = self.node._conn.execute(
+                "SELECT sealed FROM record WHERE ns = ? AND name = ?", (ns_id, rec_id)
+            ).fetchone()
+        if row is None:
+            raise NodeDamaged(f"{place} is missing")
+        stored, value = decode_record(
+            keys.open(row[0], aad(Kind.IMMUTABLE, ns_id, rec_id, 0), place), place
+        )
+        if stored != key:
+            raise NodeDamaged(f"{place} holds another record")
+        return value
 
     def touch_root(self) -> None:
         """Advance the epoch even if nothing versioned changes (used at creation)."""
@@ -81,6 +164,7 @@ class Transaction:
         rows = _Rows(conn)
         with sqlite_errors():
             need_root = self._apply_drops(root) or need_root
+            need_root = self._list_written(root) or need_root
             for (ns, key), value in self._puts.items():
                 ns_id, registered = entries.get(ns) or entries.setdefault(
                     ns, node._namespace_entry(ns)
@@ -136,6 +220,16 @@ class Transaction:
             conn.execute("INSERT OR REPLACE INTO root VALUES (1, ?, ?)", (root.epoch, sealed))
         return root, manifests
 
+    def _list_written(self, root: Root) -> bool:
+        """List in the root the namespaces first written by ``stream``; whether it changes."""
+        changed = False
+        for ns in {place[0] for place in self._written}:
+            ns_id, registered = self.node._namespace_entry(ns)
+            if not registered and ns_id not in root.namespaces:
+                root.namespaces[ns_id] = (ns.kind, 0, ns.name)
+                changed = True
+        return changed
+
     def _apply_drops(self, root: Root) -> bool:
         """Delete the namespaces dropped; whether the root changes."""
         changed = False
@@ -152,6 +246,7 @@ _INSERT = "INSERT OR IGNORE INTO record VALUES (?, ?, 0, ?)"  # write-once: the 
 _REPLACE = "INSERT OR REPLACE INTO record VALUES (?, ?, ?, ?)"
 BATCH_ROWS = 512  # sealed records written with one statement
 BATCH_BYTES = 4 * 1024 * 1024  # and at most this much of them held at once
+STREAM_BYTES = 16 * 1024 * 1024  # write-once values waiting before they are written at once
 
 
 def _place(row: tuple[bytes | bytearray | int, ...]) -> tuple[bytes | bytearray | int, ...]:

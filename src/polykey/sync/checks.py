@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, overload
 
 from dulwich.objects import Blob, Commit, Tree
 
@@ -26,6 +26,7 @@ from polykey.sync.intake import (
     TYPES,
     Intake,
     Parsed,
+    Received,
     ReceivedTree,
     UpdateRefused,
     parse_object,
@@ -113,20 +114,46 @@ def writers(reply: dict[str, Any]) -> set[bytes]:
     return out
 
 
-def land(tx: Transaction, vault_id: str, objects: dict[bytes, bytes], head: bytes) -> None:
+def land(tx: Transaction, vault_id: str, objects: Mapping[bytes, bytes], head: bytes) -> None:
     """Write checked objects and the new head, inside the caller's transaction."""
     land_objects(tx, vault_id, objects)
     tx.put(refs_ns(vault_id), BRANCH, head)
 
 
-def land_objects(tx: Transaction, vault_id: str, objects: dict[bytes, bytes]) -> None:
-    """Write checked objects (no ref moves: a merge decides the head after)."""
+def land_objects(tx: Transaction, vault_id: str, objects: Mapping[bytes, bytes]) -> None:
+    """Write checked objects (no ref moves: a merge decides the head after). Spooled ones are
+    read back one at a time; the transaction writes them as they come (store/transaction.py),
+    so landing holds a few objects, not all."""
     ns = objects_ns(vault_id)
-    for sha, raw in objects.items():
-        tx.put(ns, bytes.fromhex(sha.decode()), raw)
+    for sha in objects:
+        tx.put(ns, bytes.fromhex(sha.decode()), objects[sha])
 
 
 TreeStats = Callable[[bytes], tuple[int, int]]  # a local tree's id -> (height, paths)
+
+
+@overload
+def validate(
+    received: list[Any],
+    head: bytes,
+    known: Callable[[bytes], bool],
+    signers: set[bytes],
+    local_stats: TreeStats | None = None,
+    *,
+    local: VaultObjects | None = None,
+) -> dict[bytes, bytes]: ...
+
+
+@overload
+def validate(
+    received: Intake,
+    head: bytes,
+    known: Callable[[bytes], bool],
+    signers: set[bytes],
+    local_stats: TreeStats | None = None,
+    *,
+    local: VaultObjects | None = None,
+) -> Received: ...
 
 
 def validate(
@@ -137,9 +164,10 @@ def validate(
     local_stats: TreeStats | None = None,
     *,
     local: VaultObjects | None = None,
-) -> dict[bytes, bytes]:
+) -> dict[bytes, bytes] | Received:
     """Check a peer's objects (a list, or an ``Intake`` they were fed to as they came); return
-    those the new head reaches, by id (hex), or raise UpdateRefused.
+    those the new head reaches, by id (hex), or raise UpdateRefused (for an Intake: as
+    ``Received``, large blobs read back from its spool when asked for).
 
     Every object a received one names must be present (received, or held: ``known``) and of
     the type its place says (a commit's tree a tree, its parents commits, a file a blob, a
@@ -166,9 +194,9 @@ def validate(
 
     def kind(sha: bytes) -> int | None:
         """The type of a received or held object; None when it is neither."""
-        raw = objects.get(sha)
-        if raw is not None:
-            return raw[0]
+        found = objects.kind(sha)
+        if found is not None:
+            return found
         if not known(sha):
             return None
         if local is None:
@@ -197,9 +225,8 @@ def validate(
         local_stats = local_tree_stats(local)
     _check_depth(subtrees, roots, sizes, local_stats or (lambda _sha: (0, 0)))
     _check_tag_files(commits, objects, parsed, local)
-    if len(reached) == len(objects):
-        return objects
-    return {sha: raw for sha, raw in objects.items() if sha in reached}
+    kept = objects if len(reached) == len(objects) else objects.only(reached)
+    return kept if isinstance(received, Intake) else dict(kept.items())
 
 
 _UNCHECKED = b""  # a commit whose signature an Intake did not verify
@@ -243,7 +270,7 @@ def _held_kind(local: VaultObjects, sha: bytes) -> int | None:
     return found
 
 
-def _reached(head: bytes, objects: dict[bytes, bytes], parsed: dict[bytes, Parsed]) -> set[bytes]:
+def _reached(head: bytes, objects: Received, parsed: dict[bytes, Parsed]) -> set[bytes]:
     """The received objects the new head reaches (the rest are not kept)."""
     seen: set[bytes] = set()
     todo = [head]
@@ -364,7 +391,7 @@ def _held_tree(local: VaultObjects, sha: bytes) -> Tree:
 
 def _check_tag_files(
     commits: list[Commit],
-    objects: dict[bytes, bytes],
+    objects: Received,
     parsed: dict[bytes, Parsed],
     local: VaultObjects | None,
 ) -> None:
@@ -391,13 +418,13 @@ def _check_tag_files(
             continue
         checked.add(sha)
         try:
-            raw = objects.get(sha)
-            if raw is not None:
-                if raw[0] != Blob.type_num:
-                    raise UpdateRefused(f"{where} is a {_name(raw[0])}, not a file")
-                if len(raw) - 1 > MAX_TAGS_BYTES:
+            found = objects.kind(sha)
+            if found is not None:
+                if found != Blob.type_num:
+                    raise UpdateRefused(f"{where} is a {_name(found)}, not a file")
+                if objects.size(sha) - 1 > MAX_TAGS_BYTES:
                     raise BadTagFile(TOO_LARGE)
-                parse_tags(raw[1:])
+                parse_tags(objects[sha][1:])
             elif local is not None:
                 problem = tag_blob_problem(local, sha)
                 if problem is not None:

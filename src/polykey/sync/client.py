@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from polykey.network.ssh import PeerClient
 
 
-MAX_FETCH_BYTES = 1024 * 1024 * 1024  # all pages of one fetch together (held in memory)
+MAX_FETCH_BYTES = 1024 * 1024 * 1024  # all pages of one fetch together
 
 
 async def fetch(
@@ -45,11 +45,12 @@ async def fetch(
 
     ``intake``: fed each page as it comes, on the intake's own threads, while the next page
     is asked for, made on the other node and received here (the checks of one page overlap
-    the transfer of the next)."""
+    the transfer of the next). The objects are then the intake's alone: the reply's list is
+    left empty (a large history is not held twice)."""
     params: dict[str, Any] = {"vault": vault, "haves": haves, "at": [0, 0]}
     reply = await client.call("vaults.fetch", params)
     first = dict(reply)
-    pages = _Pages()
+    pages = _Pages(keep=intake is None)
     while True:
         fresh = pages.take(reply)  # this page's whole objects
         cursor = reply.get("next")
@@ -84,8 +85,9 @@ async def fetch(
 class _Pages:
     """The objects of a paged fetch, gathered page by page; an object in parts joined."""
 
-    def __init__(self) -> None:
-        self.objects: list[Any] = []
+    def __init__(self, *, keep: bool = True) -> None:
+        self.objects: list[Any] = []  # with ``keep``: every object received
+        self.keep = keep
         self.part = bytearray()
         self.total = 0
 
@@ -112,7 +114,8 @@ class _Pages:
             raise UpdateRefused("the other node sent an empty page")
         if self.total > MAX_FETCH_BYTES:
             raise UpdateRefused("the other node sent more than a fetch may hold")
-        self.objects.extend(fresh)
+        if self.keep:
+            self.objects.extend(fresh)
         return fresh
 
 
@@ -146,7 +149,7 @@ def remote_writers(peers: Peers, peer: NodeId, vault: str) -> dict[str, Any]:
 def clone(vaults: Vaults, peers: Peers, peer: NodeId, vault: str, name: str | None) -> VaultInfo:
     if name is not None:
         _free(vaults, name)
-    intake = Intake()
+    intake = Intake(spool=True)
     try:
         reply = _fetch(peers, peer, vault, intake)
         remote, head, _received = fetch_reply(reply, vault)
@@ -213,7 +216,7 @@ def pull_many(
 async def _pull_one(
     vaults: Vaults, client: PeerClient, peer: NodeId, info: VaultInfo
 ) -> dict[str, Any]:
-    intake = Intake()
+    intake = Intake(spool=True)
     try:
         return await _pull_into(vaults, client, peer, info, intake)
     finally:

@@ -2,7 +2,12 @@
 
 Clone and fetch: dulwich's upload-pack over the vault as a dulwich repository (vaults/repo.py:
 its sealed objects, each read as the type its place says), for a key (NodeId) holding `clone`
-or `pull`. Push: dulwich's receive-pack for a key holding `push`, under
+or `pull`. The pack is written here, not by dulwich's pack writer: a clone takes the node's
+kept plan of the head (the one the peer protocol's clones use), objects are read a batch per
+query, compressed at zlib level 1 (secrets barely compress), and sent in side-band packets of
+up to 64 KiB rather than one per piece of each object. No partial clone (``filter``) is offered.
+
+Push: dulwich's receive-pack for a key holding `push`, under
 exactly the rules of `pk vaults push` (``PeerService.receive``): only ``refs/heads/main``, no
 deletes or tags, fast-forward only, every new commit signed by a node allowed to write (git's
 SSH signature, namespace "git": what `gpg.format=ssh` makes). The pack is read into memory
@@ -14,10 +19,11 @@ a vault that does not exist.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from dulwich.objects import ObjectID
+from dulwich.object_format import DEFAULT_OBJECT_FORMAT
+from dulwich.objects import Commit, ObjectID
 from dulwich.protocol import ReceivableProtocol
 from dulwich.refs import Ref
 from dulwich.repo import BaseRepo
@@ -28,8 +34,15 @@ from polykey.ids import NodeId
 from polykey.sync.checks import UpdateRefused
 from polykey.sync.packin import read_pack
 from polykey.trust.acl import Acl
+from polykey.vaults.objects import VaultObjects
 from polykey.vaults.registry import Vaults
-from polykey.vaults.store import SealedObjectStore
+from polykey.vaults.store import SealedObjectStore, reading
+
+if TYPE_CHECKING:
+    from dulwich.pack import UnpackedObject
+
+READ_BATCH = 256  # records read in one query while a pack is written
+READ_UP_TO = 64 * 1024  # a record larger than this is read on its own, when it is written
 
 MAIN = b"refs/heads/main"
 ZERO_ID = b"0" * 40
@@ -74,15 +87,54 @@ def serve_upload_pack(
 ) -> None:
     """Run git's upload-pack for one peer on a byte stream (blocking; run it in a thread)."""
     from dulwich.errors import GitProtocolError, NotGitRepository
-    from dulwich.protocol import CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_FATAL
+    from dulwich.protocol import (
+        CAPABILITY_FILTER,
+        CAPABILITY_NO_DONE,
+        CAPABILITY_SIDE_BAND_64K,
+        SIDE_BAND_CHANNEL_FATAL,
+    )
     from dulwich.server import UploadPackHandler
 
     class _UploadPack(UploadPackHandler):
         sending = False  # the pack is being sent: errors go on the side band from now on
 
+        def capabilities(self) -> list[bytes]:
+            return [c for c in super().capabilities() if c != CAPABILITY_FILTER]
+
         def _start_pack_send_phase(self) -> None:
             self.sending = True
             super()._start_pack_send_phase()
+
+        def handle(self) -> None:
+            """dulwich's ``UploadPackHandler.handle`` (without filters), the pack ours."""
+            from dulwich.server import _ProtocolGraphWalker
+
+            self._processing_have_lines = True
+            repo = self.repo
+            walker = _ProtocolGraphWalker(
+                self, repo.object_store, repo.get_peeled, repo.refs.get_symrefs
+            )
+            wants: list[ObjectID] = []
+
+            def wanted(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
+                wants.extend(walker.determine_wants(refs, depth))
+                return wants
+
+            missing = repo.find_missing_objects(
+                wanted, walker, self.progress, get_tagged=self.get_tagged
+            )
+            if not wants or missing is None:
+                return
+            object_ids = list(missing)
+            if not walker.handle_done(
+                not self.has_capability(CAPABILITY_NO_DONE), self._done_received
+            ):
+                return
+            self._start_pack_send_phase()
+            self.progress(f"counting objects: {len(object_ids)}, done.\n".encode("ascii"))
+            assert isinstance(repo.object_store, SealedObjectStore)
+            write_pack(self.write_pack_data, repo.object_store.objects, object_ids)
+            self.proto.write_pkt_line(None)
 
     proto = ReceivableProtocol(recv, write)
     try:
@@ -106,6 +158,54 @@ def serve_upload_pack(
                 proto.write_pkt_line(b"ERR " + _line(why) + b"\n")
             elif handler.has_capability(CAPABILITY_SIDE_BAND_64K):
                 proto.write_sideband(SIDE_BAND_CHANNEL_FATAL, _line(why) + b"\n")
+
+
+PACK_LEVEL = 1  # zlib level of a pack sent: secrets are mostly random, level 6 gains little
+PACKET_BYTES = 65515  # data in one side-band-64k packet (65520 less its header and channel)
+
+
+def write_pack(
+    write: Callable[[bytes], object], objects: VaultObjects, ids: list[tuple[ObjectID, Any]]
+) -> None:
+    """Write a pack of ``ids`` ((id, (type number, path) or None), as an upload-pack's list of
+    missing objects holds them) through ``write``, in pieces of at most PACKET_BYTES. Each
+    object is read as the type its hint says (a commit without one), in batches of READ_BATCH
+    records per query; one larger than READ_UP_TO on its own."""
+    from dulwich.pack import write_pack_data
+
+    pending = bytearray()
+
+    def buffered(data: bytes | bytearray | memoryview) -> None:
+        pending.extend(data)
+        while len(pending) >= PACKET_BYTES:
+            write(bytes(pending[:PACKET_BYTES]))
+            del pending[:PACKET_BYTES]
+
+    write_pack_data(
+        buffered,
+        _unpacked(objects, ids),
+        object_format=DEFAULT_OBJECT_FORMAT,
+        num_records=len(ids),
+        compression_level=PACK_LEVEL,
+    )
+    if pending:
+        write(bytes(pending))
+
+
+def _unpacked(objects: VaultObjects, ids: list[tuple[ObjectID, Any]]) -> Iterator[UnpackedObject]:
+    from dulwich.pack import UnpackedObject
+
+    for start in range(0, len(ids), READ_BATCH):
+        batch: list[tuple[bytes, int]] = [
+            (sha, hint[0] if hint is not None and hint[0] is not None else Commit.type_num)
+            for sha, hint in ids[start : start + READ_BATCH]
+        ]
+        with reading(objects):
+            records = objects.wire_records(batch, READ_UP_TO)
+        for (sha, type_num), (record, _) in zip(batch, records, strict=True):
+            raw = record if record is not None else objects.wire(sha, type_num)
+            body: Any = memoryview(raw)[1:]  # zlib and len() take it as they take bytes
+            yield UnpackedObject(type_num, sha=sha, decomp_chunks=[body])
 
 
 def serve_receive_pack(

@@ -6,20 +6,29 @@ here (whether a signer may write, what each object names, depth, tag files). The
 transfer: sync/client.py hands each page to ``Intake.extend_later`` and asks for the next page
 meanwhile, and the Ed25519 verifications, which hold no lock of the interpreter, run on
 several cores at once. Nothing is skipped: every commit's signature is verified.
+
+Memory: in a paged transfer (``Intake(spool=True)``: a clone or a pull) a blob larger than
+SPOOL_FROM is not kept in memory but sealed into a spool, an
+unnamed temporary file (gone with the process, whatever way it ends) under a random key that
+only this process holds, so nothing travels to disk in plaintext; it is read back, one object
+at a time, as it lands. What a clone holds is then its commits, trees and small blobs, and a
+few of its largest objects, not the history.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
-from typing import Any, cast
+from typing import IO, Any, cast
 
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree, parse_tree
 
 from polykey.crypto import sshsig
+from polykey.crypto.aead import SealBroken, Sealer
 from polykey.errors import PolykeyError
 from polykey.vaults.objects import object_id
 from polykey.vaults.tags import TAGS_FILE
@@ -30,6 +39,7 @@ MAX_OBJECT_BYTES = 256 * 1024 * 1024
 OID_BYTES = 20  # a raw object id (SHA-1) in a tree entry
 VERIFY_BATCH = 64  # commits verified in one job of the pool
 VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
+SPOOL_FROM = 1024 * 1024  # a received blob larger than this waits in the sealed spool
 
 
 class UpdateRefused(PolykeyError):
@@ -63,6 +73,94 @@ class ReceivedTree:
 _TAGS_ENTRY = b" " + TAGS_FILE + b"\x00"  # how a .polykey-tags entry starts in a raw tree
 Parsed = Commit | ReceivedTree
 Signed = list[tuple[bytes, bytes | None]]  # (commit id, its valid signer or None)
+
+
+class _Spool:
+    """Received objects sealed (AES-256-GCM, a random key, the object's id as associated data)
+    into an unnamed temporary file, read back by (offset, length)."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="pk-intake-")  # noqa: SIM115
+        self._sealer = Sealer(os.urandom(32))
+        self._end = 0
+        self._lock = threading.Lock()
+
+    def put(self, sha: bytes, raw: bytes) -> tuple[int, int]:
+        sealed = self._sealer.seal(raw, sha)
+        with self._lock:
+            at = self._end
+            self._file.seek(at)
+            self._file.write(sealed)
+            self._end += len(sealed)
+        return at, len(sealed)
+
+    def get(self, sha: bytes, at: int, length: int) -> bytes:
+        with self._lock:
+            self._file.seek(at)
+            sealed = self._file.read(length)
+        try:
+            return self._sealer.open(sealed, sha)
+        except SealBroken:  # the temporary file was changed under this process
+            raise UpdateRefused("a received object changed while it waited") from None
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Received(Mapping[bytes, bytes]):
+    """Received objects by hex id (``u8 type ‖ raw``): in memory, or waiting in a spool (read
+    back when asked for). ``kind`` and ``size`` answer without reading anything."""
+
+    def __init__(self, spool: _Spool | None = None, *, spooling: bool = False) -> None:
+        self._held: dict[bytes, bytes] = {}
+        self._spooled: dict[bytes, tuple[int, int]] = {}
+        self._kinds: dict[bytes, int] = {}
+        self._sizes: dict[bytes, int] = {}
+        self._spool = spool
+        self._spooling = spooling  # large blobs go to a spool (else: all in memory)
+
+    def add(self, sha: bytes, raw: bytes) -> None:
+        if self._spooling and len(raw) > SPOOL_FROM:
+            if self._spool is None:
+                self._spool = _Spool()
+            self._spooled[sha] = self._spool.put(sha, raw)
+            self._held.pop(sha, None)
+        else:
+            self._held[sha] = raw
+        self._kinds[sha] = raw[0]
+        self._sizes[sha] = len(raw)
+
+    def kind(self, sha: bytes) -> int | None:
+        return self._kinds.get(sha)
+
+    def size(self, sha: bytes) -> int:
+        return self._sizes[sha]
+
+    def only(self, keep: set[bytes]) -> Received:
+        """These objects but those not in ``keep`` (sharing the spool)."""
+        out = Received(self._spool)
+        out._held = {k: v for k, v in self._held.items() if k in keep}
+        out._spooled = {k: v for k, v in self._spooled.items() if k in keep}
+        out._kinds = {k: v for k, v in self._kinds.items() if k in keep}
+        out._sizes = {k: v for k, v in self._sizes.items() if k in keep}
+        return out
+
+    def __getitem__(self, sha: bytes) -> bytes:
+        found = self._held.get(sha)
+        if found is not None:
+            return found
+        at, length = self._spooled[sha]
+        assert self._spool is not None
+        return self._spool.get(sha, at, length)
+
+    def __contains__(self, sha: object) -> bool:
+        return sha in self._kinds
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._kinds)
+
+    def __len__(self) -> int:
+        return len(self._kinds)
 
 
 class _Workers:
@@ -127,8 +225,10 @@ class Intake:
     way signatures are verified by a pool of threads; ``finish`` waits for all of it (and is
     called by ``validate``), after which ``signed`` holds every signed commit's signer."""
 
-    def __init__(self) -> None:
-        self.objects: dict[bytes, bytes] = {}  # hex id -> u8 type ‖ raw object
+    def __init__(self, *, spool: bool = False) -> None:
+        # hex id -> u8 type ‖ raw object; with ``spool``, large blobs wait in a sealed spool (a
+        # transfer in pages, whose objects are not all in memory already)
+        self.objects = Received(spooling=spool)
         self.parsed: dict[bytes, Parsed] = {}  # commits and trees
         self.signed: dict[bytes, bytes | None] = {}  # commit id -> its valid signer (or None)
         self.problem: UpdateRefused | None = None
@@ -185,7 +285,7 @@ class Intake:
         if len(raw) > MAX_OBJECT_BYTES:
             raise UpdateRefused("an object is too large")
         sha = object_id(raw[0], memoryview(raw)[1:])
-        self.objects[sha] = raw
+        self.objects.add(sha, raw)
         if raw[0] == Blob.type_num:
             return
         obj: Parsed

@@ -9,8 +9,6 @@ missing vault gives, so a vault's existence does not leak.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +22,7 @@ from polykey.sync.checks import UpdateRefused, land, validate
 from polykey.trust.acl import Acl
 from polykey.trust.links import LINKED
 from polykey.vaults.errors import VaultNotFound
-from polykey.vaults.graph import missing_objects, missing_records, with_received
+from polykey.vaults.graph import missing_records, planned, with_received
 from polykey.vaults.merge import supersedes
 from polykey.vaults.objects import VaultObjects
 from polykey.vaults.registry import VaultInfo, Vaults
@@ -38,8 +36,6 @@ PAGE_BYTES = 8 * 1024 * 1024  # raw object bytes in one page of a paged fetch
 PAGE_OBJECTS = 1024  # objects in one page: a clone's pages are checked as the next ones come
 READ_BATCH = 256  # records read in one query while a page is made
 READ_UP_TO = 64 * 1024  # a record larger than this is read on its own, when it is sent
-PLANS = 8  # fetch plans kept for the pages that follow (and the next clone of a head)
-PLAN_ENTRIES = 250_000  # objects in all the plans kept (about 35 MB at most)
 ZERO_ID = b"0" * 40
 HEX_DIGITS = set(b"0123456789abcdef")
 
@@ -391,40 +387,8 @@ def collect(vault: Vault, head: bytes, haves: set[bytes]) -> list[bytes]:
 
 def plan(vault: Vault, head: bytes, haves: set[bytes]) -> list[tuple[bytes, int]]:
     """The ids and types of the objects ``collect`` would send, in the same fixed order; no
-    blob is read. Kept per (vault, head, haves) for the pages that follow (objects never
-    change, so a plan never goes stale)."""
-    plans = vault.cache.memo("fetch plans", _Plans)
-    key = (vault.id, head, frozenset(haves))
-    found = plans.get(key)
-    if found is None:
-        found = list(missing_objects(vault.object_store(shared=True), head, haves))
-        plans.put(key, found)
-    return found
-
-
-class _Plans:
-    """The last few fetch plans of one node, least recently used out first, at most
-    PLAN_ENTRIES objects in all (a larger plan is not kept)."""
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[tuple[str, bytes, frozenset[bytes]], list[tuple[bytes, int]]]
-        self._items = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, bytes, frozenset[bytes]]) -> list[tuple[bytes, int]] | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, bytes, frozenset[bytes]], plan: list[tuple[bytes, int]]) -> None:
-        if len(plan) > PLAN_ENTRIES:
-            return
-        with self._lock:
-            self._items[key] = plan
-            while len(self._items) > PLANS or sum(map(len, self._items.values())) > PLAN_ENTRIES:
-                self._items.popitem(last=False)
+    blob is read. Kept for the pages that follow (vaults/graph.py ``planned``)."""
+    return planned(vault.object_store(shared=True), head, haves)
 
 
 # The sigchain's methods live in their own room and register in the one registry above.

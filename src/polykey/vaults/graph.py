@@ -10,6 +10,8 @@ does both).
 from __future__ import annotations
 
 import binascii
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -80,6 +82,49 @@ def missing_objects(
         plan.append((sha, type_num))
     plan.sort(key=lambda item: (item[0] != head, _RANK.get(item[1], 4), item[0]))
     return iter(plan)
+
+
+PLANS = 8  # plans kept for the pages that follow (and the next clone of a head)
+PLAN_ENTRIES = 250_000  # objects in all the plans kept (about 35 MB at most)
+Plan = list[tuple[bytes, int]]
+
+
+def planned(store: SealedObjectStore, head: bytes, haves: Iterable[bytes]) -> Plan:
+    """``missing_objects`` as a list, kept per (vault, head, haves) in the node's object cache
+    for the pages of a fetch that follow and the next clone of the same head, whether over
+    the peer protocol or stock git (objects never change, so a plan never goes stale)."""
+    objects = store.objects
+    plans = objects.cache.memo("fetch plans", _Plans)
+    key = (objects.vault_id, head, frozenset(haves))
+    found = plans.get(key)
+    if found is None:
+        found = list(missing_objects(store, head, key[2]))
+        plans.put(key, found)
+    return found
+
+
+class _Plans:
+    """The last few plans of one node, least recently used out first, at most PLAN_ENTRIES
+    objects in all (a larger plan is not kept)."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[str, bytes, frozenset[bytes]], Plan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, bytes, frozenset[bytes]]) -> Plan | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, bytes, frozenset[bytes]], plan: Plan) -> None:
+        if len(plan) > PLAN_ENTRIES:
+            return
+        with self._lock:
+            self._items[key] = plan
+            while len(self._items) > PLANS or sum(map(len, self._items.values())) > PLAN_ENTRIES:
+                self._items.popitem(last=False)
 
 
 def missing_records(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from dulwich.object_store import MissingObjectFinder
 from dulwich.objects import ZERO_SHA, ObjectID, valid_hexsha
@@ -161,11 +161,46 @@ class VaultRepo(BaseRepo):
         get_tagged: Callable[[], dict[ObjectID, ObjectID]] | None = None,
         depth: int | None = None,
     ) -> MissingObjectFinder | None:
-        """dulwich's, with every object it names read as the type its place says."""
+        """dulwich's, with every object it names read as the type its place says. A clone
+        (one head wanted, nothing held by the asker, no depth) takes the node's kept plan of
+        that head (vaults/graph.py ``planned``), made once for every clone of it."""
+        wanted: list[ObjectID] = []
+
+        def wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
+            wanted.extend(determine_wants(refs, depth))
+            return wanted
+
         finder = super().find_missing_objects(
-            determine_wants, graph_walker, progress, get_tagged=get_tagged, depth=depth
+            wants, graph_walker, progress, get_tagged=get_tagged, depth=depth
         )
-        return None if finder is None else _Checked(finder, self.objects)
+        if finder is None:
+            return None
+        shallow = getattr(graph_walker, "shallow", None) or getattr(graph_walker, "unshallow", None)
+        heads = set(wanted)  # git asks once per ref naming it
+        if len(heads) == 1 and not finder.remote_has and not shallow and depth is None:
+            from polykey.vaults.graph import planned  # graph.py imports this module
+
+            plan = planned(self.object_store, heads.pop(), ())
+            return cast(MissingObjectFinder, _Planned(plan))
+        return _Checked(finder, self.objects)
+
+
+class _Planned:
+    """A plan already made, as a MissingObjectFinder hands it out: (id, (type, no path))."""
+
+    def __init__(self, plan: list[tuple[bytes, int]]) -> None:
+        self._items = iter(plan)
+        self._len = len(plan)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[tuple[ObjectID, PackHint | None]]:
+        return self
+
+    def __next__(self) -> tuple[ObjectID, PackHint | None]:
+        sha, type_num = next(self._items)
+        return ObjectID(sha), (type_num, None)
 
 
 class _Checked(MissingObjectFinder):
