@@ -245,22 +245,19 @@ class Node:
         return {str(k): str(v) for k, v in doc.items()}
 
     def set_provider(self, name: str, settings: dict[str, str]) -> None:
-        from polykey.trust.providers import get
-
         merged = {**self.provider_settings(name), **settings}
-        get(name, merged)  # refuses a provider or a setting it does not know
+        _provider_config(name, merged)  # refuses a provider or a setting it does not know
         with self.store.write() as tx:
             tx.put(PROVIDERS, name.encode(), json.dumps(merged, sort_keys=True).encode())
 
     def provider_for(self, name: str) -> Any:
         """The provider ``name`` with this node's settings and token."""
-        from polykey.trust.providers import get
+        from polykey.trust.providers import AccessToken, get
 
-        settings = self.provider_settings(name)
-        token = self.store.get(TOKENS, name.encode())
-        if token is not None:
-            settings = {**settings, "token": token.decode()}
-        return get(name, settings)
+        config = _provider_config(name, self.provider_settings(name))
+        raw = self.store.get(TOKENS, name.encode()) if name == "github" else None
+        token = AccessToken(raw.decode()) if raw is not None else None
+        return get(name, config, token=token)
 
     def start_authentication(self, name: str) -> dict[str, Any]:
         """Start the provider's device flow: the code for the user to enter, and where."""
@@ -290,6 +287,13 @@ class Node:
         with self.store.write() as tx:
             tx.put(TOKENS, name.encode(), token.reveal().encode())
         return {"provider": name, "login": self.provider_for(name).whoami()}
+
+    def forget_authentication(self, name: str) -> bool:
+        """Drop the provider's token; whether there was one."""
+        with self.store.write() as tx:
+            had = tx.get(TOKENS, name.encode()) is not None
+            tx.delete(TOKENS, name.encode())
+        return had
 
     # --- own nodes (docs/spec/links.md) -----------------------------------------------------------
 
@@ -392,6 +396,38 @@ class Node:
             "mine": [encode_node_id(n) for n in self.links.mine()],
             "nodes": self.links.states(),
         }
+
+
+def _provider_config(name: str, settings: dict[str, str]) -> Any:
+    """The provider's settings object from what `pk identities provider` stored."""
+    from dataclasses import fields
+
+    from polykey.errors import InvalidInput
+    from polykey.trust.providers import DnsConfig, GitHubConfig, KeybaseConfig, UnknownProvider
+
+    if name == "dns":
+        given = dict(settings)
+        server = given.pop("nameserver", None)
+        if given:
+            raise InvalidInput(f"dns takes no setting {sorted(given)[0]!r}")
+        if server is None:
+            return DnsConfig()
+        host, sep, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "")
+        if sep and not port.isdigit():
+            raise InvalidInput(f"{server!r} is not HOST[:PORT]")
+        return DnsConfig(nameserver=host or server, port=int(port) if sep else 53)
+    kinds: dict[str, Any] = {"github": GitHubConfig, "keybase": KeybaseConfig}
+    if name not in kinds:
+        raise UnknownProvider(repr(name[:40]))
+    known = {f.name for f in fields(kinds[name]) if f.type in ("str", str)}
+    if name == "keybase" and "api_url" in settings:
+        settings = {"base_url": settings["api_url"]} | {
+            k: v for k, v in settings.items() if k != "api_url"
+        }
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InvalidInput(f"{name} takes no setting {unknown[0]!r}")
+    return kinds[name](**settings)
 
 
 def _check_store(store: NodeFile) -> list[Damage]:

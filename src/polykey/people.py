@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 CHAIN_PAGE = 1000  # entries asked for in one call
 MAX_DISCOVER = 64  # nodes whose chains one discovery fetches
+MAX_IDENTITIES = 16  # identity claims of one node verified by one discovery
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Claimed:
 def claim(node: Node, identity: str) -> Claimed:
     """Claim ``identity`` for this node. Run again, it publishes the same claim again (a DNS
     record not yet seen, a gist deleted) rather than adding another."""
-    from polykey.trust.proofs import render
+    from polykey.trust.proofs import render_for
 
     provider_name, _ = parse_identity(identity)
     provider = node.gestalts.provider_for(provider_name)
@@ -60,17 +61,24 @@ def claim(node: Node, identity: str) -> Claimed:
     existing = held.get(identity)
     if existing is not None and existing.jti in revoked:
         existing = None
+    if existing is not None:  # claimed before: a proof that still verifies is left alone
+        try:
+            node.gestalts.verify(node.node_id, identity)
+        except NotVerified:
+            pass
+        else:
+            return Claimed(identity, existing.jti, _ref_of(existing) or "", True, None)
     me = encode_node_id(node.node_id)
     made: list[str] = []
 
     def make_text(ref: ProofRef) -> str:
         if existing is not None and _ref_of(existing) == ref.ref:
             made.append(existing.jti)
-            return render(identity, me, existing.raw.decode())
+            return render_for(provider_name, identity, me, existing.raw.decode())
         proof = {"provider": provider_name, "ref": ref.ref}
         entry = node.sigchain.append("link-identity", {"sub": identity, "proof": proof})
         made.append(entry.jti)
-        return render(identity, me, entry.raw.decode())
+        return render_for(provider_name, identity, me, entry.raw.decode())
 
     published = provider.publish(identity, make_text)
     try:
@@ -134,6 +142,14 @@ def discover(node: Node, identity: str) -> dict[str, Any]:
             node.gestalts.verify(nid, identity)
         except PolykeyError as exc:
             problems.setdefault(encode_node_id(nid), exc.message)
+    for text in node.gestalts.gestalt(identity).nodes:  # the other identities they claim
+        member = decode_node_id(text)
+        for claimed in sorted(node.gestalts.claimed_identities(member))[:MAX_IDENTITIES]:
+            if claimed != identity and not node.gestalts.verified(member, claimed):
+                try:
+                    node.gestalts.verify(member, claimed)
+                except PolykeyError as exc:
+                    problems.setdefault(f"{text} {claimed}", exc.message)
     gestalt = node.gestalts.gestalt(identity)
     return {"identity": identity, **gestalt.as_json(), "unreachable": problems}
 

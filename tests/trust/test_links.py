@@ -17,6 +17,7 @@ from polykey.ids import NodeId, encode_node_id
 from polykey.keys.root import RootKey
 from polykey.node import FAST_INSECURE_KDF, Node
 from polykey.sync.server import PeerService
+from polykey.trust import jws
 from polykey.trust import links as L
 from polykey.trust.links import LINKS, BadStatement, NotLinked
 
@@ -57,14 +58,14 @@ def _unb64(text: str) -> bytes:
 def _forge(key: RootKey, header: dict[str, Any], claim: dict[str, Any], raw: bool = False) -> Any:
     """A statement signed by ``key`` over whatever header and claim are given (canonical
     unless ``raw``: then as json.dumps writes them)."""
-    enc = (lambda d: json.dumps(d).encode()) if raw else L.canonical
+    enc = (lambda d: json.dumps(d).encode()) if raw else jws.canonical
     protected, payload = _b64(enc(header)), _b64(enc(claim))
     signature = key.signing.sign(f"{protected}.{payload}".encode())
     return {"protected": protected, "payload": payload, "signature": _b64(signature)}
 
 
 def _signed(key: RootKey, header: dict[str, Any], payload: bytes) -> Any:
-    protected, body = _b64(L.canonical(header)), _b64(payload)
+    protected, body = _b64(jws.canonical(header)), _b64(payload)
     signature = key.signing.sign(f"{protected}.{body}".encode())
     return {"protected": protected, "payload": body, "signature": _b64(signature)}
 
@@ -108,16 +109,18 @@ def made_jti(statement: L.Statement) -> str:
 def test_canonical_json_is_stable_and_key_order_does_not_matter() -> None:
     one = {"typ": "link-node", "iat": 5, "sub": "é", "iss": "a", "jti": "x"}
     two = dict(reversed(list(one.items())))
-    assert L.canonical(one) == L.canonical(two)
-    assert L.canonical(one) == '{"iat":5,"iss":"a","jti":"x","sub":"é","typ":"link-node"}'.encode()
+    assert jws.canonical(one) == jws.canonical(two)
+    assert (
+        jws.canonical(one) == '{"iat":5,"iss":"a","jti":"x","sub":"é","typ":"link-node"}'.encode()
+    )
     key = RootKey.from_seed(SEED_A)
     for _ in range(3):  # a signed payload is always its own canonical form
         payload = _unb64(L.sign(key, L.LINK, RootKey.from_seed(SEED_B).node_id).payload)
-        assert L.canonical(json.loads(payload)) == payload
+        assert jws.canonical(json.loads(payload)) == payload
 
 
 def test_claim_ids_are_multibase_and_sort_by_time() -> None:
-    early, late = L.new_claim_id(1_000), L.new_claim_id(2_000)
+    early, late = jws.new_claim_id(1_000), jws.new_claim_id(2_000)
     assert early.startswith("v") and len(early) == 27 and early < late
 
 
@@ -126,7 +129,7 @@ def test_a_changed_payload_does_not_verify() -> None:
     good = L.sign(a, L.LINK, b.node_id).to_json()
     claim = json.loads(_unb64(good["payload"]))
     claim["sub"] = encode_node_id(c.node_id)
-    tampered = {**good, "payload": _b64(L.canonical(claim))}
+    tampered = {**good, "payload": _b64(jws.canonical(claim))}
     with pytest.raises(BadStatement, match="signature does not verify"):
         L.parse(tampered)
     flipped = bytearray(_unb64(good["signature"]))
@@ -163,7 +166,7 @@ def test_statements_that_are_signed_but_wrong_are_refused() -> None:
     kid = {"alg": "EdDSA", "kid": encode_node_id(a.node_id)}
     claim = _claim(a.node_id, b.node_id)
     as_b = {**claim, "iss": encode_node_id(b.node_id)}  # in b's name, signed by a
-    big = L.canonical({**claim, "iat": 0}).replace(b'"iat":0', b'"iat":1152921504606846976')
+    big = jws.canonical({**claim, "iat": 0}).replace(b'"iat":0', b'"iat":1152921504606846976')
     cases = [
         (_forge(a, kid, claim, raw=True), "not canonical JSON"),  # spaces after ':' and ','
         (_forge(a, {**kid, "alg": "none"}, claim), "algorithm EdDSA"),

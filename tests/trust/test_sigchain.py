@@ -247,7 +247,8 @@ def test_wrong_signature_is_refused(keys: tuple[RootKey, ...]) -> None:
     docs = _notes(a, 300)  # enough to be verified on threads: still the first failure in order
     for i in (120, 250):
         sig = docs[i]["signatures"][0]
-        docs[i] = {**docs[i], "signatures": [dict(sig, signature="B" + sig["signature"][1:])]}
+        first = "B" if sig["signature"][0] != "B" else "C"  # always a change
+        docs[i] = {**docs[i], "signatures": [dict(sig, signature=first + sig["signature"][1:])]}
     _refused(a.node_id, docs, "entry 121: its signature by")
 
 

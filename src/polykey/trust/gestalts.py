@@ -151,6 +151,10 @@ class Gestalts:
         """This node's live identity claims, in chain order."""
         return list(_live_identity_claims(self.own.entries()).values())
 
+    def claimed_identities(self, node_id: NodeId) -> list[str]:
+        """The identities ``node_id``'s chain held claims, live."""
+        return list(_live_identity_claims(self.entries(node_id)))
+
     def claims_of(self, node_id: NodeId, identity: str) -> Entry | None:
         """``node_id``'s live claim of ``identity`` in the chain held, if any."""
         return _live_identity_claims(self.entries(node_id)).get(identity)
@@ -166,7 +170,6 @@ class Gestalts:
         proof = claim.payload.get("proof")
         if not isinstance(proof, dict) or not isinstance(proof.get("ref"), str):
             raise NotVerified(f"the claim of {identity} names no proof")
-        from polykey.trust.proofs import extract
         from polykey.trust.providers.base import ProofRef, ProviderError
 
         ref = ProofRef(provider_name, proof["ref"])
@@ -178,8 +181,20 @@ class Gestalts:
             ) from None
         if not same_owner(provider_name, user, found.owner):
             raise NotVerified(f"the proof of {identity} is owned by someone else")
-        if not any(_is_claim(doc, claim) for doc in extract(found.text)):
+        try:
+            held = _claims_in(provider_name, found.text)
+        except ProviderError as exc:
+            raise NotVerified(f"the proof of {identity}: {exc.message}") from None
+        doc = next((d for d in held if _is_claim(d, claim)), None)
+        if doc is None:
             raise NotVerified(f"the proof of {identity} does not hold the node's claim")
+        if provider_name != "dns":  # a document: its words must say what its claim says
+            from polykey.trust.proofs import check
+
+            try:
+                check(found.text, identity, claim.iss, doc)
+            except ProviderError as exc:
+                raise NotVerified(f"the proof of {identity}: {exc.message}") from None
         at = int(self.now())
         record: dict[str, Any] = {
             "jti": claim.jti,
@@ -207,7 +222,6 @@ class Gestalts:
         """Nodes whose proofs the provider lists for ``identity``, each with the signed claim
         found in its proof (verified as a claim of that node naming that identity). Their
         chains are fetched by the caller; the identity is remembered as discovered."""
-        from polykey.trust.proofs import extract
         from polykey.trust.providers.base import ProviderError
 
         provider_name, user = parse_identity(identity)
@@ -220,7 +234,11 @@ class Gestalts:
                 continue
             if not same_owner(provider_name, user, proof.owner):
                 continue
-            for doc in extract(proof.text):
+            try:
+                docs = _claims_in(provider_name, proof.text)
+            except ProviderError:
+                continue
+            for doc in docs:
                 entry = _claim_of(doc, identity)
                 if entry is not None:
                     node = decode_node_id(entry.iss)
@@ -400,6 +418,13 @@ def _link_claims(
         elif e.jti in revoked_at:
             ended[pair] = max(ended.get(pair, -1), revoked_at[e.jti])
     return live, ended
+
+
+def _claims_in(provider: str, text: str) -> list[str]:
+    """The claims a proof text holds: DNS records a line each, documents in blocks."""
+    from polykey.trust.proofs import extract, extract_lines
+
+    return extract_lines(text) if provider == "dns" else extract(text)
 
 
 def _is_claim(doc: str, claim: Entry) -> bool:
