@@ -30,7 +30,7 @@ def section(quick: bool) -> list[Row]:
         (f"verify a sigchain of {CLAIMS:,} claims", f"{median_ms(page):.0f} ms", "< 1000 ms"),
         ("verify it in pages of 1,000", f"{median_ms(paged):.0f} ms", "< 1000 ms"),
     ]
-    return rows + _stored(owner, docs, quick)
+    return rows + _stored(owner, docs, quick) + _deciding(quick)
 
 
 def _chain(owner: RootKey, other: RootKey, count: int) -> list[dict[str, Any]]:
@@ -79,4 +79,52 @@ def _stored(owner: RootKey, docs: list[dict[str, Any]], quick: bool) -> list[Row
         (f"accept a peer chain of {len(docs):,} (pages of 1,000)", f"{accept * 1000:.0f} ms", ""),
         ("read that copy back from the node file", f"{median_ms(reread):.0f} ms", ""),
         ("append a claim to this node's chain", f"{median_ms(appends):.1f} ms", ""),
+    ]
+
+
+def _deciding(quick: bool) -> list[Row]:
+    """A node Alice never met asks for a vault she shared with github:bob: it presents its
+    chain (a claim of github:bob, its proof a gist), and Alice decides, verifying the proof on
+    the spot against a GitHub stand-in on loopback (the real client code)."""
+    from tests.trust.standins.github import GitHubStandIn
+
+    from polykey.node import PROVIDERS, TOKENS
+    from polykey.people import claim
+    from polykey.trust.gestalts import PROOFS
+
+    gh = GitHubStandIn().start()
+    tmp = Path(tempfile.mkdtemp(prefix="pk-bench-decide-"))
+    settings = f'{{"api_url": "{gh.url}", "login_url": "{gh.url}"}}'.encode()
+    try:
+        alice, _ = Node.bootstrap(tmp / "a.pk", b"a", kdf=FAST_INSECURE_KDF, allow_weak=True)
+        bob, _ = Node.bootstrap(tmp / "b.pk", b"b", kdf=FAST_INSECURE_KDF, allow_weak=True)
+        with alice, bob:
+            token = gh.add_user("bob").encode()
+            for n in (alice, bob):
+                with n.store.write() as tx:
+                    tx.put(PROVIDERS, b"github", settings)
+                    tx.put(TOKENS, b"github", token)
+            assert claim(bob, "github:bob").verified
+            vault = alice.vaults.create("work")
+            alice.gestalts.trust("github:bob")
+            alice.acl.grant(vault.id, "github:bob", ["pull"])
+            docs = bob.sigchain.docs(1)
+            key = f"{encode_node_id(bob.node_id)}|github:bob".encode()
+
+            def decide() -> None:
+                alice.chains.forget(bob.node_id)
+                with alice.store.write() as tx:
+                    tx.delete(PROOFS, key)
+                alice.chains.accept(bob.node_id, docs, from_seq=1)
+                assert alice.acl.permits(vault.id, bob.node_id, "pull")
+
+            times = timed(decide, 10 if quick else 30)
+    finally:
+        gh.stop()
+    return [
+        (
+            "decide a pull by a node never met, of a trusted gestalt (proof checked on the spot)",
+            f"{median_ms(times):.0f} ms",
+            "< 300 ms",
+        )
     ]
