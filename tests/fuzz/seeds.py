@@ -91,6 +91,12 @@ def peer_methods() -> list[bytes]:
         bytes([5, 0, 0]) + _ops(_BLOB, _TREE, _COMMIT_ON_HEAD),
         bytes([5, 0, 4]) + _ops(_BLOB, _TREE, _SUBTREE, _COMMIT_ON_HEAD),
         bytes([6, 0, 9]) + b"vaults.rm" + b'{"vault": "work"}',
+        bytes([6, 1, 12]) + b"sigchain.get" + b'{"since": 1, "limit": 1000}',
+        bytes([6, 1, 16]) + b"sigchain.present" + b'{"entries": [{"payload": "e30"}], "since": 1}',
+        bytes([6, 0, 20])
+        + b"sigchain.countersign"
+        + b'{"draft": {"payload": "", "signatures": []}}',
+        bytes([6, 0, 22]) + b"sigchain.countersigned" + b'{"entry": {}}',
     ]
 
 
