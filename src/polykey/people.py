@@ -190,3 +190,22 @@ def present(node: Node, node_id: NodeId) -> None:
     except PolykeyError:
         return
     node.presented[bytes(node_id)] = head.seq
+
+
+def rediscover(node: Node, now: float, every: float = 3600) -> list[str]:
+    """Discover again each trusted identity last discovered ``every`` seconds or more before
+    ``now`` (the agent runs this on a schedule): their proofs fetched, chains brought up to date,
+    so a revoked link or proof takes effect. The identities refreshed."""
+    done = []
+    for record in node.gestalts.identities():
+        if not record.get("trusted"):
+            continue
+        last = record.get("discovered")
+        if isinstance(last, int | float) and now - last < every:
+            continue
+        try:
+            discover(node, str(record["id"]))
+        except PolykeyError:
+            continue
+        done.append(str(record["id"]))
+    return done

@@ -186,3 +186,28 @@ def test_an_untrusted_identity_is_served_nothing(world: World) -> None:
     alice("identities", "untrust", "github:bob")
     bob("vaults", "rm", "work", "--yes")
     assert bob.fails("vaults", "clone", alice.node_id, "work").returncode == 51
+
+
+def test_rediscovery_refreshes_only_trusted_identities_gone_stale(world: World) -> None:
+    """The agent's hourly job (people.rediscover), run in-process on Alice's node file."""
+    from polykey.node import Node
+    from polykey.people import rediscover
+
+    gh = world.gh
+    alice, bob = world.node("alice"), world.node("bob")
+    knows(alice, bob)
+    gh.add_user("bob")
+    gh.grant("bob", [], interval=1)
+    bob("identities", "authenticate", "github")
+    bob("identities", "claim", "github:bob")
+    as_json(alice, "identities", "discover", "github:bob")
+    alice("identities", "trust", "github:bob")
+    alice.stop()
+    path, password = Path(alice.env["PK_NODE"]), alice.env["PK_PASSWORD"].encode()
+    with Node.open(path, password, allow_weak=True) as node:
+        found = {i["id"]: i for i in node.gestalts.identities()}
+        now = float(found["github:bob"]["discovered"])
+        assert rediscover(node, now + 60) == []  # fresh: left alone
+        assert rediscover(node, now + 3601) == ["github:bob"]
+        node.gestalts.trust("github:bob", False)
+        assert rediscover(node, now + 7200) == []  # untrusted: never looked up

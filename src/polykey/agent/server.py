@@ -38,6 +38,7 @@ from polykey.node import Node
 log = logging.getLogger("polykey.agent")
 PR_SET_DUMPABLE = 4
 OUTBOX_INTERVAL_S = 10.0
+REDISCOVER_CHECK_S = 300.0  # trusted identities looked at (each rediscovered hourly)
 # The write-ahead log is copied into the node file CHECKPOINT_IDLE_S after the last write, or
 # CHECKPOINT_MAX_DELAY_S after the first one when writes never pause; checked every
 # CHECKPOINT_POLL_S. A checkpoint a reader holds back is tried again at the next poll.
@@ -256,6 +257,16 @@ class Agent:
             if result.get("updated"):
                 log.info("sync: %s updated (%s)", vault, result.get("how", "fast-forward"))
 
+    def _rediscover(self) -> None:
+        """Trusted identities discovered over an hour ago are discovered again (Polykey's
+        default), so a revoked link or a withdrawn proof stops counting."""
+        import time
+
+        from polykey.people import rediscover
+
+        for identity in rediscover(self.node, time.time()):
+            log.info("rediscovered %s", identity)
+
     def warnings(self, params: dict[str, Any]) -> list[str]:
         """What a command touching these vaults should be told: background syncs that fail."""
         if not self.sync_problems:
@@ -373,6 +384,8 @@ class Agent:
         ]
         if self.sync_interval:
             background.append(asyncio.create_task(self._every(self.sync_interval, self._sync)))
+            rediscover = self._every(REDISCOVER_CHECK_S, self._rediscover)
+            background.append(asyncio.create_task(rediscover))
         if self.peer_limits is not None:
             known = self._every(KNOWN_PEERS_INTERVAL_S, self._known_peers)
             background.append(asyncio.create_task(known))
