@@ -167,6 +167,12 @@ class Agent:
         self.sync_interval: float = 0
         self.sync_problems: dict[str, dict[str, str]] = {}  # vault -> its failing background sync
         self.peer_idle: float = 60  # a git client silent (or not reading) this long is cut off
+        # discovery (docs/spec/discovery.md): relays None = the node's own list
+        self.publish = True
+        self.lan = True
+        self.relay_urls: list[str] | None = None
+        self.public_addresses: list[Any] = []  # network.graph.Address: --public-address
+        self.discovery: Any = None  # network.resolve.Discovery once peers are served
 
     async def _every(self, seconds: float, job: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -330,6 +336,46 @@ class Agent:
         self.peer_server = await serve(host, port, key, handle, git, self.peer_limits, idle)
         log.info("serving peers on %s:%d", host, port)
 
+    async def _start_discovery(self) -> None:
+        """Publish and announce this node, and let its Peers resolve by the same means."""
+        from polykey.network.relays import Relays
+        from polykey.network.resolve import ByRelays, Discovery, Resolver
+
+        if self.peer_port is None:  # not serving: only finding others, by the relays given
+            if self.relay_urls:
+                self.node.peers.set_resolver(Resolver([ByRelays(Relays(self.relay_urls))]))
+            return
+        loop = asyncio.get_running_loop()
+        urls = self.relay_urls
+        if urls is None:
+            urls = await loop.run_in_executor(self.worker, self.node.graph.relays)
+        relays = Relays(urls)
+        discovery = Discovery(
+            self.node.key.signing,
+            relays,
+            publish=self.publish,
+            lan=self.lan,
+            public=self.public_addresses,
+        )
+        try:
+            await discovery.start(self.peer_host, self.peer_port or 0)
+        except Exception as exc:  # no LAN announcements; relays still work
+            log.warning("mDNS could not start: %s", type(exc).__name__)
+            discovery.lan = False
+        self.discovery = discovery
+        self.node.peers.set_resolver(discovery.resolver())
+
+    async def relays_changed(self, urls: list[str]) -> None:
+        """`pk nodes relays set` while the agent runs: use and publish to the new list now."""
+        from polykey.network.relays import Relays
+
+        if self.discovery is None or self.relay_urls is not None:
+            return  # not serving peers, or the list given at start (PK_PKARR_RELAYS) rules
+        self.discovery.relays = Relays(urls)
+        self.node.peers.set_resolver(self.discovery.resolver())
+        if self.discovery.addresses:
+            await self.discovery.announce(self.discovery.addresses)
+
     def status(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
@@ -341,6 +387,7 @@ class Agent:
             **({"peers": f"{self.peer_host}:{self.peer_port}"} if self.peer_port else {}),
             **({"peers_connected": self._connected()} if self.peer_limits is not None else {}),
             **({"sync_problems": list(self.sync_problems.values())} if self.sync_problems else {}),
+            **({"discovery": self.discovery.status()} if self.discovery is not None else {}),
         }
 
     def _connected(self) -> dict[str, int]:
@@ -372,6 +419,7 @@ class Agent:
                 raise PortUnavailable(
                     f"{self.peer_host}:{self.peer_port}: {exc.strerror or exc}"
                 ) from None
+        await self._start_discovery()
         os.chmod(path, 0o600)
         check_private(path, directory=False)
         self.runtime.write_status(self.status())
@@ -389,6 +437,8 @@ class Agent:
         if self.peer_limits is not None:
             known = self._every(KNOWN_PEERS_INTERVAL_S, self._known_peers)
             background.append(asyncio.create_task(known))
+        if self.discovery is not None:
+            background.append(asyncio.create_task(self.discovery.run()))
         try:
             async with server:
                 await self.stopping.wait()
@@ -399,6 +449,8 @@ class Agent:
             server.close()
             if self.peer_server is not None:
                 self.peer_server.close()
+            if self.discovery is not None:
+                await self.discovery.close()
             self.runtime.clear()
             self.kdf_worker.shutdown(wait=True)  # a password change writes the node file
             with contextlib.suppress(RuntimeError):  # after the queued jobs, before closing

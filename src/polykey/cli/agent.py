@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from polykey.agent.runtime import Runtime
 
 READY_TIMEOUT_S = 60.0
+ENV_RELAYS = "PK_PKARR_RELAYS"
+"""Comma-separated Pkarr relay URLs the agent uses instead of the node's list (tests)."""
 LOG_MAX_BYTES_ENV = "PK_AGENT_LOG_MAX_BYTES"
 """Overrides the size at which agent.log rotates (tests); read by the agent process only."""
 
@@ -32,6 +34,10 @@ class AgentOptions:
     peers: tuple[str, int] | None
     sync_interval: int | None
     peer_idle: int = 60
+    publish: bool = True
+    lan: bool = True
+    relays: tuple[str, ...] | None = None  # PK_PKARR_RELAYS; None: the node's own list
+    public: tuple[str, ...] = ()
 
 
 class AgentNotRunning(PolykeyError):
@@ -145,6 +151,28 @@ def agent() -> None:
     help="Seconds a peer on --port may stay silent (between requests, inside one, or not reading)"
     " before its channel is closed; also caps the time to the hello.",
 )
+@click.option(
+    "--publish/--no-publish",
+    default=True,
+    show_default=True,
+    help="Publish this node's signed address record to the Pkarr relays configured "
+    "(`pk nodes relays`; none by default, so nothing is published until one is set).",
+)
+@click.option(
+    "--lan/--no-lan",
+    default=True,
+    show_default=True,
+    help="Announce this node and look others up on the LAN with mDNS (only when --host is "
+    "not loopback).",
+)
+@click.option(
+    "--public-address",
+    "public",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Where others reach this node, as published (repeatable; at most 5): for a port "
+    "forwarded by a router, or a name. Default: the --host address(es).",
+)
 @click.option("--child", is_flag=True, hidden=True)
 @pass_settings
 def start(
@@ -156,6 +184,9 @@ def start(
     host: str,
     sync_interval: int | None,
     peer_idle: int,
+    publish: bool,
+    lan: bool,
+    public: tuple[str, ...],
     child: bool,
 ) -> None:
     """Unlock the node once and serve the CLI on a private Unix socket."""
@@ -167,7 +198,14 @@ def start(
 
         raise NodeNotFound(str(path))
     peers = (host, port) if port else None
-    opts = AgentOptions(session_idle, session_max, peers, sync_interval, peer_idle)
+    from polykey.network.graph import parse_address
+
+    for text in public:
+        parse_address(text)  # refused here, before the password is asked
+    relays = _env_relays()
+    opts = AgentOptions(
+        session_idle, session_max, peers, sync_interval, peer_idle, publish, lan, relays, public
+    )
     if child:
         _run_child(s, opts)
         return
@@ -188,6 +226,16 @@ def start(
     )
 
 
+def _env_relays() -> tuple[str, ...] | None:
+    """PK_PKARR_RELAYS, checked; None when unset."""
+    raw = os.environ.get(ENV_RELAYS)
+    if raw is None:
+        return None
+    from polykey.network.relays import check_relay_url
+
+    return tuple(check_relay_url(u) for u in raw.split(",") if u.strip())
+
+
 def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
     """Start the agent as a detached child; hand it the password on a pipe, never in argv/env."""
     runtime = _ensured(s)
@@ -199,6 +247,10 @@ def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
     if opts.sync_interval:
         args += ["--sync-interval", str(opts.sync_interval)]
     args += ["--peer-idle", str(opts.peer_idle)]
+    args += [] if opts.publish else ["--no-publish"]
+    args += [] if opts.lan else ["--no-lan"]
+    for text in opts.public:
+        args += ["--public-address", text]
     env = {k: v for k, v in os.environ.items() if k not in ("PK_PASSWORD", "PK_NEW_PASSWORD")}
     log_fd = os.open(runtime.log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
     try:
@@ -283,6 +335,7 @@ def _serve(
     from polykey.agent.server import Agent, AgentRunning, harden_process
     from polykey.agent.sessions import Sessions
     from polykey.cli.client import AgentClient
+    from polykey.network.graph import parse_address
     from polykey.node import Node
 
     harden_process()
@@ -304,6 +357,9 @@ def _serve(
         agent_.peer_host, agent_.peer_port = opts.peers
     agent_.sync_interval = float(opts.sync_interval or 0)
     agent_.peer_idle = float(opts.peer_idle)
+    agent_.publish, agent_.lan = opts.publish, opts.lan
+    agent_.relay_urls = list(opts.relays) if opts.relays is not None else None
+    agent_.public_addresses = [parse_address(a) for a in opts.public]
     token = sessions.issue()
     AgentClient(runtime.folder).save_token(token)
 
@@ -368,10 +424,27 @@ def status(s: Settings) -> None:
         )
     from polykey.cli.safe_text import shown
 
+    found = live.get("discovery")
+    if isinstance(found, dict):
+        lines.append(f"{'reachable':<9} {_reachable(found, shown)}")
     for problem in live.get("sync_problems") or []:
         vault, since = shown(problem.get("vault")), shown(problem.get("since"))
         lines.append(f"{'sync':<9} {vault}: failing since {since}: {shown(problem.get('error'))}")
     emit(s, "Agent running\n" + "\n".join(lines), {"running": True, **live})
+
+
+def _reachable(d: dict[str, Any], shown: Any) -> str:
+    """How others find this node: its addresses, the LAN, the relays published to."""
+    addresses = ", ".join(shown(a) for a in d.get("addresses") or []) or "loopback only"
+    parts = [addresses, "LAN (mDNS)" if d.get("lan") else "not on the LAN"]
+    if d.get("publish"):
+        results = [f"{shown(o.get('result'))}" for o in d.get("published") or []]
+        parts.append(f"published to {len(d.get('relays') or [])} relay(s)")
+        if results:
+            parts[-1] += f" ({', '.join(results)})"
+    else:
+        parts.append("not published")
+    return "; ".join(parts)
 
 
 @agent.command()

@@ -266,3 +266,84 @@ def _size(count: int) -> str:
             return f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
+
+
+# --- discovery (docs/spec/discovery.md): `pk nodes find`, `pk nodes relays` -------------------
+# Commands of the `pk nodes` group (cli/peers.py adds them).
+
+HOW_SHOWN = {
+    "cache": "known here",
+    "manual": "added by hand",
+    "lan": "found on the LAN (mDNS)",
+    "relay": "found through a Pkarr relay",
+    "peer": "told by a peer",
+}
+
+
+@click.command()
+@node_options
+@click.argument("node_id", metavar="NODEID")
+@click.option("--fresh", is_flag=True, help="Ask the network even if an address is known.")
+@pass_settings
+def find(s: Settings, node_id: str, fresh: bool) -> None:
+    """Where NODEID is, and how that is known: the node graph, the LAN, the relays.
+
+    An address found is kept, so the next command reaches the node at once. Finding it
+    proves nothing: connecting does (the NodeId is the SSH host key).
+    """
+    from polykey.cli.safe_text import shown
+
+    if s.agent() is not None:
+        r = s.call("nodes.find", {"node_id": node_id, "fresh": fresh})
+    else:
+        r = _find_here(s, node_id, fresh)
+    how = HOW_SHOWN.get(r["how"], r["how"])
+    if r["how"] == "cache":
+        how += f", {HOW_SHOWN.get(r['source'], r['source'])}"
+        how += f" {r['at']}" if r.get("at") else ""
+    elif r.get("source"):
+        how += f" {r['source']}"
+    lines = [f"{shown(node_id)}", *(f"  {shown(a)}" for a in r["addresses"]), f"  ({shown(how)})"]
+    emit(s, "\n".join(lines), r)
+
+
+def _find_here(s: Settings, node_id: str, fresh: bool) -> dict[str, object]:
+    """No agent: the node file's graph and its relays (no LAN: that is the agent's)."""
+    from polykey.agent.methods.control import found_doc
+    from polykey.ids import decode_node_id
+
+    with s.open_node() as node:
+        return found_doc(node_id, node.peers.find(decode_node_id(node_id), fresh=fresh))
+
+
+@click.command()
+@node_options
+@click.argument("urls", metavar="[URL]...", nargs=-1)
+@click.option("--clear", is_flag=True, help="Use no relay at all.")
+@pass_settings
+def relays(s: Settings, urls: tuple[str, ...], clear: bool) -> None:
+    """Show the Pkarr relays, or set them: `pk nodes relays URL...` (`--clear`: none).
+
+    An agent serving peers publishes this node's signed address record to them, and nodes are
+    looked up in them. There are none by default: nothing is published until set.
+    """
+    from polykey.errors import UsageError
+
+    if clear and urls:
+        raise UsageError("give URLs or --clear, not both")
+    params: dict[str, object] = {"relays": [] if clear else list(urls)} if clear or urls else {}
+    if s.agent() is not None:
+        r = s.call("nodes.relays", params)
+    else:
+        r = _relays_here(s, params.get("relays"))
+    shown_list = "\n".join(r["relays"]) or "No relay: this node publishes nothing."
+    emit(s, shown_list, r)
+
+
+def _relays_here(s: Settings, urls: object) -> dict[str, object]:
+    from polykey.network.relays import check_relay_url
+
+    with s.open_node() as node:
+        if isinstance(urls, list):
+            node.graph.set_relays(list(dict.fromkeys(check_relay_url(u) for u in urls)))
+        return {"relays": node.graph.relays()}

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from polykey.cli.common import Settings, emit, node_options, pass_settings
+from polykey.cli.nodes import find, relays
 from polykey.cli.safe_text import indented, shown
 
 
@@ -206,3 +207,7 @@ def connections(s: Settings) -> None:
         for c in r["connections"]
     ]
     emit(s, "\n".join(lines) or "No open connections.", r)
+
+
+nodes.add_command(find)  # discovery (network/resolve.py): written beside `pk node`'s commands
+nodes.add_command(relays)

@@ -1,8 +1,16 @@
-"""Known nodes and their addresses (`pk nodes add`): mutable namespace ``nodes/graph``."""
+"""Known nodes and their addresses: mutable namespace ``nodes/graph``.
+
+An entry is the address of a NodeId, how it came (``manual``: `pk nodes add`; ``lan``,
+``relay``, ``peer``: found by discovery, docs/spec/discovery.md) and when. The discovery
+settings (the Pkarr relays) live in the same namespace under a key starting with ``@``, which
+no NodeId does.
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from polykey.errors import InvalidInput, NodeDamaged, PolykeyError
@@ -11,6 +19,9 @@ from polykey.store.nodefile import NodeFile
 from polykey.store.records import Namespace
 
 GRAPH = Namespace("nodes/graph")
+RELAYS_KEY = b"@relays"
+MANUAL = "manual"
+HOW = frozenset({MANUAL, "lan", "relay", "peer"})
 
 
 class UnknownNode(PolykeyError):
@@ -39,13 +50,23 @@ def parse_address(text: str) -> Address:
     return Address(host, int(port))
 
 
+@dataclass(frozen=True)
+class Entry:
+    address: Address
+    how: str = MANUAL  # manual, lan, relay or peer
+    at: str = ""  # when it was stored (UTC, ISO 8601); "" for entries older than the field
+
+
 class Graph:
     def __init__(self, store: NodeFile) -> None:
         self.store = store
 
-    def add(self, node_id: NodeId, address: Address) -> None:
+    def add(self, node_id: NodeId, address: Address, how: str = MANUAL) -> None:
+        if how not in HOW:
+            raise ValueError(f"unknown way of finding a node: {how!r}")
+        at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         with self.store.write() as tx:
-            doc = {"host": address.host, "port": address.port}
+            doc = {"host": address.host, "port": address.port, "how": how, "at": at}
             tx.put(GRAPH, encode_node_id(node_id).encode(), json.dumps(doc).encode())
 
     def remove(self, node_id: NodeId) -> bool:
@@ -56,6 +77,9 @@ class Graph:
         return found
 
     def get(self, node_id: NodeId) -> Address:
+        return self.entry(node_id).address
+
+    def entry(self, node_id: NodeId) -> Entry:
         raw = self.store.get(GRAPH, encode_node_id(node_id).encode())
         if raw is None:
             raise UnknownNode(encode_node_id(node_id))
@@ -65,12 +89,40 @@ class Graph:
         return self.store.get(GRAPH, encode_node_id(node_id).encode()) is not None
 
     def all(self) -> dict[str, Address]:
-        return {k.decode(): _decode(v) for k, v in self.store.items(GRAPH)}
+        return {k: e.address for k, e in self.entries().items()}
+
+    def entries(self) -> dict[str, Entry]:
+        return {
+            k.decode(): _decode(v) for k, v in self.store.items(GRAPH) if not k.startswith(b"@")
+        }
+
+    def relays(self) -> list[str]:
+        """The Pkarr relays this node publishes to and looks nodes up in (none by default)."""
+        raw = self.store.get(GRAPH, RELAYS_KEY)
+        if raw is None:
+            return []
+        try:
+            urls = json.loads(raw)["relays"]
+            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise NodeDamaged("the relay list record is malformed") from None
+        return list(urls)
+
+    def set_relays(self, urls: Sequence[str]) -> None:
+        with self.store.write() as tx:
+            if urls:
+                tx.put(GRAPH, RELAYS_KEY, json.dumps({"relays": list(urls)}).encode())
+            else:
+                tx.delete(GRAPH, RELAYS_KEY)
 
 
-def _decode(raw: bytes) -> Address:
+def _decode(raw: bytes) -> Entry:
     try:
         doc = json.loads(raw)
-        return Address(str(doc["host"]), int(doc["port"]))
-    except (ValueError, KeyError, TypeError):
+        how = str(doc.get("how", MANUAL))
+        if how not in HOW:
+            raise ValueError
+        return Entry(Address(str(doc["host"]), int(doc["port"])), how, str(doc.get("at", "")))
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise NodeDamaged("a node address record is malformed") from None

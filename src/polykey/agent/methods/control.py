@@ -6,6 +6,7 @@ to the agent's KDF thread."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -106,3 +107,55 @@ def _kdf_cost(agent: Agent) -> KdfCost:
 
     kdf = agent.node.store.header.kdf
     return KdfCost(kdf.memory_kib, kdf.iterations, kdf.lanes)
+
+
+# --- discovery (docs/spec/discovery.md): agent methods, since they use its resolver ---------
+
+
+@dataclass(frozen=True)
+class NodesFind:
+    node_id: str
+    fresh: bool = False
+
+
+@CONTROL.method("nodes.find")
+async def nodes_find(c: Caller, p: NodesFind) -> dict[str, Any]:
+    """Where a node is and how that is known (the graph, else discovery, which is kept)."""
+    from polykey.ids import decode_node_id
+
+    node_id = decode_node_id(p.node_id)
+    loop = asyncio.get_running_loop()
+    find = functools.partial(c.agent.node.peers.find, node_id, fresh=p.fresh)
+    found = await loop.run_in_executor(c.agent.worker, find)
+    return found_doc(p.node_id, found)
+
+
+def found_doc(node_id: str, found: Any) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "addresses": [str(a) for a in found.addresses],
+        "how": found.how,
+        "source": found.source,
+        "at": found.at,
+    }
+
+
+@dataclass(frozen=True)
+class NodesRelays:
+    relays: list[str] | None = None  # None: only read the list
+
+
+@CONTROL.method("nodes.relays")
+async def nodes_relays(c: Caller, p: NodesRelays) -> dict[str, Any]:
+    """The node's Pkarr relays; given a list, it replaces them (an empty list: none)."""
+    from polykey.network.relays import check_relay_url
+
+    graph = c.agent.node.graph
+    loop = asyncio.get_running_loop()
+    if p.relays is not None:
+        urls = list(dict.fromkeys(check_relay_url(u) for u in p.relays))
+        await loop.run_in_executor(c.agent.worker, graph.set_relays, urls)
+        await c.agent.relays_changed(urls)
+    current = await loop.run_in_executor(c.agent.worker, graph.relays)
+    used = c.agent.relay_urls
+    return {"relays": current, **({"in_use": used} if used is not None else {})}

@@ -1,0 +1,244 @@
+"""Resolution: where a NodeId is, by several strategies run at once, the first answer winning.
+
+A strategy is anything with a ``how`` (``lan``, ``relay``, ``peer``) and an async ``find``
+returning what it found or None. ``Resolver.find`` starts them all, takes the first that
+answers with addresses, and cancels the rest; a strategy that fails (an exception) counts as
+no answer and is logged. Nothing here authenticates: the SSH host key pin does when the
+address is dialled (docs/spec/discovery.md section 5). The node graph, the first strategy, is
+read by ``Peers`` on its own thread before any of these start (it answers at once).
+
+``Discovery`` is the other half, an agent's: publishing its own record (relays, LAN) and
+building the resolver its Peers use (section 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from polykey.ids import NodeId
+from polykey.network.graph import Address
+
+if TYPE_CHECKING:
+    from polykey.crypto.signing import SigningKey
+    from polykey.network.relays import Relays
+
+log = logging.getLogger("polykey.network")
+
+RESOLVE_TIMEOUT_S = 6.0  # all strategies together (each has its own, shorter, limit)
+
+
+@dataclass(frozen=True)
+class Found:
+    """Where a node is: its addresses (preferred first), how that was learnt (``cache`` for
+    the node graph, ``lan``, ``relay``, ``peer``), and from where (a relay's URL, the graph
+    entry's own ``how``, ...)."""
+
+    node_id: NodeId
+    addresses: tuple[Address, ...]
+    how: str
+    source: str = ""
+    at: str = ""
+
+
+class Strategy(Protocol):
+    how: str
+
+    async def find(self, node_id: NodeId) -> Found | None: ...
+
+
+class Resolver:
+    def __init__(self, strategies: Sequence[Strategy], timeout: float = RESOLVE_TIMEOUT_S):
+        self.strategies = tuple(strategies)
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Resolver({', '.join(s.how for s in self.strategies)})"
+
+    def __bool__(self) -> bool:
+        return bool(self.strategies)
+
+    async def find(self, node_id: NodeId) -> Found | None:
+        """The first answer of any strategy, or None when none answers in time."""
+        if not self.strategies:
+            return None
+        tasks = [asyncio.create_task(self._one(s, node_id)) for s in self.strategies]
+        try:
+            async with asyncio.timeout(self.timeout):
+                for done in asyncio.as_completed(tasks):
+                    found = await done
+                    if found is not None:
+                        return found
+        except TimeoutError:
+            log.info("resolution timed out after %.1f s", self.timeout)
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        return None
+
+    @staticmethod
+    async def _one(strategy: Strategy, node_id: NodeId) -> Found | None:
+        try:
+            found = await strategy.find(node_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one strategy failing must not stop the others
+            log.info("resolution by %s failed: %s", strategy.how, type(exc).__name__)
+            return None
+        if found is None or not found.addresses or found.node_id != node_id:
+            return None
+        return found
+
+
+class ByRelays:
+    """Pkarr relays: the node's own signed record (network/relays.py)."""
+
+    how = "relay"
+
+    def __init__(self, relays: Relays) -> None:
+        self.relays = relays
+
+    async def find(self, node_id: NodeId) -> Found | None:
+        answer = await self.relays.resolve(bytes(node_id))
+        if answer is None:
+            return None
+        relay, record = answer
+        return Found(node_id, record.addresses, self.how, relay)
+
+
+class PeerAsking(Protocol):
+    """Asking the nodes this one is connected to where ``node_id`` is (Polykey's Kademlia
+    lookup and its signalling path would sit here). Not built yet: an interface only."""
+
+    how: str  # "peer"
+
+    async def find(self, node_id: NodeId) -> Found | None: ...
+
+
+REPUBLISH_S = 300.0  # Iroh's; records vanish from the DHT unless republished
+ADDRESS_CHECK_S = 30.0  # how often a wildcard host's addresses are looked at again
+LOOPBACK = ("127.", "::1", "localhost")
+WILDCARD = ("0.0.0.0", "::", "")  # noqa: S104 (names of wildcards, nothing is bound)
+
+
+class Discovery:
+    """An agent's discovery: its record published to the relays (unless ``publish`` is off)
+    and announced on the LAN (if ``lan``), again every REPUBLISH_S and at once when its
+    addresses change; and the resolver its Peers use. A loopback-only agent announces and
+    publishes nothing. Timestamps always grow, even if the clock steps back."""
+
+    def __init__(
+        self,
+        key: SigningKey,
+        relays: Relays,
+        *,
+        publish: bool,
+        lan: bool,
+        public: Sequence[Address] = (),
+    ) -> None:
+        self.key = key
+        self.public = tuple(public)[:5]  # --public-address: published as given
+        self.relays = relays
+        self.publish = publish
+        self.lan = lan
+        self.host = ""
+        self.port = 0
+        self.zc: Any = None
+        self.announcer: Any = None
+        self.addresses: tuple[Address, ...] = ()
+        self.last_timestamp = 0
+        self.outcomes: list[dict[str, Any]] = []
+        self.published_at = ""
+
+    def __repr__(self) -> str:
+        return f"Discovery(publish={self.publish}, lan={self.lan}, {self.relays!r})"
+
+    def current_addresses(self) -> tuple[Address, ...]:
+        from polykey.network.mdns import lan_addresses
+
+        if self.public:
+            return self.public
+        if not self.port or self.host.startswith(LOOPBACK):
+            return ()
+        hosts = lan_addresses() if self.host in WILDCARD else [self.host]
+        return tuple(Address(h, self.port) for h in hosts[:5])
+
+    async def start(self, host: str, port: int) -> None:
+        """Begin serving (the peer port is bound): open mDNS if the agent is on a LAN."""
+        self.host, self.port = host, port
+        if self.lan and not host.startswith(LOOPBACK) and self.current_addresses():
+            from polykey.network.mdns import Announcer, open_zeroconf
+
+            wildcard = host in WILDCARD
+            self.zc = await asyncio.to_thread(open_zeroconf, None if wildcard else host)
+            self.announcer = Announcer(self.zc, port)
+
+    def resolver(self) -> Resolver:
+        strategies: list[Strategy] = []
+        if self.zc is not None:
+            from polykey.network.mdns import ByLan
+
+            strategies.append(ByLan(self.zc))
+        if self.relays:
+            strategies.append(ByRelays(self.relays))
+        return Resolver(strategies)
+
+    async def run(self) -> None:
+        """Publish now, then whenever the addresses change or REPUBLISH_S has passed."""
+        loop = asyncio.get_running_loop()
+        due = 0.0
+        while True:
+            addresses = await asyncio.to_thread(self.current_addresses)
+            if addresses and (addresses != self.addresses or loop.time() >= due):
+                try:
+                    await self.announce(addresses)
+                except Exception as exc:  # the next round tries again
+                    log.warning("publishing the record failed: %s", type(exc).__name__)
+                due = loop.time() + REPUBLISH_S
+            await asyncio.sleep(ADDRESS_CHECK_S)
+
+    async def announce(self, addresses: tuple[Address, ...]) -> None:
+        from polykey.network import pkarr
+
+        stamp = max(pkarr.now_us(), self.last_timestamp + 1)
+        record = pkarr.sign(self.key, addresses, stamp)  # never empty: refused there
+        self.last_timestamp, self.addresses = stamp, addresses
+        if self.announcer is not None:
+            await self.announcer.announce(record)
+        if self.publish and self.relays:
+            outcomes = await self.relays.publish(record)
+            self.outcomes = [
+                {"relay": o.relay, "result": o.result}
+                | ({"retry_after": o.retry_after} if o.retry_after is not None else {})
+                for o in outcomes
+            ]
+            self.published_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            log.info("record published: %s", ", ".join(o.result for o in outcomes))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "publish": bool(self.publish and self.relays),
+            "relays": list(self.relays.urls),
+            "lan": self.announcer is not None,
+            "addresses": [str(a) for a in self.addresses],
+            **(
+                {"published": self.outcomes, "published_at": self.published_at}
+                if self.outcomes
+                else {}
+            ),
+        }
+
+    async def close(self) -> None:
+        if self.announcer is not None:
+            with contextlib.suppress(Exception):
+                await self.announcer.close()
+        if self.zc is not None:
+            await asyncio.to_thread(self.zc.close)
+            self.zc = None
