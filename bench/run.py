@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import agent, completion, flat, interop, large, node, own, sharing, trust, vaults
+from bench import agent, completion, flat, health, interop, large, node, own, sharing, trust, vaults
 from bench.common import Row
 
 SECTIONS = {
@@ -22,6 +22,7 @@ SECTIONS = {
     "interop": interop.section,
     "completion": completion.section,
     "trust": trust.section,
+    "health": health.section,
 }
 
 

@@ -30,6 +30,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "identities": ("polykey.cli.identities", "identities"),
     "gestalts": ("polykey.cli.identities", "gestalts"),
     "sigchain": ("polykey.cli.identities", "sigchain"),
+    "health": ("polykey.cli.health", "health"),
 }
 
 

@@ -8,8 +8,9 @@ calls it in-process. So every command behaves the same in both modes.
 
 By room: node.py (the node and its keys), vaults.py, secrets.py (secrets and tags), sharing.py
 (nodes, grants, sync, notifications), own.py (own nodes: sync, backup, restore), transfer.py
-(import and export), trust.py (sigchain, gestalts, identities). The methods that act on the
-agent itself (``agent.*``, ``keys.password``) are control.py's, served by the agent alone.
+(import and export), trust.py (sigchain, gestalts, identities), health.py (`pk health`). The
+methods that act on the agent itself (``agent.*``, ``keys.password``) are control.py's, served
+by the agent alone.
 
 A room registers its methods when it is imported, and a room is imported when one of its
 methods is first asked for (``ROOMS`` names the room of each method; a test checks it against
@@ -46,6 +47,7 @@ _BY_ROOM = {
     "trust": "gestalts.get gestalts.list identities.authenticate identities.authenticated"
     " identities.claim identities.discover identities.get identities.list identities.provider"
     " identities.trust identities.untrust sigchain.show sigchain.verify",
+    "health": "vaults.health",
 }
 ROOMS: Mapping[str, str] = {m: room for room, names in _BY_ROOM.items() for m in names.split()}
 """The room (module of this package) that registers each method."""
