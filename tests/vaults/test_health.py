@@ -332,3 +332,23 @@ def test_missing_files_are_refused_with_a_hint(fresh_node: NodeFixture, tmp_path
     lines = done.stderr.decode().splitlines()
     assert lines[0] == f"pk: error: No breach file: {tmp_path / 'none.pkb'}"
     assert lines[1].startswith("pk: hint: Import Have I Been Pwned's SHA-1 list once")
+
+
+def test_the_command_through_a_running_agent(tmp_path: Path) -> None:
+    from tests.support import run_pk
+
+    env = pk_env(tmp_path / "n.pk", PK_PASSWORD=PASSWORD, PK_RUNTIME_DIR=str(tmp_path / "run"))
+    assert run_pk("bootstrap", env=env).returncode == 0
+    assert run_pk("vaults", "create", "work", env=env).returncode == 0
+    for path in ("db", "smtp"):
+        run_pk("secrets", "write", f"work:{path}", env=env, input=b"hunter2")
+    assert run_pk("agent", "start", "--background", env=env).returncode == 0
+    try:
+        r = run_pk("health", "--format", "json", env=env)
+        assert r.returncode == 7, r.stderr
+        doc = json.loads(r.stdout)
+        kinds = {(f["path"], f["kind"]) for f in doc["findings"]}
+        assert ("db", "weak") in kinds and ("db", "reused") in kinds
+        assert b"hunter2" not in r.stdout + r.stderr
+    finally:
+        run_pk("agent", "stop", env=env)
