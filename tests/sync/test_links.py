@@ -16,6 +16,7 @@ from polykey.ids import decode_node_id, encode_node_id
 from polykey.network.graph import Address
 from polykey.network.ssh import PeerError
 from polykey.node import Node
+from polykey.trust import jws
 from polykey.trust import links as L
 from tests.support import pk_env
 from tests.sync.test_share import free_port
@@ -211,9 +212,9 @@ def test_a_third_node_cannot_forge_a_link(duo: tuple[Peer, Peer], tmp_path: Path
 def _signed_by(node: Node, header: dict[str, str], iss: str, sub: str) -> dict[str, str]:
     """A link statement naming ``iss`` as its issuer, signed by ``node`` whoever it names."""
     claim = {"typ": L.LINK, "iss": iss, "sub": sub, "iat": 1700000000, "jti": "v1"}
-    protected, payload = L.b64url(L.canonical(header)), L.b64url(L.canonical(claim))
+    protected, payload = jws.b64url(jws.canonical(header)), jws.b64url(jws.canonical(claim))
     signature = node.key.signing.sign(f"{protected}.{payload}".encode())
-    return {"protected": protected, "payload": payload, "signature": L.b64url(signature)}
+    return {"protected": protected, "payload": payload, "signature": jws.b64url(signature)}
 
 
 def test_refusals_are_one_line_with_a_hint(duo: tuple[Peer, Peer]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -147,3 +148,67 @@ def test_the_server_refuses_hostile_page_requests(tmp_path: Any) -> None:
         with pytest.raises(InvalidInput):
             ask(at=[0, 0], head="0" * 40)
         assert ask(at=[10**9, 0]) == {**ask(at=[10**9, 0]), "objects": []}  # past the end
+
+
+def test_the_next_page_is_made_ahead_for_the_same_peer_only(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from polykey.ids import NodeId
+    from polykey.node import FAST_INSECURE_KDF, Node
+    from polykey.sync import server
+    from polykey.vaults.errors import VaultNotFound
+
+    monkeypatch.setattr(server, "PAGE_OBJECTS", 2)  # a page of two objects: several pages
+    node, _ = Node.bootstrap(tmp_path / "n.pk", b"pw", kdf=FAST_INSECURE_KDF, allow_weak=True)
+    with node:
+        vault = node.vaults.create("work")
+        for i in range(3):
+            vault.write(f"k{i}", f"v{i}".encode())
+        peer, other = NodeId(bytes(32)), NodeId(bytes([1]) * 32)
+        node.acl.grant(vault.id, peer, ["pull"])
+        node.acl.grant(vault.id, other, ["pull"])
+        service = server.PeerService(node.vaults, node.acl, node.node_id, node.notifications)
+        fresh = server.PeerService(node.vaults, node.acl, node.node_id, node.notifications)
+        made: list[server.AheadKey] = []
+        make = service.ahead.make
+
+        def counted(key: server.AheadKey, job: Any) -> None:
+            made.append(key)
+            make(key, job)
+
+        monkeypatch.setattr(service.ahead, "make", counted)
+
+        def pages(svc: server.PeerService, who: NodeId) -> list[dict[str, Any]]:
+            out = [svc.handle(who, "vaults.fetch", {"vault": "work", "at": [0, 0]})]
+            while "next" in out[-1]:
+                at, head = out[-1]["next"], out[-1]["head"]
+                params = {"vault": "work", "at": at, "head": head}
+                out.append(svc.handle(who, "vaults.fetch", params))
+            return out
+
+        mine = pages(service, peer)
+        assert len(mine) > 2 and len(made) == len(mine) - 1  # each next page made ahead
+        assert mine == pages(fresh, peer)  # as a request alone makes it
+        # a page made ahead for one peer is not another's: that one's grant is its own
+        first = service.handle(peer, "vaults.fetch", {"vault": "work", "at": [0, 0]})
+        node.acl.revoke(vault.id, peer)
+        params = {"vault": "work", "at": first["next"], "head": first["head"]}
+        with pytest.raises(VaultNotFound):
+            service.handle(peer, "vaults.fetch", params)
+        assert service.handle(other, "vaults.fetch", params) == mine[1]
+
+
+def test_pages_made_ahead_are_bounded() -> None:
+    from polykey.sync.server import AHEAD_PAGES, PagesAhead
+
+    ahead = PagesAhead()
+    keys = [(b"p", "v", b"h", frozenset[bytes](), i, 0) for i in range(AHEAD_PAGES + 2)]
+
+    def page_of(i: int) -> Callable[[], dict[str, Any]]:
+        return lambda: {"objects": [i]}
+
+    for i, key in enumerate(keys):
+        ahead.make(key, page_of(i))
+    assert ahead.take(keys[0]) is None  # dropped: the oldest, past AHEAD_PAGES
+    assert ahead.take(keys[-1]) == {"objects": [len(keys) - 1]}
+    assert ahead.take(keys[-1]) is None  # taken once

@@ -538,6 +538,8 @@ class NodeFile:
                     rows[name] = (ver, sealed, length)
         out: list[bytes | int | None] = []
         opener = self._keys.sealer.open
+        aad_of = self._keys.immutable_aad(ns_id)
+        where = f"record in {ns.name}"
         for key, name in zip(keys, names, strict=True):
             row = rows.get(name)
             if row is None:
@@ -554,11 +556,11 @@ class NodeFile:
                 sealed_row((ver, sealed), place)
                 raise NodeDamaged(f"{place} was rolled back or replaced")
             try:
-                plain = opener(sealed, aad(Kind.IMMUTABLE, ns_id, name, 0))
+                plain = opener(sealed, aad_of(name))
             except SealBroken:
                 problem = f"record {show_key(key)} in {ns.name} failed authentication"
                 raise NodeDamaged(problem) from None
-            stored_key, value = decode_record(plain, f"record in {ns.name}")
+            stored_key, value = decode_record(plain, where)
             if stored_key != key:
                 raise NodeDamaged(f"record {show_key(key)} in {ns.name} holds another record")
             out.append(value)

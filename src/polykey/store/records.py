@@ -6,6 +6,7 @@ Layout and byte formats are specified in docs/spec/node-file.md; this module is 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -66,6 +67,26 @@ class RecordKeys:
     def seal(self, plaintext: bytes, aad_: bytes, nonce: bytes | None = None) -> bytes | bytearray:
         return self.sealer.seal(plaintext, aad_, nonce)
 
+    def write_once(self, ns_id: bytes) -> Callable[[bytes, RecordValue], SealedRow]:
+        """Seal write-once records of one namespace: (record id, sealed record) of a key and
+        value, exactly as ``rec_id``, ``encode_record`` and ``seal`` under ``aad(IMMUTABLE,
+        ns_id, rec_id, 0)`` make them, with what is the same for every record made once (a
+        clone lands thousands)."""
+        name_key, seal = self._name_key, self.sealer.seal
+        named = b"rec\x00" + ns_id
+        head, tail = aad(Kind.IMMUTABLE, ns_id)[:-8], struct.pack(">Q", 0)
+
+        def one(key: bytes, value: RecordValue) -> SealedRow:
+            rec_id = hmac_sha256(name_key, named + key)[:ID_BYTES]
+            return rec_id, seal(encode_record(key, value), head + rec_id + tail)
+
+        return one
+
+    def immutable_aad(self, ns_id: bytes) -> Callable[[bytes], bytes]:
+        """``aad(IMMUTABLE, ns_id, rec_id, 0)`` of one namespace, by record id."""
+        head, tail = aad(Kind.IMMUTABLE, ns_id)[:-8], struct.pack(">Q", 0)
+        return lambda rec_id: head + rec_id + tail
+
     def open(self, sealed: bytes | bytearray, aad_: bytes, place: str) -> bytes:
         try:
             return self.sealer.open(sealed, aad_)
@@ -75,9 +96,14 @@ class RecordKeys:
 
 # --- record plaintext: u32 key length, key, value ----------------------------------------------
 
+RecordValue = bytes | tuple[bytes | memoryview, ...]  # a value, or its parts (joined when sealed)
+SealedRow = tuple[bytes, bytes | bytearray]  # (record id, sealed record)
 
-def encode_record(key: bytes, value: bytes | tuple[bytes | memoryview, ...]) -> bytes:
+
+def encode_record(key: bytes, value: RecordValue) -> bytes:
     """The plaintext of a record; a value given in parts is joined once, here."""
+    if type(value) is bytes:
+        return len(key).to_bytes(4, "big") + key + value
     parts = value if isinstance(value, tuple) else (value,)
     return b"".join((struct.pack(">I", len(key)), key, *parts))
 

@@ -10,7 +10,6 @@ update leaves the local vault exactly as it was. The client (sync/client.py) and
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, overload
@@ -22,6 +21,8 @@ from polykey.errors import NodeDamaged, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.store.nodefile import Transaction
 from polykey.sync.intake import (
+    DIR_MODE,
+    FILE_MODE,
     MAX_OBJECT_BYTES,
     TYPES,
     Intake,
@@ -29,11 +30,11 @@ from polykey.sync.intake import (
     Received,
     ReceivedTree,
     UpdateRefused,
+    folded,
     parse_object,
 )
 from polykey.vaults.errors import BadTagFile, BrokenHistory
 from polykey.vaults.objects import VaultObjects, objects_ns, refs_ns
-from polykey.vaults.paths import InvalidSecretPath, check_component, fold
 from polykey.vaults.tags import (
     MAX_TAGS_BYTES,
     TAGS_FILE,
@@ -64,7 +65,6 @@ __all__ = [  # with what sync/intake.py holds, named here as before
 ]
 
 MAX_DEPTH = 64
-RESERVED = {b".polykey-tags", b".polykey-dir"}  # names checked further: _check_tree
 
 MAX_PATHS = 1_000_000  # secrets and folders one commit's tree may expand to
 _HEX40 = re.compile(rb"[0-9a-f]{40}")
@@ -271,21 +271,21 @@ def _held_kind(local: VaultObjects, sha: bytes) -> int | None:
 
 
 def _reached(head: bytes, objects: Received, parsed: dict[bytes, Parsed]) -> set[bytes]:
-    """The received objects the new head reaches (the rest are not kept)."""
-    seen: set[bytes] = set()
+    """The received objects the new head reaches (the rest are not kept). The ids a tree
+    names are taken in a set at once; only the commits and trees among them are visited."""
+    named = {head}  # every id reached, received or not
     todo = [head]
     while todo:
-        sha = todo.pop()
-        if sha in seen or sha not in objects:
-            continue
-        seen.add(sha)
-        obj = parsed.get(sha)
+        obj = parsed.get(todo.pop())
         if isinstance(obj, Commit):
-            todo.append(obj.tree)
-            todo.extend(obj.parents)
+            fresh = {obj.tree, *obj.parents}.difference(named)
         elif obj is not None:
-            todo.extend([entry[2] for entry in obj.entries])
-    return seen
+            fresh = set(obj.items).difference(named)
+        else:
+            continue
+        named |= fresh
+        todo.extend(fresh)
+    return {sha for sha in named if sha in objects}
 
 
 def _check_tree(
@@ -298,19 +298,18 @@ def _check_tree(
 ) -> list[bytes]:
     """Check one received tree's entries; return the ids of its folders. An entry (name, mode,
     id) checked in another tree of this update is not checked again, but for this tree's own
-    rule: no two names equal once folded (nor one name twice). The names of all entries are
-    checked at once; a tree with a bad one is checked entry by entry, for the first problem."""
+    rule: no two names equal once folded (nor one name twice). The names were judged as the
+    tree came (``ReceivedTree.names_ok``); a tree with a bad one is checked entry by entry,
+    for the first problem."""
     entries = tree.entries
-    if not entries:
-        return []
-    names, modes, items = zip(*entries, strict=True)
-    keys = list(map(_folded, names, modes))
-    if None in keys or len(set(keys)) != len(keys):
+    if not tree.names_ok:
         return _check_tree_in_order(sha, tree, kind, parsed, local, entries_ok)
-    for entry in [e for e in entries if e not in entries_ok]:  # in the tree's own order
-        _check_entry(sha, entry, kind, parsed, local)
-        entries_ok.add(entry)
-    return [item for mode, item in zip(modes, items, strict=True) if mode == 0o040000]
+    fresh = set(entries).difference(entries_ok)  # (its names are distinct: so are its entries)
+    for entry in entries if len(fresh) > 1 else fresh:  # in the tree's own order
+        if entry in fresh:
+            _check_entry(sha, entry, kind, parsed, local)
+            entries_ok.add(entry)
+    return tree.dirs
 
 
 def _check_tree_in_order(
@@ -322,19 +321,19 @@ def _check_tree_in_order(
     entries_ok: set[tuple[bytes, int, bytes]],
 ) -> list[bytes]:
     """``_check_tree``, one entry after the other (its names and then its object)."""
-    folded: set[str] = set()
+    seen: set[str] = set()
     dirs: list[bytes] = []
     for entry in tree.entries:  # the tree's own order: no sorting needed
         path, mode, item = entry
-        key = _folded(path, mode)
+        key = folded(path, mode)
         if key is None:
             _refuse_entry(sha, mode)
-        if key in folded:
+        if key in seen:
             if sum(1 for e in tree.entries if e[0] == path) > 1:
                 raise UpdateRefused(f"tree {sha.decode()} holds one name twice")
             raise UpdateRefused(f"tree {sha.decode()} holds names that differ by case only")
-        folded.add(key)
-        if mode == 0o040000:
+        seen.add(key)
+        if mode == DIR_MODE:
             dirs.append(item)
         if entry in entries_ok:
             continue
@@ -353,7 +352,7 @@ def _check_entry(
     """The object one entry (of valid name and mode) of the tree ``sha`` names: present, of
     the type its mode says, and no reserved file where it may not be."""
     path, mode, item = entry
-    is_dir = mode == 0o040000
+    is_dir = mode == DIR_MODE
     found = kind(item)
     if found is None:
         raise UpdateRefused(f"tree {sha.decode()} names a missing object")
@@ -412,7 +411,7 @@ def _check_tag_files(
         else:
             continue
         where = f"commit {commit.id.decode()}: its .polykey-tags"
-        if mode != 0o100644:
+        if mode != FILE_MODE:
             raise UpdateRefused(f"{where} is a folder")
         if sha in checked:
             continue
@@ -435,25 +434,11 @@ def _check_tag_files(
             raise UpdateRefused(f"{where} is not a file held here") from None
 
 
-_KIND = {0o100644: Blob.type_num, 0o040000: Tree.type_num}  # what a tree entry's mode names
-
-
-@functools.lru_cache(maxsize=65536)
-def _folded(name: bytes, mode: int) -> str | None:
-    """The name of a tree entry as two names collide (NFC, case-folded); None for an entry
-    refused: a forbidden mode or name."""
-    if mode not in (0o100644, 0o040000):
-        return None
-    if name not in RESERVED:
-        try:
-            check_component(name.decode("utf-8"))
-        except (UnicodeDecodeError, InvalidSecretPath):
-            return None
-    return fold(name.decode("utf-8"))
+_KIND = {FILE_MODE: Blob.type_num, DIR_MODE: Tree.type_num}  # what a tree entry's mode names
 
 
 def _refuse_entry(tree: bytes, mode: int) -> NoReturn:
-    if mode not in (0o100644, 0o040000):
+    if mode not in (FILE_MODE, DIR_MODE):
         raise UpdateRefused(f"tree {tree.decode()} holds a link, submodule or odd mode")
     raise UpdateRefused(f"tree {tree.decode()} holds a forbidden name")
 
@@ -515,7 +500,7 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
                 done[tree_id] = (height, min(count, MAX_PATHS + 1))
                 continue
             tree = _held_tree(objects, tree_id)  # a held tree naming a blob as a folder
-            kids_ids = [bytes(i.sha) for i in tree.iteritems() if i.mode == 0o040000]
+            kids_ids = [bytes(i.sha) for i in tree.iteritems() if i.mode == DIR_MODE]
             kids_of[tree_id], size_of[tree_id] = kids_ids, len(tree)
             stack.append((tree_id, True))
             for k in kids_ids:

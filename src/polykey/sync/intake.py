@@ -17,6 +17,7 @@ few of its largest objects, not the history.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import tempfile
@@ -31,7 +32,9 @@ from polykey.crypto import sshsig
 from polykey.crypto.aead import SealBroken, Sealer
 from polykey.errors import PolykeyError
 from polykey.vaults.objects import object_id
+from polykey.vaults.paths import InvalidSecretPath, check_component, fold
 from polykey.vaults.tags import TAGS_FILE
+from polykey.vaults.tree import DIR_MARKER
 from polykey.vaults.vault import GIT_NAMESPACE
 
 TYPES = {1: b"commit", 2: b"tree", 3: b"blob"}
@@ -54,9 +57,14 @@ def parse_object(raw: bytes, sha: bytes) -> ShaFile:
 
 class ReceivedTree:
     """A received tree as its entries (name, mode, id), in its own order, as dulwich's parser
-    reads them (no Tree object is built); ``tags``: (mode, id) of its `.polykey-tags`."""
+    reads them (no Tree object is built); ``tags``: (mode, id) of its `.polykey-tags`.
 
-    __slots__ = ("entries", "tags")
+    What the tree alone decides is found here, as it arrives (on the intake's thread, while
+    the next page travels): ``items``, the ids it names; ``dirs``, those named as folders;
+    ``names_ok``, whether every entry has an allowed mode and name and no two names are equal
+    once folded (sync/checks.py checks a tree without it entry by entry, for its problem)."""
+
+    __slots__ = ("dirs", "entries", "items", "names_ok", "tags")
 
     def __init__(self, raw: bytes) -> None:
         self.entries: list[tuple[bytes, int, bytes]] = list(parse_tree(raw, sha_len=OID_BYTES))
@@ -65,9 +73,36 @@ class ReceivedTree:
             for name, mode, item in self.entries:
                 if name == TAGS_FILE:
                     self.tags = (mode, item)
+        self.items: tuple[bytes, ...] = ()
+        self.dirs: list[bytes] = []
+        self.names_ok = True
+        if self.entries:
+            names, modes, self.items = zip(*self.entries, strict=True)
+            keys = list(map(folded, names, modes))
+            self.names_ok = None not in keys and len(set(keys)) == len(keys)
+            if DIR_MODE in modes:
+                self.dirs = [i for m, i in zip(modes, self.items, strict=True) if m == DIR_MODE]
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+FILE_MODE, DIR_MODE = 0o100644, 0o040000  # the only modes a vault's tree holds
+RESERVED = {TAGS_FILE, DIR_MARKER}  # names checked further (sync/checks.py)
+
+
+@functools.lru_cache(maxsize=65536)
+def folded(name: bytes, mode: int) -> str | None:
+    """The name of a tree entry as two names collide (NFC, case-folded); None for an entry
+    refused: a forbidden mode or name."""
+    if mode not in (FILE_MODE, DIR_MODE):
+        return None
+    if name not in RESERVED:
+        try:
+            check_component(name.decode("utf-8"))
+        except (UnicodeDecodeError, InvalidSecretPath):
+            return None
+    return fold(name.decode("utf-8"))
 
 
 _TAGS_ENTRY = b" " + TAGS_FILE + b"\x00"  # how a .polykey-tags entry starts in a raw tree
@@ -163,7 +198,7 @@ class Received(Mapping[bytes, bytes]):
         return len(self._kinds)
 
 
-class _Workers:
+class Workers:
     """A few daemon threads running jobs in the order given (one thread: strictly in order).
     Daemon threads, not concurrent.futures' pool: that one joins its threads at exit, which
     turns a process ending on a refused update into a traceback from the network loop."""
@@ -235,8 +270,8 @@ class Intake:
         self._asked: set[bytes] = set()  # commits whose signature is being verified
         self._batch: list[tuple[bytes, Commit]] = []
         self._verifying: list[Future[Signed]] = []
-        self._pool: _Workers | None = None
-        self._reader: _Workers | None = None  # extend_later's, one thread: in order
+        self._pool: Workers | None = None
+        self._reader: Workers | None = None  # extend_later's, one thread: in order
         self._taking: list[Future[None]] = []
 
     def add(self, raw: Any) -> None:
@@ -254,7 +289,7 @@ class Intake:
     def extend_later(self, received: list[Any]) -> None:
         """``extend`` on the intake's own thread, after what was handed to it before."""
         if self._reader is None:
-            self._reader = _Workers(1, "pk-intake")
+            self._reader = Workers(1, "pk-intake")
         self._taking.append(self._reader.submit(lambda: self.extend(received)))
 
     def finish(self) -> None:
@@ -309,5 +344,5 @@ class Intake:
             return
         batch, self._batch = self._batch, []
         if self._pool is None:
-            self._pool = _Workers(VERIFY_THREADS, "pk-verify")
+            self._pool = Workers(VERIFY_THREADS, "pk-verify")
         self._verifying.append(self._pool.submit(lambda: _signers(batch)))

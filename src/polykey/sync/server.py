@@ -9,6 +9,11 @@ missing vault gives, so a vault's existence does not leak.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +24,7 @@ from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.ssh import PROTOCOL_VERSION
 from polykey.rpc import NoParams, Registry
 from polykey.sync.checks import UpdateRefused, land, validate
+from polykey.sync.intake import Workers
 from polykey.trust.acl import Acl
 from polykey.trust.links import LINKED
 from polykey.vaults.errors import VaultNotFound
@@ -36,6 +42,8 @@ PAGE_BYTES = 8 * 1024 * 1024  # raw object bytes in one page of a paged fetch
 PAGE_OBJECTS = 1024  # objects in one page: a clone's pages are checked as the next ones come
 READ_BATCH = 256  # records read in one query while a page is made
 READ_UP_TO = 64 * 1024  # a record larger than this is read on its own, when it is sent
+AHEAD_PAGES = 4  # pages made ahead, for all peers together (at most 8 MiB each)
+AHEAD_S = 30.0  # a page made ahead and not asked for within this long is dropped
 ZERO_ID = b"0" * 40
 HEX_DIGITS = set(b"0123456789abcdef")
 
@@ -72,6 +80,7 @@ class PeerService:
         self.links = acl.links
         self.node_id = node_id
         self.notifications = notifications
+        self.ahead = PagesAhead()
 
     def handle(self, peer: NodeId, method: str, params: Params) -> dict[str, Any]:
         """Answer one request; a bad one is an InvalidInput of one line that holds no value."""
@@ -206,7 +215,14 @@ def fetch(c: PeerCall, p: Fetch) -> dict[str, Any]:
             raise InvalidInput("head must be a commit of the vault")
         head = p.head.encode()
         reply["head"] = p.head
-    return {**reply, **page(objects, plan(vault, head, haves_held), index, offset)}
+    planned_ = plan(vault, head, haves_held)
+    key = (bytes(c.peer), info.id, head, frozenset(haves_held))
+    made = service.ahead.take((*key, index, offset))  # the peer's grant was checked above
+    result = made if made is not None else page(objects, planned_, index, offset)
+    cursor = result.get("next")
+    if cursor is not None:  # made while this page travels and the peer asks for the next
+        service.ahead.make((*key, *cursor), lambda: page(objects, planned_, *cursor))
+    return {**reply, **result}
 
 
 def page(
@@ -246,6 +262,52 @@ def _page(
             size += length
             index += 1
     return {"objects": out}
+
+
+AheadKey = tuple[bytes, str, bytes, frozenset[bytes], int, int]  # peer, vault, head, haves, at
+
+
+class PagesAhead:
+    """Pages of paged fetches made ahead, on a thread of their own: once a page is answered,
+    the next one is made while it travels and the peer checks it, so that the peer's next
+    request finds it ready. Keyed by the peer, vault, head, haves and cursor: a page goes only
+    to the request that would have made it (after that request's grant is checked). At most
+    AHEAD_PAGES are held (the oldest dropped first), none longer than AHEAD_S. A page that
+    failed to be made ahead is made again when asked for (and fails there, as before)."""
+
+    def __init__(self) -> None:
+        self._pages: OrderedDict[AheadKey, tuple[float, Future[dict[str, Any]]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._worker: Workers | None = None
+
+    def make(self, key: AheadKey, job: Callable[[], dict[str, Any]]) -> None:
+        with self._lock:
+            if key in self._pages:
+                return
+            if self._worker is None:
+                self._worker = Workers(1, "pk-pages")
+            self._drop_old()
+            while len(self._pages) >= AHEAD_PAGES:
+                self._pages.popitem(last=False)[1][1].cancel()
+            self._pages[key] = (time.monotonic(), self._worker.submit(job))
+
+    def take(self, key: AheadKey) -> dict[str, Any] | None:
+        """The page made ahead for ``key`` (waiting for it if it is being made), or None."""
+        with self._lock:
+            found = self._pages.pop(key, None)
+            self._drop_old()
+        if found is None:
+            return None
+        try:
+            result: dict[str, Any] = found[1].result()
+        except Exception:  # made again by the request itself, which reports the problem
+            return None
+        return result
+
+    def _drop_old(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (at, _) in self._pages.items() if now - at > AHEAD_S]:
+            self._pages.pop(key)[1].cancel()
 
 
 @dataclass(frozen=True)
