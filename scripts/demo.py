@@ -145,10 +145,12 @@ def main() -> int:
             db.execute("UPDATE record SET sealed = randomblob(length(sealed))")
         pk("node", "check", env=dict(alice, PK_NODE=str(work / "damaged.pk")), check=False)
 
-        step("Coming next: node discovery, identities, child nodes")
+        step("Coming next: key renewal, the DHT and NAT traversal, child nodes")
         print(
             "  Also here: merging (pk vaults pull/push/sync), own nodes (pk nodes link), backups"
-            " (pk backup), pk import/export, stock git clone and push."
+            " (pk backup), identities and sharing with a person (pk identities, pk vaults share"
+            " V github:NAME), finding nodes (pk nodes find), pk health, pk import/export, stock"
+            " git clone and push."
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
