@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from polykey.trust.providers.base import ProofRef
 
 CHAIN_PAGE = 1000  # entries asked for in one call
+PRESENT_CHARS = 48 * 1024  # a presented page fits a request from a node not yet known (64 KiB)
 MAX_DISCOVER = 64  # nodes whose chains one discovery fetches
 MAX_IDENTITIES = 16  # identity claims of one node verified by one discovery
 
@@ -109,12 +110,9 @@ def fetch_chain(node: Node, node_id: NodeId) -> int:
         if docs:
             node.chains.accept(node_id, docs, from_seq=since)
         length = reply.get("length")
-        if not isinstance(length, int) or since + len(docs) > length or not docs:
+        if not docs or not isinstance(length, int) or since + len(docs) > length:
             break
     head = node.chains.head(node_id)
-    length = reply.get("length")
-    if isinstance(length, int) and (head.seq if head else 0) > length:
-        pass  # a shorter chain than held is refused by accept when entries come; kept here
     return head.seq if head is not None else 0
 
 
@@ -176,10 +174,12 @@ def present(node: Node, node_id: NodeId) -> None:
     try:
         reply = node.peers.call(node_id, "sigchain.present", {"entries": [], "since": 1})
         held = reply.get("held")
+        if reply.get("kept") is False:  # it shares nothing with identities: nothing to hand
+            return
         if not isinstance(held, int) or held < 0:
             return
         while held < head.seq:
-            docs = node.sigchain.docs(held + 1, CHAIN_PAGE)
+            docs = node.sigchain.docs(held + 1, CHAIN_PAGE, max_chars=PRESENT_CHARS)
             reply = node.peers.call(
                 node_id, "sigchain.present", {"entries": docs, "since": held + 1}
             )

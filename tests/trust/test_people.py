@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from polykey.errors import PolykeyError
 from tests.support import pk_env
 from tests.sync.test_share import free_port
 from tests.sync.test_three_agents import Peer
@@ -211,3 +212,33 @@ def test_rediscovery_refreshes_only_trusted_identities_gone_stale(world: World) 
         assert rediscover(node, now + 3601) == ["github:bob"]
         node.gestalts.trust("github:bob", False)
         assert rediscover(node, now + 7200) == []  # untrusted: never looked up
+
+
+def test_a_stranger_cannot_make_a_node_keep_its_chain_unless_it_shares_with_identities(
+    world: World,
+) -> None:
+    """sigchain.present from a node never met: nothing kept until some vault is shared with an
+    identity; a page too large for a stranger's request is refused, not buffered."""
+    from polykey.node import FAST_INSECURE_KDF, Node
+    from polykey.sync.server import PeerService
+
+    alice = world.node("alice")
+    alice.stop()
+    path, password = Path(alice.env["PK_NODE"]), alice.env["PK_PASSWORD"].encode()
+    stranger = Node.bootstrap(world.tmp / "s.pk", b"s", allow_weak=True, kdf=FAST_INSECURE_KDF)[0]
+    with stranger, Node.open(path, password, allow_weak=True) as node:
+        for i in range(3):
+            stranger.sigchain.append("x-note", {"n": i})
+        service = PeerService(node.vaults, node.acl, node.node_id, node.notifications)
+        docs = stranger.sigchain.docs(1)
+        r = service.handle(stranger.node_id, "sigchain.present", {"entries": docs, "since": 1})
+        assert r == {"held": 0, "kept": False} and node.chains.head(stranger.node_id) is None
+        vault = node.vaults.create("work")
+        node.gestalts.trust("github:bob")
+        node.acl.grant(vault.id, "github:bob", ["pull"])
+        r = service.handle(stranger.node_id, "sigchain.present", {"entries": docs, "since": 1})
+        assert r == {"held": 3, "kept": True}
+        with pytest.raises(PolykeyError):  # a forged page: refused, the copy kept
+            bad = [dict(docs[0])]
+            service.handle(stranger.node_id, "sigchain.present", {"entries": bad, "since": 2})
+        assert node.chains.head(stranger.node_id).seq == 3  # type: ignore[union-attr]

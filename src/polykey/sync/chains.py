@@ -4,7 +4,8 @@
   claims in it are published proofs and links).
 - ``sigchain.present``: a peer hands its own chain (the entries after what this node holds of
   it), so that a node this one never met can show it belongs to a gestalt a vault is shared
-  with; kept as a verified copy, a shorter or forked chain refused.
+  with; kept as a verified copy, a shorter or forked chain refused. Only a node that shares
+  some vault with an identity keeps them (otherwise a stranger could fill its file).
 
 Registered in the one peer registry of sync/server.py.
 """
@@ -18,6 +19,7 @@ from polykey.errors import InvalidInput
 from polykey.sync.server import PEER_METHODS, PeerCall
 
 MAX_PAGE = 1000  # entries in one page either way
+GET_CHARS = 4 * 1024 * 1024  # stored characters in one page served
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ def sigchain_get(c: PeerCall, p: ChainPage) -> dict[str, Any]:
     chain = gestalts.own
     head = chain.head()
     return {
-        "entries": chain.docs(p.since, min(p.limit, MAX_PAGE)),
+        "entries": chain.docs(p.since, min(p.limit, MAX_PAGE), max_chars=GET_CHARS),
         "length": head.seq if head is not None else 0,
     }
 
@@ -57,10 +59,12 @@ def sigchain_present(c: PeerCall, p: Presented) -> dict[str, Any]:
         raise InvalidInput("this node keeps no sigchain")
     if len(p.entries) > MAX_PAGE:
         raise InvalidInput(f"at most {MAX_PAGE} entries at a time")
+    if not c.service.acl.shares_with_identities():  # no reason to keep a stranger's chain
+        return {"held": 0, "kept": False}
     if p.entries:
         gestalts.chains.accept(c.peer, p.entries, from_seq=p.since)
     head = gestalts.chains.head(c.peer)
-    return {"held": head.seq if head is not None else 0}
+    return {"held": head.seq if head is not None else 0, "kept": True}
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,14 @@ class Acl:
                     out.add(node)
         return out
 
+    def shares_with_identities(self) -> bool:
+        """Whether some vault is granted to an identity (its gestalt: nodes not named)."""
+        return any(
+            ":" in who
+            for vault_id, _ in self.store.items(ACL)
+            for who in self.grants(vault_id.decode())
+        )
+
     def knows(self, node_id: NodeId) -> bool:
         """Whether ``node_id`` holds a grant on any vault, or is linked."""
         return encode_node_id(node_id) in self.nodes()
