@@ -17,10 +17,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any
 
-import asyncssh
-
 from polykey.ids import NodeId, encode_node_id
 from polykey.network.ssh import MAX_CHANNELS_PER_CONNECTION, PeerClient, PeerUnreachable
+from polykey.network.sshlib import asyncssh
 
 Waiter = Callable[[Future[Any]], Any]
 
