@@ -53,7 +53,7 @@ def summary(out: str) -> dict[str, int]:
 
 
 def test_kills_across_writes_vault_commands_imports_agent_sharing_merges_backups() -> None:
-    args = ["--only", "kills", "--runs", "3"]
+    args = ["--only", "kills", "--runs", "2"]
     for name in KILLS:
         args += ["--scenario", name]
     code, out = soak(*args, timeout=240)
