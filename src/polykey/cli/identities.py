@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import click
 
-from polykey.cli.common import Settings, emit, node_options, pass_settings
+from polykey.cli.common import Settings, emit, node_options, pass_settings, read_input
 from polykey.cli.safe_text import shown
+from polykey.errors import UsageError
+from polykey.trust.providers.gpg import sign
 
 
 @click.group()
@@ -23,6 +26,10 @@ def identities() -> None:
 @click.option("--login-url", help="Where the provider's OAuth device flow lives.")
 @click.option("--client-id", help="The OAuth app's client id for the device flow.")
 @click.option("--nameserver", help="DNS: the server asked for TXT records, HOST[:PORT].")
+@click.option("--keyserver", help='openpgp: a VKS or HKP keyserver\'s URL ("": none).')
+@click.option("--keyserver-api", type=click.Choice(["vks", "hkp"]), help="openpgp: its API.")
+@click.option("--wkd-url", help="openpgp: one base URL for both WKD methods (tests, mirrors).")
+@click.option("--keyring", help="openpgp: a GnuPG home whose public keys are used (read only).")
 @pass_settings
 def provider(
     s: Settings,
@@ -31,10 +38,15 @@ def provider(
     login_url: str | None,
     client_id: str | None,
     nameserver: str | None,
+    keyserver: str | None,
+    keyserver_api: str | None,
+    wkd_url: str | None,
+    keyring: str | None,
 ) -> None:
     """Show or set where PROVIDER is reached."""
     given = {"api_url": api_url, "login_url": login_url, "client_id": client_id}
-    given["nameserver"] = nameserver
+    given |= {"nameserver": nameserver, "keyserver": keyserver, "wkd_url": wkd_url}
+    given |= {"keyserver_api": keyserver_api, "keyring": keyring}
     settings = {k: v for k, v in given.items() if v is not None}
     r = s.call("identities.provider", {"provider": provider, "settings": settings})
     lines = [f"{shown(k)}\t{shown(v)}" for k, v in sorted(r["settings"].items())]
@@ -61,11 +73,52 @@ def authenticate(s: Settings, provider: str) -> None:
 @identities.command()
 @node_options
 @click.argument("identity", metavar="PROVIDER:NAME")
+@click.option(
+    "--signature",
+    "signature_file",
+    metavar="FILE",
+    help="openpgp, keybase: the signature of the statement, made elsewhere (- for stdin).",
+)
+@click.option("--statement", is_flag=True, help="openpgp, keybase: print the text to sign.")
+@click.option("--email", help="openpgp: the key's email address, where WKD finds the key.")
 @pass_settings
-def claim(s: Settings, identity: str) -> None:
+def claim(
+    s: Settings,
+    identity: str,
+    signature_file: str | None,
+    statement: bool,
+    email: str | None,
+) -> None:
     """Claim IDENTITY for this node: a signed claim in its sigchain, and a proof where the
-    provider keeps it (a gist; for DNS, the TXT record to publish, checked once it is)."""
-    r = s.call("identities.claim", {"identity": identity})
+    provider keeps it (a gist; for DNS, the TXT record to publish, checked once it is). For
+    openpgp:FINGERPRINT and keybase:NAME, the claim carries a signature by that OpenPGP key of
+    a statement naming this node: your gpg makes it (through gpg-agent), or sign the text
+    `--statement` prints elsewhere and pass `--signature FILE`."""
+    if identity.startswith("openpgp:"):  # as gpg prints it: groups of four, any case
+        identity = "openpgp:" + "".join(identity[8:].split()).upper()
+    params: dict[str, Any] = {"identity": identity}
+    signed = identity.partition(":")[0] in ("openpgp", "keybase")
+    if not signed and (statement or signature_file is not None or email is not None):
+        raise UsageError(
+            "--statement, --signature and --email are for openpgp: and keybase: identities"
+        )
+    if signed:
+        params["email"] = email or ""
+        wanted = s.call("identities.statement", params)
+        if statement:
+            click.echo(shown(wanted["instructions"]), err=True)
+            click.echo(wanted["text"], nl=False)
+            return
+        if wanted.get("claimed") and signature_file is None:
+            r = {"identity": identity, "verified": True, **wanted["claimed"]}
+            emit(s, f"Claimed {shown(identity)}: the proof verifies ({shown(r['ref'])}).", r)
+            return
+        if signature_file is not None:
+            raw = read_input(signature_file, "signature")
+            params["signature"] = raw.decode("utf-8", "replace")
+        else:
+            params["signature"] = sign(wanted["text"], wanted["fingerprint"], env=os.environ)
+    r = s.call("identities.claim", params)
     lines = []
     if r.get("instructions"):
         lines.append(shown(r["instructions"]))

@@ -6,7 +6,10 @@ Two forms, version 1 both:
 - the **document** (a gist, any page): "I hereby claim" in Markdown, naming the identity and the
   NodeId, with the claim (the sigchain entry's stored form, a JSON text) in one fenced block
   whose info string is ``polykey-claim-v1``;
-- the **line** (a DNS TXT record): ``polykey-proof=v1:`` followed by the claim in base64url.
+- the **line** (a DNS TXT record): ``polykey-proof=v1:`` followed by the claim in base64url;
+- the **statement** (OpenPGP, Keybase): "I hereby claim" naming the identity, the NodeId and
+  the key's fingerprint, signed by that OpenPGP key; it holds no claim (the node's claim holds
+  its signature instead, see :func:`render_statement`).
 
 The claim is opaque here: a JSON object of at most 8,192 characters; the sigchain verifies it.
 A verifier takes a document only when it is exactly what :func:`render` makes for the identity
@@ -16,6 +19,7 @@ and NodeId the claim names (:func:`check`), so the prose cannot say something th
 from __future__ import annotations
 
 import json
+import re
 
 from polykey.trust import jws
 from polykey.trust.providers.base import ProofInvalid, ReplyTooBig
@@ -28,6 +32,7 @@ MAX_CLAIM = 8192  # characters: the sigchain's cap on an entry's stored form
 MAX_TEXT = 64 * 1024  # characters of a document
 MAX_CLAIMS = 4  # fenced claim blocks in one document
 MAX_LINE = len(LINE_PREFIX) + (MAX_CLAIM * 4 + 2) // 3
+_FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 
 
 def render(identity: str, node_id: str, claim_json: str) -> str:
@@ -126,6 +131,40 @@ def render_for(provider: str, identity: str, node_id: str, claim_json: str) -> s
     if provider == "dns":
         return render_line(claim_json)
     return render(identity, node_id, claim_json)
+
+
+def render_statement(identity: str, node_id: str, fingerprint: str) -> str:
+    """The text an OpenPGP key signs to claim ``identity`` (``openpgp:FPR`` or
+    ``keybase:NAME``) for a node. It cannot embed the claim, which carries its signature, so it
+    names what the claim links: the identity, the NodeId and the key (40 or 64 uppercase hex
+    digits)."""
+    provider, _, name = identity.partition(":")
+    if not _FINGERPRINT.fullmatch(fingerprint):
+        raise ProofInvalid("an OpenPGP fingerprint is 40 or 64 uppercase hex digits")
+    if provider == "openpgp":
+        if name != fingerprint:
+            raise ProofInvalid(f"{identity[:80]} is not the identity of the key {fingerprint}")
+        who = f"  * I hold the OpenPGP key {fingerprint} ({identity}).\n"
+    elif provider == "keybase":
+        who = f"  * I am {name} on keybase ({identity}), with the OpenPGP key {fingerprint}.\n"
+    else:
+        raise ProofInvalid(f"{provider[:32]} identities are not proven by an OpenPGP signature")
+    return (
+        "### Polykey proof\n"
+        "\n"
+        "I hereby claim:\n"
+        "\n"
+        f"{who}"
+        f"  * I control the Polykey node {node_id}.\n"
+        "  * This text, signed by that OpenPGP key, links the two; the node's sigchain claim\n"
+        f"    of {identity} carries the signature.\n"
+    )
+
+
+def check_statement(text: str, identity: str, node_id: str, fingerprint: str) -> None:
+    """Refuse a signed text (a clearsigned message's) that is not the statement."""
+    if _normal(text) != _normal(render_statement(identity, node_id, fingerprint)):
+        raise ProofInvalid(f"the signed text is not the statement Polykey writes for {identity}")
 
 
 def _check_claim(claim: str) -> None:

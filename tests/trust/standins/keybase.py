@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-# a syntactically plausible armored key; nothing here checks OpenPGP
+# a syntactically plausible armored key (the default); a test gives a real one to sign with
 BUNDLE = (
     "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBGA=\n=AAAA\n-----END PGP PUBLIC KEY BLOCK-----"
 )
@@ -21,6 +21,7 @@ class KeybaseUser:
     username: str
     fingerprint: str
     proofs: list[tuple[str, str]] = field(default_factory=list)  # (proof_type, nametag)
+    bundle: str = BUNDLE  # the primary key, armored
 
 
 class KeybaseStandIn:
@@ -56,12 +57,12 @@ class KeybaseStandIn:
                 "primary": {
                     "kid": kid,
                     "key_type": 1,
-                    "bundle": BUNDLE,
+                    "bundle": user.bundle,
                     "key_fingerprint": user.fingerprint,
                     "key_bits": 4096,
                     "key_algorithm": 1,
                 },
-                "pgp_public_keys": [BUNDLE],
+                "pgp_public_keys": [user.bundle],
             },
             "proofs_summary": {
                 "all": [

@@ -12,6 +12,7 @@ from polykey.rpc import NoParams
 
 if TYPE_CHECKING:
     from polykey.node import Node
+    from polykey.people import Claimed
     from polykey.trust.sigchain import Entry
 
 
@@ -128,11 +129,117 @@ def identities_authenticated(node: Node, p: Provider) -> dict[str, Any]:
     return node.finish_authentication(p.provider)
 
 
-@METHODS.method("identities.claim")
-def identities_claim(node: Node, p: Identity) -> dict[str, Any]:
-    from polykey.people import claim
+@dataclass(frozen=True)
+class Claim:
+    identity: str
+    signature: str = field(default="", repr=False)  # openpgp, keybase: of the statement
+    email: str = ""  # openpgp: where WKD finds the key
 
+
+@METHODS.method("identities.claim")
+def identities_claim(node: Node, p: Claim) -> dict[str, Any]:
+    """Claim an identity: a gist or a DNS record (people.claim), or for openpgp and keybase
+    a claim carrying the signature of the statement (checked before it is recorded)."""
+    from polykey.people import claim
+    from polykey.trust.gestalts import parse_identity
+    from polykey.trust.providers import SIGNED
+
+    if parse_identity(p.identity)[0] in SIGNED:
+        return _claim_signed(node, p).as_json()
     return claim(node, p.identity).as_json()
+
+
+@dataclass(frozen=True)
+class Statement:
+    identity: str
+    email: str = ""
+
+
+@METHODS.method("identities.statement")
+def identities_statement(node: Node, p: Statement) -> dict[str, Any]:
+    """The statement an OpenPGP key signs to claim an openpgp: or keybase: identity for this
+    node, and that key's fingerprint; ``claimed`` when a live claim of it verifies now."""
+    from polykey.trust.proofs import render_statement
+
+    fingerprint = _signing_key(node, p.identity)
+    me = encode_node_id(node.node_id)
+    out: dict[str, Any] = {"identity": p.identity, "fingerprint": fingerprint}
+    out["text"] = render_statement(p.identity, me, fingerprint)
+    out["instructions"] = (
+        f"Sign this text, exactly as it is, with the OpenPGP key {fingerprint} "
+        f"(`gpg --detach-sign --armor --local-user {fingerprint} FILE`, or "
+        f"`keybase pgp sign --detached`), then run `pk identities claim {p.identity} "
+        "--signature FILE.asc`."
+    )
+    existing = node.gestalts.claims_of(node.node_id, p.identity)
+    if existing is not None and p.email in ("", existing.payload["proof"].get("email")):
+        from polykey.trust.gestalts import NotVerified
+
+        try:
+            node.gestalts.verify(node.node_id, p.identity)
+            out["claimed"] = {"jti": existing.jti, "ref": existing.payload["proof"]["ref"]}
+        except NotVerified as exc:
+            out["reason"] = exc.detail
+    return out
+
+
+def _signing_key(node: Node, identity: str) -> str:
+    """The fingerprint of the key that proves ``identity``: the one it names (openpgp), or
+    the primary key Keybase gives for the user now."""
+    from polykey.trust.gestalts import parse_identity
+    from polykey.trust.providers import InvalidIdentity
+    from polykey.trust.providers.openpgp import fingerprint_of
+
+    provider, name = parse_identity(identity)
+    if provider == "openpgp":
+        return fingerprint_of(identity)
+    if provider == "keybase":
+        return str(node.provider_for("keybase").lookup(name).fingerprint).upper()
+    raise InvalidIdentity(
+        f"{identity[:80]!r}: {provider} identities are not proven by an OpenPGP signature",
+        hint="Claim it with `pk identities claim`; only openpgp and keybase sign a statement.",
+    )
+
+
+def _claim_signed(node: Node, p: Claim) -> Claimed:
+    """Check the signature of the statement first; only then add (or keep) the claim."""
+    from polykey.errors import InvalidInput
+    from polykey.people import Claimed
+    from polykey.trust import proofs
+    from polykey.trust.gestalts import NotVerified, parse_identity
+    from polykey.trust.providers import gpg
+    from polykey.trust.providers.openpgp import check_email, encode_signature
+
+    provider_name, name = parse_identity(p.identity)
+    fingerprint = _signing_key(node, p.identity)
+    me = encode_node_id(node.node_id)
+    if not p.signature:
+        raise InvalidInput(
+            f"claiming {p.identity[:80]} needs a signature of the statement",
+            hint=f"`pk identities claim {p.identity[:80]} --statement` prints the text to sign.",
+        )
+    signature, signed_text = gpg.read_signature(p.signature)
+    if signed_text is not None:
+        proofs.check_statement(signed_text, p.identity, me, fingerprint)
+    ref = fingerprint if provider_name == "openpgp" else name
+    proof: dict[str, Any] = {"provider": provider_name, "ref": ref}
+    if provider_name == "keybase":
+        proof["fingerprint"] = fingerprint
+    if p.email:
+        check_email(p.email)
+        proof["email"] = p.email
+    proof["signature"] = encode_signature(signature)
+    node.provider_for(provider_name).verify_signed(p.identity, me, proof)
+    existing = node.gestalts.claims_of(node.node_id, p.identity)
+    if existing is not None and existing.payload.get("proof") == proof:
+        entry = existing
+    else:
+        entry = node.sigchain.append("link-identity", {"sub": p.identity, "proof": proof})
+    try:
+        node.gestalts.verify(node.node_id, p.identity)
+    except NotVerified as exc:
+        return Claimed(p.identity, entry.jti, ref, False, None, exc.detail)
+    return Claimed(p.identity, entry.jti, ref, True, None)
 
 
 @METHODS.method("identities.discover")

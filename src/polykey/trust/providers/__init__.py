@@ -30,13 +30,16 @@ from polykey.trust.providers.dns import Dns, DnsConfig
 from polykey.trust.providers.github import AccessToken, CachedPage, GitHub, GitHubConfig
 from polykey.trust.providers.http import Limits
 from polykey.trust.providers.keybase import Keybase, KeybaseConfig
+from polykey.trust.providers.openpgp import OpenPgp, OpenPgpConfig
 
-NAMES = ("github", "dns", "keybase")
-ProviderConfig = GitHubConfig | DnsConfig | KeybaseConfig
+NAMES = ("github", "dns", "keybase", "openpgp")
+SIGNED = ("keybase", "openpgp")  # proven by an OpenPGP signature the claim carries
+ProviderConfig = GitHubConfig | DnsConfig | KeybaseConfig | OpenPgpConfig
 
 __all__ = [
     "KINDS",
     "NAMES",
+    "SIGNED",
     "AccessToken",
     "AuthorizationExpired",
     "BadProviderConfig",
@@ -49,6 +52,8 @@ __all__ = [
     "Keybase",
     "KeybaseConfig",
     "Limits",
+    "OpenPgp",
+    "OpenPgpConfig",
     "Proof",
     "ProofInvalid",
     "ProofNotFound",
@@ -83,6 +88,8 @@ def get(
         return Dns(config)
     if name == "keybase" and isinstance(config, KeybaseConfig | None):
         return Keybase(config)
+    if name == "openpgp" and isinstance(config, OpenPgpConfig | None):
+        return OpenPgp(config)
     if name in NAMES:
         raise BadProviderConfig(f"{type(config).__name__} is not the settings of {name}")
     raise UnknownProvider(repr(name[:40]))

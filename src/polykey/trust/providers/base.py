@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from polykey.errors import InvalidInput, PolykeyError
 
@@ -66,6 +66,16 @@ class Provider(Protocol):
         ...
 
 
+@runtime_checkable
+class SignedProvider(Provider, Protocol):
+    """A provider whose proofs travel in the claim: a signature by the identity's key."""
+
+    def verify_signed(self, identity: str, node_id: str, proof: Mapping[str, object]) -> object:
+        """Check the claim's ``proof`` object for ``identity`` and ``node_id``; raise a
+        ProviderError (ProofInvalid and its kinds) when it does not prove the claim."""
+        ...
+
+
 def parse_identity(identity: str) -> tuple[str, str]:
     """``provider:name`` split in two, refusing what a claim's ``sub`` could not hold."""
     provider, sep, name = identity.partition(":")
@@ -108,7 +118,7 @@ class InvalidIdentity(InvalidInput):
 class UnknownProvider(InvalidInput):
     """No such identity provider."""
 
-    hint = "The providers are github, dns and keybase."
+    hint = "The providers are github, dns, keybase and openpgp."
 
 
 class BadProviderConfig(InvalidInput):

@@ -3,9 +3,10 @@
 
 Keybase does not host proofs for other services, so a ``keybase:alice`` claim is carried the
 other way round: the Polykey claim is signed by alice's OpenPGP key, the key Keybase publishes
-for her. ``fetch`` gives that key (armored, as ``Proof.text``); checking the signature with gpg
-is the caller's (not built yet). The proofs Keybase lists (her GitHub account, her domains) are
-hints for discovery, each to be verified at its own provider.
+for her: the claim carries the signature of the statement (proofs.render_statement), checked
+with real GnuPG against the primary key Keybase gives (:meth:`Keybase.verify_signed`, through
+openpgp.check_signed). The proofs Keybase lists (her GitHub account, her domains) are hints for
+discovery, each to be verified at its own provider.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import builtins
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from polykey.trust.providers import gpg
 from polykey.trust.providers.base import (
     Proof,
     ProofNotFound,
@@ -124,10 +126,26 @@ class Keybase:
         final = make_text(ref)
         instructions = (
             f"Sign this text with the Keybase key of {user.username} "
-            f"(fingerprint {user.fingerprint}), e.g. `keybase pgp sign --clearsign` or "
-            f"`gpg --clearsign --local-user {user.fingerprint}`."
+            f"(fingerprint {user.fingerprint}), e.g. `keybase pgp sign --detached` or "
+            f"`gpg --detach-sign --armor --local-user {user.fingerprint}`."
         )
         return Published(ref, final, instructions)
+
+    def verify_signed(self, identity: str, node_id: str, proof: Mapping[str, object]) -> gpg.Signer:
+        """Check a claim's proof object: its signature of the statement for ``identity`` and
+        ``node_id``, by the primary key Keybase gives for the user now (a key Keybase no longer
+        names proves nothing)."""
+        from polykey.trust.providers.openpgp import check_signed, signature_of
+
+        username = name_of(identity, NAME)
+        if proof.get("ref") != username:
+            raise gpg.SignatureInvalid("the claim's proof names another Keybase user")
+        signature = signature_of(proof)
+        user = self.lookup(username)
+        fingerprint = user.fingerprint.upper()
+        if proof.get("fingerprint") not in (None, fingerprint):
+            raise gpg.KeyInvalid(f"Keybase names another key for {username} now")
+        return check_signed([user.bundle.encode()], fingerprint, identity, node_id, signature)
 
     def fetch(self, ref: ProofRef) -> Proof:
         """The user's primary OpenPGP key (armored) as the text: what must have signed the
