@@ -1,0 +1,365 @@
+"""Child nodes: small nodes that hold a delegated subset of this node's vaults.
+
+The layer above the Node (like people.py): it makes children, written to a file or joined with
+a one-time token over the peer port (sync/child.py answers there), and on a child it joins,
+pulls what the delegation allows, and keeps its parent's chain up to date. What a delegation
+allows is decided in trust/delegation.py, where the serving node walks the chains it holds.
+
+- ``create``: a delegation drafted by this node; with ``to``, a child node file made here and
+  countersigned at once; else a token (kept sealed here, single use, expiring) for ``join``.
+- ``join``: on a new node, prove the token and countersign the delegation; then ``pull``.
+- ``pull``: countersign a renewal waiting at the parent, take the parent's new chain entries
+  (a revocation takes effect), clone or pull each vault delegated.
+- ``renew``, ``revoke``, ``children``: the parent's side.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from polykey.errors import InvalidInput, PolykeyError
+from polykey.ids import NodeId, decode_node_id, encode_node_id
+from polykey.network.graph import parse_address
+from polykey.sync.child import (
+    CHILDREN,
+    PARENT,
+    PENDING,
+    TOKENS,
+    TokenRefused,
+    clone_delegated,
+    join_mac,
+    parent_of,
+    put_json,
+    read_json,
+)
+from polykey.trust.delegation import Grant, VaultGrant, expand, intersect
+from polykey.trust.sigchain import DELEGATE, countersign
+
+if TYPE_CHECKING:
+    from polykey.node import KdfCost, Node
+
+TOKEN_PREFIX = "pkchild1."  # noqa: S105 - a prefix, not a secret
+TOKEN_LIFE_S = 24 * 3600
+MAX_CHILD_NAME = 64
+
+
+class ChildNotFound(PolykeyError):
+    """No child of that name"""
+
+    exit_code = 3
+    hint = "See `pk child list`."
+
+
+class NotAChild(PolykeyError):
+    """This node was not made as a child (no parent is recorded)"""
+
+    exit_code = 3
+    hint = "Join a parent with `pk child join TOKEN`, or open the child's node file (--node)."
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A vault (or folder of it) asked for on the command line: ``V`` or ``V:PATH``."""
+
+    vault: str
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Wanted:
+        vault, sep, path = text.partition(":")
+        return cls(vault, path.strip("/") or None if sep else None)
+
+
+def make_grant(
+    node: Node, wanted: list[Wanted], actions: list[str], expires: int | None, reshare: bool
+) -> Grant:
+    """The grant of a new child: each vault by its id, no more than this node may hand on."""
+    from polykey.trust.delegation import check_path
+
+    if not wanted:
+        raise InvalidInput("name at least one vault", hint="Add --vault V or --vault V:PATH.")
+    acts = expand(actions or ["pull"])
+    out = []
+    for w in wanted:
+        info = node.vaults.info(w.vault)
+        grant = VaultGrant(info.id, acts, check_path(w.path) if w.path else None, info.name)
+        bound = _may_hand_on(node, info.id)
+        if not any(intersect(grant, b) == grant for b in bound):
+            raise InvalidInput(
+                f"this node may not hand on {w.vault}{':' + w.path if w.path else ''} "
+                f"with {', '.join(sorted(acts))}",
+                hint="A child holds at most what its parent gave it, and only when the parent "
+                "allowed resharing (--reshare).",
+            )
+        out.append(grant)
+    return Grant(tuple(out), expires, reshare)
+
+
+def _may_hand_on(node: Node, vault_id: str) -> list[VaultGrant]:
+    from polykey.trust.delegation import full
+
+    delegations = node.acl.delegations
+    assert delegations is not None
+    index = delegations.index()
+    origin = node._lineage(vault_id)
+    if not origin or delegations.me not in index.ever:
+        return [full(vault_id)]
+    return delegations._up(index, delegations.me, vault_id, origin, frozenset())
+
+
+def _check_name(node: Node, name: str) -> None:
+    if not 0 < len(name) <= MAX_CHILD_NAME or not all(ch.isalnum() or ch in "-_." for ch in name):
+        raise InvalidInput("a child's name is 1 to 64 letters, digits, '-', '_' or '.'")
+    if read_json(node.store, CHILDREN, name.encode()) is not None:
+        raise InvalidInput(f"a child named {name} exists", hint="Choose another name.")
+
+
+def create(
+    node: Node,
+    name: str,
+    grant: Grant,
+    address: str,
+    *,
+    to: Path | None = None,
+    password: bytes | None = None,
+    kdf: KdfCost | None = None,
+    allow_weak: bool = False,
+) -> dict[str, Any]:
+    """A new child: its node file written at ``to`` (delegation countersigned, this node in its
+    graph at ``address``), or a one-time token for `pk child join`."""
+    parse_address(address)
+    _check_name(node, name)
+    me = encode_node_id(node.node_id)
+    created = _now()
+    if to is None:
+        token_id, secret = secrets.token_hex(8), secrets.token_bytes(32)
+        expires = int(time.time()) + TOKEN_LIFE_S
+        with node.store.write() as tx:
+            rec = {"secret": secret.hex(), "name": name, "grant": grant.as_json()}
+            put_json(tx, TOKENS, token_id.encode(), {**rec, "expires": expires, "used_by": None})
+            put_json(
+                tx, CHILDREN, name.encode(), {"node_id": "", "created": created, "mode": "token"}
+            )
+        doc = {"p": me, "a": address, "i": token_id, "s": secret.hex()}
+        text = base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode())
+        return {"name": name, "token": TOKEN_PREFIX + text.decode().rstrip("="), "expires": expires}
+    from polykey.node import DEFAULT_KDF, Node
+
+    if password is None:
+        raise InvalidInput("the child's node needs a password")
+    child, _code = Node.bootstrap(to, password, kdf=kdf or DEFAULT_KDF, allow_weak=allow_weak)
+    with child:
+        child_id = encode_node_id(child.node_id)
+        draft = node.sigchain.prepare(DELEGATE, {"sub": child_id, "grant": grant.as_json()})
+        entry = node.sigchain.append_draft(
+            countersign(draft.doc, child.key, typ=DELEGATE, issuer=node.node_id)
+        )
+        _adopt_parent(child, node.node_id, address, name, node.sigchain.docs())
+        with node.store.write() as tx:
+            rec = {"node_id": child_id, "created": created, "mode": "file"}
+            put_json(tx, CHILDREN, name.encode(), rec)
+    return {"name": name, "node_id": child_id, "path": str(to), "jti": entry.jti}
+
+
+def _adopt_parent(child: Node, parent: NodeId, address: str, name: str, docs: list[Any]) -> None:
+    """On the child: the parent known (its address, its chain) and recorded as the parent."""
+    child.graph.add(parent, parse_address(address))
+    child.chains.accept(parent, docs, from_seq=1)
+    with child.store.write() as tx:
+        rec = {"node_id": encode_node_id(parent), "address": address, "name": name}
+        put_json(tx, PARENT, b"parent", rec)
+
+
+def parse_token(text: str) -> dict[str, str]:
+    if not text.startswith(TOKEN_PREFIX):
+        raise InvalidInput("that is not a child token", hint="It starts with pkchild1.")
+    body = text[len(TOKEN_PREFIX) :].strip()
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        out = {k: str(doc[k]) for k in ("p", "a", "i", "s")}
+        decode_node_id(out["p"])
+        bytes.fromhex(out["s"])
+    except (ValueError, KeyError, TypeError, PolykeyError):
+        raise InvalidInput("that child token is damaged", hint="Copy it again, whole.") from None
+    return out
+
+
+def join(node: Node, token: str) -> dict[str, Any]:
+    """On a new node: prove ``token`` to the parent, countersign the delegation, then pull."""
+    from polykey.people import fetch_chain
+
+    tok = parse_token(token)
+    parent = decode_node_id(tok["p"])
+    node.graph.add(parent, parse_address(tok["a"]))
+    nonce = secrets.token_bytes(16)
+    mac = join_mac(bytes.fromhex(tok["s"]), tok["p"], encode_node_id(node.node_id), nonce)
+    reply = node.peers.call(
+        parent, "child.join", {"token": tok["i"], "nonce": nonce.hex(), "mac": mac.hex()}
+    )
+    signed = countersign(reply.get("draft"), node.key, typ=DELEGATE, issuer=parent)
+    node.peers.call(parent, "child.countersigned", {"entry": signed})
+    with node.store.write() as tx:
+        rec = {"node_id": tok["p"], "address": tok["a"], "name": str(reply.get("name", ""))}
+        put_json(tx, PARENT, b"parent", rec)
+    fetch_chain(node, parent)
+    return {"node_id": encode_node_id(node.node_id), "parent": tok["p"], **pull(node)}
+
+
+def pull(node: Node) -> dict[str, Any]:
+    """On a child: countersign a renewal waiting at the parent, take the parent's chain (a
+    revocation or an expiry counts at once), then clone or pull every vault delegated."""
+    from polykey.people import fetch_chain
+    from polykey.sync.client import pull_many
+
+    found = parent_of(node.store)
+    if found is None:
+        raise NotAChild()
+    parent, _rec = found
+    draft = node.peers.call(parent, "child.draft", {}).get("draft")
+    if draft is not None:
+        signed = countersign(draft, node.key, typ=DELEGATE, issuer=parent)
+        node.peers.call(parent, "child.countersigned", {"entry": signed})
+    fetch_chain(node, parent)
+    delegations = node.acl.delegations
+    assert delegations is not None
+    held = delegations.received().get(encode_node_id(parent))
+    now = time.time()
+    if held is None or not held[1].live(now):
+        return {"vaults": [], "delegation": "revoked" if held is None else "expired"}
+    have = {i.id: i for i in node.vaults.all()}
+    out: list[dict[str, Any]] = []
+    pulls = []
+    for vg in held[1].vaults:
+        if vg.path is not None:  # served as a derived vault of that folder, not this history
+            out.append({"vault": vg.name or vg.vault, "path": vg.path, "cloned": False})
+            continue
+        if vg.vault in have:
+            pulls.append(have[vg.vault].name)
+            continue
+        name = vg.name or vg.vault
+        if any(i.name == name for i in have.values()):
+            name = f"{name}-{vg.vault[:8]}"
+        info = clone_delegated(node.vaults, node.peers, parent, vg.vault, name)
+        out.append({"vault": info.name, "cloned": True})
+    out += pull_many(node.vaults, node.peers, pulls) if pulls else []
+    return {"vaults": out, "delegation": "live", "expires": held[1].expires}
+
+
+# --- the parent's side ---------------------------------------------------------------------------
+
+
+def _child(node: Node, name: str) -> dict[str, Any]:
+    rec = read_json(node.store, CHILDREN, name.encode())
+    if rec is None:
+        raise ChildNotFound(name[:80])
+    return rec
+
+
+def show(node: Node, name: str) -> dict[str, Any]:
+    rec = _child(node, name)
+    delegations = node.acl.delegations
+    assert delegations is not None
+    out: dict[str, Any] = {"name": name, **rec, "state": "waiting for join"}
+    if rec.get("node_id"):
+        held = delegations.issued().get(str(rec["node_id"]))
+        if held is None:
+            out["state"] = "revoked"
+        else:
+            jti, grant = held
+            out |= {"jti": jti, "grant": grant.as_json()}
+            out["state"] = "live" if grant.live(time.time()) else "expired"
+        if read_json(node.store, PENDING, str(rec["node_id"]).encode()) is not None:
+            out["pending"] = True
+    return out
+
+
+def children(node: Node) -> list[dict[str, Any]]:
+    return [show(node, key.decode()) for key in sorted(node.store.keys(CHILDREN))]
+
+
+def renew(node: Node, name: str, expires: int | None) -> dict[str, Any]:
+    """A new delegation with the same grant and a new expiry, for the child to countersign on
+    its next contact (`pk child pull`); the old one holds until then."""
+    rec = _child(node, name)
+    delegations = node.acl.delegations
+    assert delegations is not None
+    held = delegations.issued().get(str(rec.get("node_id", "")))
+    if held is None:
+        raise InvalidInput(f"{name} holds no delegation to renew", hint="Make a new child.")
+    grant = Grant(held[1].vaults, expires, held[1].reshare)
+    with node.store.write() as tx:
+        put_json(
+            tx, PENDING, str(rec["node_id"]).encode(), {"name": name, "grant": grant.as_json()}
+        )
+    return {"name": name, "expires": expires, "pending": True}
+
+
+def revoke(node: Node, name: str) -> dict[str, Any]:
+    """Revoke the child's delegation (a signed revoke claim): refused here at once, told to the
+    child now when it can be reached, else with its next contact."""
+    rec = _child(node, name)
+    child_id = str(rec.get("node_id", ""))
+    delegations = node.acl.delegations
+    assert delegations is not None
+    held = delegations.issued().get(child_id) if child_id else None
+    out: dict[str, Any] = {"name": name, "revoked": False, "told": False}
+    with node.store.write() as tx:
+        if child_id:
+            tx.delete(PENDING, child_id.encode())
+        for key, raw in node.store.items(TOKENS):
+            doc = json.loads(raw)
+            if doc.get("name") == name and not doc.get("done"):
+                put_json(tx, TOKENS, key, {**doc, "done": True})
+    if held is not None:
+        # what it could read and what it pulled, kept before its access ends
+        report = node.expose(decode_node_id(child_id), f"revocation of child {name}", label=name)
+        out |= {"revoked": True, "jti": node.sigchain.revoke(held[0]).jti, "exposure": report}
+        out["told"] = _tell(node, decode_node_id(child_id))
+    return out
+
+
+def _tell(node: Node, child: NodeId) -> bool:
+    """Hand the child this node's new chain entries (best effort: its next contact does too)."""
+    if not node.graph.knows(child):
+        return False
+    try:
+        held = node.peers.call(child, "child.chain", {"entries": [], "since": 1}).get("held", 0)
+        docs = node.sigchain.docs(int(held) + 1)
+        node.peers.call(child, "child.chain", {"entries": docs, "since": int(held) + 1})
+    except PolykeyError:
+        return False
+    return True
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``30d``, ``12h``, ``15m``, ``90s`` (``never``: 0)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text == "never":
+        return 0
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise InvalidInput(f"{text[:20]!r} is not a duration", hint="Write 30d, 12h, 15m or 90s.")
+    return int(text[:-1]) * units[text[-1]]
+
+
+__all__ = [
+    "TokenRefused",
+    "Wanted",
+    "children",
+    "create",
+    "join",
+    "pull",
+    "renew",
+    "revoke",
+    "show",
+]
