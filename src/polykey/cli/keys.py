@@ -264,3 +264,131 @@ def _address(s: Settings, node_id: str, *, need_host: bool) -> tuple[str, int]:
         node_id,
         hint=f"Give --host and --port, or store it with `pk nodes add {node_id} HOST:PORT`.",
     )
+
+
+@keys.command()
+@node_options
+@click.option(
+    "--recovery-code-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the new recovery code to this new file (mode 0600) instead of printing it.",
+)
+@pass_settings
+def renew(s: Settings, recovery_code_out: Path | None) -> None:
+    """A new key pair and NodeId, joined to the old one by a rotate-key claim both keys sign.
+
+    The nodes this one knows are told at once and move its grants and address to the new
+    NodeId (the others when this node next pulls from them); history signed by the old key
+    still verifies. Prints the new recovery code once: the old one restores the old key. The
+    agent must be stopped (its peer port holds the key): stop it, renew, start it again.
+    """
+    import os
+
+    from polykey.agent import methods
+    from polykey.cli.nodes import RECOVERY_NOTICE
+    from polykey.cli.safe_text import shown
+    from polykey.errors import InvalidInput, UsageError
+
+    client = s.agent()
+    if client is not None:
+        client.close()
+        raise UsageError(
+            "the agent is running: it serves peers with the key being renewed",
+            hint="Run `pk agent stop`, then `pk keys renew`, then `pk agent start`.",
+        )
+    out_fd = None
+    if recovery_code_out is not None:  # made before the renewal, so the code can never be lost
+        try:
+            out_fd = os.open(recovery_code_out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            raise InvalidInput(
+                f"{recovery_code_out} already exists", hint="Choose a new file."
+            ) from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot create {recovery_code_out}: {exc.strerror}") from None
+    try:
+        with s.open_node() as node:
+            r = methods.call(node, "keys.renew", {})
+    except BaseException:
+        if out_fd is not None and recovery_code_out is not None:
+            os.close(out_fd)
+            recovery_code_out.unlink()
+        raise
+    code = r.pop("recovery_code")
+    if out_fd is not None:
+        with os.fdopen(out_fd, "w") as f:
+            f.write(code + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    else:
+        r["recovery_code"] = code
+    lines = [f"Renewed {r['old']}", f"     as {r['node_id']}"]
+    for peer, how in sorted(r["told"].items()):
+        lines.append(f"  {peer}: {shown(how)}")
+    if out_fd is None:
+        lines += ["", "New recovery code:", "", f"    {code}", "", RECOVERY_NOTICE]
+    else:
+        lines.append(f"New recovery code written to {recovery_code_out}")
+    emit(s, "\n".join(lines), r)
+
+
+@keys.command("revoke-old")
+@node_options
+@click.option(
+    "--compromised",
+    is_flag=True,
+    required=True,
+    help="Confirm: the old key was stolen (it is then dropped, not kept sealed).",
+)
+@click.option(
+    "--after",
+    "after",
+    metavar="TIME",
+    help="When it was stolen: unix seconds or ISO 8601 (default: now).",
+)
+@click.option("--old", "old", metavar="NODEID", help="The old NodeId (default: the last one).")
+@pass_settings
+def revoke_old(s: Settings, compromised: bool, after: str | None, old: str | None) -> None:
+    """After a theft: signatures by the old key made after TIME are refused, here and by
+    the nodes told (commits, sigchain claims). History signed before TIME still verifies."""
+    r = s.call("keys.revoke_old", {"after": _when(after), "node_id": old})
+    rot = r["rotation"]
+    lines = [f"Revoked {rot['old']}: its signatures after {rot['until']} are refused."]
+    lines += [f"  {peer}: {how}" for peer, how in sorted(r["told"].items())]
+    emit(s, "\n".join(lines), r)
+
+
+@keys.command()
+@node_options
+@pass_settings
+def renewals(s: Settings) -> None:
+    """Every key renewal this node knows: its own and its peers' (old -> new, until when)."""
+    r = s.call("keys.renewals")
+    lines = [
+        f"{x['old']} -> {x['new']} until {x['until']}{' (own)' if x['own'] else ''}"
+        + (f" compromised after {x['compromised']}" if x["compromised"] is not None else "")
+        for x in r["renewals"]
+    ]
+    emit(s, "\n".join(lines) or "No renewals.", r)
+
+
+def _when(text: str | None) -> int:
+    """Unix seconds from TIME: whole seconds, or ISO 8601 (UTC unless it says)."""
+    import datetime
+    import time
+
+    if text is None:
+        return int(time.time())
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        from polykey.errors import InvalidInput
+
+        raise InvalidInput(
+            f"not a time: {text[:40]!r}", hint="Give unix seconds or 2024-05-01T12:00:00Z."
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return int(when.timestamp())

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 from polykey.errors import InvalidInput, NodeDamaged, PolykeyError
 from polykey.ids import NodeId, encode_node_id
-from polykey.store.nodefile import NodeFile
+from polykey.store.nodefile import NodeFile, Transaction
 from polykey.store.records import Namespace
 
 GRAPH = Namespace("nodes/graph")
 RELAYS_KEY = b"@relays"
 MANUAL = "manual"
-HOW = frozenset({MANUAL, "lan", "relay", "peer"})
+HOW = frozenset({MANUAL, "lan", "relay", "dht", "peer"})
 
 
 class UnknownNode(PolykeyError):
@@ -75,6 +75,16 @@ class Graph:
             found = tx.get(GRAPH, key) is not None
             tx.delete(GRAPH, key)
         return found
+
+    def move(self, tx: Transaction, old: NodeId, new: NodeId) -> None:
+        """Within ``tx``: ``old`` renewed its key and is ``new`` now (trust/rotation.py): its
+        address is kept for ``new`` (unless ``new`` has one), and ``old`` is forgotten."""
+        raw = tx.get(GRAPH, encode_node_id(old).encode())
+        if raw is None:
+            return
+        if tx.get(GRAPH, encode_node_id(new).encode()) is None:
+            tx.put(GRAPH, encode_node_id(new).encode(), raw)
+        tx.delete(GRAPH, encode_node_id(old).encode())
 
     def get(self, node_id: NodeId) -> Address:
         return self.entry(node_id).address

@@ -174,6 +174,12 @@ def rewrap_password(
     return replace(fresh, password_wrap=bytes(Sealer(kek).seal(data_key, fresh.password_aad())))
 
 
+def rewrap_recovery(header: Header, data_key: bytes, recovery_secret: bytes) -> Header:
+    """The header with the data key wrapped under a new recovery secret (a key renewal)."""
+    sealer = Sealer(recovery_kek(recovery_secret))
+    return replace(header, recovery_wrap=bytes(sealer.seal(data_key, header.recovery_aad())))
+
+
 def unwrap_with_password(header: Header, password: bytes, *, allow_weak: bool) -> bytes | None:
     """The data key, or None when the password is wrong."""
     try:

@@ -397,6 +397,14 @@ class NodeFile:
         header = hdr.rewrap_password(
             self.header, self._data_key, new_password, kdf, allow_weak=self._allow_weak
         )
+        self._put_header(header)
+
+    def change_recovery(self, recovery_secret: bytes) -> None:
+        """Wrap the data key under a new recovery secret (a key renewal); the password wrap
+        is unchanged."""
+        self._put_header(hdr.rewrap_recovery(self.header, self._data_key, recovery_secret))
+
+    def _put_header(self, header: hdr.Header) -> None:
         body, checksum = header.encode()
         with self._lock, sqlite_errors():
             self._conn.execute("BEGIN IMMEDIATE")

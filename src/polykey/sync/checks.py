@@ -28,6 +28,7 @@ from polykey.sync.intake import (
     Intake,
     Parsed,
     Received,
+    ReceivedCommit,
     ReceivedTree,
     UpdateRefused,
     folded,
@@ -141,6 +142,7 @@ def validate(
     local_stats: TreeStats | None = None,
     *,
     local: VaultObjects | None = None,
+    retired: Mapping[bytes, int] | None = None,
 ) -> dict[bytes, bytes]: ...
 
 
@@ -153,6 +155,7 @@ def validate(
     local_stats: TreeStats | None = None,
     *,
     local: VaultObjects | None = None,
+    retired: Mapping[bytes, int] | None = None,
 ) -> Received: ...
 
 
@@ -164,6 +167,7 @@ def validate(
     local_stats: TreeStats | None = None,
     *,
     local: VaultObjects | None = None,
+    retired: Mapping[bytes, int] | None = None,
 ) -> dict[bytes, bytes] | Received:
     """Check a peer's objects (a list, or an ``Intake`` they were fed to as they came); return
     those the new head reaches, by id (hex), or raise UpdateRefused (for an Intake: as
@@ -176,7 +180,8 @@ def validate(
     held one). ``local_stats`` measures trees the vault already holds that new trees name
     (see :func:`local_tree_stats`; by default, those of ``local``). Reserved files are
     checked too: `.polykey-tags` only at a commit's root, a file of valid tags (vaults/tags.py);
-    `.polykey-dir` an empty file."""
+    `.polykey-dir` an empty file. ``retired``: keys renewed away from (trust/rotation.py)
+    and the last second whose commits by them are taken."""
     if isinstance(received, Intake):
         intake = received
     else:
@@ -213,12 +218,12 @@ def validate(
     subtrees: dict[bytes, list[bytes]] = {}
     entries_ok: set[tuple[bytes, int, bytes]] = set()  # entries already checked in other trees
     for sha, obj in parsed.items():
-        if isinstance(obj, Commit):
-            _check_commit(sha, obj, kind, signers, signed)
+        if isinstance(obj, ReceivedCommit):
+            _check_commit(sha, obj, kind, signers, signed, retired or {})
         else:
             subtrees[sha] = _check_tree(sha, obj, kind, parsed, local, entries_ok)
     reached = _reached(head, objects, parsed)
-    commits = [o for sha, o in parsed.items() if sha in reached and isinstance(o, Commit)]
+    commits = [o for sha, o in parsed.items() if sha in reached and isinstance(o, ReceivedCommit)]
     roots = [c.tree for c in commits if c.tree in subtrees]
     sizes = {sha: len(o) for sha, o in parsed.items() if isinstance(o, ReceivedTree)}
     if local_stats is None and local is not None:
@@ -227,6 +232,16 @@ def validate(
     _check_tag_files(commits, objects, parsed, local)
     kept = objects if len(reached) == len(objects) else objects.only(reached)
     return kept if isinstance(received, Intake) else dict(kept.items())
+
+
+def _commit_time(payload: bytes) -> float:
+    """The committer's time of a commit's bytes (infinite when it has none to read)."""
+    for line in payload.split(b"\n\n", 1)[0].split(b"\n"):
+        if line.startswith(b"committer "):
+            parts = line.rsplit(b" ", 2)
+            if len(parts) == 3 and parts[1].isdigit():
+                return int(parts[1])
+    return float("inf")
 
 
 _UNCHECKED = b""  # a commit whose signature an Intake did not verify
@@ -277,7 +292,7 @@ def _reached(head: bytes, objects: Received, parsed: dict[bytes, Parsed]) -> set
     todo = [head]
     while todo:
         obj = parsed.get(todo.pop())
-        if isinstance(obj, Commit):
+        if isinstance(obj, ReceivedCommit):
             fresh = {obj.tree, *obj.parents}.difference(named)
         elif obj is not None:
             fresh = set(obj.items).difference(named)
@@ -389,7 +404,7 @@ def _held_tree(local: VaultObjects, sha: bytes) -> Tree:
 
 
 def _check_tag_files(
-    commits: list[Commit],
+    commits: list[ReceivedCommit],
     objects: Received,
     parsed: dict[bytes, Parsed],
     local: VaultObjects | None,
@@ -519,10 +534,11 @@ def local_tree_stats(objects: VaultObjects) -> TreeStats:
 
 def _check_commit(
     sha: bytes,
-    commit: Commit,
+    commit: ReceivedCommit,
     kind: Callable[[bytes], int | None],
     signers: set[bytes],
     signed: dict[bytes, bytes | None],
+    retired: Mapping[bytes, int],
 ) -> None:
     """Check one received commit; ``signed``: the valid signers of commits already verified
     (an Intake's)."""
@@ -548,10 +564,13 @@ def _check_commit(
     signer = signed.get(sha, _UNCHECKED)
     if signer is _UNCHECKED:
         try:
-            ok = sshsig.signed_by(commit.gpgsig, commit.raw_without_sig(), GIT_NAMESPACE, signers)
+            signer = sshsig.signer_of(commit.gpgsig, commit.raw_without_sig(), GIT_NAMESPACE)
         except sshsig.MalformedSignature:
-            ok = False
-    else:
-        ok = signer is not None and signer in signers
-    if not ok:
+            signer = None
+    if signer is None or signer not in signers:
         raise UpdateRefused(f"commit {sha.decode()} is not signed by a node allowed to write")
+    if signer in retired and _commit_time(commit.raw_without_sig()) > retired[signer]:
+        raise UpdateRefused(
+            f"commit {sha.decode()} is signed by a key renewed away from (or revoked) "
+            "before the commit's time"
+        )

@@ -24,6 +24,7 @@ from polykey.sync.checks import (
     writer_ids,
     writers,
 )
+from polykey.trust.rotation import retired as retired_keys
 from polykey.vaults.errors import VaultExists
 from polykey.vaults.objects import objects_ns
 from polykey.vaults.registry import VaultInfo, Vaults
@@ -156,7 +157,8 @@ def clone(vaults: Vaults, peers: Peers, peer: NodeId, vault: str, name: str | No
         local_name = name or remote["name"]
         _free(vaults, local_name)
         signers = {bytes(peer), *writers(reply)}
-        objects = validate(intake, head, lambda _sha: False, signers)
+        retired = retired_keys(vaults.store)
+        objects = validate(intake, head, lambda _sha: False, signers, retired=retired)
     finally:
         intake.close()  # its threads, when the clone stops early
     origin = {
@@ -250,7 +252,8 @@ async def _pull_into(
         return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
 
     signers = {bytes(peer), *writers(reply)}
-    objects = validate(intake, head, known, signers, local=local_objects)
+    retired = retired_keys(store)  # renewed keys: nothing signed after their time
+    objects = validate(intake, head, known, signers, local=local_objects, retired=retired)
     from polykey.vaults.graph import is_ancestor, with_received  # a pull's alone
     from polykey.vaults.merge import supersedes
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import IO, Any, cast
 
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree, parse_tree
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree, parse_time_entry, parse_tree
 
 from polykey.crypto import sshsig
 from polykey.crypto.aead import SealBroken, Sealer
@@ -106,7 +106,83 @@ def folded(name: bytes, mode: int) -> str | None:
 
 
 _TAGS_ENTRY = b" " + TAGS_FILE + b"\x00"  # how a .polykey-tags entry starts in a raw tree
-Parsed = Commit | ReceivedTree
+
+
+class ReceivedCommit:
+    """A received commit as the checks need it: its tree, parents, signature and the bytes the
+    signature covers (the commit without its ``gpgsig`` header).
+
+    A commit as nodes make them (``tree``, ``parent``s, ``author``, ``committer``, then
+    ``gpgsig`` last) is read here by slicing the raw bytes, at a fraction of building a dulwich
+    Commit; anything else (other headers, another order, no signature) is read by dulwich, as
+    before. A test holds both readings equal."""
+
+    __slots__ = ("gpgsig", "id", "parents", "payload", "tree")
+
+    def __init__(
+        self, sha: bytes, tree: bytes, parents: list[bytes], gpgsig: bytes | None, payload: bytes
+    ) -> None:
+        self.id, self.tree, self.parents, self.gpgsig, self.payload = (
+            sha,
+            tree,
+            parents,
+            gpgsig,
+            payload,
+        )
+
+    def raw_without_sig(self) -> bytes:
+        return self.payload
+
+    @classmethod
+    def read(cls, raw: bytes, sha: bytes) -> ReceivedCommit:
+        """``raw``: the commit's content (no type byte). Raises what dulwich raises on a
+        malformed one."""
+        quick = _quick_commit(raw, sha)
+        if quick is not None:
+            return quick
+        commit = cast(Commit, ShaFile.from_raw_string(Commit.type_num, raw, sha=ObjectID(sha)))
+        gpgsig = commit.gpgsig
+        payload = commit.raw_without_sig() if gpgsig is not None else raw
+        return cls(sha, commit.tree, list(commit.parents), gpgsig, payload)
+
+
+_SIG_HEADER = b"\ngpgsig "
+
+
+def _quick_commit(raw: bytes, sha: bytes) -> ReceivedCommit | None:
+    """The commit read by slicing, or None when it is not of the usual shape."""
+    end = raw.find(b"\n\n")  # the end of the headers
+    at = raw.find(_SIG_HEADER, 0, end)
+    if end < 0 or at < 0:
+        return None
+    stop = raw.find(b"\n", at + 1)  # the signature runs on lines that start with a space
+    while 0 <= stop < end and raw[stop + 1] == 0x20:
+        stop = raw.find(b"\n", stop + 1)
+    if stop != end:  # not the last header (or a header line without a value follows)
+        return None
+    lines = raw[:at].split(b"\n")
+    if len(lines) < 3 or not lines[0].startswith(b"tree ") or len(lines[0]) != 45:
+        return None
+    parents = lines[1:-2]
+    if not all(len(p) == 47 and p.startswith(b"parent ") for p in parents):
+        return None
+    if not lines[-2].startswith(b"author ") or not lines[-1].startswith(b"committer "):
+        return None
+    parse_time_entry(lines[-2][7:])  # refused as dulwich refuses it (ObjectFormatException)
+    parse_time_entry(lines[-1][10:])
+    sig_lines = raw[at + len(_SIG_HEADER) : end].split(b"\n ")
+    if b"\n" in b"".join(sig_lines):  # a continuation line that does not start with a space
+        return None
+    return ReceivedCommit(
+        sha,
+        lines[0][5:],
+        [p[7:] for p in parents],
+        b"\n".join(sig_lines),
+        raw[: at + 1] + raw[end + 1 :],
+    )
+
+
+Parsed = ReceivedCommit | ReceivedTree
 Signed = list[tuple[bytes, bytes | None]]  # (commit id, its valid signer or None)
 
 
@@ -238,7 +314,7 @@ class Workers:
                 future.set_exception(exc)
 
 
-def _signers(commits: list[tuple[bytes, Commit]]) -> Signed:
+def _signers(commits: list[tuple[bytes, ReceivedCommit]]) -> Signed:
     """Verify each commit's signature; (id, the key whose valid signature it is, or None)."""
     out: Signed = []
     for sha, commit in commits:
@@ -268,7 +344,7 @@ class Intake:
         self.signed: dict[bytes, bytes | None] = {}  # commit id -> its valid signer (or None)
         self.problem: UpdateRefused | None = None
         self._asked: set[bytes] = set()  # commits whose signature is being verified
-        self._batch: list[tuple[bytes, Commit]] = []
+        self._batch: list[tuple[bytes, ReceivedCommit]] = []
         self._verifying: list[Future[Signed]] = []
         self._pool: Workers | None = None
         self._reader: Workers | None = None  # extend_later's, one thread: in order
@@ -328,11 +404,11 @@ class Intake:
             if raw[0] == Tree.type_num:
                 obj = ReceivedTree(raw[1:])
             else:
-                obj = cast(Commit, parse_object(raw, sha))
+                obj = ReceivedCommit.read(raw[1:], sha)
         except Exception:
             raise UpdateRefused(f"object {sha.decode()} is malformed") from None
         self.parsed[sha] = obj
-        if isinstance(obj, Commit) and obj.gpgsig is not None and sha not in self._asked:
+        if isinstance(obj, ReceivedCommit) and obj.gpgsig is not None and sha not in self._asked:
             self._asked.add(sha)
             self._batch.append((sha, obj))
             if len(self._batch) >= VERIFY_BATCH:

@@ -26,7 +26,7 @@ from typing import Any
 from polykey.errors import InvalidInput, NodeDamaged
 from polykey.ids import NodeId, encode_node_id
 from polykey.keys.root import RootKey
-from polykey.store.nodefile import Damage, NodeFile
+from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.trust.jws import new_claim_id
 from polykey.trust.sigchain_chain import (
@@ -241,17 +241,38 @@ class Sigchain:
         """Close this chain with a rotate-key to ``new_key`` (signed by both keys), and make
         the first entry of the new key's chain (signed by both, linked to the closing one),
         for the new key's Sigchain to ``begin`` with."""
-        new = encode_node_id(new_key.node_id)
         with self.store.write() as tx:
-            entries = self._load()
-            claim = self._claim(ROTATE_KEY, {"sub": new}, entries)
-            doc = add_signature(sign_claim(self.key, claim), new_key)
-            closing = verify_chain(self.node_id, [doc], earlier=entries)[0]
+            _, closing, opening = self.rotation(new_key)
             tx.put(SIGCHAIN, seq_key(closing.seq), closing.raw)
+        return closing, opening.doc()
+
+    def rotation(self, new_key: RootKey) -> tuple[list[Entry], Entry, Entry]:
+        """The entries of this chain, the rotate-key to ``new_key`` that would close it, and
+        the first entry of the new key's chain (each signed by both keys, checked to belong
+        together); nothing is stored."""
+        new = encode_node_id(new_key.node_id)
+        entries = self._load()
+        claim = self._claim(ROTATE_KEY, {"sub": new}, entries)
+        doc = add_signature(sign_claim(self.key, claim), new_key)
+        closing = verify_chain(self.node_id, [doc], earlier=entries)[0]
         first: dict[str, Any] = {"typ": ROTATE_KEY, "iss": new, "sub": new, "seq": 1}
         first |= {"prevClaimId": closing.jti, "prevDigest": closing.digest}
         first |= {"iat": int(self.now()), "jti": new_claim_id(), "from": closing.iss}
-        return closing, add_signature(sign_claim(new_key, first), self.key)
+        opening = verify_chain(
+            new_key.node_id, [add_signature(sign_claim(new_key, first), self.key)]
+        )
+        check_rotation(closing, opening[0])
+        return entries, closing, opening[0]
+
+    def restart(self, tx: Transaction, opening: Entry) -> None:
+        """Within ``tx``: drop this chain's entries and start the chain again with
+        ``opening``, the first entry of the new key's chain (a key renewal: the old chain is
+        kept as another node's, trust/rotation.py). The Node then makes a Sigchain of the new
+        key."""
+        for key in self.store.keys(SIGCHAIN):
+            tx.delete(SIGCHAIN, key)
+        tx.put(SIGCHAIN, seq_key(1), opening.raw)
+        self._epoch, self._cache = -1, []
 
     def begin(self, doc: object) -> Entry:
         """Start an empty chain with ``doc`` (the first entry ``rotate`` made for this key)."""

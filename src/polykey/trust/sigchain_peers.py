@@ -19,7 +19,7 @@ from typing import Any
 
 from polykey.errors import NodeDamaged, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
-from polykey.store.nodefile import Damage, NodeFile
+from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.trust.sigchain_chain import (
     MAX_PAGE,
@@ -140,6 +140,20 @@ class PeerChains:
             self._remember(node_id, chain)
             return chain_state(chain)
         raise BadChain("the copy held kept changing while the page was verified")
+
+    def keep(self, tx: Transaction, node_id: NodeId, entries: Sequence[Entry]) -> None:
+        """Within ``tx``: keep ``entries``, the whole chain of ``node_id`` as this node verified
+        it (its own chain, closed by a key renewal), past what is held of it."""
+        mark = self._mark(node_id)
+        held = mark[0].seq if mark else 0
+        new = [e for e in entries if e.seq > held]
+        if not new:
+            return
+        chars = (mark[1] if mark else 0) + sum(len(e.raw) for e in new)
+        for entry in new:
+            tx.put(PEER_CHAINS, entry_key(node_id, entry.seq), entry.raw)
+        tx.put(MARKS, _mark_key(node_id), _mark_value(new[-1], chars))
+        self._cache.pop(bytes(node_id), None)
 
     def forget(self, node_id: NodeId) -> None:
         """Drop the copy held of ``node_id``'s chain (and its mark)."""

@@ -49,3 +49,58 @@ def keys_sign(node: Node, p: Data) -> dict[str, Any]:
 @METHODS.method("keys.decrypt")
 def keys_decrypt(node: Node, p: Data) -> dict[str, Any]:
     return {"data": node.decrypt(p.data)}
+
+
+# --- key renewal (trust/rotation.py) -----------------------------------------------------------
+
+
+@METHODS.method("keys.renew")
+def keys_renew(node: Node, p: NoParams) -> dict[str, Any]:
+    """A new key pair and NodeId; the peers this node knows are told at once (the others at
+    the next contact). `pk keys renew` runs it on the node file alone: a running agent's
+    peer port would go on with the old key."""
+    from polykey.ids import encode_node_id
+
+    old = encode_node_id(node.node_id)
+    code, done = node.renew()
+    told = node.tell_renewal()
+    return {
+        "old": old,
+        "node_id": encode_node_id(node.node_id),
+        "recovery_code": str(code),
+        "told": told,
+        "rotation": done.as_json(),
+    }
+
+
+@dataclass(frozen=True)
+class RevokeOld:
+    after: int
+    node_id: str | None = None  # the old NodeId; the one renewed away from last by default
+
+
+@METHODS.method("keys.revoke_old")
+def keys_revoke_old(node: Node, p: RevokeOld) -> dict[str, Any]:
+    """This node's old key was stolen: its signatures made after ``after`` are refused here
+    and by the peers told (a key-compromised claim), and it is no longer kept."""
+    from polykey.errors import InvalidInput
+    from polykey.ids import encode_node_id
+    from polykey.trust.rotation import compromise, rotations
+
+    mine = sorted((r for r in rotations(node.store).values() if r.own), key=lambda r: r.at)
+    if not mine:
+        raise InvalidInput("this node never renewed its key", hint="`pk keys renew` does.")
+    old = p.node_id or next(
+        (r.old for r in reversed(mine) if r.new == encode_node_id(node.node_id)), mine[-1].old
+    )
+    done = compromise(node.store, node.sigchain, old, p.after)
+    return {"rotation": done.as_json(), "told": node.tell_renewal()}
+
+
+@METHODS.method("keys.renewals")
+def keys_renewals(node: Node, p: NoParams) -> dict[str, Any]:
+    """Every key rotation this node knows: its own and its peers'."""
+    from polykey.trust.rotation import rotations
+
+    found = sorted(rotations(node.store).values(), key=lambda r: (r.at, r.old))
+    return {"renewals": [r.as_json() for r in found]}
