@@ -219,21 +219,27 @@ def untag(s: Settings, name: str, tag: str) -> None:
 
 @vaults.command()
 @node_options
-@click.argument("name")
+@click.argument("name", metavar="NAME[:PATH]")
 @click.argument("node_id", metavar="NODEID|PROVIDER:NAME")
 @click.option(
     "--perm",
     "perms",
     default="scan,clone,pull",
     show_default=True,
-    help="Comma-separated: scan, clone, pull, push.",
+    help="Comma-separated: scan, clone, pull, push (push: not with a PATH).",
 )
 @pass_settings
 def share(s: Settings, name: str, node_id: str, perms: str) -> None:
     """Let NODEID see and clone vault NAME; or a person (github:bob, after `pk identities
-    discover`): every node of their verified gestalt, including nodes they link later."""
+    discover`): every node of their verified gestalt, including nodes they link later.
+
+    NAME:PATH shares only that folder (or secret): the node is served a vault holding only
+    it, with a history of its changes alone, and may not push (docs/spec/derived.md)."""
     wanted = [p.strip() for p in perms.split(",") if p.strip()]
-    r = s.call("vaults.share", {"name": name, "node_id": node_id, "permissions": wanted})
+    params: dict[str, Any] = {"name": name, "node_id": node_id, "permissions": wanted}
+    if ":" in name:
+        params["name"], params["path"] = name.split(":", 1)
+    r = s.call("vaults.share", params)
     if ":" in node_id:
         n = len(r.get("nodes", {}))
         told = f"{n} of their nodes known now; the reachable ones were told."
@@ -285,7 +291,10 @@ def _scanned(v: object) -> str:
         return shown(v)
     perms = v.get("permissions")
     perms_text = ",".join(map(str, perms)) if isinstance(perms, list) else str(perms)
-    return f"{shown(v.get('name'))}\t{shown(v.get('id'))}\t{shown(perms_text)}"
+    line = f"{shown(v.get('name'))}\t{shown(v.get('id'))}\t{shown(perms_text)}"
+    if v.get("folder") is not None:  # a folder grant: the node serves only that folder
+        line += f"\tfolder {shown(v.get('folder'))}"
+    return line
 
 
 @vaults.command("clone")
@@ -432,6 +441,16 @@ def resolve(s: Settings, target: str, keep: str) -> None:
     emit(s, f"{human}; removed {shown(r['removed'])}.", r)
 
 
+def _valid_before(until: object) -> str:
+    """The allowed-signers option that ends a key at ``until`` (unix seconds), if any."""
+    import datetime
+
+    if not isinstance(until, int):
+        return ""
+    when = datetime.datetime.fromtimestamp(until, datetime.UTC).strftime("%Y%m%d%H%M%S")
+    return f',valid-before="{when}Z"'
+
+
 @vaults.command()
 @node_options
 @click.argument("name")
@@ -455,8 +474,10 @@ def signers(s: Settings, name: str, origin: str | None) -> None:
 
     params = {"name": name} if origin is None else {"name": name, "node_id": origin}
     r = s.call("vaults.signers", params)
+    until = r.get("until") or {}  # a renewed key: its commits up to the renewal (or theft)
     lines = [
-        f'{w} namespaces="git" {openssh_public_line(bytes(decode_node_id(w)))}'
+        f'{w} namespaces="git"{_valid_before(until.get(w))} '
+        f"{openssh_public_line(bytes(decode_node_id(w)))}"
         for w in r["writers"]
     ]
     emit(s, "\n".join(lines), {**r, "lines": lines})

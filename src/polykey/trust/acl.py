@@ -8,11 +8,19 @@ nodes) holds every permission on every vault, with no grant; unlinking takes tha
 A grant may name an identity (``github:bob``, ``dns:example.org``) instead of a NodeId: then
 every node of that identity's gestalt holds it (trust/gestalts.py), checked when the node asks,
 including a node seen for the first time (its presented sigchain links it into the gestalt).
+
+A grant may reach one folder of the vault (``pk vaults share V:prod/db NODEID``): it holds
+``folder:prod/db`` among its permissions, and scan, clone or pull, never push. ``permissions``
+answers for the whole vault (a folder grant adds only its scan there), ``folder``/``scope``
+for the folder; the serving side sends such a node the vault derived to that folder alone
+(vaults/derive.py, docs/spec/derived.md). Code that knows nothing of folders thus refuses them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from polykey.errors import InvalidInput, NodeDamaged
@@ -22,6 +30,7 @@ from polykey.store.records import Namespace
 from polykey.trust.links import Links
 
 if TYPE_CHECKING:
+    from polykey.trust.delegation import Delegations
     from polykey.trust.gestalts import Gestalts
 
 ACL = Namespace("acl/vaults")
@@ -30,6 +39,25 @@ FORMER = Namespace("acl/former-writers")
 history, so a peer fetching it is told they were writers (it checks every signature by them)."""
 PERMISSIONS = ("scan", "clone", "pull", "push")
 DEFAULT = ("scan", "clone", "pull")
+READS = frozenset({"clone", "pull"})
+FOLDER = "folder:"
+"""A grant holding ``folder:PATH`` among its permissions reaches only that folder (or secret)
+of the vault: its clone and pull are served as the vault derived to PATH (vaults/derive.py,
+docs/spec/derived.md); it never holds push."""
+
+
+@dataclass(frozen=True)
+class Folder:
+    """What a folder grant lets a node do: read ``path`` of the vault, by ``permissions``."""
+
+    path: str
+    permissions: tuple[str, ...]
+
+
+class FolderGrantRefused(InvalidInput):
+    """A folder of a vault cannot be shared that way."""
+
+    hint = "A folder is shared for scan, clone and pull only: `pk vaults share V:PATH NODEID`."
 
 
 def check_permissions(perms: list[str]) -> list[str]:
@@ -46,6 +74,7 @@ class Acl:
         self.store = store
         self.links = links
         self.gestalts: Gestalts | None = None  # set by the Node: grants to identities
+        self.delegations: Delegations | None = None  # set by the Node: child nodes
 
     def grants(self, vault_id: str) -> dict[str, list[str]]:
         raw = self.store.get(ACL, vault_id.encode())
@@ -65,6 +94,8 @@ class Acl:
             for node, perms in self.grants(vault_id.decode()).items():
                 if permission is None or permission in perms:
                     out.add(node)
+        if self.delegations is not None and permission is None:  # child nodes
+            out |= self.delegations.subjects()
         return out
 
     def shares_with_identities(self) -> bool:
@@ -83,16 +114,56 @@ class Acl:
         return permission in self.permissions(vault_id, node_id)
 
     def permissions(self, vault_id: str, node_id: NodeId) -> list[str]:
-        """What ``node_id`` may do with the vault (empty: nothing, not even know of it); a
-        linked node, everything."""
+        """What ``node_id`` may do with the whole vault (empty: nothing, not even know of it);
+        a linked node, everything. A folder grant adds only its `scan` here: what it lets the
+        node read is ``folder`` (served as a vault derived to that folder)."""
         if self.links.is_mine(node_id):
             return sorted(PERMISSIONS)
+        return sorted(self._held(vault_id, node_id)[0])
+
+    def folder(self, vault_id: str, node_id: NodeId) -> Folder | None:
+        """The folder of the vault that ``node_id`` may read, and how, when folder grants are
+        all that let it read the vault; None when it may read the whole vault (or nothing).
+        Of several folders granted to it (itself, its identities, delegations) the first by
+        name is served."""
+        if self.links.is_mine(node_id):
+            return None
+        whole, folders = self._held(vault_id, node_id)
+        if whole & READS or not folders:
+            return None
+        path = min(folders)
+        return Folder(path, tuple(sorted(folders[path] | (whole & {"scan"}))))
+
+    def scope(self, vault_id: str, node_id: NodeId) -> str | None:
+        """The path ``node_id`` may read of the vault; None: the whole vault (or nothing)."""
+        found = self.folder(vault_id, node_id)
+        return found.path if found is not None else None
+
+    def _held(self, vault_id: str, node_id: NodeId) -> tuple[set[str], dict[str, set[str]]]:
+        """(whole-vault permissions, folder -> the read permissions on it) of every grant
+        reaching ``node_id``: its own, its identities' (gestalts), its delegations."""
         grants = self.grants(vault_id)
-        perms = set(grants.get(encode_node_id(node_id), []))
+        whole: set[str] = set()
+        folders: dict[str, set[str]] = {}
+
+        def take(granted: Iterable[str]) -> None:
+            perms = set(granted)
+            folder = folder_of(perms)
+            known = perms & set(PERMISSIONS)
+            if folder is None:
+                whole.update(known)
+            else:  # reads of the folder alone, never a push
+                whole.update(known - READS - {"push"})
+                folders.setdefault(folder, set()).update(known & READS)
+
+        take(grants.get(encode_node_id(node_id), []))
         for who, granted in grants.items():
-            if ":" in who and not set(granted) <= perms and self._admits(who, node_id):
-                perms |= set(granted)
-        return sorted(perms)
+            new = folder_of(granted) is not None or not set(granted) <= whole
+            if ":" in who and new and self._admits(who, node_id):
+                take(granted)
+        if self.delegations is not None:  # a child node: the delegations walked
+            take(self.delegations.permissions(vault_id, node_id))
+        return whole, folders
 
     def _admits(self, identity: str, node_id: NodeId) -> bool:
         return self.gestalts is not None and self.gestalts.admits(identity, node_id)
@@ -115,17 +186,46 @@ class Acl:
                 out |= self.gestalts.gestalt(who).nodes
         return out
 
-    def grant(self, vault_id: str, node_id: NodeId | str, perms: list[str]) -> list[str]:
+    def grant(
+        self, vault_id: str, node_id: NodeId | str, perms: list[str], folder: str | None = None
+    ) -> list[str]:
         """Add ``perms`` for a node, or for an identity (``github:bob``: its gestalt). Push
         brings pull with it: a writer must read the vault to build on it, and a node that
-        could write but not read could probe which objects it holds."""
+        could write but not read could probe which objects it holds.
+
+        ``folder``: the grant reaches only that folder (or secret) of the vault, kept as
+        ``folder:PATH`` among the permissions; it may hold scan, clone and pull, never push
+        (FolderGrantRefused), one folder per node and vault. Granting reads of the whole
+        vault to a node holding a folder grant widens it to the whole vault."""
         perms = check_permissions(perms)
-        if "push" in perms:
+        if folder is not None:
+            folder = check_folder(folder)
+            if "push" in perms:
+                raise FolderGrantRefused(
+                    "push: a node that may read only a folder of a vault cannot write to it"
+                )
+        elif "push" in perms:
             perms = [*perms, "pull"]
         with self.store.write() as tx:
             current = self.grants(vault_id)
             key = _who(node_id)
-            current[key] = sorted(set(current.get(key, [])) | set(perms))
+            held = set(current.get(key, []))
+            had = folder_of(held)
+            if folder is not None and had is None and held & READS:
+                raise FolderGrantRefused(
+                    f"{key} may read the whole vault already",
+                    hint="Unshare the vault from it first (`pk vaults unshare`).",
+                )
+            if folder is not None and had not in (None, folder):
+                raise FolderGrantRefused(
+                    f"{key} holds folder {had} of this vault",
+                    hint="A node holds one folder of a vault: unshare it first.",
+                )
+            if had is not None and folder is None and set(perms) & (READS | {"push"}):
+                held -= {FOLDER + had}  # the whole vault now
+            if folder is not None:
+                held.add(FOLDER + folder)
+            current[key] = sorted(held | set(perms))
             tx.put(ACL, vault_id.encode(), json.dumps(current, sort_keys=True).encode())
         return current[key]
 
@@ -155,6 +255,21 @@ class Acl:
         if not nodes <= known:
             tx.put(FORMER, vault_id.encode(), json.dumps(sorted(known | nodes)).encode())
 
+    def rename(
+        self, tx: Transaction, vault_ids: list[str], old: str, new: str, *, writer: bool = False
+    ) -> None:
+        """A key renewal (trust/rotation.py), inside the caller's transaction: ``old``'s grants
+        move to ``new``, and ``old`` is kept as a former writer where it could push (with
+        ``writer``: everywhere, this node's own old key), so the history it signed verifies."""
+        for vault_id in vault_ids:
+            grants = self.grants(vault_id)
+            moved = grants.pop(old, None)
+            if moved is not None:
+                grants[new] = sorted(set(grants.get(new, [])) | set(moved))
+                tx.put(ACL, vault_id.encode(), json.dumps(grants, sort_keys=True).encode())
+            if writer or (moved is not None and "push" in moved):
+                self._remember(tx, vault_id, {old})
+
     def replace(self, tx: Transaction, vault_id: str, grants: dict[str, list[str]]) -> None:
         """Set every grant of the vault at once, inside the caller's transaction (a backup
         mirrored, a restore): permissions this version does not know are left out, push brings
@@ -162,7 +277,12 @@ class Acl:
         clean: dict[str, list[str]] = {}
         for node, perms in grants.items():
             known = {p for p in perms if p in PERMISSIONS}
-            if "push" in known:
+            folder = _valid_folder(perms)
+            if folder:  # a folder grant: its reads, never a push
+                known = (known - {"push"}) | {FOLDER + folder}
+            elif folder == "":  # a folder this version cannot read: no reads at all
+                known -= READS | {"push"}
+            elif "push" in known:
                 known.add("pull")
             if known:
                 clean[node] = sorted(known)
@@ -175,6 +295,30 @@ class Acl:
     def drop(self, vault_id: str) -> None:
         with self.store.write() as tx:
             tx.delete(ACL, vault_id.encode())
+
+
+def folder_of(perms: Iterable[str]) -> str | None:
+    """The folder a grant reaches (its ``folder:PATH`` entry); None: the whole vault."""
+    return next((p[len(FOLDER) :] for p in sorted(perms) if p.startswith(FOLDER)), None)
+
+
+def check_folder(path: str) -> str:
+    """A folder path as grants keep it (InvalidSecretPath when it breaks a path rule)."""
+    from polykey.vaults.paths import join, split_path
+
+    return join(split_path(path))
+
+
+def _valid_folder(perms: list[str]) -> str | None:
+    """The folder of a grant from elsewhere (a backup mirrored): None when there is none, ""
+    when there are several or one that is not a valid path."""
+    named = [p[len(FOLDER) :] for p in perms if p.startswith(FOLDER)]
+    if not named:
+        return None
+    try:
+        return check_folder(named[0]) if len(named) == 1 else ""
+    except InvalidInput:
+        return ""
 
 
 def _who(node_id: NodeId | str) -> str:
