@@ -1,14 +1,14 @@
 """Resolution: where a NodeId is, by several strategies run at once, the first answer winning.
 
-A strategy is anything with a ``how`` (``lan``, ``relay``, ``peer``) and an async ``find``
+A strategy is anything with a ``how`` (``lan``, ``relay``, ``dht``, ``peer``) and an async ``find``
 returning what it found or None. ``Resolver.find`` starts them all, takes the first that
 answers with addresses, and cancels the rest; a strategy that fails (an exception) counts as
 no answer and is logged. Nothing here authenticates: the SSH host key pin does when the
 address is dialled (docs/spec/discovery.md section 5). The node graph, the first strategy, is
 read by ``Peers`` on its own thread before any of these start (it answers at once).
 
-``Discovery`` is the other half, an agent's: publishing its own record (relays, LAN) and
-building the resolver its Peers use (section 6).
+``Discovery`` is the other half, an agent's: publishing its own record (relays, the DHT,
+the LAN) and building the resolver its Peers use (section 6).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from polykey.network.graph import Address
 
 if TYPE_CHECKING:
     from polykey.crypto.signing import SigningKey
+    from polykey.network.dht import Dht
     from polykey.network.relays import Relays
 
 log = logging.getLogger("polykey.network")
@@ -36,7 +37,7 @@ RESOLVE_TIMEOUT_S = 6.0  # all strategies together (each has its own, shorter, l
 @dataclass(frozen=True)
 class Found:
     """Where a node is: its addresses (preferred first), how that was learnt (``cache`` for
-    the node graph, ``lan``, ``relay``, ``peer``), and from where (a relay's URL, the graph
+    the node graph, ``lan``, ``relay``, ``dht``, ``peer``), and from where (a relay's URL, the graph
     entry's own ``how``, ...)."""
 
     node_id: NodeId
@@ -122,6 +123,20 @@ class PeerAsking(Protocol):
     async def find(self, node_id: NodeId) -> Found | None: ...
 
 
+def dht_for(bootstrap: Sequence[Address], interface: str, *, read_only: bool) -> Dht | None:
+    """A DHT session for these bootstrap nodes, or None: none given (the default: nothing is
+    sent to the DHT), or libtorrent not installed (then the relays alone are used)."""
+    if not bootstrap:
+        return None
+    from polykey.network import dht
+
+    if not dht.available():
+        log.warning("libtorrent is not installed: the DHT is off (pip install polykey[dht])")
+        return None
+    host = "" if interface.startswith(LOOPBACK) or interface in WILDCARD else interface
+    return dht.Dht(dht.DhtConfig(tuple(bootstrap), host, read_only=read_only))
+
+
 REPUBLISH_S = 300.0  # Iroh's; records vanish from the DHT unless republished
 ADDRESS_CHECK_S = 30.0  # how often a wildcard host's addresses are looked at again
 LOOPBACK = ("127.", "::1", "localhost")
@@ -129,10 +144,10 @@ WILDCARD = ("0.0.0.0", "::", "")  # noqa: S104 (names of wildcards, nothing is b
 
 
 class Discovery:
-    """An agent's discovery: its record published to the relays (unless ``publish`` is off)
-    and announced on the LAN (if ``lan``), again every REPUBLISH_S and at once when its
-    addresses change; and the resolver its Peers use. A loopback-only agent announces and
-    publishes nothing. Timestamps always grow, even if the clock steps back."""
+    """An agent's discovery: its record published to the relays and the DHT (unless
+    ``publish`` is off) and announced on the LAN (if ``lan``), again every REPUBLISH_S and at
+    once when its addresses change; and the resolver its Peers use. A loopback-only agent
+    announces and publishes nothing. Timestamps always grow, even if the clock steps back."""
 
     def __init__(
         self,
@@ -142,8 +157,10 @@ class Discovery:
         publish: bool,
         lan: bool,
         public: Sequence[Address] = (),
+        dht: Dht | None = None,
     ) -> None:
         self.key = key
+        self.dht = dht
         self.public = tuple(public)[:5]  # --public-address: published as given
         self.relays = relays
         self.publish = publish
@@ -158,7 +175,7 @@ class Discovery:
         self.published_at = ""
 
     def __repr__(self) -> str:
-        return f"Discovery(publish={self.publish}, lan={self.lan}, {self.relays!r})"
+        return f"Discovery(publish={self.publish}, lan={self.lan}, {self.relays!r}, {self.dht!r})"
 
     def current_addresses(self) -> tuple[Address, ...]:
         from polykey.network.mdns import lan_addresses
@@ -171,8 +188,15 @@ class Discovery:
         return tuple(Address(h, self.port) for h in hosts[:5])
 
     async def start(self, host: str, port: int) -> None:
-        """Begin serving (the peer port is bound): open mDNS if the agent is on a LAN."""
+        """Begin serving (the peer port is bound, or 0: finding others only): join the DHT if
+        one is configured, open mDNS if the agent is on a LAN."""
         self.host, self.port = host, port
+        if self.dht is not None:
+            try:
+                await self.dht.start()
+            except Exception as exc:  # relays and the LAN still work
+                log.warning("the DHT could not start: %s", type(exc).__name__)
+                self.dht = None
         if self.lan and not host.startswith(LOOPBACK) and self.current_addresses():
             from polykey.network.mdns import Announcer, open_zeroconf
 
@@ -188,6 +212,10 @@ class Discovery:
             strategies.append(ByLan(self.zc))
         if self.relays:
             strategies.append(ByRelays(self.relays))
+        if self.dht is not None:
+            from polykey.network.dht import ByDht
+
+            strategies.append(ByDht(self.dht))
         return Resolver(strategies)
 
     async def run(self) -> None:
@@ -212,7 +240,9 @@ class Discovery:
         self.last_timestamp, self.addresses = stamp, addresses
         if self.announcer is not None:
             await self.announcer.announce(record)
-        if self.publish and self.relays:
+        if not self.publish:
+            return
+        if self.relays:
             outcomes = await self.relays.publish(record)
             self.outcomes = [
                 {"relay": o.relay, "result": o.result}
@@ -221,21 +251,31 @@ class Discovery:
             ]
             self.published_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             log.info("record published: %s", ", ".join(o.result for o in outcomes))
+        if self.dht is not None and not self.dht.config.read_only:
+            put = await self.dht.put(record)
+            self.published_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            log.info(
+                "record put in the DHT: %s on %d of %d node(s)", put.result, put.stored, put.asked
+            )
 
     def status(self) -> dict[str, Any]:
         return {
-            "publish": bool(self.publish and self.relays),
+            "publish": bool(self.publish and (self.relays or self.dht is not None)),
             "relays": list(self.relays.urls),
+            "dht": self.dht.status() if self.dht is not None else None,
             "lan": self.announcer is not None,
             "addresses": [str(a) for a in self.addresses],
             **(
                 {"published": self.outcomes, "published_at": self.published_at}
-                if self.outcomes
+                if self.published_at
                 else {}
             ),
         }
 
     async def close(self) -> None:
+        if self.dht is not None:
+            with contextlib.suppress(Exception):
+                await self.dht.close()
         if self.announcer is not None:
             with contextlib.suppress(Exception):
                 await self.announcer.close()
