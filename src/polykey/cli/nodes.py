@@ -276,6 +276,7 @@ HOW_SHOWN = {
     "manual": "added by hand",
     "lan": "found on the LAN (mDNS)",
     "relay": "found through a Pkarr relay",
+    "dht": "found in the Mainline DHT",
     "peer": "told by a peer",
 }
 
@@ -347,3 +348,67 @@ def _relays_here(s: Settings, urls: object) -> dict[str, object]:
         if isinstance(urls, list):
             node.graph.set_relays(list(dict.fromkeys(check_relay_url(u) for u in urls)))
         return {"relays": node.graph.relays()}
+
+
+# --- seeds and the home relay (docs/spec/discovery.md sections 9, 10) ------------------------
+
+
+@click.group()
+def seeds() -> None:
+    """The seed nodes asked where other nodes are (none by default)."""
+
+
+def _show_seeds(s: Settings, r: dict[str, object]) -> None:
+    listed = r["seeds"]
+    assert isinstance(listed, list)
+    emit(s, "\n".join(str(x) for x in listed) or "No seed: nothing is asked.", r)
+
+
+@seeds.command("add")
+@node_options
+@click.argument("seed", metavar="NODEID@HOST:PORT|DOMAIN")
+@click.option(
+    "--nameserver",
+    metavar="HOST[:PORT]",
+    help="For a DOMAIN: the DNS server asked for its _polykey._tcp SRV records.",
+)
+@pass_settings
+def seeds_add(s: Settings, seed: str, nameserver: str | None) -> None:
+    """Add a seed: a node (NODEID@HOST:PORT), or a DOMAIN whose DNS SRV records
+    `_polykey._tcp.DOMAIN` name seeds (each target with a TXT `v=1` `node=NODEID`)."""
+    _show_seeds(s, s.call("nodes.seeds", {"add": [seed], "nameserver": nameserver or ""}))
+
+
+@seeds.command("list")
+@node_options
+@pass_settings
+def seeds_list(s: Settings) -> None:
+    """The seeds."""
+    _show_seeds(s, s.call("nodes.seeds", {}))
+
+
+@seeds.command("rm")
+@node_options
+@click.argument("seed", metavar="NODEID@HOST:PORT|DOMAIN")
+@pass_settings
+def seeds_rm(s: Settings, seed: str) -> None:
+    """Remove a seed."""
+    _show_seeds(s, s.call("nodes.seeds", {"remove": [seed]}))
+
+
+@click.command("home-relay")
+@node_options
+@click.argument("relay", metavar="[NODEID@HOST:PORT]", required=False)
+@click.option("--clear", is_flag=True, help="Register with no relay.")
+@pass_settings
+def home_relay(s: Settings, relay: str | None, clear: bool) -> None:
+    """Show or set the relay this node registers with when its agent serves peers, so that
+    nodes reach it through the relay from behind NAT. None by default; used from the next
+    `pk agent start` (`--via-relay` overrides it)."""
+    from polykey.errors import UsageError
+
+    if clear and relay:
+        raise UsageError("give a relay or --clear, not both")
+    params: dict[str, object] = {"relay": ""} if clear else {"relay": relay} if relay else {}
+    r = s.call("nodes.home_relay", params)
+    emit(s, str(r["relay"] or "No home relay: this node registers with none."), r)

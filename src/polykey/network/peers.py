@@ -9,7 +9,11 @@ address found before); when it has none, the discovery strategies run at once (t
 them with ``set_resolver``; without an agent, the relays configured in the node), each found
 address is dialled in turn, and the one that answers is kept in the graph with how it was
 found. A found address that stops answering is looked up again once; a hand-added one never
-is replaced.
+is replaced. The seeds (network/seeds.py), if any, are asked too (``nodes.find``).
+
+When no address answers, the node is reached through a relay (network/relay.py): the relays
+discovery or a seed named for it, else those it was last reached through. The SSH host key pin
+is the authentication there too: the relay can only fail to deliver.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ from polykey.ids import NodeId, encode_node_id
 from polykey.network.graph import MANUAL, Address, Graph, UnknownNode
 
 if TYPE_CHECKING:
-    import asyncssh
-
     from polykey.network.pool import Pool, Waiter
+    from polykey.network.relay import RelaySpec, Tunnels
     from polykey.network.resolve import Found, Resolver
+    from polykey.network.seeds import Reach, Seed, Told
     from polykey.network.ssh import PeerClient
+    from polykey.network.sshlib import asyncssh
 
 T = TypeVar("T")
+
+SEEDS_FRESH_S = 300.0  # how long the seeds named by DNS are used before they are looked up again
 
 Serve = Callable[[NodeId, str, dict[str, Any]], dict[str, Any]]
 """A node served in this process: (the caller's NodeId, method, params) -> result."""
@@ -44,6 +51,9 @@ class Peers:
         self._waiter: Waiter | None = None
         self._local: dict[bytes, tuple[NodeId, Serve]] = {}
         self._resolver: Resolver | None = None
+        self._tunnels: Tunnels | None = None
+        self._hints: dict[bytes, list[RelaySpec]] = {}  # relays named while resolving
+        self._seeds: tuple[float, list[Seed]] | None = None  # the seeds, DNS ones looked up
 
     def __repr__(self) -> str:
         return f"Peers({len(self.connections())} connected)"
@@ -68,16 +78,33 @@ class Peers:
         self._resolver = resolver
 
     def resolver(self) -> Resolver | None:
-        """The agent's strategies; else the Pkarr relays configured in the node, if any."""
-        if self._resolver is not None:
-            return self._resolver
-        urls = self.graph.relays()
-        if not urls:
-            return None
-        from polykey.network.relays import Relays
-        from polykey.network.resolve import ByRelays, Resolver
+        """The agent's strategies, else the Pkarr relays configured in the node, if any; and
+        asking the seeds, if any."""
+        from polykey.network.resolve import Resolver
 
-        return Resolver([ByRelays(Relays(urls))])
+        base = self._resolver
+        if base is None:
+            urls = self.graph.relays()
+            if urls:
+                from polykey.network.relays import Relays
+                from polykey.network.resolve import ByRelays
+
+                base = Resolver([ByRelays(Relays(urls))])
+        if not self.reach.seeds():
+            return base
+        from polykey.network.seeds import AskSeeds
+
+        strategies = [
+            *(base.strategies if base is not None else ()),
+            AskSeeds(self.ask_seeds, self._hint),
+        ]
+        return Resolver(strategies) if base is None else Resolver(strategies, base.timeout)
+
+    @property
+    def reach(self) -> Reach:
+        from polykey.network.seeds import Reach
+
+        return Reach(self.graph.store)
 
     def resolve(self, node_id: NodeId) -> Address:
         """Where ``node_id`` is reached: the graph's address, else the first found by
@@ -108,6 +135,9 @@ class Peers:
         loop = self.pool._ensure_loop()  # the pool's loop thread runs every network wait
         future = asyncio.run_coroutine_threadsafe(resolver.find(node_id), loop)
         found: Found | None = self.pool.waiter(future)
+        named: Any = getattr(found, "relays", None)  # a record naming the node's relays
+        if named:
+            self._hint(node_id, list(named))
         if found is None:
             raise UnknownNode(
                 encode_node_id(node_id),
@@ -126,7 +156,8 @@ class Peers:
         self._local.pop(bytes(node_id), None)
 
     def session(self, node_id: NodeId, run: Callable[[PeerClient], Awaitable[T]]) -> T:
-        """Run ``run`` on a channel to ``node_id`` (several calls in one session)."""
+        """Run ``run`` on a channel to ``node_id`` (several calls in one session): at its
+        address, else through a relay."""
         local = self._local.get(bytes(node_id))
         if local is not None:
             import asyncio
@@ -135,6 +166,30 @@ class Peers:
 
             client = LocalClient(node_id, *local)
             return asyncio.run(run(client))  # type: ignore[arg-type]
+        from polykey.network.ssh import PeerUnreachable
+
+        self._hints.pop(bytes(node_id), None)
+        try:
+            return self._direct(node_id, run)
+        except (PeerUnreachable, UnknownNode) as exc:
+            relays = self._relays_for(node_id)
+            if not relays:
+                raise
+            failure: Exception = exc
+        for relay in relays:
+            try:
+                result = self._via(node_id, relay, run)
+            except PeerUnreachable as exc:
+                failure = exc
+                continue
+            except BaseException:  # reached through it, then the call failed
+                self._keep_relay(node_id, relay)
+                raise
+            self._keep_relay(node_id, relay)
+            return result
+        raise failure
+
+    def _direct(self, node_id: NodeId, run: Callable[[PeerClient], Awaitable[T]]) -> T:
         from polykey.network.ssh import PeerUnreachable as PeerUnreachableError
 
         if self.graph.knows(node_id):
@@ -170,6 +225,79 @@ class Peers:
         result: T = self.pool.run(self._ssh_key(), node_id, address.host, address.port, run)
         return result
 
+    # --- relays and seeds (network/relay.py, network/seeds.py) ---------------------------
+
+    def _hint(self, node_id: NodeId, relays: list[RelaySpec]) -> None:
+        self._hints.setdefault(bytes(node_id), []).extend(relays)
+
+    def _relays_for(self, node_id: NodeId) -> list[RelaySpec]:
+        """The relays to try for ``node_id``: named while resolving it, else those it was last
+        reached through, else those the seeds name now."""
+        relays = self._hints.pop(bytes(node_id), None) or self.reach.relays_of(node_id)
+        if not relays and self.reach.seeds():
+            relays = [r for told in self.ask_seeds(node_id) for r in told.relays]
+        return list({str(r): r for r in relays}.values())
+
+    def _keep_relay(self, node_id: NodeId, relay: RelaySpec) -> None:
+        kept = self.reach.relays_of(node_id)
+        if kept[:1] != [relay]:
+            self.reach.keep_relays(node_id, [relay, *kept])
+
+    def _via(
+        self, node_id: NodeId, relay: RelaySpec, run: Callable[[PeerClient], Awaitable[T]]
+    ) -> T:
+        import asyncio
+
+        if self._tunnels is None:
+            from polykey.network.relay import Tunnels
+
+            self._tunnels = Tunnels()
+        loop = self.pool._ensure_loop()
+        work = self._tunnels.run(self._ssh_key(), node_id, relay, run)
+        result: T = self.pool.waiter(asyncio.run_coroutine_threadsafe(work, loop))
+        return result
+
+    def seed_nodes(self, *, fresh: bool = False) -> list[Seed]:
+        """The seeds, those named by DNS looked up (kept SEEDS_FRESH_S)."""
+        import time
+
+        from polykey.network.seeds import expand
+
+        if fresh or self._seeds is None or time.monotonic() - self._seeds[0] > SEEDS_FRESH_S:
+            self._seeds = (time.monotonic(), expand(self.reach.seeds()))
+        return self._seeds[1]
+
+    def ask_seeds(self, node_id: NodeId) -> list[Told]:
+        """Ask the seeds where ``node_id`` is, one after another until one names an address
+        (blocking; the seeds are dialled at their own addresses, never resolved)."""
+        from polykey.network.seeds import Told, told
+        from polykey.network.ssh import PeerError, PeerUnreachable
+
+        wanted = {"node_id": encode_node_id(node_id)}
+
+        async def ask(client: PeerClient) -> dict[str, Any]:
+            return await client.call("nodes.find", wanted)
+
+        answers: list[Told] = []
+        for seed in self.seed_nodes():
+            if seed.node_id == node_id:
+                return [Told(seed, (seed.address,), ())]
+            try:
+                answers.append(told(seed, self._dial(seed.node_id, seed.address, ask)))
+            except (PeerUnreachable, PeerError):
+                continue
+            if answers[-1].addresses:
+                break
+        return answers
+
+    def observed(self, seed: Seed) -> str:
+        """How ``seed`` sees this node: HOST:PORT (its answer to ``peer.observed``)."""
+
+        async def ask(client: PeerClient) -> dict[str, Any]:
+            return await client.call("peer.observed", {})
+
+        return str(self._dial(seed.node_id, seed.address, ask).get("address", ""))[:100]
+
     def call(self, node_id: NodeId, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One peer method on ``node_id``: its result, or PeerError / PeerUnreachable."""
 
@@ -187,9 +315,18 @@ class Peers:
         return self.session(node_id, greet)
 
     def connections(self) -> list[dict[str, Any]]:
-        return self._pool.connections() if self._pool is not None else []
+        held = self._pool.connections() if self._pool is not None else []
+        return held + (self._tunnels.connections() if self._tunnels is not None else [])
 
     def close(self) -> None:
+        if self._tunnels is not None and self._pool is not None:
+            import asyncio
+            import contextlib
+
+            loop = self.pool._ensure_loop()
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._tunnels.close(), loop).result(timeout=5)
+            self._tunnels = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

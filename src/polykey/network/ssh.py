@@ -15,11 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncssh
-
 from polykey import codec, frames
 from polykey.errors import PolykeyError
 from polykey.ids import NodeId, encode_node_id, node_id_from_bytes
+from polykey.network.sshlib import asyncssh
 
 log = logging.getLogger("polykey.network")
 SUBSYSTEM = "polykey"
@@ -242,10 +241,16 @@ class _CountedProcess(asyncssh.SSHServerProcess[bytes]):
 
 class _Server(asyncssh.SSHServer):
     def __init__(
-        self, limits: PeerLimits, process: Callable[..., Any], idle: float = IDLE_S
+        self,
+        limits: PeerLimits,
+        process: Callable[..., Any],
+        idle: float = IDLE_S,
+        relay: Any = None,
     ) -> None:
         self.limits = limits
         self.process = process
+        self.relay = relay  # network.relay.Relay on an agent started with --relay
+        self.relaying = False
         self.idle = idle  # the request timeout (the hello's is at most HELLO_TIMEOUT_S)
         self.conn: asyncssh.SSHServerConnection | None = None
         self.candidate: NodeId | None = None
@@ -298,7 +303,7 @@ class _Server(asyncssh.SSHServer):
     def _arm(self) -> None:
         """Close the connection if it stays without channels for IDLE_CONNECTION_S."""
         self._disarm()
-        if self.conn is not None:
+        if self.conn is not None and not self.relaying:
             conn = self.conn
             self.idle_timer = asyncio.get_running_loop().call_later(IDLE_CONNECTION_S, conn.close)
 
@@ -343,6 +348,26 @@ class _Server(asyncssh.SSHServer):
 
     def begin_auth(self, username: str) -> bool:
         return True
+
+    # A relay (network/relay.py) takes registrations (a remote forward under the node's own
+    # NodeId) and relays connections to registered nodes; any other node refuses both.
+    # A connection that registered or relayed is not closed for having no channel.
+    def server_requested(self, listen_host: str, listen_port: int) -> Any:
+        if self.relay is None or self.bound is None or self.conn is None:
+            return False
+        registration = self.relay.register(self.conn, self.bound, listen_host, listen_port)
+        if registration:
+            self.relaying = True
+            self._disarm()
+        return registration
+
+    def connection_requested(self, dest_host: str, dest_port: int, *_: Any) -> Any:
+        if self.relay is None or self.bound is None:
+            return False
+        relayed = self.relay.connect(self.bound, dest_host, dest_port)  # or ChannelOpenError
+        self.relaying = True
+        self._disarm()
+        return relayed
 
     def password_auth_supported(self) -> bool:
         return False
@@ -425,6 +450,7 @@ async def serve(
     git: GitHandler | None = None,
     limits: PeerLimits | None = None,
     idle: float = IDLE_S,
+    relay: Any = None,
 ) -> asyncssh.SSHAcceptor:
     """Accept peers; every RPC on a `polykey` channel goes to ``handler(peer, method, params)``,
     and stock git's upload-pack and receive-pack to ``git(peer, service, path, process)``.
@@ -444,7 +470,7 @@ async def serve(
             proc.exit(1)
 
     return await asyncssh.create_server(
-        lambda: _Server(limits, process, idle),
+        lambda: _Server(limits, process, idle, relay),
         host,
         port,
         server_host_keys=[host_key],
@@ -580,7 +606,10 @@ async def _one_request(
     if not greeted and (method != "peer.hello" or params.get("version") != PROTOCOL_VERSION):
         raise _Closed("no hello")
     try:
-        result = await handler(peer, method, params)
+        if method == OBSERVED:  # only the transport knows where the peer came from
+            result = {"address": _observed(proc)}
+        else:
+            result = await handler(peer, method, params)
         reply = {"jsonrpc": "2.0", "id": request_id, "result": result}
     except PolykeyError as exc:
         reply = {
@@ -604,6 +633,17 @@ async def _one_request(
     return True
 
 
+OBSERVED = "peer.observed"  # "I see you as HOST:PORT" (docs/spec/discovery.md section 10)
+
+
+def _observed(proc: asyncssh.SSHServerProcess[bytes]) -> str:
+    peername = proc.get_extra_info("peername")
+    if not peername:
+        return ""
+    host, port = str(peername[0]), int(peername[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _remote_hint(data: Any) -> str | None:
     """Keep the class hint: the other node's own hints speak of its commands, not ours."""
     return None
@@ -621,8 +661,15 @@ class PeerClient:
 
     @classmethod
     async def connect(
-        cls, client_key: asyncssh.SSHKey, node_id: NodeId, host: str, port: int
+        cls,
+        client_key: asyncssh.SSHKey,
+        node_id: NodeId,
+        host: str,
+        port: int,
+        tunnel: asyncssh.SSHClientConnection | None = None,
     ) -> PeerClient:
+        """A connection to ``node_id`` at ``host:port`` (through ``tunnel``, a relay, if
+        given: ``host`` is then the NodeId), its key pinned, and a first channel on it."""
         from polykey.crypto.signing import openssh_public_line
 
         pinned = asyncssh.import_public_key(openssh_public_line(bytes(node_id)))
@@ -636,6 +683,7 @@ class PeerClient:
                     known_hosts=([pinned], [], []),
                     agent_path=None,
                     config=None,
+                    tunnel=tunnel,
                 ),
                 timeout=15,
             )
