@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import asyncssh
 from asyncssh.forward import SSHForwarder
 
 from polykey.errors import InvalidInput, InvalidNodeId
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.graph import Address, parse_address
 from polykey.network.ssh import PeerClient, PeerUnreachable
+from polykey.network.sshlib import asyncssh
 
 if TYPE_CHECKING:
     from polykey.network.ssh import PeerLimits
