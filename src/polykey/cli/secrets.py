@@ -367,6 +367,11 @@ def history(s: Settings, address: str) -> None:
 @click.option("-n", "--no-symbols", is_flag=True, help="Letters and digits only (alnum).")
 @click.option("--words", type=click.IntRange(3, 64), help="A passphrase of N BIP39 words instead.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing secret without asking.")
+@click.option(
+    "--rotate",
+    is_flag=True,
+    help="Replace a secret that exists, without asking: rotate one `pk health` flags.",
+)
 @click.option("-c", "--clip", is_flag=True, help="Copy it to the clipboard instead of printing.")
 @click.option(
     "--clear-after",
@@ -386,6 +391,7 @@ def generate(
     no_symbols: bool,
     words: int | None,
     force: bool,
+    rotate: bool,
     clip: bool,
     clear_after: int,
     show: bool,
@@ -394,6 +400,8 @@ def generate(
 
     As `pass generate`: LENGTH may follow the path; a secret that exists is replaced only after
     a yes at the prompt, or with --force. Naming an entry's folder replaces its password.
+    --rotate replaces a secret that must exist (a password `pk health` says needs rotation:
+    the new value clears that, as it is no value a node whose access ended received).
     """
     from polykey.vaults.generate import passphrase, password
 
@@ -412,7 +420,9 @@ def generate(
         from polykey.cli import clip as clipboard
 
         clipboard.tools()  # no clipboard: say so before anything is replaced
-    path, address = _generate_target(s, vault_name, path, force)
+    if rotate:
+        _must_exist(s, vault_name, path)
+    path, address = _generate_target(s, vault_name, path, force or rotate)
     r = s.call("secrets.write", {"vault": vault_name, "path": path, "data": value.encode()})
     if clip:
         clipboard.copy(value.encode(), clear_after)
@@ -421,6 +431,16 @@ def generate(
         emit(s, human, {**r, "copied": True, "clear_after": clear_after})
         return
     emit(s, value, {**r, "value": value})
+
+
+def _must_exist(s: Settings, vault_name: str, path: str) -> None:
+    from polykey.vaults.errors import SecretNotFound
+
+    if s.call("secrets.kind", {"vault": vault_name, "path": path})["kind"] is None:
+        raise SecretNotFound(
+            f"{vault_name}:{path}",
+            hint="--rotate replaces a secret that exists; without it, generate makes a new one.",
+        )
 
 
 def _generate_target(s: Settings, vault_name: str, path: str, force: bool) -> tuple[str, str]:

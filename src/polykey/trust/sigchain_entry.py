@@ -30,6 +30,7 @@ LINK_IDENTITY = "link-identity"
 REVOKE = "revoke"
 ROTATE_KEY = "rotate-key"
 DELEGATE = "delegate"
+AUDIT_CHECKPOINT = "audit-checkpoint"  # docs/spec/audit.md
 TWO_PARTY = (LINK_NODE, ROTATE_KEY, DELEGATE)  # signed by the issuer and the subject
 RESERVED = ("typ", "iss", "seq", "prevClaimId", "prevDigest", "iat", "jti")
 
@@ -41,6 +42,7 @@ MAX_IDENTITY = 300
 MAX_REF = 1024
 
 _DIGEST = re.compile(r"sha256:[A-Za-z0-9_-]{43}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _IDENTITY = re.compile(r"([a-z0-9]+):([^\s:][^\s]*)")
 _HEADER_HEAD, _HEADER_TAIL = b'{"alg":"EdDSA","kid":"', b'"}'
 _MEMO = 4096
@@ -280,6 +282,11 @@ def _subject(claim: dict[str, Any], typ: str, iss: str) -> tuple[str, tuple[str,
         if proof.get("provider") != match.group(1):
             raise Problem("its proof must name the provider its sub names")
         return match.group(0), (iss,)
+    if typ == AUDIT_CHECKPOINT:
+        count, head = claim.get("count"), claim.get("head")
+        if not _int(count, 1) or not (isinstance(head, str) and _HEX64.fullmatch(head)):
+            raise Problem("an audit-checkpoint must hold count (from 1) and head (64 hex digits)")
+        return "", (iss,)
     if typ == REVOKE:
         if not _text(sub, MAX_JTI) or sub == claim.get("jti"):
             raise Problem("its sub must be the jti of an earlier claim")

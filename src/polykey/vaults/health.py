@@ -16,7 +16,7 @@ a URI, a name). An entry's other files (username, url, notes, ...) are not check
 - conflict: a conflict copy a merge left (vaults/merge.py) and nobody resolved; it is not
   checked otherwise.
 - exposed: a (vault, path) the caller names as seen by a node whose access ended (the exposure
-  report's "needs rotation"), still at that path.
+  reports' "needs rotation": vaults/exposure.py), still at that path.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def check(
         findings.extend(copies)
         findings.extend(_old(vault, found, now, max_age_days))
     findings.extend(
-        Finding(v, p, "exposed", "a node that could read it lost its access; rotate it")
+        Finding(v, p, "exposed", "needs rotation: a node whose access ended received this value")
         for v, p in sorted(set(exposed))
         if (v, p) in held
     )

@@ -60,6 +60,12 @@ def vaults_health(node: Node, p: VaultsHealth) -> dict[str, Any]:
 
 
 def exposed_secrets(node: Node) -> set[tuple[str, str]]:
-    """The (vault, path) of the secrets a node whose access ended could read, still current:
-    the exposure reports of issue #15 ("needs rotation") will answer here; none are kept yet."""
-    return set()
+    """The (vault, path) of the secrets whose value a node received before its access ended,
+    still current (vaults/exposure.py: the kept reports' "needs rotation")."""
+    from polykey.vaults.exposure import kept, still_current
+
+    out: set[tuple[str, str]] = set()
+    for report in kept(node.vaults):
+        for vault, paths in still_current(node.vaults, report).items():
+            out.update((vault, path) for path in paths)
+    return out

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from polykey.agent.methods import METHODS
+from polykey.errors import PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.rpc import NoParams
 
@@ -111,19 +112,29 @@ class VaultsShare:
     name: str
     node_id: str
     permissions: list[str] = field(default_factory=list)  # none: trust.acl.DEFAULT
+    path: str | None = None  # a folder of the vault alone (docs/spec/derived.md)
 
 
 @METHODS.method("vaults.share")
 def vaults_share(node: Node, p: VaultsShare) -> dict[str, Any]:
-    """Grant, then tell the node (queued in the outbox when it cannot be reached now)."""
+    """Grant, then tell the node (queued in the outbox when it cannot be reached now); in
+    the audit log, whether the agent runs or not."""
+    from polykey.agent.methods.audit import LOCAL, run_recorded
+    from polykey.vaults.audit import Event
+
+    event = Event(LOCAL, "vaults.share", p.name[:200], p.path, subject=p.node_id[:200])
+    return run_recorded(node, [event], False, lambda: _share(node, p))
+
+
+def _share(node: Node, p: VaultsShare) -> dict[str, Any]:
     from polykey.network.graph import UnknownNode
     from polykey.trust.acl import DEFAULT
 
     info = node.vaults.info(p.name)
     if ":" in p.node_id:
-        return _share_with_identity(node, info.name, info.id, p.node_id, p.permissions)
+        return _share_with_identity(node, info.name, info.id, p.node_id, p.permissions, p.path)
     peer = decode_node_id(p.node_id)
-    granted = node.acl.grant(info.id, peer, p.permissions or list(DEFAULT))
+    granted = node.acl.grant(info.id, peer, p.permissions or list(DEFAULT), p.path)
     note = f"Vault {info.name} ({info.id}) is shared with you: {', '.join(granted)}."
     try:
         delivery = node.notifications.send(peer, note)
@@ -133,7 +144,12 @@ def vaults_share(node: Node, p: VaultsShare) -> dict[str, Any]:
 
 
 def _share_with_identity(
-    node: Node, name: str, vault_id: str, identity: str, perms: list[str] | None
+    node: Node,
+    name: str,
+    vault_id: str,
+    identity: str,
+    perms: list[str] | None,
+    folder: str | None = None,
 ) -> dict[str, Any]:
     """Grant to a person (``github:bob``): every node of the identity's verified gestalt,
     now or later, holds the grant; the identity becomes trusted; each node of the gestalt
@@ -147,7 +163,7 @@ def _share_with_identity(
     if identity not in known:
         raise UnknownIdentity(identity[:80])
     node.gestalts.trust(identity, True)
-    granted = node.acl.grant(vault_id, identity, perms or list(DEFAULT))
+    granted = node.acl.grant(vault_id, identity, perms or list(DEFAULT), folder)
     note = f"Vault {name} ({vault_id}) is shared with {identity}: {', '.join(granted)}."
     told: dict[str, Any] = {}
     for member in sorted(node.gestalts.gestalt(identity).nodes):
@@ -175,10 +191,44 @@ class VaultPeer:
 
 @METHODS.method("vaults.unshare")
 def vaults_unshare(node: Node, p: VaultPeer) -> dict[str, Any]:
+    """Revoke, once the exposure report of each node losing access is kept (what it could
+    read, what it pulled: `pk exposure`); in the audit log, whether the agent runs or not."""
+    from polykey.agent.methods.audit import LOCAL, run_recorded
+    from polykey.vaults.audit import Event
+
+    event = Event(LOCAL, "vaults.unshare", p.name[:200], subject=p.node_id[:200])
+    return run_recorded(node, [event], False, lambda: _unshare(node, p))
+
+
+def _unshare(node: Node, p: VaultPeer) -> dict[str, Any]:
     info = node.vaults.info(p.name)
     who: NodeId | str = p.node_id if ":" in p.node_id else decode_node_id(p.node_id)
+    losing = [who] if not isinstance(who, str) else _members(node, who)
+    reports = [
+        node.expose(n, f"unshare of {info.name}", [info.id])
+        for n in losing
+        if node.acl.permissions(info.id, n) or node.acl.folder(info.id, n) is not None
+    ]
     revoked = node.acl.revoke(info.id, who)
-    return {"vault": info.name, "node_id": p.node_id, "revoked": revoked}
+    out = {"vault": info.name, "node_id": p.node_id, "revoked": revoked}
+    return {**out, "exposed": [_exposed(node, r) for r in reports]}
+
+
+def _members(node: Node, identity: str) -> list[NodeId]:
+    """The nodes of an identity's gestalt, as known now."""
+    try:
+        return [decode_node_id(n) for n in sorted(node.gestalts.gestalt(identity).nodes)]
+    except PolykeyError:
+        return []
+
+
+def _exposed(node: Node, report: dict[str, Any]) -> dict[str, Any]:
+    """What `vaults unshare` says of a report: the node, and the secrets to rotate."""
+    from polykey.vaults.exposure import still_current
+
+    current = still_current(node.vaults, report)
+    rotate = [f"{v}:{path}" for v, paths in sorted(current.items()) for path in paths]
+    return {"node_id": report["node_id"], "needs_rotation": rotate}
 
 
 @dataclass(frozen=True)
@@ -204,7 +254,11 @@ def vaults_signers(node: Node, p: VaultsSigners) -> dict[str, Any]:
     of this node's vault (``vault_writers``), or with ``node_id``, of that node's vault as it
     names them (a fetch, as `pk vaults clone` makes: the node and the writers it names)."""
     if p.node_id is None:
-        return {"vault": node.vaults.info(p.name).name, "writers": vault_writers(node, p.name)}
+        from polykey.trust.rotation import rotations
+
+        writers = vault_writers(node, p.name)
+        until = {o: r.until for o, r in rotations(node.store).items() if o in writers}
+        return {"vault": node.vaults.info(p.name).name, "writers": writers, "until": until}
     from polykey.sync.client import remote_writers
 
     peer = decode_node_id(p.node_id)
