@@ -8,7 +8,23 @@ from __future__ import annotations
 
 import argparse
 
-from bench import agent, completion, flat, health, interop, large, node, own, sharing, trust, vaults
+from bench import (
+    agent,
+    audit,
+    child,
+    completion,
+    dht,
+    flat,
+    health,
+    interop,
+    large,
+    node,
+    own,
+    relay,
+    sharing,
+    trust,
+    vaults,
+)
 from bench.common import Row
 
 SECTIONS = {
@@ -23,6 +39,10 @@ SECTIONS = {
     "completion": completion.section,
     "trust": trust.section,
     "health": health.section,
+    "audit": audit.section,
+    "child": child.section,
+    "dht": dht.section,
+    "relay": relay.section,
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from polykey.crypto.kdf import Argon2Params, equal
-from polykey.errors import NodeDamaged, WrongRecoveryCode
+from polykey.errors import NodeDamaged, PolykeyError, WrongRecoveryCode
 from polykey.ids import NodeId, encode_node_id
 from polykey.keys import recovery
 from polykey.keys.root import RootKey, encrypt_to, verify_file
@@ -26,9 +26,11 @@ from polykey.store.header import new_salt
 from polykey.store.nodefile import Damage, NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.trust.acl import Acl
+from polykey.trust.delegation import Delegations
 from polykey.trust.gestalts import Gestalts
 from polykey.trust.links import LINKED, BadAnswer, BadStatement, Links
 from polykey.trust.sigchain import PeerChains, Sigchain
+from polykey.vaults.audit import AuditLog
 from polykey.vaults.registry import Vaults
 
 __all__ = [
@@ -96,8 +98,10 @@ class Node:
         self.chains = PeerChains(store)
         self.gestalts = Gestalts(store, self.sigchain, self.chains, self.provider_for)
         self.acl.gestalts = self.gestalts
+        self.acl.delegations = Delegations(self.sigchain, self.chains, self._lineage)
         self._device_flows: dict[str, Any] = {}  # provider -> a device flow under way
         self.presented: dict[bytes, int] = {}  # peer -> the head of this chain it was handed
+        self.audit = AuditLog(store)  # docs/spec/audit.md
 
     def __repr__(self) -> str:
         return f"Node({encode_node_id(self.node_id)}, {str(self.store.path)!r})"
@@ -178,6 +182,11 @@ class Node:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _lineage(self, vault_id: str) -> str | None:
+        """The node a vault was cloned from ("" for one of this node's own; None: no such)."""
+        info = next((i for i in self.vaults.all() if i.id == vault_id), None)
+        return None if info is None else str(info.origin.get("node_id", ""))
+
     # --- facts ------------------------------------------------------------------------------------
 
     @property
@@ -231,6 +240,66 @@ class Node:
 
     def decrypt(self, ciphertext: bytes) -> bytes:
         return self.key.decrypt(ciphertext)
+
+    # --- key renewal (trust/rotation.py, docs/spec/keys.md) --------------------------------------
+
+    def renew(self) -> tuple[recovery.RecoveryCode, Any]:
+        """A new key pair and NodeId: the new recovery code (the old one derives the old key)
+        and the rotation. Every part of the node is made again with the new key."""
+        from polykey.trust import rotation
+
+        code = recovery.generate()
+        new_key = RootKey.from_recovery_code(code)
+        parts = (self.sigchain, self.chains, self.acl, self.vaults)
+        done = rotation.renew(self.store, self.key, new_key, *parts, (NODE_KEYS, ROOT_SEED))
+        self.store.change_recovery(code.seed())  # a crash before: the old code still recovers
+        self.peers.close()
+        Node.__init__(self, self.store, new_key)
+        return code, done
+
+    def tell_renewal(self, only: NodeId | None = None) -> dict[str, str]:
+        """Tell ``only``, or every node this one knows, of its renewals (they follow)."""
+        from polykey.ids import decode_node_id
+        from polykey.trust import rotation
+
+        known = {*self.graph.entries(), *self.acl.nodes()} if only is None else set()
+        known |= {str(i.origin.get("node_id", "")) for i in self.vaults.all()} if known else set()
+        known -= {encode_node_id(self.node_id), *rotation.rotations(self.store)}
+        targets = [only] if only is not None else []
+        for text in sorted(known):
+            try:
+                targets.append(decode_node_id(text))
+            except PolykeyError:
+                continue  # a grant to an identity
+        return rotation.tell(self.store, self.sigchain, self.chains, self.peers.call, targets)
+
+    # --- audit and exposure (docs/spec/audit.md) --------------------------------------------------
+
+    def expose(
+        self,
+        node_id: NodeId,
+        reason: str,
+        vault_ids: list[str] | None = None,
+        label: str | None = None,
+    ) -> dict[str, Any]:
+        """Make and keep the exposure report of ``node_id`` (of ``vault_ids``, else of every
+        vault it may read), *before* its access ends: what it could read, what it pulled.
+        `vaults unshare` calls it; so do a child's revocation and a key's (``reason`` says
+        which, ``label`` names a child)."""
+        from polykey.vaults import exposure
+
+        could: dict[str, tuple[list[str], str | None]] = {}
+        for info in self.vaults.all():
+            if vault_ids is None or info.id in vault_ids:
+                perms = self.acl.permissions(info.id, node_id)
+                folder = self.acl.folder(info.id, node_id)
+                if perms or folder is not None:
+                    could[info.id] = (perms, folder.path if folder is not None else None)
+        who = encode_node_id(node_id)
+        report = exposure.build(self.vaults, self.audit, who, could, reason, label)
+        with self.store.write() as tx:
+            exposure.keep(tx, report)
+        return report
 
     # --- identity providers (docs/spec/identities.md) ---------------------------------------------
 
@@ -403,7 +472,13 @@ def _provider_config(name: str, settings: dict[str, str]) -> Any:
     from dataclasses import fields
 
     from polykey.errors import InvalidInput
-    from polykey.trust.providers import DnsConfig, GitHubConfig, KeybaseConfig, UnknownProvider
+    from polykey.trust.providers import (
+        DnsConfig,
+        GitHubConfig,
+        KeybaseConfig,
+        OpenPgpConfig,
+        UnknownProvider,
+    )
 
     if name == "dns":
         given = dict(settings)
@@ -417,6 +492,7 @@ def _provider_config(name: str, settings: dict[str, str]) -> Any:
             raise InvalidInput(f"{server!r} is not HOST[:PORT]")
         return DnsConfig(nameserver=host or server, port=int(port) if sep else 53)
     kinds: dict[str, Any] = {"github": GitHubConfig, "keybase": KeybaseConfig}
+    kinds["openpgp"] = OpenPgpConfig
     if name not in kinds:
         raise UnknownProvider(repr(name[:40]))
     known = {f.name for f in fields(kinds[name]) if f.type in ("str", str)}

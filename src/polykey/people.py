@@ -168,6 +168,10 @@ def present(node: Node, node_id: NodeId) -> None:
     can find this node in a gestalt a vault is shared with (docs/spec/gestalts.md). Best
     effort and once per head and peer in a process: a peer that cannot take it (an older
     version, unreachable) is left to answer the request that follows as it will."""
+    from polykey.trust.rotation import untold
+
+    if encode_node_id(node_id) in untold(node.store):  # a renewal it missed: told first
+        node.tell_renewal(node_id)
     head = node.sigchain.head()
     if head is None or node.presented.get(bytes(node_id), 0) >= head.seq:
         return

@@ -31,12 +31,19 @@ from polykey.store.container import show_key
 from polykey.store.nodefile import JOURNALS, NodeFile
 from polykey.store.records import Namespace
 from polykey.store.salvage import DamagedNode, Lost, Salvaged
+from polykey.sync.child import CHILDREN, PARENT, PENDING
+from polykey.sync.child import TOKENS as CHILD_TOKENS
 from polykey.sync.own import SYNCED
 from polykey.trust.acl import ACL, FORMER
 from polykey.trust.gestalts import IDENTITIES, PROOFS
 from polykey.trust.links import LINKS
+from polykey.trust.rotation import FORMER_KEYS, ROTATIONS
 from polykey.trust.sigchain import SIGCHAIN
 from polykey.trust.sigchain_peers import MARKS, PEER_CHAINS
+from polykey.vaults.audit import HEAD as AUDIT_HEAD
+from polykey.vaults.audit import LOG as AUDIT_LOG
+from polykey.vaults.derive import DERIVED, view_ids
+from polykey.vaults.exposure import EXPOSURE
 from polykey.vaults.objects import (
     CHUNK_BYTES,
     CHUNKED_BLOB,
@@ -69,6 +76,16 @@ FIXED: tuple[Namespace, ...] = (
     INBOX,
     OUTBOX,
     SYNCED,
+    DERIVED,
+    FORMER_KEYS,
+    ROTATIONS,
+    AUDIT_LOG,
+    AUDIT_HEAD,
+    EXPOSURE,
+    CHILD_TOKENS,
+    PENDING,
+    CHILDREN,
+    PARENT,
 )
 """Every namespace of a node whose name is fixed; a vault's two (``vault/<id>/objects`` and
 ``vault/<id>/refs``) are named by the ids in the salvaged registry. A namespace added to the
@@ -337,6 +354,14 @@ class _Job:
             self._note(refs)
             if kept or refs.records:
                 with_history.add(vault_id)
+            self._write(store, objects.namespace, kept)
+            self._write(store, refs.namespace, refs.records)
+        for view in sorted(view_ids(list(self.fixed[DERIVED.name].records))):
+            objects = self.damaged.read(objects_ns(view))  # a folder's derived view: as a vault's
+            kept = _verified(objects)
+            self._note(objects)
+            refs = self.damaged.read(refs_ns(view))
+            self._note(refs)
             self._write(store, objects.namespace, kept)
             self._write(store, refs.namespace, refs.records)
         entries, named = self._registry(registry.records, names.records, with_history)

@@ -4,7 +4,8 @@ dulwich's on every commit shape, and falls back to dulwich on any other."""
 from __future__ import annotations
 
 import pytest
-from dulwich.objects import Commit, ObjectFormatException
+from dulwich.errors import ObjectFormatException
+from dulwich.objects import Commit, ObjectID
 
 from polykey.sync.intake import ReceivedCommit, _quick_commit
 
@@ -17,7 +18,7 @@ SIG = (
 def _commit(parents: int, *, sig: bytes | None = SIG, encoding: bytes | None = None) -> Commit:
     c = Commit()
     c.tree = b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-    c.parents = [(b"%040x" % (i + 1)) for i in range(parents)]
+    c.parents = [ObjectID(b"%040x" % (i + 1)) for i in range(parents)]
     c.author = c.committer = b"node <n@polykey>"
     c.author_time = c.commit_time = 1_700_000_000
     c.author_timezone = c.commit_timezone = 0
@@ -33,6 +34,7 @@ def _both(c: Commit) -> tuple[ReceivedCommit, Commit]:
     raw = c.as_raw_string()
     ours = ReceivedCommit.read(raw, c.id)
     theirs = Commit.from_raw_string(Commit.type_num, raw)
+    assert isinstance(theirs, Commit)
     return ours, theirs
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from polykey import __version__
 from polykey.agent import methods, protocol
+from polykey.agent.methods import audit as recorded
 from polykey.agent.methods import control
 from polykey.agent.runtime import Runtime, check_private
 from polykey.agent.sessions import SessionInvalid, Sessions
@@ -38,6 +39,7 @@ from polykey.node import Node
 log = logging.getLogger("polykey.agent")
 PR_SET_DUMPABLE = 4
 OUTBOX_INTERVAL_S = 10.0
+AUDIT_CHECKPOINT_S = 3600.0  # the audit log's head signed into the sigchain, if it moved
 REDISCOVER_CHECK_S = 300.0  # trusted identities looked at (each rediscovered hourly)
 # The write-ahead log is copied into the node file CHECKPOINT_IDLE_S after the last write, or
 # CHECKPOINT_MAX_DELAY_S after the first one when writes never pause; checked every
@@ -172,7 +174,14 @@ class Agent:
         self.lan = True
         self.relay_urls: list[str] | None = None
         self.public_addresses: list[Any] = []  # network.graph.Address: --public-address
+        self.dht_bootstrap: list[Any] = []  # network.graph.Address: PK_DHT_BOOTSTRAP; none: off
         self.discovery: Any = None  # network.resolve.Discovery once peers are served
+        # relays and seeds (docs/spec/discovery.md sections 9, 10): --relay, --via-relay
+        self.relay_serving = False
+        self.relay_rate: int | None = None  # bytes per second per NodeId; None: the default
+        self.via_relay: Any = None  # network.relay.RelaySpec; None: the node's home relay
+        self.relay: Any = None  # network.relay.Relay once it serves as one
+        self.reach: Any = None  # network.reach.Reachability
 
     async def _every(self, seconds: float, job: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -217,6 +226,11 @@ class Agent:
                 log.info("the write-ahead log stays: another process has the node file open")
         except Exception as exc:
             log.warning("final checkpoint failed: %s", type(exc).__name__)
+
+    def _audit_checkpoint(self) -> None:
+        done = recorded.checkpoint(self.node)
+        if done is not None:
+            log.info("audit log checkpoint: %d records", done["count"])
 
     def _outbox(self) -> None:
         delivered = self.node.notifications.deliver_outbox()
@@ -300,6 +314,7 @@ class Agent:
 
         node = self.node
         service = PeerService(node.vaults, node.acl, node.node_id, node.notifications)
+        service.audit = node.audit  # every peer request recorded (docs/spec/audit.md)
         loop = asyncio.get_running_loop()
         idle = self.peer_idle
 
@@ -318,6 +333,7 @@ class Agent:
 
         async def git(peer: Any, kind: str, path: str, proc: Any) -> None:
             log.info("peer %s: %s", encode_node_id(peer), kind)
+            await loop.run_in_executor(self.worker, recorded.record_git, node, peer, kind, path)
 
             stream = _GitStream(proc, loop, idle)
             args = (git_vaults, node.acl, peer, path, stream.recv, stream.write)
@@ -332,16 +348,23 @@ class Agent:
 
         key = ssh_key(self.node.key.signing.openssh_private_pem())
         self.peer_limits = PeerLimits()
+        if self.relay_serving:
+            from polykey.network.relay import RATE, Relay
+
+            self.relay = service.relay = Relay(self.peer_limits, rate=self.relay_rate or RATE)
         await loop.run_in_executor(self.worker, self._known_peers)
-        self.peer_server = await serve(host, port, key, handle, git, self.peer_limits, idle)
+        self.peer_server = await serve(
+            host, port, key, handle, git, self.peer_limits, idle, relay=self.relay
+        )
         log.info("serving peers on %s:%d", host, port)
 
     async def _start_discovery(self) -> None:
         """Publish and announce this node, and let its Peers resolve by the same means."""
         from polykey.network.relays import Relays
-        from polykey.network.resolve import ByRelays, Discovery, Resolver
+        from polykey.network.resolve import ByRelays, Discovery, Resolver, dht_for
 
-        if self.peer_port is None:  # not serving: only finding others, by the relays given
+        dht = dht_for(self.dht_bootstrap, self.peer_host, read_only=not self.publish)
+        if self.peer_port is None and dht is None:  # only finding others, by the relays given
             if self.relay_urls:
                 self.node.peers.set_resolver(Resolver([ByRelays(Relays(self.relay_urls))]))
             return
@@ -356,6 +379,7 @@ class Agent:
             publish=self.publish,
             lan=self.lan,
             public=self.public_addresses,
+            dht=dht,
         )
         try:
             await discovery.start(self.peer_host, self.peer_port or 0)
@@ -364,6 +388,40 @@ class Agent:
             discovery.lan = False
         self.discovery = discovery
         self.node.peers.set_resolver(discovery.resolver())
+
+    async def _start_reach(self) -> None:
+        """Register with the relay (--via-relay, else the node's home relay) and ask the seeds
+        how they see this node (network/reach.py)."""
+        from polykey.network.reach import Reachability, registration_target
+        from polykey.network.relay import Registrar
+
+        loop = asyncio.get_running_loop()
+        peers = self.node.peers
+        via = self.via_relay
+        if via is None and self.peer_port is not None:
+            via = await loop.run_in_executor(self.worker, peers.reach.home_relay)
+        registrar = None
+        if via is not None and self.peer_port is not None:
+            key = peers._ssh_key()
+            local = registration_target(self.peer_host, self.peer_port)
+            registrar = Registrar(key, self.node.node_id, via, local)
+        seeds = await loop.run_in_executor(self.worker, peers.reach.seeds)
+
+        async def probe() -> list[dict[str, str]]:
+            return await loop.run_in_executor(self.worker, _observed_by_seeds, peers)
+
+        self.reach = Reachability(
+            host=self.peer_host,
+            port=self.peer_port,
+            public=self.public_addresses,
+            relay=self.relay,
+            registrar=registrar,
+        )
+        self.reach.start(probe if seeds else None)
+
+    async def _stop_reach(self) -> None:
+        if self.reach is not None:
+            await self.reach.close()
 
     async def relays_changed(self, urls: list[str]) -> None:
         """`pk nodes relays set` while the agent runs: use and publish to the new list now."""
@@ -388,6 +446,7 @@ class Agent:
             **({"peers_connected": self._connected()} if self.peer_limits is not None else {}),
             **({"sync_problems": list(self.sync_problems.values())} if self.sync_problems else {}),
             **({"discovery": self.discovery.status()} if self.discovery is not None else {}),
+            **({"reach": self.reach.status()} if self.reach is not None else {}),
         }
 
     def _connected(self) -> dict[str, int]:
@@ -420,6 +479,7 @@ class Agent:
                     f"{self.peer_host}:{self.peer_port}: {exc.strerror or exc}"
                 ) from None
         await self._start_discovery()
+        await self._start_reach()
         os.chmod(path, 0o600)
         check_private(path, directory=False)
         self.runtime.write_status(self.status())
@@ -429,6 +489,7 @@ class Agent:
         background = [
             asyncio.create_task(self._every(OUTBOX_INTERVAL_S, self._outbox)),
             asyncio.create_task(self._checkpoints()),
+            asyncio.create_task(self._every(AUDIT_CHECKPOINT_S, self._audit_checkpoint)),
         ]
         if self.sync_interval:
             background.append(asyncio.create_task(self._every(self.sync_interval, self._sync)))
@@ -451,6 +512,7 @@ class Agent:
                 self.peer_server.close()
             if self.discovery is not None:
                 await self.discovery.close()
+            await self._stop_reach()
             self.runtime.clear()
             self.kdf_worker.shutdown(wait=True)  # a password change writes the node file
             with contextlib.suppress(RuntimeError):  # after the queued jobs, before closing
@@ -536,7 +598,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         if name not in methods.METHODS:
             raise methods.UnknownMethod(name[:80])
-        result = await loop.run_in_executor(self.worker, methods.call, self.node, name, params)
+        call = recorded.call_recorded  # the audit log's record first (docs/spec/audit.md)
+        result = await loop.run_in_executor(self.worker, call, self.node, name, params)
         if name in CHANGES_PEERS and self.peer_limits is not None:  # at once, not in 5 s
             try:
                 await loop.run_in_executor(self.worker, self._known_peers)
@@ -555,6 +618,20 @@ def _error(request_id: Any, code: int, exc: PolykeyError) -> dict[str, Any]:
             "data": {"exit_code": exc.exit_code, "hint": exc.user_hint, "type": type(exc).__name__},
         },
     }
+
+
+def _observed_by_seeds(peers: Any) -> list[dict[str, str]]:
+    """Each seed that answers: how it sees this node (on the node thread: seeds are read from
+    the node file, and DNS seeds looked up)."""
+    from polykey.ids import encode_node_id as text_of
+
+    seen = []
+    for seed in peers.seed_nodes(fresh=True):
+        try:
+            seen.append({"seed": text_of(seed.node_id), "address": peers.observed(seed)})
+        except PolykeyError as exc:
+            log.info("seed %s did not answer: %s", text_of(seed.node_id), type(exc).__name__)
+    return seen
 
 
 def _now() -> str:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 READY_TIMEOUT_S = 60.0
 ENV_RELAYS = "PK_PKARR_RELAYS"
 """Comma-separated Pkarr relay URLs the agent uses instead of the node's list (tests)."""
+ENV_DHT = "PK_DHT_BOOTSTRAP"
+"""Comma-separated HOST:PORT of Mainline DHT nodes to join (or `mainline`); unset: no DHT."""
 LOG_MAX_BYTES_ENV = "PK_AGENT_LOG_MAX_BYTES"
 """Overrides the size at which agent.log rotates (tests); read by the agent process only."""
 
@@ -38,6 +40,9 @@ class AgentOptions:
     lan: bool = True
     relays: tuple[str, ...] | None = None  # PK_PKARR_RELAYS; None: the node's own list
     public: tuple[str, ...] = ()
+    relay: bool = False  # --relay: relay connections to nodes registered here
+    relay_rate: int | None = None  # --relay-rate, KiB/s per NodeId
+    via_relay: str | None = None  # --via-relay NODEID@HOST:PORT
 
 
 class AgentNotRunning(PolykeyError):
@@ -156,7 +161,8 @@ def agent() -> None:
     default=True,
     show_default=True,
     help="Publish this node's signed address record to the Pkarr relays configured "
-    "(`pk nodes relays`; none by default, so nothing is published until one is set).",
+    "(`pk nodes relays`) and to the Mainline DHT (PK_DHT_BOOTSTRAP, with libtorrent); none "
+    "by default, so nothing is published until one is set. --no-publish: the DHT is only read.",
 )
 @click.option(
     "--lan/--no-lan",
@@ -173,6 +179,25 @@ def agent() -> None:
     help="Where others reach this node, as published (repeatable; at most 5): for a port "
     "forwarded by a router, or a name. Default: the --host address(es).",
 )
+@click.option(
+    "--relay",
+    "relay",
+    is_flag=True,
+    help="Relay connections to nodes behind NAT that register here (needs --port and an "
+    "address others reach). Off by default.",
+)
+@click.option(
+    "--relay-rate",
+    type=click.IntRange(min=16),
+    metavar="KIB",
+    help="With --relay: KiB per second relayed for one node (both ways). Default 16384.",
+)
+@click.option(
+    "--via-relay",
+    metavar="NODEID@HOST:PORT",
+    help="Stay registered with this relay so that others reach this node through it (needs "
+    "--port). Default: the node's home relay (`pk nodes home-relay`), if set.",
+)
 @click.option("--child", is_flag=True, hidden=True)
 @pass_settings
 def start(
@@ -187,6 +212,9 @@ def start(
     publish: bool,
     lan: bool,
     public: tuple[str, ...],
+    relay: bool,
+    relay_rate: int | None,
+    via_relay: str | None,
     child: bool,
 ) -> None:
     """Unlock the node once and serve the CLI on a private Unix socket."""
@@ -203,8 +231,21 @@ def start(
     for text in public:
         parse_address(text)  # refused here, before the password is asked
     relays = _env_relays()
+    _env_dht()  # refused here, before the password is asked
+    _check_relaying(port, relay, relay_rate, via_relay)  # before the password is asked
     opts = AgentOptions(
-        session_idle, session_max, peers, sync_interval, peer_idle, publish, lan, relays, public
+        session_idle,
+        session_max,
+        peers,
+        sync_interval,
+        peer_idle,
+        publish,
+        lan,
+        relays,
+        public,
+        relay,
+        relay_rate,
+        via_relay,
     )
     if child:
         _run_child(s, opts)
@@ -226,6 +267,24 @@ def start(
     )
 
 
+def _check_relaying(
+    port: int | None, relay: bool, relay_rate: int | None, via_relay: str | None
+) -> None:
+    from polykey.errors import UsageError
+
+    if (relay or via_relay) and port is None:
+        raise UsageError(
+            f"{'--relay' if relay else '--via-relay'} needs --port",
+            hint="Relayed connections arrive at the peer port: give --port N.",
+        )
+    if relay_rate is not None and not relay:
+        raise UsageError("--relay-rate is for a relay (--relay)")
+    if via_relay is not None:
+        from polykey.network.relay import parse_relay
+
+        parse_relay(via_relay)
+
+
 def _env_relays() -> tuple[str, ...] | None:
     """PK_PKARR_RELAYS, checked; None when unset."""
     raw = os.environ.get(ENV_RELAYS)
@@ -234,6 +293,16 @@ def _env_relays() -> tuple[str, ...] | None:
     from polykey.network.relays import check_relay_url
 
     return tuple(check_relay_url(u) for u in raw.split(",") if u.strip())
+
+
+def _env_dht() -> tuple[Any, ...]:
+    """PK_DHT_BOOTSTRAP as network.graph.Address values, checked; empty when unset."""
+    raw = os.environ.get(ENV_DHT, "").strip()
+    if not raw:
+        return ()
+    from polykey.network.dht import parse_bootstrap
+
+    return parse_bootstrap(raw)
 
 
 def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
@@ -251,6 +320,9 @@ def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
     args += [] if opts.lan else ["--no-lan"]
     for text in opts.public:
         args += ["--public-address", text]
+    args += ["--relay"] if opts.relay else []
+    args += ["--relay-rate", str(opts.relay_rate)] if opts.relay_rate else []
+    args += ["--via-relay", opts.via_relay] if opts.via_relay else []
     env = {k: v for k, v in os.environ.items() if k not in ("PK_PASSWORD", "PK_NEW_PASSWORD")}
     log_fd = os.open(runtime.log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
     try:
@@ -360,6 +432,8 @@ def _serve(
     agent_.publish, agent_.lan = opts.publish, opts.lan
     agent_.relay_urls = list(opts.relays) if opts.relays is not None else None
     agent_.public_addresses = [parse_address(a) for a in opts.public]
+    agent_.dht_bootstrap = list(_env_dht())
+    _set_relaying(agent_, opts)
     token = sessions.issue()
     AgentClient(runtime.folder).save_token(token)
 
@@ -380,6 +454,14 @@ def _serve(
         asyncio.run(agent_.serve(on_ready))
     finally:
         node.close()
+
+
+def _set_relaying(agent_: Any, opts: AgentOptions) -> None:
+    from polykey.network.relay import parse_relay
+
+    agent_.relay_serving = opts.relay
+    agent_.relay_rate = opts.relay_rate * 1024 if opts.relay_rate else None
+    agent_.via_relay = parse_relay(opts.via_relay) if opts.via_relay else None
 
 
 def _setup_log(runtime: Runtime) -> None:
@@ -427,6 +509,9 @@ def status(s: Settings) -> None:
     found = live.get("discovery")
     if isinstance(found, dict):
         lines.append(f"{'reachable':<9} {_reachable(found, shown)}")
+    reach = live.get("reach")
+    if isinstance(reach, dict):
+        lines.extend(_reach_lines(reach, shown))
     for problem in live.get("sync_problems") or []:
         vault, since = shown(problem.get("vault")), shown(problem.get("since"))
         lines.append(f"{'sync':<9} {vault}: failing since {since}: {shown(problem.get('error'))}")
@@ -437,14 +522,46 @@ def _reachable(d: dict[str, Any], shown: Any) -> str:
     """How others find this node: its addresses, the LAN, the relays published to."""
     addresses = ", ".join(shown(a) for a in d.get("addresses") or []) or "loopback only"
     parts = [addresses, "LAN (mDNS)" if d.get("lan") else "not on the LAN"]
-    if d.get("publish"):
+    if d.get("publish") and d.get("relays"):
         results = [f"{shown(o.get('result'))}" for o in d.get("published") or []]
         parts.append(f"published to {len(d.get('relays') or [])} relay(s)")
         if results:
             parts[-1] += f" ({', '.join(results)})"
     else:
-        parts.append("not published")
+        parts.append("not published to relays")
+    dht = d.get("dht")
+    if isinstance(dht, dict):
+        mode = "looking up only" if dht.get("read_only") else "publishing"
+        put = f", last put {shown(dht['put'])}" if dht.get("put") else ""
+        parts.append(f"DHT on ({mode}, {shown(dht.get('nodes', 0))} node(s) known{put})")
+    else:
+        parts.append("DHT off")
     return "; ".join(parts)
+
+
+def _reach_lines(r: dict[str, Any], shown: Any) -> list[str]:
+    """How this node is reached (network/reach.py): direct, mapped, behind NAT, via a relay;
+    what the seeds see; and, on a relay, what it serves."""
+    lines = [f"{'reach':<9} {shown(r.get('mode'))}"]
+    via = r.get("via")
+    if isinstance(via, dict):
+        state = (
+            f"registered since {shown(via.get('since'))}"
+            if via.get("registered")
+            else (f"not registered ({shown(via.get('error') or 'connecting')})")
+        )
+        lines.append(f"{'via relay':<9} {shown(via.get('relay'))}: {state}")
+    for seen in r.get("seen_as") or []:
+        lines.append(f"{'seen as':<9} {shown(seen.get('address'))} by {shown(seen.get('seed'))}")
+    relay = r.get("relay")
+    if isinstance(relay, dict):
+        lines.append(
+            f"{'relay':<9} serving: {shown(relay.get('registered'))} node(s) registered, "
+            f"{shown(relay.get('relayed'))} connection(s) relayed now, "
+            f"{shown(relay.get('refused'))} refused; {int(relay.get('rate') or 0) // 1024} KiB/s"
+            " per node"
+        )
+    return lines
 
 
 @agent.command()

@@ -31,6 +31,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "gestalts": ("polykey.cli.identities", "gestalts"),
     "sigchain": ("polykey.cli.identities", "sigchain"),
     "health": ("polykey.cli.health", "health"),
+    "audit": ("polykey.cli.audit", "audit"),
+    "exposure": ("polykey.cli.audit", "exposure"),
+    "child": ("polykey.cli.child", "child"),
 }
 
 

@@ -33,6 +33,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 ENV_NODE = "PK_NODE"
 ENV_PASSWORD = "PK_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 ENV_NEW_PASSWORD = "PK_NEW_PASSWORD"  # noqa: S105
+ENV_PASSWORD_FILE = "PK_PASSWORD_FILE"  # noqa: S105
+SYSTEMD_CREDENTIAL = "polykey-password"  # a file in $CREDENTIALS_DIRECTORY
 ENV_RECOVERY_CODE = "PK_RECOVERY_CODE"
 ENV_UNSAFE_FAST_KDF = "PK_UNSAFE_FAST_KDF"
 ENV_KDF_MAX_MEMORY = "PK_KDF_MAX_MEMORY"
@@ -44,7 +46,10 @@ class PasswordUnavailable(PolykeyError):
     """No password was given and there is no terminal to ask for one."""
 
     exit_code = 4
-    hint = "Pass --password-file FILE or set PK_PASSWORD, or run the command in a terminal."
+    hint = (
+        "Pass --password-file FILE, set PK_PASSWORD_FILE (or a systemd credential "
+        "polykey-password), or run the command in a terminal."
+    )
 
 
 class RecoveryCodeUnavailable(PasswordUnavailable):
@@ -92,7 +97,12 @@ class Settings:
         return Node.open(path, self.password(), allow_weak=self.allow_weak())
 
     def can_ask_password(self) -> bool:
-        return self.password_file is not None or ENV_PASSWORD in os.environ or sys.stdin.isatty()
+        return (
+            self.password_file is not None
+            or ENV_PASSWORD in os.environ
+            or password_file_from_env() is not None
+            or sys.stdin.isatty()
+        )
 
     def agent(self) -> AgentClient | None:
         """The agent serving this node, unless PK_NO_AGENT=1 or none runs."""
@@ -251,8 +261,23 @@ def read_secret_file(path: Path, what: str) -> str:
     return _first_line(data, f"the {what} file {path}")
 
 
+def password_file_from_env() -> Path | None:
+    """Where an unattended node's password is: PK_PASSWORD_FILE, else the systemd credential
+    ``polykey-password`` ($CREDENTIALS_DIRECTORY, LoadCredential=/LoadCredentialEncrypted=)."""
+    named = os.environ.get(ENV_PASSWORD_FILE)
+    if named:
+        return Path(named)
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / SYSTEMD_CREDENTIAL).is_file():
+        return Path(creds) / SYSTEMD_CREDENTIAL
+    return None
+
+
 def read_secret(file: Path | None, env: str, prompt: str) -> bytes:
-    """A password: from the file, else the environment variable, else a prompt with echo off."""
+    """A password: from the file, else (for the node's password) PK_PASSWORD_FILE, else a
+    systemd credential, else the environment variable, else a prompt with echo off."""
+    if file is None and env == ENV_PASSWORD:
+        file = password_file_from_env()
     if file is not None:
         raw = read_secret_file(file, "password")
     elif env in os.environ:
@@ -280,6 +305,8 @@ def read_recovery_code(file: Path | None, env: str) -> RecoveryCode:
 def read_new_secret(file: Path | None, env: str, prompt: str) -> bytes:
     """A new password: from the file or environment once, or typed twice at a prompt; a weak
     one is taken, with a warning."""
+    if file is None and env == ENV_PASSWORD:
+        file = password_file_from_env()
     if file is not None or env in os.environ:
         secret = read_secret(file, env, prompt)
     else:

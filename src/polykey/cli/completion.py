@@ -75,7 +75,7 @@ COMPLETED: dict[str, tuple[str, frozenset[str]]] = {
     "vaults resolve": ("a", frozenset({"--keep"})),
     "vaults revert": ("v-", frozenset()),
     "vaults rm": ("v", frozenset()),
-    "vaults share": ("v-", frozenset({"--perm"})),
+    "vaults share": ("a-", frozenset({"--perm"})),
     "vaults show": ("v-", frozenset()),
     "vaults signers": ("v", frozenset({"--from"})),
     "vaults sync": ("v", frozenset({"--with"})),

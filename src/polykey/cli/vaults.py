@@ -219,7 +219,7 @@ def untag(s: Settings, name: str, tag: str) -> None:
 
 @vaults.command()
 @node_options
-@click.argument("name", metavar="NAME[:PATH]")
+@click.argument("name", metavar="VAULT[:PATH]")
 @click.argument("node_id", metavar="NODEID|PROVIDER:NAME")
 @click.option(
     "--perm",

@@ -68,6 +68,37 @@ def sigchain_present(c: PeerCall, p: Presented) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Rotated:
+    closing: Any = field(default=None, repr=False)  # the old chain's rotate-key, checked
+    chain: list[Any] = field(default_factory=list, repr=False)  # the new chain, from entry 1
+
+
+@PEER_METHODS.method("sigchain.rotated")
+def sigchain_rotated(c: PeerCall, p: Rotated) -> dict[str, Any]:
+    """The peer renewed its key: what this node holds of its old NodeId moves to it
+    (trust/rotation.py), when the two halves of the rotation check out."""
+    from polykey.network.graph import Graph
+    from polykey.trust.rotation import follow
+
+    gestalts = c.service.acl.gestalts
+    if gestalts is None:
+        raise InvalidInput("this node keeps no sigchain")
+    if len(p.chain) > MAX_PAGE:
+        raise InvalidInput(f"at most {MAX_PAGE} entries at a time")
+    service = c.service
+    return follow(
+        service.store,
+        c.peer,
+        p.closing,
+        p.chain,
+        chains=gestalts.chains,
+        acl=service.acl,
+        vaults=service.vaults,
+        graph=Graph(service.store),
+    )
+
+
+@dataclass(frozen=True)
 class Countersign:
     draft: Any = field(default=None, repr=False)  # the peer's link-node draft, checked
 

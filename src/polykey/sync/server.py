@@ -27,6 +27,9 @@ from polykey.sync.checks import UpdateRefused, land, validate
 from polykey.sync.intake import Workers
 from polykey.trust.acl import Acl
 from polykey.trust.links import LINKED
+from polykey.trust.rotation import retired as retired_keys
+from polykey.vaults.audit import AuditLog, peer_recorded
+from polykey.vaults.derive import derive
 from polykey.vaults.errors import VaultNotFound
 from polykey.vaults.graph import missing_records, planned, with_received
 from polykey.vaults.merge import supersedes
@@ -81,18 +84,29 @@ class PeerService:
         self.node_id = node_id
         self.notifications = notifications
         self.ahead = PagesAhead()
+        self.relay: Any = None  # network.relay.Relay when the agent runs with --relay
+        self.audit: AuditLog | None = None  # the node's audit log: every request recorded
 
     def handle(self, peer: NodeId, method: str, params: Params) -> dict[str, Any]:
         """Answer one request; a bad one is an InvalidInput of one line that holds no value."""
         if method not in PEER_METHODS:
             raise InvalidInput(f"unknown method {method[:40]!r}")
-        return PEER_METHODS.call(PeerCall(self, peer), method, params)
+        if self.audit is None:
+            return PEER_METHODS.call(PeerCall(self, peer), method, params)
+        run = lambda: PEER_METHODS.call(PeerCall(self, peer), method, params)  # noqa: E731
+        return peer_recorded(self.audit, encode_node_id(peer), method, params, run)
 
-    def granted(self, peer: NodeId, wanted: str, perms: set[str]) -> VaultInfo:
-        """The vault ``wanted`` (by id or name) if ``peer`` holds one of ``perms`` on it;
-        otherwise the answer a missing vault gives."""
+    def granted(
+        self, peer: NodeId, wanted: str, perms: set[str], *, folders: bool = False
+    ) -> VaultInfo:
+        """The vault ``wanted`` (by id or name) if ``peer`` holds one of ``perms`` on it (with
+        ``folders``: on a folder of it too); otherwise the answer a missing vault gives."""
         for i in self.vaults.all():
-            if wanted in (i.id, i.name) and perms & set(self.acl.permissions(i.id, peer)):
+            if wanted not in (i.id, i.name):
+                continue
+            held = set(self.acl.permissions(i.id, peer))
+            folder = self.acl.folder(i.id, peer) if folders else None
+            if perms & (held | set(folder.permissions if folder else ())):
                 return i
         raise VaultNotFound(wanted[:80])  # the same answer whether it exists or not
 
@@ -124,6 +138,8 @@ class PeerService:
         memory until all of it checks; then they land with the ref in one transaction.
 
         ``expected``: the head the pusher saw (git's compare-and-swap; 40 zeros for none)."""
+        if any(wanted in (i.id, i.name) and self.acl.folder(i.id, peer) for i in self.vaults.all()):
+            raise UpdateRefused("this node may read only a folder of the vault: it cannot push")
         info = self.granted(peer, wanted, {"push"})
         if len(head) != 40 or not set(head) <= HEX_DIGITS:
             raise InvalidInput("the new head must be a commit id")
@@ -137,7 +153,8 @@ class PeerService:
         def known(sha: bytes) -> bool:
             return self.store.contains(local.ns, bytes.fromhex(sha.decode()))
 
-        received = validate(objects, head, known, signers, local=local)
+        retired = retired_keys(self.store)  # renewed keys: nothing signed after their time
+        received = validate(objects, head, known, signers, local=local, retired=retired)
         both = with_received(vault.object_store(shared=True), received)
         if current is not None and not supersedes(both, head, current):  # (a twin may give way)
             raise UpdateRefused("the push does not fast-forward; pull first")
@@ -165,9 +182,14 @@ def scan(c: PeerCall, p: NoParams) -> dict[str, Any]:
     mine = service.links.is_mine(c.peer)
     for info in service.vaults.all():
         perms = service.acl.permissions(info.id, c.peer)
+        folder = service.acl.folder(info.id, c.peer)  # a folder grant: that folder alone
+        if folder is not None:
+            perms = sorted({*perms, *folder.permissions})
         if not perms:
             continue
         entry: dict[str, Any] = {"id": info.id, "name": info.name, "permissions": perms}
+        if folder is not None:
+            entry["folder"] = folder.path
         if mine:  # a linked node syncs: what it needs to skip a vault that did not change
             from polykey.sync.own import meta_digest
 
@@ -191,8 +213,11 @@ def fetch(c: PeerCall, p: Fetch) -> dict[str, Any]:
     if len(p.haves) > MAX_HAVES:
         raise InvalidInput(f"haves must be a list of at most {MAX_HAVES} commit ids")
     service = c.service
-    info = service.granted(c.peer, p.vault, {"clone", "pull"})
+    info = service.granted(c.peer, p.vault, {"clone", "pull"}, folders=True)
     vault = service.vaults.open(info.name)
+    folder = service.acl.scope(info.id, c.peer)
+    if folder is not None:  # the vault derived to that folder, as if it were the vault
+        vault = derive(vault, folder)
     head = vault.head()
     if head is None:
         raise VaultNotFound(p.vault[:80])
@@ -205,6 +230,8 @@ def fetch(c: PeerCall, p: Fetch) -> dict[str, Any]:
         # and the former writers: their commits stay in the history the asker checks
         "writers": [*service.writers(info.id), *service.acl.former_writers(info.id)],
     }
+    if folder is not None:  # every derived commit is this node's
+        reply["writers"] = [encode_node_id(service.node_id)]
     if p.at is None:  # unpaged (a peer of before paging): everything in one frame
         return {**reply, "objects": collect(vault, head, haves_held)}
     index, offset = p.at
@@ -455,3 +482,5 @@ def plan(vault: Vault, head: bytes, haves: set[bytes]) -> list[tuple[bytes, int]
 
 # The sigchain's methods live in their own room and register in the one registry above.
 from polykey.sync import chains as _chains  # noqa: E402, F401
+from polykey.sync import child as _child  # noqa: E402, F401  (child nodes' methods)
+from polykey.sync import finding as _finding  # noqa: E402, F401  (nodes.find)

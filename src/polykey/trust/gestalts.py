@@ -170,11 +170,37 @@ class Gestalts:
         proof = claim.payload.get("proof")
         if not isinstance(proof, dict) or not isinstance(proof.get("ref"), str):
             raise NotVerified(f"the claim of {identity} names no proof")
-        from polykey.trust.providers.base import ProofRef, ProviderError
+        from polykey.trust.providers.base import ProofRef, ProviderError, SignedProvider
 
         ref = ProofRef(provider_name, proof["ref"])
+        provider = self.provider_for(provider_name)
+        if isinstance(provider, SignedProvider):  # the claim carries its proof: a signature
+            try:
+                provider.verify_signed(identity, claim.iss, proof)
+            except ProviderError as exc:
+                raise NotVerified(f"the proof of {identity}: {exc.message}") from None
+        else:
+            self._check_published(provider, user, identity, claim, ref)
+        at = int(self.now())
+        record: dict[str, Any] = {
+            "jti": claim.jti,
+            "digest": claim.digest,
+            "provider": provider_name,
+        }
+        record |= {"ref": ref.ref, "verified": at}
+        with self.store.write() as tx:
+            tx.put(PROOFS, _proof_key(node_id, identity), json.dumps(record).encode())
+        return Verified(identity, encode_node_id(node_id), claim.jti, ref, at)
+
+    def _check_published(
+        self, provider: Provider, user: str, identity: str, claim: Entry, ref: ProofRef
+    ) -> None:
+        """A proof published at ``ref``: owned there by the identity, holding that claim."""
+        from polykey.trust.providers.base import ProviderError
+
+        provider_name = ref.provider
         try:
-            found = self.provider_for(provider_name).fetch(ref)
+            found = provider.fetch(ref)
         except ProviderError as exc:
             raise NotVerified(
                 f"the proof of {identity} could not be fetched: {exc.message}"
@@ -195,16 +221,6 @@ class Gestalts:
                 check(found.text, identity, claim.iss, doc)
             except ProviderError as exc:
                 raise NotVerified(f"the proof of {identity}: {exc.message}") from None
-        at = int(self.now())
-        record: dict[str, Any] = {
-            "jti": claim.jti,
-            "digest": claim.digest,
-            "provider": provider_name,
-        }
-        record |= {"ref": ref.ref, "verified": at}
-        with self.store.write() as tx:
-            tx.put(PROOFS, _proof_key(node_id, identity), json.dumps(record).encode())
-        return Verified(identity, encode_node_id(node_id), claim.jti, ref, at)
 
     def verified(self, node_id: NodeId, identity: str) -> bool:
         """Whether a fresh verification of that very claim is remembered."""
@@ -291,6 +307,16 @@ class Gestalts:
         nodes joined by live node links, identities by fresh verified proofs. No network."""
         links = self._node_links()
         proofs = self._fresh_proofs()
+        from polykey.trust.rotation import successors
+
+        moved = successors(self.store)  # a renewed key: its newest NodeId stands in its place
+        if moved:
+            start = moved.get(start, start)
+            proofs = {(moved.get(n, n), i) for n, i in proofs}
+            renamed: dict[str, set[str]] = {}
+            for a, others in links.items():
+                renamed.setdefault(moved.get(a, a), set()).update(moved.get(b, b) for b in others)
+            links = renamed
         by_identity: dict[str, set[str]] = {}
         for node, identity in proofs:
             by_identity.setdefault(identity, set()).add(node)

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["METHODS", "ROOMS", "InvalidParams", "UnknownMethod", "call"]
 
 _BY_ROOM = {
-    "node": "keys.decrypt keys.openssh_private keys.public keys.sign node.check node.info",
+    "node": "keys.decrypt keys.openssh_private keys.public keys.renew keys.renewals"
+    " keys.revoke_old keys.sign node.check node.info",
     "vaults": "vaults.conflicts vaults.create vaults.diff vaults.list vaults.log vaults.rename"
     " vaults.resolve vaults.retag vaults.revert vaults.rm vaults.show vaults.undo",
     "secrets": "secrets.cat secrets.complete secrets.env secrets.find secrets.grep"
@@ -46,8 +47,11 @@ _BY_ROOM = {
     "transfer": "vaults.export vaults.import vaults.objects",
     "trust": "gestalts.get gestalts.list identities.authenticate identities.authenticated"
     " identities.claim identities.discover identities.get identities.list identities.provider"
-    " identities.trust identities.untrust sigchain.show sigchain.verify",
+    " identities.statement identities.trust identities.untrust sigchain.show sigchain.verify",
     "health": "vaults.health",
+    "audit": "audit.checkpoint audit.export audit.log audit.verify exposure.show",
+    "reach": "nodes.home_relay nodes.seeds",
+    "child": "child.create child.join child.list child.pull child.renew child.revoke child.show",
 }
 ROOMS: Mapping[str, str] = {m: room for room, names in _BY_ROOM.items() for m in names.split()}
 """The room (module of this package) that registers each method."""
