@@ -138,10 +138,11 @@ def agent() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), help="Also serve other nodes over SSH here.")
 @click.option(
     "--host",
-    default="127.0.0.1",
+    default="0.0.0.0",  # noqa: S104 (a sharing agent is for other machines; only --port binds it)
     show_default=True,
-    help="Address for --port: 127.0.0.1 serves this machine only; 0.0.0.0, or an address of "
-    "this machine, lets other machines reach it.",
+    help="Address for --port: every interface by default, so other machines can reach this "
+    "node; 127.0.0.1 serves this machine only. Listening sends nothing: announcing (--lan) "
+    "and publishing are separate.",
 )
 @click.option(
     "--sync-interval",
@@ -166,10 +167,10 @@ def agent() -> None:
 )
 @click.option(
     "--lan/--no-lan",
-    default=True,
+    default=False,
     show_default=True,
     help="Announce this node and look others up on the LAN with mDNS (only when --host is "
-    "not loopback).",
+    "not loopback). Off by default: nothing is sent beyond this machine unless asked.",
 )
 @click.option(
     "--public-address",
