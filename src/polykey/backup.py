@@ -31,7 +31,7 @@ class NotMyBackup(InvalidInput):
 def _service(node: Node) -> Any:
     from polykey.sync.server import PeerService
 
-    return PeerService(node.vaults, node.acl, node.node_id, node.notifications)
+    return PeerService(node.vaults, node.acl, node.node_id, node.notifications, node.graph)
 
 
 class _Pair:

@@ -148,7 +148,8 @@ def test_each_argument_that_names_a_vault_or_a_secret_completes_and_no_other(
     agent_env: dict[str, str],
 ) -> None:
     assert bash(agent_env, "vaults", "log", "w") == ("", ["wiki", "work"])
-    assert bash(agent_env, "vaults", "share", "wo") == ("", ["work"])
+    assert bash(agent_env, "vaults", "unshare", "wo") == ("", ["work"])
+    assert bash(agent_env, "vaults", "share", "wo") == ("nospace", ["work:"])  # VAULT[:PATH]
     assert bash(agent_env, "vaults", "share", "work", "") == ("", [])  # a NodeId
     assert bash(agent_env, "secrets", "mv", "work:db/user", "work:d") == ("nospace", ["db/"])
     assert bash(agent_env, "secrets", "write", "work:db/user", "") == ("", [])

@@ -313,7 +313,7 @@ class Agent:
         from polykey.sync.server import PeerService
 
         node = self.node
-        service = PeerService(node.vaults, node.acl, node.node_id, node.notifications)
+        service = PeerService(node.vaults, node.acl, node.node_id, node.notifications, node.graph)
         service.audit = node.audit  # every peer request recorded (docs/spec/audit.md)
         loop = asyncio.get_running_loop()
         idle = self.peer_idle

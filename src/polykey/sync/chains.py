@@ -77,7 +77,6 @@ class Rotated:
 def sigchain_rotated(c: PeerCall, p: Rotated) -> dict[str, Any]:
     """The peer renewed its key: what this node holds of its old NodeId moves to it
     (trust/rotation.py), when the two halves of the rotation check out."""
-    from polykey.network.graph import Graph
     from polykey.trust.rotation import follow
 
     gestalts = c.service.acl.gestalts
@@ -86,6 +85,8 @@ def sigchain_rotated(c: PeerCall, p: Rotated) -> dict[str, Any]:
     if len(p.chain) > MAX_PAGE:
         raise InvalidInput(f"at most {MAX_PAGE} entries at a time")
     service = c.service
+    if service.graph is None:
+        raise InvalidInput("this node keeps no node graph")
     return follow(
         service.store,
         c.peer,
@@ -94,7 +95,7 @@ def sigchain_rotated(c: PeerCall, p: Rotated) -> dict[str, Any]:
         chains=gestalts.chains,
         acl=service.acl,
         vaults=service.vaults,
-        graph=Graph(service.store),
+        graph=service.graph,
     )
 
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from polykey.errors import PolykeyError
 from polykey.ids import decode_node_id, encode_node_id
-from polykey.network.graph import Graph
 from polykey.network.seeds import Reach
 from polykey.sync.server import PEER_METHODS, PeerCall
 
@@ -38,7 +37,9 @@ def nodes_find(c: PeerCall, p: FindNode) -> dict[str, Any]:
     answer: dict[str, Any] = {"node_id": p.node_id, "addresses": [], "relays": []}
     if relay is not None and relay.is_registered(target):
         answer["relays"].append({"node_id": encode_node_id(service.node_id), "address": ""})
-    graph = Graph(service.store)
+    graph = service.graph
+    if graph is None:
+        return answer
     if relay is None:
         known = graph.knows(c.peer) or encode_node_id(c.peer) in service.acl.nodes()
         if not known:

@@ -38,6 +38,7 @@ from polykey.vaults.registry import VaultInfo, Vaults
 from polykey.vaults.vault import Vault
 
 if TYPE_CHECKING:
+    from polykey.network.graph import Graph
     from polykey.notifications import Notifications
 
 MAX_HAVES = 256
@@ -76,8 +77,10 @@ class PeerService:
         acl: Acl,
         node_id: NodeId,
         notifications: Notifications | None = None,
+        graph: Graph | None = None,
     ) -> None:
         self.vaults = vaults
+        self.graph = graph  # the node's graph (nodes.find, a peer's renewal); the Node's own
         self.store = vaults.store
         self.acl = acl
         self.links = acl.links
