@@ -21,6 +21,7 @@ from bench import (
     node,
     own,
     relay,
+    scale,
     sharing,
     trust,
     vaults,
@@ -43,6 +44,7 @@ SECTIONS = {
     "child": child.section,
     "dht": dht.section,
     "relay": relay.section,
+    "scale": scale.section,
 }
 
 
