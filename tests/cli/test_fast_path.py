@@ -174,3 +174,18 @@ def test_frames_imports_nothing() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert out.strip() == "['__future__', 'polykey', 'polykey.frames']"
+
+
+def test_a_clone_is_handed_to_the_agent_and_a_refused_one_gets_the_full_clis_error(
+    agent: AgentHandle,
+) -> None:
+    """`pk vaults clone NODEID VAULT` goes to the agent without click; when the agent refuses
+    it (here: no address is known for that node), the full CLI runs it and gives the error."""
+    stranger = "v" + "a" * 52
+    before = answered(agent, "vaults.clone")
+    result, modules = pk_profiled("vaults", "clone", stranger, "v", "copy", env=agent.env)
+    assert result.returncode != 0 and result.stdout == b""
+    assert result.stderr.startswith(b"pk: error: ") and b"Traceback" not in result.stderr
+    assert "polykey.cli.fast" in modules and "click" in modules  # tried, then the full CLI
+    assert agent.pk("vaults", "list").stdout.count(b"copy") == 0
+    assert (agent.folder / "agent.log").read_text().count("vaults.clone") >= before + 1

@@ -202,6 +202,44 @@ def try_fast(args: list[str], taken: list[bytes] | None = None) -> int | None:
     return None  # an error (an invalid session, ...): the full CLI runs it and says which
 
 
+def try_fast_clone(args: list[str]) -> int | None:
+    """`pk vaults clone NODEID VAULT [NAME]` (no options) handed to the agent, which does the
+    whole clone; None means "use the full CLI" (no agent, an error reply: the full CLI runs the
+    clone again and gives the proper error, as a refused clone left nothing behind)."""
+    node = os.environ.get("PK_NODE")
+    rest = args[2:]
+    if not node or len(rest) not in (2, 3) or any(a.startswith("-") for a in rest):
+        return None
+    agent = _agent(node)
+    if agent is None:
+        return None
+    sock_path, token = agent
+    params: dict[str, object] = {
+        "node_id": rest[0],
+        "vault": rest[1],
+        "name": rest[2] if len(rest) == 3 else None,
+        "token": token,
+    }
+    try:
+        reply = _exchange(sock_path, frames.request("vaults.clone", params))
+    except (OSError, ValueError, _Unanswered):
+        return None
+    if not reply.startswith(frames.result_prefix(1)):
+        return None
+    import json
+
+    from polykey.cli.safe_text import shown
+
+    try:
+        name = json.loads(reply)["result"]["name"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    line = f"Cloned {shown(rest[1])} from {shown(rest[0])} as {shown(name)}."
+    sys.stdout.write(shown(line, multiline=True) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
 def _request(method: str, params: str) -> bytes:
     """A request's body around ``params`` already written as JSON (polykey.cli.completion)."""
     return f'{{"jsonrpc":"2.0","id":1,"method":{_json_text(method)},"params":{params}}}'.encode()

@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> None:
         if code is not None:
             sys.exit(code)
         sys.exit(run(args, stdin=taken[0] if taken else None))
+    if len(args) >= 4 and args[0] == "vaults" and args[1] == "clone":
+        from polykey.cli.fast import try_fast_clone
+
+        code = try_fast_clone(args)
+        if code is not None:
+            sys.exit(code)
     sys.exit(run(args))
 
 
