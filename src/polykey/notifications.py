@@ -18,7 +18,7 @@ from polykey.errors import InvalidInput, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.graph import Graph
 from polykey.network.peers import Peers
-from polykey.store.nodefile import NodeFile
+from polykey.store.nodefile import NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.trust.acl import Acl
 
@@ -122,6 +122,14 @@ class Notifications:
             with self.store.write() as tx:
                 tx.delete(OUTBOX, item_key)
         return delivered
+
+    def readdress(self, tx: Transaction, old: str, new: str) -> None:
+        """Within ``tx`` (node ``old`` renewed its key to ``new``): queued notifications to
+        ``old`` go to ``new``."""
+        for item_key, raw in self.store.items(OUTBOX):
+            doc = json.loads(raw)
+            if doc.get("to") == old:
+                tx.put(OUTBOX, item_key, json.dumps({**doc, "to": new}).encode())
 
     def read(self, unread_only: bool) -> list[dict[str, Any]]:
         out = []

@@ -1,12 +1,13 @@
 """Key renewal end to end: real agents on loopback, real `pk` processes, stock git.
 
 Alice and Bob share vaults both ways. A thief copies Alice's recovery code and, posing as her
-old key, pushes a commit to a vault Bob shares with her. Alice renews her key (her agent
-stopped: its peer port holds the key); Bob is told at once and moves her grants, address and
-clone origins to the new NodeId. Sharing works both ways with the new key (Bob's client checks
-the new host key), the old history still verifies with `git verify-commit` and the allowed
-signers `pk vaults signers` writes, and once Alice revokes the old key as stolen since T, the
-thief's commit (signed by the old key after T) is refused when she pulls it.
+old key, pushes a commit to a vault Bob shares with her. Alice renews her key while her agent
+runs (it serves peers with the new host key at once); Bob is told at once and moves her grants,
+address and clone origins to the new NodeId. Sharing works both ways with the new key (Bob's
+client checks the new host key), the old history still verifies with `git verify-commit` and the
+allowed signers `pk vaults signers` and `pk export git` write, and once Alice revokes the old key
+as stolen since T, the thief's commit (signed by the old key after T) is refused when she pulls
+it.
 """
 
 from __future__ import annotations
@@ -87,12 +88,10 @@ def test_renewal_keeps_sharing_both_ways_old_history_verifies_and_theft_is_refus
     thief("secrets", "write", "target:planted", stdin=b"by the thief")
     thief("vaults", "push", "target")
 
-    refused = alice.fails("keys", "renew")  # the agent holds the key: stop it first
-    assert b"pk agent stop" in refused.stderr
-    alice.stop()
-    renewed = json.loads(alice("keys", "renew", "--format", "json"))
-    alice.start()
+    renewed = json.loads(alice("keys", "renew", "--format", "json"))  # through her agent
     alice.node_id = renewed["node_id"]
+    status = json.loads(alice("agent", "status", "--format", "json"))
+    assert status["node_id"] == alice.node_id  # the agent serves the new key, not the old
     assert renewed["old"] == old != alice.node_id
     assert renewed["told"] == {bob.node_id: "told"}
     assert len(renewed["recovery_code"].split()) == 24
@@ -117,6 +116,8 @@ def test_renewal_keeps_sharing_both_ways_old_history_verifies_and_theft_is_refus
     signers = tmp_path / "allowed_signers"
     signers.write_text(alice("vaults", "signers", "mine"))
     assert "valid-before=" in signers.read_text()
+    exported = (repo / ".git" / "polykey-allowed-signers").read_text()
+    assert sorted(exported.splitlines()) == sorted(signers.read_text().splitlines())
     commits = _git(repo, "rev-list", "HEAD").stdout.split()
     assert len(commits) >= 2
     for sha in commits:

@@ -12,6 +12,7 @@ import pytest
 
 from polykey.ids import decode_node_id
 from polykey.keys.root import RootKey
+from polykey.trust.rotation import compromised_after, proof
 from polykey.trust.sigchain import BadChain, Head, chain_state, check_rotation, verify_chain
 
 VECTORS = Path(__file__).resolve().parents[2] / "docs" / "spec" / "sigchain-vectors.json"
@@ -59,3 +60,37 @@ def test_failure_vector_is_refused_with_its_text(case: dict[str, Any]) -> None:
         verify_chain(decode_node_id(case["owner"]), docs, after=after)
     assert caught.value.message == case["expect"]
     assert caught.value.exit_code == 58
+
+
+def test_rotated_message_moves_the_old_node_id_to_the_new() -> None:
+    valid = DOC["sigchain_rotated"]["valid"]
+    closing, entries = proof(valid["closing"], valid["chain"])
+    assert (closing.iss, closing.sub) == (valid["old"], valid["new"])
+    assert entries[0].payload["from"] == valid["old"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    DOC["sigchain_rotated"]["refused"],
+    ids=[c["name"] for c in DOC["sigchain_rotated"]["refused"]],
+)
+def test_rotated_message_is_refused_with_its_text(case: dict[str, Any]) -> None:
+    with pytest.raises(BadChain) as caught:
+        proof(case["closing"], case["chain"])
+    assert caught.value.message == case["expect"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    DOC["key_compromised"]["cases"],
+    ids=[c["name"] for c in DOC["key_compromised"]["cases"]],
+)
+def test_key_compromised_claim_gives_its_time_or_is_refused(case: dict[str, Any]) -> None:
+    owner = decode_node_id(DOC["key_compromised"]["owner"])
+    if "expect" in case:
+        with pytest.raises(BadChain) as caught:
+            verify_chain(owner, case["docs"])
+        assert caught.value.message == case["expect"]
+        return
+    entries = verify_chain(owner, case["docs"])
+    assert compromised_after(entries, DOC["key_compromised"]["old"]) == case["after"]

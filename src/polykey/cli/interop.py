@@ -555,7 +555,7 @@ def export_git(s: Settings, vault: str, dest: Path, yes: bool) -> None:
         )
     r = s.call("vaults.objects", {"vault": vault})
     writers = sorted(r["writers"])
-    others = write_repository(dest, r["head"], r["objects"], writers=writers)
+    others = write_repository(dest, r["head"], r["objects"], writers=writers, until=r.get("until"))
     if others:
         _warn(
             [

@@ -279,23 +279,16 @@ def renew(s: Settings, recovery_code_out: Path | None) -> None:
 
     The nodes this one knows are told at once and move its grants and address to the new
     NodeId (the others when this node next pulls from them); history signed by the old key
-    still verifies. Prints the new recovery code once: the old one restores the old key. The
-    agent must be stopped (its peer port holds the key): stop it, renew, start it again.
+    still verifies. Prints the new recovery code once: the old one restores the old key. A
+    running agent renews and serves peers with the new key at once (its peer port, discovery
+    and relay registration made again).
     """
     import os
 
-    from polykey.agent import methods
     from polykey.cli.nodes import RECOVERY_NOTICE
     from polykey.cli.safe_text import shown
-    from polykey.errors import InvalidInput, UsageError
+    from polykey.errors import InvalidInput
 
-    client = s.agent()
-    if client is not None:
-        client.close()
-        raise UsageError(
-            "the agent is running: it serves peers with the key being renewed",
-            hint="Run `pk agent stop`, then `pk keys renew`, then `pk agent start`.",
-        )
     out_fd = None
     if recovery_code_out is not None:  # made before the renewal, so the code can never be lost
         try:
@@ -307,8 +300,7 @@ def renew(s: Settings, recovery_code_out: Path | None) -> None:
         except OSError as exc:
             raise InvalidInput(f"cannot create {recovery_code_out}: {exc.strerror}") from None
     try:
-        with s.open_node() as node:
-            r = methods.call(node, "keys.renew", {})
+        r = s.call("keys.renew", {})
     except BaseException:
         if out_fd is not None and recovery_code_out is not None:
             os.close(out_fd)

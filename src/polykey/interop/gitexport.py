@@ -5,12 +5,16 @@ This is the one export that writes every secret in plaintext to disk; the comman
 signers file naming the vault's writers by NodeId (this node, the nodes granted `push`, and for a
 clone the node it came from), so `git log --show-signature` calls a commit good only when one of
 them signed it. The signers are never taken from the commits: that would make any key good.
+A key the vault's node renewed away from (or revoked as stolen) signs only up to its time: its
+line carries ``valid-before``, as `pk vaults signers` writes it (docs/spec/keys.md).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 from polykey.interop.errors import ExportFailed
@@ -24,11 +28,25 @@ def _openssh(public: bytes) -> str:
     return "ssh-ed25519 " + base64.b64encode(blob).decode("ascii")
 
 
+def valid_before(until: object) -> str:
+    """The allowed-signers option that ends a key after ``until`` (unix seconds), if any."""
+    if not isinstance(until, int) or isinstance(until, bool):
+        return ""
+    when = datetime.datetime.fromtimestamp(until, datetime.UTC).strftime("%Y%m%d%H%M%S")
+    return f',valid-before="{when}Z"'
+
+
 def write_repository(
-    dest: Path, head: str | None, objects: list[bytes], *, writers: list[str]
+    dest: Path,
+    head: str | None,
+    objects: list[bytes],
+    *,
+    writers: list[str],
+    until: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Write the objects into a new repository at ``dest``, with ``writers`` (NodeIds) as its
-    allowed signers; returns the NodeIds of the keys that signed commits but are no writer."""
+    allowed signers (``until``: the renewed ones, the last second they sign); returns the
+    NodeIds of the keys that signed commits but are no writer."""
     from dulwich.index import build_index_from_tree
     from dulwich.objects import Commit, ObjectID, ShaFile
     from dulwich.refs import Ref
@@ -68,7 +86,10 @@ def write_repository(
                     others.add(signer)
         signers_path = (Path(repo.controldir()) / SIGNERS_FILE).resolve()
         signers_path.write_text(
-            "".join(f'{n} namespaces="git" {key}\n' for n, key in sorted(allowed.items()))
+            "".join(
+                f'{n} namespaces="git"{valid_before((until or {}).get(n))} {key}\n'
+                for n, key in sorted(allowed.items())
+            )
         )
         config = repo.get_config()
         config.set((b"gpg",), b"format", b"ssh")

@@ -399,19 +399,18 @@ class NodeFile:
         )
         self._put_header(header)
 
-    def change_recovery(self, recovery_secret: bytes) -> None:
-        """Wrap the data key under a new recovery secret (a key renewal); the password wrap
-        is unchanged."""
-        self._put_header(hdr.rewrap_recovery(self.header, self._data_key, recovery_secret))
+    def _update_header(self, header: hdr.Header) -> None:
+        """Within an open SQLite transaction: store ``header``."""
+        body, checksum = header.encode()
+        self._conn.execute(
+            "UPDATE header SET body = ?, checksum = ? WHERE id = 1", (body, checksum)
+        )
 
     def _put_header(self, header: hdr.Header) -> None:
-        body, checksum = header.encode()
         with self._lock, sqlite_errors():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute(
-                    "UPDATE header SET body = ?, checksum = ? WHERE id = 1", (body, checksum)
-                )
+                self._update_header(header)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -699,8 +698,12 @@ class NodeFile:
     # --- writing ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Transaction]:
-        """One write transaction: everything put or deleted in it lands together or not at all."""
+    def write(self, *, recovery_secret: bytes | None = None) -> Iterator[Transaction]:
+        """One write transaction: everything put or deleted in it lands together or not at all.
+        With ``recovery_secret`` (a key renewal), the header's recovery wrap is replaced in the
+        same SQLite transaction: the new code unlocks the file exactly when the records of the
+        renewal are there, the old code exactly when they are not."""
+        header = None
         with self._lock:
             if self._in_write:
                 raise RuntimeError("write transactions do not nest")
@@ -715,6 +718,9 @@ class NodeFile:
                 yield tx
                 root, manifests = tx.apply()
                 with sqlite_errors():
+                    if recovery_secret is not None:
+                        header = hdr.rewrap_recovery(self.header, self._data_key, recovery_secret)
+                        self._update_header(header)
                     self._conn.execute("COMMIT")
             except BaseException:
                 self._in_write = False
@@ -727,6 +733,8 @@ class NodeFile:
             self._written_at = time.monotonic()
             self._root = root
             self._manifests.update(manifests)
+            if header is not None:
+                self.header = header
 
     # --- the write-ahead log and copies --------------------------------------------------------
 

@@ -71,6 +71,7 @@ def sigchain_present(c: PeerCall, p: Presented) -> dict[str, Any]:
 class Rotated:
     closing: Any = field(default=None, repr=False)  # the old chain's rotate-key, checked
     chain: list[Any] = field(default_factory=list, repr=False)  # the new chain, from entry 1
+    link: Any = field(default=None, repr=False)  # the new key's link statement (an own node)
 
 
 @PEER_METHODS.method("sigchain.rotated")
@@ -96,6 +97,8 @@ def sigchain_rotated(c: PeerCall, p: Rotated) -> dict[str, Any]:
         acl=service.acl,
         vaults=service.vaults,
         graph=service.graph,
+        link=p.link,
+        moves=(service.notifications.readdress,) if service.notifications else (),
     )
 
 

@@ -20,6 +20,7 @@ from polykey.errors import PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.store.records import Namespace
 from polykey.sync.checks import UpdateRefused, land, land_objects, validate, writers
+from polykey.trust.rotation import retired as retired_keys
 from polykey.vaults.errors import VaultExists, VaultNotFound
 from polykey.vaults.graph import with_received
 from polykey.vaults.merge import supersedes
@@ -199,7 +200,10 @@ async def _fetch_merge(
     def known(sha: bytes) -> bool:
         return store.contains(objects_ns(info.id), bytes.fromhex(sha.decode()))
 
-    received = validate(reply["objects"], remote_head, known, signers, local=vault.objects())
+    retired = retired_keys(store)  # renewed keys: nothing signed after their time
+    received = validate(
+        reply["objects"], remote_head, known, signers, local=vault.objects(), retired=retired
+    )
     both = with_received(vault.object_store(shared=True), received)
     if mark and not supersedes(both, remote_head, mark):
         raise UpdateRefused(
@@ -227,7 +231,8 @@ async def _adopt_here(
     if named.get("id") != vault_id:
         raise UpdateRefused("the other node answered with another vault")
     signers = {bytes(peer), *writers(reply)}
-    received = validate(reply["objects"], head, lambda _sha: False, signers)
+    retired = retired_keys(vaults.store)
+    received = validate(reply["objects"], head, lambda _sha: False, signers, retired=retired)
     meta = await client.call("vaults.meta", {"vault": vault_id})
     with vaults.store.write() as tx:
         info = adopt(vaults, acl, tx, vault_id, meta, received, head)

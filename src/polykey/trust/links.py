@@ -346,6 +346,39 @@ class Links:
                 tx.delete(LINKS, entry.node_id.encode())
             return True
 
+    # --- key renewal (trust/rotation.py) ---------------------------------------------------------
+
+    def rekey(self, tx: Transaction, new_key: RootKey) -> list[NodeId]:
+        """Within ``tx`` (this node renews its key to ``new_key``): each link and request is
+        signed again by the new key and waits (``pending``) for the other node to sign back,
+        which it does when told of the renewal (``moved``); an ended link keeps an unlink
+        statement of the new key; offers made to the old key are dropped. The nodes asked."""
+        asked = []
+        for entry in self.entries():
+            other, place = entry.id, entry.node_id.encode()
+            if entry.state in (LINKED, PENDING):
+                self._put(tx, other, PENDING, sign(new_key, LINK, other), None)
+                asked.append(other)
+            elif entry.state == UNLINKED:
+                self._put(tx, other, UNLINKED, sign(new_key, UNLINK, other), None)
+            elif entry.state == OFFERED:
+                tx.delete(LINKS, place)
+        return asked
+
+    def moved(self, tx: Transaction, old: NodeId, new: NodeId, doc: object) -> Statement | None:
+        """Within ``tx`` (``old`` renewed its key to ``new``, the rotation checked): a link
+        with ``old`` moves to ``new`` when ``doc`` is ``new``'s link statement; this node's
+        statement for ``new`` is returned (the other node completes its side with it). No
+        link with ``old``: None, nothing changes."""
+        entry = self.entry(old)
+        if entry is None or entry.state != LINKED or doc is None:
+            return None
+        theirs = self._verify(doc, LINK, new, self.node_id)
+        mine = sign(self.key, LINK, new)
+        tx.delete(LINKS, entry.node_id.encode())
+        self._put(tx, new, LINKED, mine, theirs)
+        return mine
+
     # --- inside -----------------------------------------------------------------------------------
 
     def _not_itself(self, node_id: NodeId) -> None:

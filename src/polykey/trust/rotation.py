@@ -26,6 +26,7 @@ from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.keys.root import RootKey
 from polykey.store.nodefile import NodeFile, Transaction
 from polykey.store.records import Namespace
+from polykey.trust.links import PENDING, Links, Statement
 from polykey.trust.sigchain import (
     BadChain,
     Entry,
@@ -163,12 +164,15 @@ def renew(
     acl: Acl,
     vaults: Vaults,
     root: tuple[Namespace, bytes],
+    recovery_secret: bytes,
 ) -> Rotation:
     """Make ``new_key`` this node's root key, in one transaction (``root``: where the root
-    key's seed is kept). The caller then wraps the node file under the new recovery code and
-    makes its parts again with the new key."""
+    key's seed is kept) that also wraps the node file's data key under ``recovery_secret``
+    (the new recovery code): no crash leaves the old code unlocking a renewed file. The
+    links with own nodes wait for the other node's new statement. The caller then makes its
+    parts again with the new key."""
     old, new = encode_node_id(old_key.node_id), encode_node_id(new_key.node_id)
-    with store.write() as tx:
+    with store.write(recovery_secret=recovery_secret) as tx:
         entries, closing, opening = own.rotation(new_key)
         chains.keep(tx, old_key.node_id, [*entries, closing])
         own.restart(tx, opening)
@@ -177,6 +181,7 @@ def renew(
         infos = vaults.all()
         acl.rename(tx, [i.id for i in infos], old, new, writer=True)
         _move_origins(tx, vaults, old, new)
+        acl.links.rekey(tx, new_key)
         record = Rotation(old, new, closing.iat, None, True, closing.doc(), opening.doc())
         tx.put(ROTATIONS, old.encode(), record.encode())
     return record
@@ -193,8 +198,8 @@ def compromise(store: NodeFile, own: Sigchain, old: str, after: int) -> Rotation
         )
     if after < 0:
         raise InvalidInput("the time a key was stolen is a time after 1970")
-    own.append(COMPROMISED, {"sub": old, "after": after})
-    with store.write() as tx:
+    with store.write() as tx:  # the claim and the record land together
+        own.append(COMPROMISED, {"sub": old, "after": after}, tx=tx)
         record = replace(record, compromised=min(after, record.compromised or after))
         tx.put(ROTATIONS, old.encode(), record.encode())
         tx.delete(FORMER_KEYS, old.encode())
@@ -207,10 +212,13 @@ def tell(
     chains: PeerChains,
     call: Callable[[NodeId, str, dict[str, Any]], dict[str, Any]],
     peers: Sequence[NodeId],
+    links: Links | None = None,
 ) -> dict[str, str]:
     """Tell each of ``peers`` of this node's renewals, oldest first (``sigchain.rotated``),
     so that it moves what it holds of the old NodeIds to the new. NodeId -> "told" or why not;
-    the peers not told are kept in the newest renewal's record (told at the next contact)."""
+    the peers not told are kept in the newest renewal's record (told at the next contact).
+    A link with one of them waiting since the renewal (``links``) travels with the newest
+    rotation; the peer's statement in the answer completes it."""
     mine = sorted((r for r in rotations(store).values() if r.own), key=lambda r: r.at)
     if not mine:
         return {}
@@ -219,11 +227,18 @@ def tell(
         text = encode_node_id(peer)
         try:
             for record in mine:
+                params: dict[str, Any] = {"closing": record.closing}
+                waiting = None
                 if record.new == encode_node_id(own.node_id):
-                    chain = own.docs(1, max_chars=TELL_CHARS)
+                    params["chain"] = own.docs(1, max_chars=TELL_CHARS)
+                    waiting = _waiting_link(links, peer)
+                    if waiting is not None:
+                        params["link"] = waiting.to_json()
                 else:
-                    chain = chains.docs(decode_node_id(record.new))[:1]
-                call(peer, "sigchain.rotated", {"closing": record.closing, "chain": chain})
+                    params["chain"] = chains.docs(decode_node_id(record.new))[:1]
+                reply = call(peer, "sigchain.rotated", params)
+                if links is not None and waiting is not None and reply.get("link") is not None:
+                    links.answered(peer, waiting, {"linked": True, "statement": reply["link"]})
             out[text] = "told"
         except PolykeyError as exc:
             out[text] = exc.message
@@ -233,6 +248,12 @@ def tell(
         with store.write() as tx:
             tx.put(ROTATIONS, mine[-1].old.encode(), replace(mine[-1], untold=left).encode())
     return out
+
+
+def _waiting_link(links: Links | None, peer: NodeId) -> Statement | None:
+    """This node's link statement ``peer`` has not signed back yet (since a renewal)."""
+    entry = links.entry(peer) if links is not None else None
+    return entry.mine if entry is not None and entry.state == PENDING else None
 
 
 def untold(store: NodeFile) -> set[str]:
@@ -267,10 +288,14 @@ def follow(
     acl: Acl,
     vaults: Vaults,
     graph: Graph,
+    link: object = None,
+    moves: Sequence[Callable[[Transaction, str, str], None]] = (),
 ) -> dict[str, Any]:
     """``teller`` says it renewed its key: checked, then what this node holds of the old
-    NodeId (grants, address, clone origins) is moved to ``teller``. A node this one does not
-    know is told nothing is kept ({"followed": False})."""
+    NodeId (grants, address, clone origins, ``moves``: queued notifications) is moved to
+    ``teller``, in one transaction. A link with the old NodeId moves when ``link`` is the new
+    key's link statement: this node's statement for the new key is answered (``"link"``). A
+    node this one does not know is told nothing is kept ({"followed": False})."""
     closing, entries = proof(closing_doc, chain)
     old_id, new = decode_node_id(closing.iss), encode_node_id(teller)
     if closing.sub != new:
@@ -283,6 +308,7 @@ def follow(
         or any(i.origin.get("node_id") == old for i in infos)
         or chains.head(old_id) is not None
         or rotation_of(store, old) is not None
+        or acl.links.entry(old_id) is not None
     )
     if not known:
         return {"followed": False}
@@ -291,15 +317,19 @@ def follow(
     if head is not None and closing.seq <= head.seq + 1:  # it must continue the copy held
         chains.accept(old_id, [closing_doc], from_seq=closing.seq)
     chains.accept(teller, chain, from_seq=1)
-    after = _compromised(chains.entries(teller), old)
+    after = compromised_after(chains.entries(teller), old)
     with store.write() as tx:
         _check_prior(rotation_of(tx, old), new)  # again: another request may have landed
         record = Rotation(old, new, closing.iat, after, False, closing.doc(), entries[0].doc())
         acl.rename(tx, [i.id for i in infos], old, new)
         _move_origins(tx, vaults, old, new)
         graph.move(tx, old_id, teller)
+        for move in moves:
+            move(tx, old, new)
+        mine = acl.links.moved(tx, old_id, teller, link)
         tx.put(ROTATIONS, old.encode(), record.encode())
-    return {"followed": True, "old": old, "until": record.until}
+    out: dict[str, Any] = {"followed": True, "old": old, "until": record.until}
+    return out | ({"link": mine.to_json()} if mine is not None else {})
 
 
 def _check_prior(prior: Rotation | None, new: str) -> None:
@@ -309,7 +339,7 @@ def _check_prior(prior: Rotation | None, new: str) -> None:
         raise ForkedChain(f"{prior.old} was renewed to another key before")
 
 
-def _compromised(entries: list[Entry], old: str) -> int | None:
+def compromised_after(entries: list[Entry], old: str) -> int | None:
     """The earliest time a live ``key-compromised`` claim of the chain gives for ``old``."""
     times = [
         e.payload["after"]

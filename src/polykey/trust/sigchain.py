@@ -176,19 +176,24 @@ class Sigchain:
 
     # --- appending -------------------------------------------------------------------------------
 
-    def append(self, typ: str, fields: Mapping[str, Any] | None = None) -> Entry:
+    def append(
+        self, typ: str, fields: Mapping[str, Any] | None = None, *, tx: Transaction | None = None
+    ) -> Entry:
         """Sign and append a claim of this node alone (``fields``: ``sub`` and the type's own;
-        the chain's fields are filled in here)."""
+        the chain's fields are filled in here); within ``tx`` when given (it lands with the
+        rest of that transaction)."""
         if typ in TWO_PARTY:
             raise InvalidInput(
                 f"a {typ} claim is signed by two keys",
                 hint="Draft it with prepare, have the other key countersign, then append_draft.",
             )
-        with self.store.write() as tx:
-            entries = self._load()
-            doc = sign_claim(self.key, self._claim(typ, fields or {}, entries))
-            entry = verify_chain(self.node_id, [doc], earlier=entries)[0]
-            tx.put(SIGCHAIN, seq_key(entry.seq), entry.raw)
+        if tx is None:
+            with self.store.write() as own:
+                return self.append(typ, fields, tx=own)
+        entries = self._load()
+        doc = sign_claim(self.key, self._claim(typ, fields or {}, entries))
+        entry = verify_chain(self.node_id, [doc], earlier=entries)[0]
+        tx.put(SIGCHAIN, seq_key(entry.seq), entry.raw)
         return entry
 
     def revoke(self, jti: str) -> Entry:

@@ -84,9 +84,11 @@ def vaults_objects(node: Node, p: VaultsObjects) -> dict[str, Any]:
     """Every git object of a vault's history (type byte + raw body), and its writers (the
     allowed signers of `export git`)."""
     from polykey.sync.server import collect
+    from polykey.trust.rotation import rotations
 
     vault = node.vaults.open(p.vault)
     writers = vault_writers(node, vault.name)
+    until = {o: r.until for o, r in rotations(node.store).items() if o in writers}  # renewed
     head = vault.head()
     if head is None:
         return {"vault": vault.name, "head": None, "objects": [], "writers": writers}
@@ -95,4 +97,5 @@ def vaults_objects(node: Node, p: VaultsObjects) -> dict[str, Any]:
         "head": head.decode(),
         "objects": collect(vault, head, set()),
         "writers": writers,
+        "until": until,
     }
