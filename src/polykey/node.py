@@ -251,8 +251,8 @@ class Node:
         code = recovery.generate()
         new_key = RootKey.from_recovery_code(code)
         parts = (self.sigchain, self.chains, self.acl, self.vaults)
-        done = rotation.renew(self.store, self.key, new_key, *parts, (NODE_KEYS, ROOT_SEED))
-        self.store.change_recovery(code.seed())  # a crash before: the old code still recovers
+        root = (NODE_KEYS, ROOT_SEED)  # the new code's wrap lands with the rest (one transaction)
+        done = rotation.renew(self.store, self.key, new_key, *parts, root, code.seed())
         self.peers.close()
         Node.__init__(self, self.store, new_key)
         return code, done
@@ -271,7 +271,8 @@ class Node:
                 targets.append(decode_node_id(text))
             except PolykeyError:
                 continue  # a grant to an identity
-        return rotation.tell(self.store, self.sigchain, self.chains, self.peers.call, targets)
+        parts = (self.store, self.sigchain, self.chains, self.peers.call, targets, self.links)
+        return rotation.tell(*parts)
 
     # --- audit and exposure (docs/spec/audit.md) --------------------------------------------------
 

@@ -165,6 +165,7 @@ class Agent:
         self.peer_host = "127.0.0.1"
         self.peer_port: int | None = None
         self.peer_server: Any = None
+        self.peer_service: Any = None  # sync.server.PeerService once peers are served
         self.peer_limits: Any = None  # network.ssh.PeerLimits once peers are served
         self.sync_interval: float = 0
         self.sync_problems: dict[str, dict[str, str]] = {}  # vault -> its failing background sync
@@ -315,12 +316,14 @@ class Agent:
         node = self.node
         service = PeerService(node.vaults, node.acl, node.node_id, node.notifications, node.graph)
         service.audit = node.audit  # every peer request recorded (docs/spec/audit.md)
+        self.peer_service = service  # made again after a renewal, open connections included
         loop = asyncio.get_running_loop()
         idle = self.peer_idle
 
         async def handle(peer: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
             log.info("peer %s: %s", encode_node_id(peer), method)
-            return await loop.run_in_executor(self.worker, service.handle, peer, method, params)
+            serve = self.peer_service.handle
+            return await loop.run_in_executor(self.worker, serve, peer, method, params)
 
         from polykey.sync.gitserve import serve_receive_pack, serve_upload_pack
         from polykey.vaults.registry import Vaults
@@ -328,7 +331,7 @@ class Agent:
         git_vaults = Vaults(self.node.store, self.node.key)  # its own cache: another thread
 
         def receive(*args: Any) -> dict[str, Any]:  # a git push lands where node writes run
-            result: dict[str, Any] = self.worker.submit(service.receive, *args).result()
+            result: dict[str, Any] = self.worker.submit(self.peer_service.receive, *args).result()
             return result
 
         async def git(peer: Any, kind: str, path: str, proc: Any) -> None:
@@ -357,6 +360,37 @@ class Agent:
             host, port, key, handle, git, self.peer_limits, idle, relay=self.relay
         )
         log.info("serving peers on %s:%d", host, port)
+
+    async def _renewed(self) -> None:
+        """After `keys.renew`: peers served (host key, service), the record published and
+        announced, the relay registration and the status file, all with the new key. When
+        that fails, the agent stops rather than serve with the old key."""
+        try:
+            await self._serve_renewed()
+        except Exception as exc:
+            log.error("serving the renewed key failed (%s): the agent stops", type(exc).__name__)
+            if self.stopping is not None:
+                self.stopping.set()
+
+    async def _serve_renewed(self) -> None:
+        self.node.peers.set_waiter(self.worker.wait)  # the Node's Peers are new
+        if self.peer_server is not None and self.peer_port is not None:
+            self.peer_server.close()  # new connections: the new host key; open ones: the
+            await self.peer_server.wait_closed()  # new service (self.peer_service)
+            self.peer_server = None
+            await self._serve_peers(self.peer_host, self.peer_port)
+        if self.discovery is not None:
+            self.discovery.key = self.node.key.signing
+            self.node.peers.set_resolver(self.discovery.resolver())
+            if self.discovery.addresses:
+                with contextlib.suppress(Exception):  # its next round publishes again
+                    await self.discovery.announce(self.discovery.addresses)
+        else:
+            await self._start_discovery()
+        await self._stop_reach()
+        await self._start_reach()
+        self.runtime.write_status(self.status())
+        log.info("serving with the renewed key %s", encode_node_id(self.node.node_id))
 
     async def _start_discovery(self) -> None:
         """Publish and announce this node, and let its Peers resolve by the same means."""
@@ -600,6 +634,8 @@ class Agent:
             raise methods.UnknownMethod(name[:80])
         call = recorded.call_recorded  # the audit log's record first (docs/spec/audit.md)
         result = await loop.run_in_executor(self.worker, call, self.node, name, params)
+        if name == "keys.renew":  # the Node was made again with the new key
+            await self._renewed()
         if name in CHANGES_PEERS and self.peer_limits is not None:  # at once, not in 5 s
             try:
                 await loop.run_in_executor(self.worker, self._known_peers)
