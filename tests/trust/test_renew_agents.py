@@ -139,3 +139,6 @@ def test_renewal_keeps_sharing_both_ways_old_history_verifies_and_theft_is_refus
     assert "planted" not in alice("secrets", "ls", "target")
     bob_view = json.loads(bob("keys", "renewals", "--format", "json"))["renewals"]
     assert bob_view[0]["compromised"] == stolen_at
+    # and bob kept the exposure report of the stolen key at once: what it could read
+    report = bob("exposure", bob_view[0]["old"], "--format", "json")
+    assert "key revoked" in report and "target" in report

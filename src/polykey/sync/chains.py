@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polykey.errors import InvalidInput
-from polykey.sync.server import PEER_METHODS, PeerCall
+from polykey.ids import NodeId
+from polykey.sync.server import PEER_METHODS, PeerCall, PeerService
 
 MAX_PAGE = 1000  # entries in one page either way
 GET_CHARS = 4 * 1024 * 1024  # stored characters in one page served
@@ -88,7 +89,7 @@ def sigchain_rotated(c: PeerCall, p: Rotated) -> dict[str, Any]:
     service = c.service
     if service.graph is None:
         raise InvalidInput("this node keeps no node graph")
-    return follow(
+    result = follow(
         service.store,
         c.peer,
         p.closing,
@@ -100,6 +101,31 @@ def sigchain_rotated(c: PeerCall, p: Rotated) -> dict[str, Any]:
         link=p.link,
         moves=(service.notifications.readdress,) if service.notifications else (),
     )
+    if result.get("followed"):
+        _expose_compromised(service, c.peer, str(result["old"]), gestalts.chains)
+    return result
+
+
+def _expose_compromised(service: PeerService, new: NodeId, old: str, chains: Any) -> None:
+    """When the peer says its old key was stolen, the exposure report of that old key is
+    kept at once (docs/spec/audit.md): what it could read (the rights that moved to the new
+    key) and what it received. Once per old key."""
+    from polykey.trust.rotation import compromised_after
+    from polykey.vaults import exposure
+
+    if compromised_after(chains.entries(new), old) is None or exposure.kept(service.vaults, old):
+        return
+    could: dict[str, tuple[list[str], str | None]] = {}
+    for info in service.vaults.all():
+        perms = service.acl.permissions(info.id, new)
+        folder = service.acl.folder(info.id, new)
+        if perms or folder is not None:
+            could[info.id] = (perms, folder.path if folder is not None else None)
+    if service.audit is None:
+        return
+    report = exposure.build(service.vaults, service.audit, old, could, "key revoked", None)
+    with service.store.write() as tx:
+        exposure.keep(tx, report)
 
 
 @dataclass(frozen=True)
