@@ -183,6 +183,9 @@ class Agent:
         self.via_relay: Any = None  # network.relay.RelaySpec; None: the node's home relay
         self.relay: Any = None  # network.relay.Relay once it serves as one
         self.reach: Any = None  # network.reach.Reachability
+        self.map_port = False  # --map-port: NAT-PMP (docs/spec/discovery.md section 11)
+        self.portmap: Any = None  # network.portmap.PortMapper while it runs
+        self.portmap_task: asyncio.Task[None] | None = None
 
     async def _every(self, seconds: float, job: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -389,6 +392,8 @@ class Agent:
             await self._start_discovery()
         await self._stop_reach()
         await self._start_reach()
+        if self.portmap is not None and self.portmap.mapping is not None:
+            await self._mapped(self.portmap.mapping)  # the new record and Reachability
         self.runtime.write_status(self.status())
         log.info("serving with the renewed key %s", encode_node_id(self.node.node_id))
 
@@ -457,6 +462,46 @@ class Agent:
         if self.reach is not None:
             await self.reach.close()
 
+    def _start_portmap(self) -> None:
+        """--map-port: map the peer port on the router in the background (network/portmap.py);
+        the agent starts at once, and publishes the mapped address once the router answers."""
+        from polykey.network.portmap import PortMapper
+
+        if not self.map_port or self.peer_port is None:
+            return
+        self.portmap = PortMapper(self.peer_port, host=self.peer_host)
+        self.portmap_task = asyncio.create_task(self.portmap.run(self._mapped))
+
+    async def _mapped(self, mapping: Any) -> None:
+        """The mapped address (or none any more): first in the published record, before the
+        addresses published without it, and what `reach` shows."""
+        public = tuple(self.public_addresses)
+        if self.reach is not None:
+            self.reach.public = public if mapping is None else (mapping.external, *public)
+        discovery = self.discovery
+        if discovery is None:
+            return
+        discovery.public = public
+        if mapping is not None:
+            others = await asyncio.to_thread(discovery.current_addresses)
+            others = tuple(a for a in others if a != mapping.external)
+            discovery.public = (mapping.external, *others)[:5]
+        addresses = await asyncio.to_thread(discovery.current_addresses)
+        self.runtime.write_status(self.status())
+        if addresses:
+            await discovery.announce(addresses)
+
+    async def _stop_discovery(self) -> None:
+        """The port mapping deleted (bounded: about a second), then discovery closed."""
+        if self.portmap_task is not None:
+            self.portmap_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.portmap_task
+        if self.portmap is not None:
+            await self.portmap.close()
+        if self.discovery is not None:
+            await self.discovery.close()
+
     async def relays_changed(self, urls: list[str]) -> None:
         """`pk nodes relays set` while the agent runs: use and publish to the new list now."""
         from polykey.network.relays import Relays
@@ -481,6 +526,7 @@ class Agent:
             **({"sync_problems": list(self.sync_problems.values())} if self.sync_problems else {}),
             **({"discovery": self.discovery.status()} if self.discovery is not None else {}),
             **({"reach": self.reach.status()} if self.reach is not None else {}),
+            **({"portmap": self.portmap.status()} if self.portmap is not None else {}),
         }
 
     def _connected(self) -> dict[str, int]:
@@ -514,6 +560,7 @@ class Agent:
                 ) from None
         await self._start_discovery()
         await self._start_reach()
+        self._start_portmap()
         os.chmod(path, 0o600)
         check_private(path, directory=False)
         self.runtime.write_status(self.status())
@@ -544,8 +591,7 @@ class Agent:
             server.close()
             if self.peer_server is not None:
                 self.peer_server.close()
-            if self.discovery is not None:
-                await self.discovery.close()
+            await self._stop_discovery()
             await self._stop_reach()
             self.runtime.clear()
             self.kdf_worker.shutdown(wait=True)  # a password change writes the node file

@@ -43,6 +43,7 @@ class AgentOptions:
     relay: bool = False  # --relay: relay connections to nodes registered here
     relay_rate: int | None = None  # --relay-rate, KiB/s per NodeId
     via_relay: str | None = None  # --via-relay NODEID@HOST:PORT
+    map_port: bool = False  # --map-port: ask the router (NAT-PMP) to forward --port
 
 
 class AgentNotRunning(PolykeyError):
@@ -199,6 +200,12 @@ def agent() -> None:
     help="Stay registered with this relay so that others reach this node through it (needs "
     "--port). Default: the node's home relay (`pk nodes home-relay`), if set.",
 )
+@click.option(
+    "--map-port",
+    is_flag=True,
+    help="Ask the router (NAT-PMP) to forward --port from its public address, publish that "
+    "address, and delete the mapping on stop. Off by default.",
+)
 @click.option("--child", is_flag=True, hidden=True)
 @pass_settings
 def start(
@@ -216,6 +223,7 @@ def start(
     relay: bool,
     relay_rate: int | None,
     via_relay: str | None,
+    map_port: bool,
     child: bool,
 ) -> None:
     """Unlock the node once and serve the CLI on a private Unix socket."""
@@ -234,6 +242,10 @@ def start(
     relays = _env_relays()
     _env_dht()  # refused here, before the password is asked
     _check_relaying(port, relay, relay_rate, via_relay)  # before the password is asked
+    if map_port and port is None:
+        from polykey.errors import UsageError
+
+        raise UsageError("--map-port needs --port", hint="The mapping forwards the peer port.")
     opts = AgentOptions(
         session_idle,
         session_max,
@@ -247,6 +259,7 @@ def start(
         relay,
         relay_rate,
         via_relay,
+        map_port,
     )
     if child:
         _run_child(s, opts)
@@ -324,6 +337,7 @@ def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
     args += ["--relay"] if opts.relay else []
     args += ["--relay-rate", str(opts.relay_rate)] if opts.relay_rate else []
     args += ["--via-relay", opts.via_relay] if opts.via_relay else []
+    args += ["--map-port"] if opts.map_port else []
     env = {k: v for k, v in os.environ.items() if k not in ("PK_PASSWORD", "PK_NEW_PASSWORD")}
     log_fd = os.open(runtime.log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
     try:
@@ -435,6 +449,7 @@ def _serve(
     agent_.public_addresses = [parse_address(a) for a in opts.public]
     agent_.dht_bootstrap = list(_env_dht())
     _set_relaying(agent_, opts)
+    agent_.map_port = opts.map_port
     token = sessions.issue()
     AgentClient(runtime.folder).save_token(token)
 
@@ -508,6 +523,14 @@ def status(s: Settings) -> None:
     from polykey.cli.safe_text import shown
 
     found = live.get("discovery")
+    mapped = live.get("portmap")
+    if isinstance(mapped, dict):
+        how = f"{shown(mapped.get('how'))}"
+        lines.append(
+            f"{'reachable':<9} mapped {shown(mapped['mapped'])} ({how})"
+            if mapped.get("mapped")
+            else f"{'reachable':<9} not mapped ({how}: {shown(mapped.get('error') or 'asking')})"
+        )
     if isinstance(found, dict):
         lines.append(f"{'reachable':<9} {_reachable(found, shown)}")
     reach = live.get("reach")
