@@ -145,11 +145,13 @@ def main() -> int:
             db.execute("UPDATE record SET sealed = randomblob(length(sealed))")
         pk("node", "check", env=dict(alice, PK_NODE=str(work / "damaged.pk")), check=False)
 
-        step("Coming next: key renewal, the DHT and NAT traversal, child nodes")
+        step("Coming next: hole punching through NAT")
         print(
             "  Also here: merging (pk vaults pull/push/sync), own nodes (pk nodes link), backups"
             " (pk backup), identities and sharing with a person (pk identities, pk vaults share"
-            " V github:NAME), finding nodes (pk nodes find), pk health, pk import/export, stock"
+            " V github:NAME), key renewal (pk keys renew), child nodes for servers (pk child),"
+            " folder shares (pk vaults share V:PATH), the audit log (pk audit), finding nodes"
+            " (pk nodes find: LAN, relays, the DHT, seeds), pk health, pk import/export, stock"
             " git clone and push."
         )
     finally:
