@@ -9,8 +9,12 @@ allows is decided in trust/delegation.py, where the serving node walks the chain
   countersigned at once; else a token (kept sealed here, single use, expiring) for ``join``.
 - ``join``: on a new node, prove the token and countersign the delegation; then ``pull``.
 - ``pull``: countersign a renewal waiting at the parent, take the parent's new chain entries
-  (a revocation takes effect), clone or pull each vault delegated.
-- ``renew``, ``revoke``, ``children``: the parent's side.
+  (a revocation takes effect), clone or pull each vault delegated (a folder: the vault derived
+  to it, holding nothing else).
+- ``refresh_parent``: the parent's chain taken again (the child's agent: when its parent
+  notifies it, and on its background sync schedule).
+- ``renew``, ``revoke``, ``children``: the parent's side; a revocation notifies the child at
+  the address it told (or was given), so its agent takes the parent's chain at once.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import base64
 import datetime
 import json
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 from polykey.errors import InvalidInput, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
-from polykey.network.graph import parse_address
+from polykey.network.graph import Address, parse_address
 from polykey.sync.child import (
     CHILDREN,
     PARENT,
     PENDING,
     TOKENS,
     TokenRefused,
+    child_address,
     clone_delegated,
     join_mac,
     parent_of,
@@ -47,6 +53,7 @@ if TYPE_CHECKING:
 
 TOKEN_PREFIX = "pkchild1."  # noqa: S105 - a prefix, not a secret
 TOKEN_LIFE_S = 24 * 3600
+WILDCARD = ("0.0.0.0", "::", "")  # noqa: S104 (names of wildcards, nothing is bound)
 MAX_CHILD_NAME = 64
 
 
@@ -80,7 +87,9 @@ class Wanted:
 def make_grant(
     node: Node, wanted: list[Wanted], actions: list[str], expires: int | None, reshare: bool
 ) -> Grant:
-    """The grant of a new child: each vault by its id, no more than this node may hand on."""
+    """The grant of a new child: each vault by its id, no more than this node may hand on (a
+    folder within the folder this node holds, when it holds one)."""
+    from polykey.trust.acl import check_folder
     from polykey.trust.delegation import check_path
 
     if not wanted:
@@ -89,9 +98,10 @@ def make_grant(
     out = []
     for w in wanted:
         info = node.vaults.info(w.vault)
-        grant = VaultGrant(info.id, acts, check_path(w.path) if w.path else None, info.name)
+        path = check_path(check_folder(w.path)) if w.path else None
+        grant = VaultGrant(info.id, acts, path, info.name)
         bound = _may_hand_on(node, info.id)
-        if not any(intersect(grant, b) == grant for b in bound):
+        if not any(_within(grant, b) for b in bound):
             raise InvalidInput(
                 f"this node may not hand on {w.vault}{':' + w.path if w.path else ''} "
                 f"with {', '.join(sorted(acts))}",
@@ -100,6 +110,12 @@ def make_grant(
             )
         out.append(grant)
     return Grant(tuple(out), expires, reshare)
+
+
+def _within(grant: VaultGrant, bound: VaultGrant) -> bool:
+    """Whether ``bound`` holds all of ``grant`` (names aside: a clone may be named otherwise)."""
+    both = intersect(grant, bound)
+    return both is not None and (both.actions, both.path) == (grant.actions, grant.path)
 
 
 def _may_hand_on(node: Node, vault_id: str) -> list[VaultGrant]:
@@ -131,22 +147,24 @@ def create(
     password: bytes | None = None,
     kdf: KdfCost | None = None,
     allow_weak: bool = False,
+    child_at: str = "",
 ) -> dict[str, Any]:
     """A new child: its node file written at ``to`` (delegation countersigned, this node in its
-    graph at ``address``), or a one-time token for `pk child join`."""
+    graph at ``address``), or a one-time token for `pk child join`. ``child_at``: where the
+    child will serve peers (else it tells this node when it joins or pulls)."""
     parse_address(address)
     _check_name(node, name)
     me = encode_node_id(node.node_id)
     created = _now()
+    told = {"address": child_address(child_at)} if child_at else {}
     if to is None:
         token_id, secret = secrets.token_hex(8), secrets.token_bytes(32)
         expires = int(time.time()) + TOKEN_LIFE_S
         with node.store.write() as tx:
             rec = {"secret": secret.hex(), "name": name, "grant": grant.as_json()}
             put_json(tx, TOKENS, token_id.encode(), {**rec, "expires": expires, "used_by": None})
-            put_json(
-                tx, CHILDREN, name.encode(), {"node_id": "", "created": created, "mode": "token"}
-            )
+            rec = {"node_id": "", "created": created, "mode": "token", **told}
+            put_json(tx, CHILDREN, name.encode(), rec)
         doc = {"p": me, "a": address, "i": token_id, "s": secret.hex()}
         text = base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode())
         return {"name": name, "token": TOKEN_PREFIX + text.decode().rstrip("="), "expires": expires}
@@ -163,7 +181,7 @@ def create(
         )
         _adopt_parent(child, node.node_id, address, name, node.sigchain.docs())
         with node.store.write() as tx:
-            rec = {"node_id": child_id, "created": created, "mode": "file"}
+            rec = {"node_id": child_id, "created": created, "mode": "file", **told}
             put_json(tx, CHILDREN, name.encode(), rec)
     return {"name": name, "node_id": child_id, "path": str(to), "jti": entry.jti}
 
@@ -191,8 +209,9 @@ def parse_token(text: str) -> dict[str, str]:
     return out
 
 
-def join(node: Node, token: str) -> dict[str, Any]:
-    """On a new node: prove ``token`` to the parent, countersign the delegation, then pull."""
+def join(node: Node, token: str, address: str = "") -> dict[str, Any]:
+    """On a new node: prove ``token`` to the parent, countersign the delegation, then pull.
+    ``address``: where this node serves peers, told to the parent (for its notifications)."""
     from polykey.people import fetch_chain
 
     tok = parse_token(token)
@@ -200,8 +219,9 @@ def join(node: Node, token: str) -> dict[str, Any]:
     node.graph.add(parent, parse_address(tok["a"]))
     nonce = secrets.token_bytes(16)
     mac = join_mac(bytes.fromhex(tok["s"]), tok["p"], encode_node_id(node.node_id), nonce)
+    asked = {"token": tok["i"], "nonce": nonce.hex(), "mac": mac.hex()}
     reply = node.peers.call(
-        parent, "child.join", {"token": tok["i"], "nonce": nonce.hex(), "mac": mac.hex()}
+        parent, "child.join", {**asked, "address": _told(node, parent, address)}
     )
     signed = countersign(reply.get("draft"), node.key, typ=DELEGATE, issuer=parent)
     node.peers.call(parent, "child.countersigned", {"entry": signed})
@@ -212,9 +232,42 @@ def join(node: Node, token: str) -> dict[str, Any]:
     return {"node_id": encode_node_id(node.node_id), "parent": tok["p"], **pull(node)}
 
 
-def pull(node: Node) -> dict[str, Any]:
+def _told(node: Node, parent: NodeId, address: str) -> str:
+    """Where this node serves peers, as its parent may reach it: an agent listening on every
+    interface is named by the local address of the route to the parent ("" when none)."""
+    if not address:
+        return ""
+    at = parse_address(address)
+    if at.host not in WILDCARD:
+        return str(at)
+    try:
+        toward = node.graph.get(parent)
+        family = socket.AF_INET6 if ":" in toward.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:  # a route looked up, nothing sent
+            probe.connect((toward.host, toward.port))
+            host = str(probe.getsockname()[0])
+    except (OSError, PolykeyError):
+        return ""
+    return str(Address(host, at.port))
+
+
+def refresh_parent(node: Node, sender: NodeId | None = None) -> bool:
+    """On a child: take its parent's chain again (a revocation counts at once); with
+    ``sender``, only when that node is the parent (a notification from it). Whether it did."""
+    from polykey.people import fetch_chain
+
+    found = parent_of(node.store)
+    if found is None or (sender is not None and sender != found[0]):
+        return False
+    fetch_chain(node, found[0])
+    return True
+
+
+def pull(node: Node, address: str = "") -> dict[str, Any]:
     """On a child: countersign a renewal waiting at the parent, take the parent's chain (a
-    revocation or an expiry counts at once), then clone or pull every vault delegated."""
+    revocation or an expiry counts at once), then clone or pull every vault delegated: a folder
+    arrives as the vault derived to it (docs/spec/derived.md), under the vault's id.
+    ``address``: where this node serves peers now, told to the parent."""
     from polykey.people import fetch_chain
     from polykey.sync.client import pull_many
 
@@ -222,7 +275,8 @@ def pull(node: Node) -> dict[str, Any]:
     if found is None:
         raise NotAChild()
     parent, _rec = found
-    draft = node.peers.call(parent, "child.draft", {}).get("draft")
+    told = {"address": _told(node, parent, address)} if address else {}
+    draft = node.peers.call(parent, "child.draft", told).get("draft")
     if draft is not None:
         signed = countersign(draft, node.key, typ=DELEGATE, issuer=parent)
         node.peers.call(parent, "child.countersigned", {"entry": signed})
@@ -237,9 +291,6 @@ def pull(node: Node) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     pulls = []
     for vg in held[1].vaults:
-        if vg.path is not None:  # served as a derived vault of that folder, not this history
-            out.append({"vault": vg.name or vg.vault, "path": vg.path, "cloned": False})
-            continue
         if vg.vault in have:
             pulls.append(have[vg.vault].name)
             continue
@@ -247,7 +298,8 @@ def pull(node: Node) -> dict[str, Any]:
         if any(i.name == name for i in have.values()):
             name = f"{name}-{vg.vault[:8]}"
         info = clone_delegated(node.vaults, node.peers, parent, vg.vault, name)
-        out.append({"vault": info.name, "cloned": True})
+        folder = {"path": vg.path} if vg.path is not None else {}
+        out.append({"vault": info.name, "cloned": True, **folder})
     out += pull_many(node.vaults, node.peers, pulls) if pulls else []
     return {"vaults": out, "delegation": "live", "expires": held[1].expires}
 
@@ -302,8 +354,9 @@ def renew(node: Node, name: str, expires: int | None) -> dict[str, Any]:
 
 
 def revoke(node: Node, name: str) -> dict[str, Any]:
-    """Revoke the child's delegation (a signed revoke claim): refused here at once, told to the
-    child now when it can be reached, else with its next contact."""
+    """Revoke the child's delegation (a signed revoke claim): refused here at once; the child
+    notified at the address it told (queued, and retried by the agent, when it cannot be
+    reached now), so its agent takes this node's chain at once; else at its next contact."""
     rec = _child(node, name)
     child_id = str(rec.get("node_id", ""))
     delegations = node.acl.delegations
@@ -321,21 +374,26 @@ def revoke(node: Node, name: str) -> dict[str, Any]:
         # what it could read and what it pulled, kept before its access ends
         report = node.expose(decode_node_id(child_id), f"revocation of child {name}", label=name)
         out |= {"revoked": True, "jti": node.sigchain.revoke(held[0]).jti, "exposure": report}
-        out["told"] = _tell(node, decode_node_id(child_id))
+        out |= _tell(node, decode_node_id(child_id), str(rec.get("address", "")), name)
     return out
 
 
-def _tell(node: Node, child: NodeId) -> bool:
-    """Hand the child this node's new chain entries (best effort: its next contact does too)."""
+def _tell(node: Node, child: NodeId, address: str, name: str) -> dict[str, bool]:
+    """Notify the child of its revocation (its agent then takes this node's chain): at the
+    address it told, unless the graph holds one given by hand. Queued in the outbox when it
+    cannot be reached now; nothing when no address is known (its next contact does it)."""
+    from polykey.network.graph import MANUAL
+
+    if address and not (node.graph.knows(child) and node.graph.entry(child).how == MANUAL):
+        node.graph.add(child, parse_address(address), "peer")
     if not node.graph.knows(child):
-        return False
+        return {"told": False, "queued": False}
+    note = f"Your delegation from {encode_node_id(node.node_id)} (child {name}) was revoked."
     try:
-        held = node.peers.call(child, "child.chain", {"entries": [], "since": 1}).get("held", 0)
-        docs = node.sigchain.docs(int(held) + 1)
-        node.peers.call(child, "child.chain", {"entries": docs, "since": int(held) + 1})
-    except PolykeyError:
-        return False
-    return True
+        sent = node.notifications.send(child, note)
+    except PolykeyError:  # refused: the child learns it at its next contact
+        return {"told": False, "queued": False}
+    return {"told": bool(sent["delivered"]), "queued": bool(sent["queued"])}
 
 
 def _now() -> str:
@@ -359,6 +417,7 @@ __all__ = [
     "create",
     "join",
     "pull",
+    "refresh_parent",
     "renew",
     "revoke",
     "show",

@@ -133,6 +133,37 @@ def test_a_child_serving_its_clone_is_bounded_by_its_own_delegation(
     assert perms(f.c, f.vault, f.g) == []
 
 
+def test_a_folder_delegation_is_served_as_a_folder_grant_narrowed_down_the_chain(
+    family: Family,
+) -> None:
+    """The ACL takes a delegated folder as a folder grant (``folder``: a derived view; never
+    push); a grandchild's folder is its own when within its parent's, the parent's when wider,
+    nothing when elsewhere (the newest claim about a subject decides)."""
+    from polykey.trust.acl import Folder
+
+    f = family
+
+    def grant(path: str | None, action: str = "pull", reshare: bool = False) -> Grant:
+        return Grant((VaultGrant(f.vault, expand([action]), path, "prod"),), None, reshare)
+
+    def folder(who: Node) -> Folder | None:
+        return f.p.acl.folder(f.vault, who.node_id)
+
+    delegate(f.p, f.c, grant("prod/db", "push", reshare=True))
+    assert perms(f.p, f.vault, f.c) == [] and f.p.acl.writers(f.vault) == []
+    assert folder(f.c) == Folder("prod/db", ("clone", "pull"))
+    for given, held in (
+        (None, Folder("prod/db", ("clone", "pull"))),
+        ("prod/db/user", Folder("prod/db/user", ("clone", "pull"))),
+        ("prod/dbx", None),
+        ("prod", Folder("prod/db", ("clone", "pull"))),
+    ):
+        delegate(f.c, f.g, grant(given))
+        hand(f.p, f.c)
+        assert folder(f.g) == held, given
+        assert perms(f.p, f.vault, f.g) == []
+
+
 def test_the_grant_vectors_parse_and_refuse_as_the_spec_says() -> None:
     doc = json.loads(VECTORS.read_text())
     for case in doc["valid"]:

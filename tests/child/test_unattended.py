@@ -1,13 +1,15 @@
 """docs/unattended.md works as written: its systemd unit's commands, run in order on a fresh
 "host" (a network namespace joined to the parent's by a veth pair, a new HOME, a credential
 folder, nothing else in the environment), join the parent, pull, and run the program with the
-secret. Root only (network namespaces)."""
+secret. The parent makes the child's token with the doc's own `pk child create` (a folder of
+the vault: the child holds nothing else of it). Root only (network namespaces)."""
 
 from __future__ import annotations
 
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,6 +72,13 @@ def unit_commands() -> tuple[dict[str, str], list[str]]:
     return env, commands
 
 
+def create_command() -> list[str]:
+    """The arguments of the doc's `pk child create ... > child.token` (after `pk`)."""
+    found = re.search(r"^pk (child create .*?) > child\.token$", DOC.read_text(), re.M)
+    assert found is not None, "docs/unattended.md makes no child token"
+    return shlex.split(found.group(1))
+
+
 def test_the_documented_systemd_unit_joins_pulls_and_runs_the_program(
     host: tuple[str, str, str], tmp_path: Path
 ) -> None:
@@ -80,12 +89,13 @@ def test_the_documented_systemd_unit_joins_pulls_and_runs_the_program(
         assert run_pk(*args, env=parent).returncode == 0
     written = run_pk("secrets", "write", "prod:db/DB_PASSWORD", env=parent, input=b"hunter2\n")
     assert written.returncode == 0
+    elsewhere = run_pk("secrets", "write", "prod:web/TOKEN", env=parent, input=b"not-for-db\n")
+    assert elsewhere.returncode == 0
     started = run_pk("agent", "start", "--background", "--host", parent_ip, "--port", port,
                      env=parent)  # fmt: skip
     assert started.returncode == 0, started.stderr.decode()
     try:
-        made = run_pk("child", "create", "web1", "--vault", "prod", "--perm", "pull",
-                      "--expires", "30d", "--token", env=parent)  # fmt: skip
+        made = run_pk(*create_command(), env=parent)
         assert made.returncode == 0, made.stderr.decode()
         creds = tmp_path / "creds"
         creds.mkdir(mode=0o700)
@@ -118,5 +128,8 @@ def test_the_documented_systemd_unit_joins_pulls_and_runs_the_program(
             assert done.returncode == 0, (command, done.stderr.decode())
         assert out.read_text() == "hunter2"
         assert (state / "polykey-child" / "node.pk").exists()
+        child = {**env, "PK_PASSWORD_FILE": str(creds / "polykey-password")}
+        listed = run_pk("secrets", "ls", "prod", "-R", env=child)
+        assert listed.stdout.decode().split() == ["db/", "db/DB_PASSWORD"], listed.stderr
     finally:
         run_pk("agent", "stop", env=parent)

@@ -260,9 +260,26 @@ class Agent:
         self.peer_limits.known = frozenset(known)
         self.peer_limits.pushers = frozenset(pushers)
 
+    def _notified(self, peer: Any) -> None:
+        """A notification was kept (on the node thread): one from this node's parent (a child
+        node) makes it take the parent's chain, after the request is answered."""
+        with contextlib.suppress(RuntimeError):  # the agent is stopping
+            self.worker.submit(self._parent_chain, peer)
+
+    def _parent_chain(self, sender: Any = None) -> None:
+        """A child node takes its parent's chain again (a revocation counts at once)."""
+        from polykey.child import refresh_parent
+
+        try:
+            if refresh_parent(self.node, sender):
+                log.info("took the parent's sigchain")
+        except PolykeyError as exc:
+            log.info("could not take the parent's sigchain: %s", type(exc).__name__)
+
     def _sync(self) -> None:
         from polykey.sync.client import pull_many
 
+        self._parent_chain()  # a child node: its parent's revocations, before its pulls
         names = [i.name for i in self.node.vaults.all() if i.origin]
         if not names:
             return
@@ -319,6 +336,7 @@ class Agent:
         node = self.node
         service = PeerService(node.vaults, node.acl, node.node_id, node.notifications, node.graph)
         service.audit = node.audit  # every peer request recorded (docs/spec/audit.md)
+        service.notified = self._notified  # a child node's parent: its chain taken at once
         self.peer_service = service  # made again after a renewal, open connections included
         loop = asyncio.get_running_loop()
         idle = self.peer_idle

@@ -98,6 +98,12 @@ def _child_password(file: Path | None) -> bytes:
 )
 @click.option("--token", "token", is_flag=True, help="Print a one-time join token (default).")
 @click.option(
+    "--child-address",
+    metavar="HOST:PORT",
+    help="Where the child will serve peers (for a revocation's notice); else it tells this "
+    "node when it joins or pulls with its agent serving peers.",
+)
+@click.option(
     "--child-password-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="With --to: the child's password (first line). Else PK_CHILD_PASSWORD, "
@@ -114,6 +120,7 @@ def create(
     address: str | None,
     to: Path | None,
     token: bool,
+    child_address: str | None,
     child_password_file: Path | None,
 ) -> None:
     """Make a child node NAME that holds only the vaults given."""
@@ -128,6 +135,7 @@ def create(
         "expires_in": _duration(expires),
         "reshare": reshare,
         "address": address or _agent_address(s),
+        "child_address": child_address or "",
     }
     if to is not None:
         params |= {"to": str(to.absolute()), "password": _child_password(child_password_file)}
@@ -147,8 +155,14 @@ def create(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the token from this file ('-' or no TOKEN: standard input).",
 )
+@click.option(
+    "--address",
+    metavar="HOST:PORT",
+    help="Where this node serves peers, told to the parent (a revocation is then told at "
+    "once); else this node's agent's peer port, when it runs.",
+)
 @pass_settings
-def join(s: Settings, token: str | None, token_file: Path | None) -> None:
+def join(s: Settings, token: str | None, token_file: Path | None, address: str | None) -> None:
     """On a new node: prove the parent's one-time TOKEN, take the delegation, clone what it
     allows. The node is made first when it does not exist (its password as for any command:
     --password-file, PK_PASSWORD_FILE, a systemd credential, PK_PASSWORD)."""
@@ -166,7 +180,8 @@ def join(s: Settings, token: str | None, token_file: Path | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         node, _code = Node.bootstrap(path, password, kdf=s.kdf_cost(), allow_weak=s.allow_weak())
         node.close()
-    r = s.call("child.join", {"token": token.strip()})
+    address = address or _agent_address(s)
+    r = s.call("child.join", {"token": token.strip(), "address": address})
     emit(s, f"{shown(r['node_id'])} joined {shown(r['parent'])}: {_pulled(r)}", r)
 
 
@@ -179,11 +194,17 @@ def _pulled(r: dict[str, Any]) -> str:
 
 @child.command()
 @node_options
+@click.option(
+    "--address",
+    metavar="HOST:PORT",
+    help="Where this node serves peers, told to the parent; else this node's agent's peer "
+    "port, when it runs.",
+)
 @pass_settings
-def pull(s: Settings) -> None:
+def pull(s: Settings, address: str | None) -> None:
     """On a child: take the parent's news (a renewal, a revocation), then clone or pull what
-    the delegation allows."""
-    r = s.call("child.pull")
+    the delegation allows (a folder: the vault derived to it, holding nothing else)."""
+    r = s.call("child.pull", {"address": address or _agent_address(s)})
     emit(s, _pulled(r).capitalize(), r)
 
 
@@ -229,6 +250,7 @@ def renew(s: Settings, name: str, expires: str | None) -> None:
 @click.argument("name")
 @pass_settings
 def revoke(s: Settings, name: str) -> None:
-    """Revoke NAME's delegation: refused here at once, told to the child when reachable."""
+    """Revoke NAME's delegation: refused here at once; the child notified at the address it
+    told, so its agent takes this node's chain at once (else at its next pull)."""
     r = s.call("child.revoke", {"name": name})
     emit(s, f"Revoked {name}." if r["revoked"] else f"{name} held no live delegation.", r)

@@ -221,7 +221,7 @@ def known_hosts(s: Settings, node_id: str, host: str | None, port: int | None) -
 
     key = openssh_public_line(bytes(decode_node_id(node_id)))
     if host is None or port is None:
-        stored = _address(s, node_id, need_host=host is None)
+        stored = _address(s, node_id)
         host = stored[0] if host is None else host
         port = stored[1] if port is None else port
     if any(c.isspace() or c in ",#[]" or ord(c) < 0x20 for c in host) or not host:
@@ -233,7 +233,7 @@ def known_hosts(s: Settings, node_id: str, host: str | None, port: int | None) -
     emit(s, line, {"node_id": node_id, "host": host, "port": port, "line": line})
 
 
-def _address(s: Settings, node_id: str, *, need_host: bool) -> tuple[str, int]:
+def _address(s: Settings, node_id: str) -> tuple[str, int]:
     """Where NODEID is served: its stored address, or this node's agent's for its own NodeId."""
     from polykey.cli.client import AgentError, AgentGone
     from polykey.network.graph import UnknownNode
@@ -250,11 +250,8 @@ def _address(s: Settings, node_id: str, *, need_host: bool) -> tuple[str, int]:
         if status.get("node_id") == node_id and peers:
             host, _, port = peers.rpartition(":")
             host = host.strip("[]")
-            if need_host and host in ("0.0.0.0", "::", ""):  # noqa: S104 - read, not bound
-                raise UnknownNode(
-                    f"{node_id} (this node's agent listens on every address, {peers})",
-                    hint="Name the host the others connect to with --host.",
-                )
+            if host in ("0.0.0.0", "::", ""):  # noqa: S104 - read, not bound
+                host = "127.0.0.1"  # every address: this machine's is one (--host for others)
             return host, int(port)
     for known in s.call("nodes.list")["nodes"]:
         if known["node_id"] == node_id:

@@ -24,6 +24,15 @@ from polykey.network.sshlib import asyncssh
 Waiter = Callable[[Future[Any]], Any]
 
 
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """The pool's thread: run the loop until it is stopped, then close it here (a loop left
+    for the collector at exit may be closed after its file descriptors are gone)."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
 def block(future: Future[Any]) -> Any:
     """The default waiter: simply block until the answer comes."""
     return future.result()
@@ -39,6 +48,7 @@ class Pool:
     def __init__(self, waiter: Waiter = block) -> None:
         self.waiter = waiter
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._conns: dict[tuple[bytes, str, int], tuple[asyncssh.SSHClientConnection, float]] = {}
         # used in the loop only: operations at once per peer, and one dial at a time per peer
@@ -52,7 +62,10 @@ class Pool:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="pk-peers", daemon=True).start()
+                self._thread = threading.Thread(
+                    target=_serve, args=(loop,), name="pk-peers", daemon=True
+                )
+                self._thread.start()
                 self._loop = loop
             return self._loop
 
@@ -197,3 +210,6 @@ class Pool:
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=5)
         loop.call_soon_threadsafe(loop.stop)
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2)  # the loop closed by its thread, not by the collector at exit

@@ -5,8 +5,9 @@
 - ``child.draft``: a child asks whether its parent holds a delegation for it to countersign (a
   renewal): the draft, or none.
 - ``child.countersigned``: the child's countersignature; the claim joins the parent's chain.
-- ``child.chain``: a parent hands its child its chain's new entries (a revocation reaches the
-  child at once when the parent can reach it); kept only from a node that delegated to this one.
+
+``child.join`` and ``child.draft`` may carry where the child serves peers (``address``): the
+parent keeps it with the child's record, to notify the child of a revocation at once.
 
 And ``clone_delegated``, the asking side's clone of a delegated vault under the vault's own id.
 Registered in the one peer registry of sync/server.py.
@@ -23,13 +24,14 @@ from typing import Any
 
 from polykey.errors import InvalidInput, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
+from polykey.network.graph import parse_address
 from polykey.network.peers import Peers
-from polykey.rpc import NoParams
 from polykey.store.nodefile import NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.sync.checks import Intake, fetch_reply, land, validate, writer_ids, writers
-from polykey.sync.client import _fetch
+from polykey.sync.client import fetch_vault
 from polykey.sync.server import PEER_METHODS, PeerCall
+from polykey.trust.rotation import retired as retired_keys
 from polykey.trust.sigchain import DELEGATE, verify_entry
 from polykey.vaults.registry import VaultInfo, Vaults
 
@@ -38,11 +40,11 @@ TOKENS = Namespace("child/tokens")
 PENDING = Namespace("child/pending")
 """child NodeId -> JSON {"name", "grant"}: a delegation waiting for the child's countersignature."""
 CHILDREN = Namespace("child/children")
-"""child name -> JSON {"node_id" (empty until a token is used), "created", "mode"}."""
+"""child name -> JSON {"node_id" (empty until a token is used), "created", "mode", "address"
+(where the child serves peers, when known: told at join and pull, or given at create)}."""
 PARENT = Namespace("child/parent")
 """b"parent" -> JSON {"node_id", "address", "name"}: on a child, the node it was delegated by."""
 JOIN_LABEL = b"polykey/child-join/v1"
-MAX_ENTRIES = 1000
 
 
 class TokenRefused(PolykeyError):
@@ -78,6 +80,12 @@ class Join:
     token: str
     nonce: str
     mac: str = field(repr=False)
+    address: str = ""  # where the child serves peers, HOST:PORT; "": not told
+
+
+def child_address(text: str) -> str:
+    """A child's address as the parent keeps it ("" for none; InvalidInput when malformed)."""
+    return str(parse_address(text)) if text else ""
 
 
 @PEER_METHODS.method("child.join")
@@ -95,6 +103,7 @@ def child_join(c: PeerCall, p: Join) -> dict[str, Any]:
         raise InvalidInput("nonce and mac must be hexadecimal") from None
     if len(nonce) < 16 or len(p.token) > 64:
         raise InvalidInput("the nonce must be 16 bytes or more")
+    address = child_address(p.address)
     with service.store.write() as tx:
         rec = read_json(tx, TOKENS, p.token.encode())
         if rec is None or rec.get("done"):
@@ -113,14 +122,24 @@ def child_join(c: PeerCall, p: Join) -> dict[str, Any]:
             tx, PENDING, peer.encode(), {"name": name, "grant": rec["grant"], "token": p.token}
         )
         child = read_json(tx, CHILDREN, name.encode()) or {}
-        put_json(tx, CHILDREN, name.encode(), {**child, "node_id": peer})
+        told = {"address": address} if address else {}
+        put_json(tx, CHILDREN, name.encode(), {**child, "node_id": peer, **told})
     draft = gestalts.own.prepare(DELEGATE, {"sub": peer, "grant": rec["grant"]})
     return {"draft": draft.doc, "name": name}
 
 
+@dataclass(frozen=True)
+class Draft:
+    address: str = ""  # where the child serves peers now, HOST:PORT; "": not told
+
+
 @PEER_METHODS.method("child.draft")
-def child_draft(c: PeerCall, p: NoParams) -> dict[str, Any]:
-    """The delegation waiting for the asking node's countersignature (a renewal), or none."""
+def child_draft(c: PeerCall, p: Draft) -> dict[str, Any]:
+    """The delegation waiting for the asking node's countersignature (a renewal), or none; a
+    child of this node telling its address has it kept."""
+    address = child_address(p.address)
+    if address:
+        _keep_address(c.service.store, encode_node_id(c.peer), address)
     gestalts = c.service.acl.gestalts
     pending = read_json(c.service.store, PENDING, encode_node_id(c.peer).encode())
     if gestalts is None or pending is None:
@@ -161,43 +180,30 @@ def child_countersigned(c: PeerCall, p: Countersigned) -> dict[str, Any]:
     return {"seq": entry.seq, "jti": entry.jti}
 
 
-@dataclass(frozen=True)
-class Chain:
-    entries: list[Any] = field(default_factory=list, repr=False)  # verified by PeerChains
-    since: int = 1
-
-
-@PEER_METHODS.method("child.chain")
-def child_chain(c: PeerCall, p: Chain) -> dict[str, Any]:
-    """A parent's own chain from ``since`` on, kept when the peer delegated to this node."""
-    service = c.service
-    gestalts, delegations = service.acl.gestalts, service.acl.delegations
-    if gestalts is None or delegations is None:
-        raise InvalidInput("this node keeps no sigchain")
-    if len(p.entries) > MAX_ENTRIES:
-        raise InvalidInput(f"at most {MAX_ENTRIES} entries at a time")
-    parents = delegations.index().ever.get(encode_node_id(service.node_id), set())
-    if encode_node_id(c.peer) not in parents:
-        return {"held": 0, "kept": False}
-    if p.entries:
-        gestalts.chains.accept(c.peer, p.entries, from_seq=p.since)
-    head = gestalts.chains.head(c.peer)
-    return {"held": head.seq if head is not None else 0, "kept": True}
+def _keep_address(store: NodeFile, child: str, address: str) -> None:
+    """Keep ``address`` with the record of the child whose NodeId is ``child`` (if any)."""
+    with store.write() as tx:
+        for key, _raw in store.items(CHILDREN):
+            rec = read_json(tx, CHILDREN, key)
+            if rec is not None and rec.get("node_id") == child and rec.get("address") != address:
+                put_json(tx, CHILDREN, key, {**rec, "address": address})
 
 
 def clone_delegated(
     vaults: Vaults, peers: Peers, parent: NodeId, vault_id: str, name: str
 ) -> VaultInfo:
     """Clone the parent's vault ``vault_id`` under the same id (a grant names a vault by the id
-    it has on every node down the delegations), as ``name``."""
+    it has on every node down the delegations), as ``name``. A folder delegated is served as
+    the vault derived to it, under the vault's id as well (docs/spec/derived.md)."""
     intake = Intake(spool=True)
     try:
-        reply = _fetch(peers, parent, vault_id, intake)
+        reply = fetch_vault(peers, parent, vault_id, intake)
         remote, head, _received = fetch_reply(reply, vault_id)
         if remote["id"] != vault_id:
             raise InvalidInput("the parent answered with another vault")
         signers = {bytes(parent), *writers(reply)}
-        objects = validate(intake, head, lambda _sha: False, signers)
+        retired = retired_keys(vaults.store)  # renewed keys: nothing signed after their time
+        objects = validate(intake, head, lambda _sha: False, signers, retired=retired)
     finally:
         intake.close()
     origin = {

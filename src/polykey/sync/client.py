@@ -124,7 +124,12 @@ def _whole(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _fetch(peers: Peers, peer: NodeId, vault: str, intake: Intake | None = None) -> dict[str, Any]:
+def fetch_vault(
+    peers: Peers, peer: NodeId, vault: str, intake: Intake | None = None
+) -> dict[str, Any]:
+    """All of ``vault`` (an id or a name) from ``peer``, on a session of its own: ``fetch``
+    with no haves (a clone's first fetch). The reply is checked by ``fetch_reply``."""
+
     async def run(client: PeerClient) -> dict[str, Any]:
         return await fetch(client, vault, [], intake)
 
@@ -152,7 +157,7 @@ def clone(vaults: Vaults, peers: Peers, peer: NodeId, vault: str, name: str | No
         _free(vaults, name)
     intake = Intake(spool=True)
     try:
-        reply = _fetch(peers, peer, vault, intake)
+        reply = fetch_vault(peers, peer, vault, intake)
         remote, head, _received = fetch_reply(reply, vault)
         local_name = name or remote["name"]
         _free(vaults, local_name)

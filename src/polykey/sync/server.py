@@ -89,6 +89,9 @@ class PeerService:
         self.ahead = PagesAhead()
         self.relay: Any = None  # network.relay.Relay when the agent runs with --relay
         self.audit: AuditLog | None = None  # the node's audit log: every request recorded
+        # the agent's: told the sender of each notification kept (a child node's parent: its
+        # chain is taken again at once, after this request)
+        self.notified: Callable[[NodeId], None] | None = None
 
     def handle(self, peer: NodeId, method: str, params: Params) -> dict[str, Any]:
         """Answer one request; a bad one is an InvalidInput of one line that holds no value."""
@@ -447,7 +450,10 @@ class Notification:
 def notification(c: PeerCall, p: Notification) -> dict[str, Any]:
     if c.service.notifications is None:
         raise InvalidInput("this node takes no notifications")
-    return c.service.notifications.receive(c.peer, p.message)
+    kept = c.service.notifications.receive(c.peer, p.message)
+    if c.service.notified is not None:
+        c.service.notified(c.peer)
+    return kept
 
 
 @dataclass(frozen=True)

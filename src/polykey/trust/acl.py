@@ -162,7 +162,9 @@ class Acl:
             if ":" in who and new and self._admits(who, node_id):
                 take(granted)
         if self.delegations is not None:  # a child node: the delegations walked
-            take(self.delegations.permissions(vault_id, node_id))
+            for right in self.delegations.effective(vault_id, node_id):  # a folder as a grant's
+                folder = [] if right.path is None else [FOLDER + right.path]
+                take([*right.actions, *folder])
         return whole, folders
 
     def _admits(self, identity: str, node_id: NodeId) -> bool:

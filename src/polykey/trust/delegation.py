@@ -236,7 +236,10 @@ class Delegations:
     def effective(self, vault_id: str, node_id: NodeId | str) -> list[Effective]:
         """What the delegations give ``node_id`` on this node's vault ``vault_id``: walked from
         this node down to it, bounded by this node's own delegation when the vault is a clone
-        it was delegated. Empty when nothing (expired, revoked, never)."""
+        it was delegated. Empty when nothing (expired, revoked, never). A right with a
+        ``path`` reaches that folder alone: the ACL takes it as a folder grant (trust/acl.py),
+        served as the vault derived to it; a folder below a folder is the narrower one, and
+        folders that do not nest give nothing (``intersect``)."""
         node = node_id if isinstance(node_id, str) else encode_node_id(node_id)
         index = self.index()
         me = self.me
@@ -250,15 +253,6 @@ class Delegations:
             bound = self._up(index, me, vault_id, origin, frozenset())
             down = [x for d in down for b in bound if (x := intersect(d, b)) is not None]
         return [Effective(v.vault, v.path, v.actions) for v in _merge(down)]
-
-    def permissions(self, vault_id: str, node_id: NodeId | str) -> set[str]:
-        """The actions delegated on the whole vault (a folder grant is served by a derived
-        vault, not by this vault's history)."""
-        out: set[str] = set()
-        for e in self.effective(vault_id, node_id):
-            if e.path is None:
-                out |= e.actions
-        return out
 
     def _issuers(self, index: _Index, node: str, issuing: bool) -> list[tuple[str, Grant]]:
         now = self.now()

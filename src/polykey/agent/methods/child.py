@@ -25,6 +25,7 @@ class ChildCreate:
     to: str | None = None  # the child's node file; None: a join token
     password: bytes | None = field(default=None, repr=False)  # the child's, with ``to``
     fast_kdf: bool = False  # tests: the child's node file with a fast, weak KDF
+    child_address: str = ""  # where the child will serve peers, HOST:PORT; "": it tells
 
 
 @METHODS.method("child.create")
@@ -42,12 +43,13 @@ def child_create(node: Node, p: ChildCreate) -> dict[str, Any]:
     wanted = [child.Wanted.parse(v) for v in p.vaults]
     grant = child.make_grant(node, wanted, p.perms, expires, p.reshare)
     if p.to is None:
-        return child.create(node, p.name, grant, p.address)
+        return child.create(node, p.name, grant, p.address, child_at=p.child_address)
     return child.create(
         node,
         p.name,
         grant,
         p.address,
+        child_at=p.child_address,
         to=Path(p.to),
         password=p.password,
         kdf=FAST_INSECURE_KDF if p.fast_kdf else None,
@@ -58,20 +60,26 @@ def child_create(node: Node, p: ChildCreate) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ChildJoin:
     token: str = field(repr=False)
+    address: str = ""  # where this node serves peers, HOST:PORT, told to the parent
 
 
 @METHODS.method("child.join")
 def child_join(node: Node, p: ChildJoin) -> dict[str, Any]:
     from polykey import child
 
-    return child.join(node, p.token)
+    return child.join(node, p.token, p.address)
+
+
+@dataclass(frozen=True)
+class ChildPull:
+    address: str = ""  # where this node serves peers now, HOST:PORT, told to the parent
 
 
 @METHODS.method("child.pull")
-def child_pull(node: Node, p: NoParams) -> dict[str, Any]:
+def child_pull(node: Node, p: ChildPull) -> dict[str, Any]:
     from polykey import child
 
-    return child.pull(node)
+    return child.pull(node, p.address)
 
 
 @METHODS.method("child.list")
