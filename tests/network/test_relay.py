@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,8 @@ from polykey.network.relay import (
     parse_relay,
 )
 from polykey.network.ssh import PeerClient, PeerUnreachable, serve, ssh_key
-from tests.support import pk_env, run_pk
+from tests.network.netns import Host, registered
+from tests.network.netns import ip as run_ip
 
 
 class Endpoint:
@@ -227,12 +226,13 @@ def test_a_relay_is_named_by_its_node_id_and_address() -> None:
 # --- a node behind a NAT router, reached through a relay (namespaces; root only) -------------
 
 PUBLIC = {"relay": "10.233.0.1", "client": "10.233.0.2"}  # one switch, in the router
-PRIVATE = {"node": "10.233.1.1"}  # behind the router's masquerade
+PRIVATE = {"node": "10.233.1.1"}  # behind the router's masquerade (symmetric: no punching)
 RELAY_PORT, NODE_PORT = "14310", "14311"
 NAT_RULES = """
 table ip pknat {
   chain masq {
-    type nat hook postrouting priority 100; ip saddr 10.233.1.0/24 oifname "brp" masquerade;
+    type nat hook postrouting priority 100;
+    ip saddr 10.233.1.0/24 oifname "brp" masquerade fully-random;
   }
   chain guard {
     type filter hook forward priority 0; ct state established,related accept;
@@ -240,10 +240,6 @@ table ip pknat {
   }
 }
 """
-
-
-def _ip(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["ip", *args], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +253,7 @@ def nat() -> Iterator[dict[str, str]]:
     made: list[str] = []
     try:
         for ns in spaces.values():
-            if _ip("netns", "add", ns).returncode != 0:
+            if run_ip("netns", "add", ns).returncode != 0:
                 pytest.skip("this machine does not allow network namespaces")
             made.append(ns)
         r = spaces["router"]
@@ -289,7 +285,7 @@ def nat() -> Iterator[dict[str, str]]:
                     ("-n", ns, "route", "add", "default", "via", "10.233.1.254"),
                 ]
         for step in steps:
-            done = _ip(*step)
+            done = run_ip(*step)
             if done.returncode != 0:
                 pytest.skip(f"could not set up the namespaces: {done.stderr.decode().strip()}")
         netns = ["ip", "netns", "exec", r]
@@ -298,50 +294,7 @@ def nat() -> Iterator[dict[str, str]]:
         yield spaces
     finally:
         for ns in made:
-            _ip("netns", "del", ns)
-
-
-class Host:
-    """A node on a host (namespace): `pk` run there with its own node file and runtime."""
-
-    def __init__(self, ns: str, tmp: Path, name: str) -> None:
-        self.ns = ns
-        self.env = pk_env(
-            tmp / f"{name}.pk", PK_PASSWORD=name, PK_RUNTIME_DIR=str(tmp / f"run-{name}")
-        )
-        assert run_pk("bootstrap", env=self.env).returncode == 0
-        shown = run_pk("keys", "public", "--format", "json", env=self.env).stdout
-        self.id: str = json.loads(shown)["node_id"]
-
-    def argv(self, *args: str) -> list[str]:
-        return ["ip", "netns", "exec", self.ns, sys.executable, "-m", "polykey", *args]
-
-    def run(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            self.argv(*args), env=self.env, input=stdin, capture_output=True, timeout=120
-        )
-
-    def ok(self, *args: str, stdin: bytes | None = None) -> bytes:
-        done = self.run(*args, stdin=stdin)
-        assert done.returncode == 0, (args, done.stderr.decode())
-        return done.stdout
-
-    def status(self) -> dict[str, Any]:
-        done = self.run("agent", "status", "--format", "json")
-        return json.loads(done.stdout) if done.returncode == 0 else {}
-
-    def wait(self, test: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self.status()
-            if status and test(status):
-                return status
-            time.sleep(0.3)
-        raise AssertionError(f"not reached in {timeout} s: {self.status()}")
-
-
-def _registered(status: dict[str, Any]) -> bool:
-    return bool(status.get("reach", {}).get("via", {}).get("registered"))
+            run_ip("netns", "del", ns)
 
 
 def test_a_node_behind_nat_is_cloned_from_through_a_relay_and_a_killed_relay_fails_cleanly(
@@ -359,10 +312,10 @@ def test_a_node_behind_nat_is_cloned_from_through_a_relay_and_a_killed_relay_fai
     try:
         relay.ok(*serve_relay, *quiet, "--relay-rate", "64")  # slow: killed mid-transfer
         node.ok("agent", "start", "-b", "--port", NODE_PORT, "--via-relay", at, "--no-lan")
-        status = node.wait(_registered)
+        status = node.wait(registered)
         assert status["reach"]["mode"] == "via relay"
         # the node cannot be reached directly: the client has no route to it at all
-        assert _ip("-n", nat["client"], "route", "get", PRIVATE["node"]).returncode != 0
+        assert run_ip("-n", nat["client"], "route", "get", PRIVATE["node"]).returncode != 0
         client.ok("nodes", "seeds", "add", at)
         cloning = subprocess.Popen(
             client.argv("vaults", "clone", node.id, "work"),
@@ -381,7 +334,7 @@ def test_a_node_behind_nat_is_cloned_from_through_a_relay_and_a_killed_relay_fai
         assert b"whole" in client.ok("node", "check")
 
         relay.ok(*serve_relay, *quiet)  # back, at full speed: the node registers again
-        node.wait(_registered)
+        node.wait(registered)
         client.ok("vaults", "clone", node.id, "work")
         assert client.ok("secrets", "cat", "work:k") == b"from behind the NAT"
         assert client.ok("secrets", "cat", "work:big") == payload

@@ -82,6 +82,7 @@ def peer_uid(sock: socket.socket | None) -> int | None:
 
 GIT_WRITE_CHUNK = 256 * 1024
 KNOWN_PEERS_INTERVAL_S = 5.0  # how fresh the peer port's list of known NodeIds is
+PUNCH_METHODS = frozenset({"punch.ask", "punch.offer"})  # network/punch.py, on the loop
 # methods after which that list is made again at once (grants and the node graph)
 CHANGES_PEERS = frozenset(
     {
@@ -182,6 +183,7 @@ class Agent:
         self.relay_rate: int | None = None  # bytes per second per NodeId; None: the default
         self.via_relay: Any = None  # network.relay.RelaySpec; None: the node's home relay
         self.relay: Any = None  # network.relay.Relay once it serves as one
+        self.puncher: Any = None  # network.punch.Puncher once peers are served
         self.reach: Any = None  # network.reach.Reachability
         self.map_port = False  # --map-port: NAT-PMP (docs/spec/discovery.md section 11)
         self.portmap: Any = None  # network.portmap.PortMapper while it runs
@@ -343,6 +345,9 @@ class Agent:
 
         async def handle(peer: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
             log.info("peer %s: %s", encode_node_id(peer), method)
+            if method in PUNCH_METHODS and self.puncher is not None:  # on this loop
+                result: dict[str, Any] = await self.puncher.handle(peer, method, params)
+                return result
             serve = self.peer_service.handle
             return await loop.run_in_executor(self.worker, serve, peer, method, params)
 
@@ -380,6 +385,15 @@ class Agent:
         self.peer_server = await serve(
             host, port, key, handle, git, self.peer_limits, idle, relay=self.relay
         )
+        from polykey.network.punch import Puncher
+        from polykey.network.ssh import serve_socket
+
+        async def accept(sock: Any) -> Any:  # a punched socket (network/punch.py)
+            return await serve_socket(sock, key, handle, git, self.peer_limits, idle)
+
+        self.puncher = Puncher(key, accept, host=host, relay=self.relay)
+        if self.relay is not None:
+            self.relay.punch = self.puncher
         log.info("serving peers on %s:%d", host, port)
 
     async def _renewed(self) -> None:
@@ -462,6 +476,8 @@ class Agent:
             key = peers._ssh_key()
             local = registration_target(self.peer_host, self.peer_port)
             registrar = Registrar(key, self.node.node_id, via, local)
+            if self.discovery is not None:  # its record names the relay (discovery.md 9)
+                self.discovery.via = (str(via),)
         seeds = await loop.run_in_executor(self.worker, peers.reach.seeds)
 
         async def probe() -> list[dict[str, str]]:
@@ -510,7 +526,10 @@ class Agent:
             await discovery.announce(addresses)
 
     async def _stop_discovery(self) -> None:
-        """The port mapping deleted (bounded: about a second), then discovery closed."""
+        """The port mapping deleted (bounded: about a second), then discovery closed, and
+        the punches under way (network/punch.py) stopped."""
+        if self.puncher is not None:
+            await self.puncher.close()
         if self.portmap_task is not None:
             self.portmap_task.cancel()
             with contextlib.suppress(BaseException):

@@ -304,7 +304,10 @@ def find(s: Settings, node_id: str, fresh: bool) -> None:
         how += f" {r['at']}" if r.get("at") else ""
     elif r.get("source"):
         how += f" {r['source']}"
-    lines = [f"{shown(node_id)}", *(f"  {shown(a)}" for a in r["addresses"]), f"  ({shown(how)})"]
+    via = [f"  via relay {shown(str(v).partition('@')[0])}" for v in r.get("relays") or []]
+    if not r["addresses"]:
+        via = [f"{v} (reachable only through a relay)" for v in via[:1]] + via[1:]
+    lines = [shown(node_id), *(f"  {shown(a)}" for a in r["addresses"]), *via, f"  ({shown(how)})"]
     emit(s, "\n".join(lines), r)
 
 

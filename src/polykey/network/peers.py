@@ -12,12 +12,15 @@ found. A found address that stops answering is looked up again once; a hand-adde
 is replaced. The seeds (network/seeds.py), if any, are asked too (``nodes.find``).
 
 When no address answers, the node is reached through a relay (network/relay.py): the relays
-discovery or a seed named for it, else those it was last reached through. The SSH host key pin
-is the authentication there too: the relay can only fail to deliver.
+discovery or a seed named for it, else those it was last reached through. Through each, a
+direct connection is punched first (network/punch.py: the relay carries the signalling only),
+and the relay carries the connection itself when that fails. The SSH host key pin is the
+authentication there too: the relay can only fail to deliver.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +29,7 @@ from polykey.network.graph import MANUAL, Address, Graph, UnknownNode
 
 if TYPE_CHECKING:
     from polykey.network.pool import Pool, Waiter
+    from polykey.network.punch import Punched
     from polykey.network.relay import RelaySpec, Tunnels
     from polykey.network.resolve import Found, Resolver
     from polykey.network.seeds import Reach, Seed, Told
@@ -52,6 +56,8 @@ class Peers:
         self._local: dict[bytes, tuple[NodeId, Serve]] = {}
         self._resolver: Resolver | None = None
         self._tunnels: Tunnels | None = None
+        self._punched: Punched | None = None
+        self.punching = True  # try a punched connection before relaying one
         self._hints: dict[bytes, list[RelaySpec]] = {}  # relays named while resolving
         self._seeds: tuple[float, list[Seed]] | None = None  # the seeds, DNS ones looked up
 
@@ -120,9 +126,14 @@ class Peers:
 
         if not fresh and self.graph.knows(node_id):
             entry = self.graph.entry(node_id)
-            return Found(node_id, (entry.address,), "cache", entry.how, entry.at)
+            relays = tuple(self.reach.relays_of(node_id))
+            return Found(node_id, (entry.address,), "cache", entry.how, entry.at, relays)
         found = self.discover(node_id)
-        self.graph.add(node_id, found.addresses[0], found.how)
+        self._hints.pop(bytes(node_id), None)
+        if found.addresses:
+            self.graph.add(node_id, found.addresses[0], found.how)
+        if found.relays:  # reached through them, when its addresses do not answer
+            self.reach.keep_relays(node_id, list(found.relays))
         return found
 
     def discover(self, node_id: NodeId) -> Found:
@@ -135,9 +146,14 @@ class Peers:
         loop = self.pool._ensure_loop()  # the pool's loop thread runs every network wait
         future = asyncio.run_coroutine_threadsafe(resolver.find(node_id), loop)
         found: Found | None = self.pool.waiter(future)
-        named: Any = getattr(found, "relays", None)  # a record naming the node's relays
-        if named:
-            self._hint(node_id, list(named))
+        if found is not None and found.relays:  # a record naming the node's relays
+            self._hint(node_id, list(found.relays))
+        hinted = self._hints.get(bytes(node_id))
+        if found is None and hinted:  # a seed named relays, and no address
+            from polykey.network.resolve import Found as Told
+
+            source = encode_node_id(hinted[0].node_id)
+            found = Told(node_id, (), "peer", source, relays=tuple(dict.fromkeys(hinted)))
         if found is None:
             raise UnknownNode(
                 encode_node_id(node_id),
@@ -156,8 +172,9 @@ class Peers:
         self._local.pop(bytes(node_id), None)
 
     def session(self, node_id: NodeId, run: Callable[[PeerClient], Awaitable[T]]) -> T:
-        """Run ``run`` on a channel to ``node_id`` (several calls in one session): at its
-        address, else through a relay."""
+        """Run ``run`` on a channel to ``node_id`` (several calls in one session): on the
+        punched connection held to it, else at its address, else through each of its relays
+        in turn: a connection punched with the relay's help, else one the relay carries."""
         local = self._local.get(bytes(node_id))
         if local is not None:
             import asyncio
@@ -169,6 +186,9 @@ class Peers:
         from polykey.network.ssh import PeerUnreachable
 
         self._hints.pop(bytes(node_id), None)
+        if self._punched is not None and self._punched.holds(node_id):
+            with contextlib.suppress(PeerUnreachable):  # it broke: the usual order
+                return self._on_punched(node_id, run)
         try:
             return self._direct(node_id, run)
         except (PeerUnreachable, UnknownNode) as exc:
@@ -177,6 +197,17 @@ class Peers:
                 raise
             failure: Exception = exc
         for relay in relays:
+            if self.punching and self._punch(node_id, relay):
+                try:
+                    result = self._on_punched(node_id, run)
+                except PeerUnreachable as exc:  # it broke: the relay carries it instead
+                    failure = exc
+                except BaseException:  # reached, then the call failed
+                    self._keep_relay(node_id, relay)
+                    raise
+                else:
+                    self._keep_relay(node_id, relay)
+                    return result
             try:
                 result = self._via(node_id, relay, run)
             except PeerUnreachable as exc:
@@ -257,6 +288,31 @@ class Peers:
         result: T = self.pool.waiter(asyncio.run_coroutine_threadsafe(work, loop))
         return result
 
+    def _punch(self, node_id: NodeId, relay: RelaySpec) -> bool:
+        """Whether a punched connection to ``node_id`` is open, one tried with ``relay``'s
+        help if none is (network/punch.py)."""
+        import asyncio
+
+        from polykey.network.punch import Punched
+        from polykey.network.relay import Tunnels
+
+        tunnels = self._tunnels = self._tunnels or Tunnels()
+        punched = self._punched = self._punched or Punched()
+        key = self._ssh_key()
+        work = punched.ensure(key, node_id, relay, lambda: tunnels.relay_connection(key, relay))
+        future = asyncio.run_coroutine_threadsafe(work, self.pool._ensure_loop())
+        return bool(self.pool.waiter(future))
+
+    def _on_punched(self, node_id: NodeId, run: Callable[[PeerClient], Awaitable[T]]) -> T:
+        import asyncio
+
+        assert self._punched is not None
+        future = asyncio.run_coroutine_threadsafe(
+            self._punched.run(node_id, run), self.pool._ensure_loop()
+        )
+        result: T = self.pool.waiter(future)
+        return result
+
     def seed_nodes(self, *, fresh: bool = False) -> list[Seed]:
         """The seeds, those named by DNS looked up (kept SEEDS_FRESH_S)."""
         import time
@@ -316,17 +372,19 @@ class Peers:
 
     def connections(self) -> list[dict[str, Any]]:
         held = self._pool.connections() if self._pool is not None else []
+        held += self._punched.connections() if self._punched is not None else []
         return held + (self._tunnels.connections() if self._tunnels is not None else [])
 
     def close(self) -> None:
-        if self._tunnels is not None and self._pool is not None:
+        if self._pool is not None:
             import asyncio
-            import contextlib
 
             loop = self.pool._ensure_loop()
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._tunnels.close(), loop).result(timeout=5)
-            self._tunnels = None
+            for kept in (self._punched, self._tunnels):
+                if kept is not None:
+                    with contextlib.suppress(Exception):
+                        asyncio.run_coroutine_threadsafe(kept.close(), loop).result(timeout=5)
+        self._punched = self._tunnels = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

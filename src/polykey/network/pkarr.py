@@ -5,10 +5,12 @@ The node's Ed25519 public key is the name (z-base-32, 52 characters). A signed p
     public key (32) || signature (64) || timestamp (8, big-endian microseconds) || DNS packet
 
 the DNS packet (at most 1000 bytes) a reply whose answers are TXT records at
-``_polykey.<name>``, one per address: ``"v=1" "addr=HOST:PORT"``. The signature is BEP 44's,
-over the bencoded ``3:seqi<timestamp>e1:v<length>:<DNS packet>``, so the same bytes can be a
-mutable item on the Mainline DHT. A record names at least one address (an empty record is
-never made) and at most MAX_ADDRESSES. docs/spec/discovery.md has the format and its vectors.
+``_polykey.<name>``, one per address: ``"v=1" "addr=HOST:PORT"``, then one per relay the node
+is registered with: ``"v=1" "relay=NODEID@HOST:PORT"``. The signature is BEP 44's, over the
+bencoded ``3:seqi<timestamp>e1:v<length>:<DNS packet>``, so the same bytes can be a mutable
+item on the Mainline DHT. A record names at least one address or relay (an empty record is
+never made), at most MAX_ADDRESSES addresses and MAX_RELAYS relays. docs/spec/discovery.md has
+the format and its vectors.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 
 from polykey.crypto.signing import PUBLIC_BYTES, SIGNATURE_BYTES, SigningKey, verify
-from polykey.errors import InvalidInput, PolykeyError
+from polykey.errors import InvalidInput, InvalidNodeId, PolykeyError
+from polykey.ids import decode_node_id, encode_node_id
 from polykey.network import zbase32
 from polykey.network.graph import Address, parse_address
 
@@ -35,6 +38,7 @@ TIMESTAMP_BYTES = 8
 HEADER_BYTES = PUBLIC_BYTES + SIGNATURE_BYTES + TIMESTAMP_BYTES  # 104
 MAX_PAYLOAD_BYTES = SIGNATURE_BYTES + TIMESTAMP_BYTES + MAX_DNS_BYTES  # 1072: a relay's limit
 MAX_ADDRESSES = 5  # as Polykey keeps per node
+MAX_RELAYS = 3  # relays a record names (as many as a node keeps for another)
 RECORD_TTL = 30  # seconds, as Iroh's records
 LABEL = "_polykey"
 VERSION = b"v=1"
@@ -48,20 +52,22 @@ class BadRecord(PolykeyError):
 
 
 class EmptyRecord(InvalidInput):
-    """A discovery record needs at least one address."""
+    """A discovery record needs at least one address or relay."""
 
     hint = "Serve peers on an address others can reach (`pk agent start --host ... --port ...`)."
 
 
 @dataclass(frozen=True)
 class SignedRecord:
-    """A verified record: who signed it, when, and the addresses it names."""
+    """A verified record: who signed it, when, the addresses it names and the relays it is
+    registered with (``NODEID@HOST:PORT``, each checked to parse)."""
 
     public: bytes
     signature: bytes
     timestamp: int  # microseconds since the epoch: the record's sequence number
     dns: bytes
     addresses: tuple[Address, ...]
+    relays: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -95,21 +101,29 @@ def owner(public: bytes) -> dns.name.Name:
     return dns.name.from_text(f"{LABEL}.{zbase32.encode(public)}.")
 
 
-def dns_packet(public: bytes, addresses: Iterable[Address], ttl: int = RECORD_TTL) -> bytes:
-    """The DNS reply naming ``addresses`` (compressed, id 0, QR set), in the order given
-    (dnspython shuffles the records of a set unless told not to)."""
+def dns_packet(
+    public: bytes,
+    addresses: Iterable[Address],
+    ttl: int = RECORD_TTL,
+    relays: Iterable[str] = (),
+) -> bytes:
+    """The DNS reply naming ``addresses``, then ``relays`` (compressed, id 0, QR set), in the
+    order given (dnspython shuffles the records of a set unless told not to)."""
     chosen = list(dict.fromkeys(addresses))
-    if not chosen:
+    via = [check_relay(r) for r in dict.fromkeys(relays)]
+    if not chosen and not via:
         raise EmptyRecord()
     if len(chosen) > MAX_ADDRESSES:
         raise InvalidInput(f"a record names at most {MAX_ADDRESSES} addresses")
+    if len(via) > MAX_RELAYS:
+        raise InvalidInput(f"a record names at most {MAX_RELAYS} relays")
     message = dns.message.Message(id=0)
     message.flags = dns.flags.QR
     rrset = message.find_rrset(
         message.answer, owner(public), dns.rdataclass.IN, dns.rdatatype.TXT, create=True
     )
-    for address in chosen:
-        strings = (VERSION, f"addr={address}".encode())
+    for text in [f"addr={a}" for a in chosen] + [f"relay={r}" for r in via]:
+        strings = (VERSION, text.encode())
         rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, strings), ttl)
     wire = message.to_wire(want_shuffle=False)  # the order given, so one record has one form
     if len(wire) > MAX_DNS_BYTES:
@@ -118,14 +132,31 @@ def dns_packet(public: bytes, addresses: Iterable[Address], ttl: int = RECORD_TT
 
 
 def sign(
-    key: SigningKey, addresses: Iterable[Address], timestamp: int | None = None
+    key: SigningKey,
+    addresses: Iterable[Address],
+    timestamp: int | None = None,
+    relays: Iterable[str] = (),
 ) -> SignedRecord:
-    """This node's record naming ``addresses``, at ``timestamp`` (now unless given)."""
+    """This node's record naming ``addresses`` and ``relays``, at ``timestamp`` (now unless
+    given)."""
     listed = tuple(dict.fromkeys(addresses))
-    packet = dns_packet(key.public, listed)
+    via = tuple(check_relay(r) for r in dict.fromkeys(relays))
+    packet = dns_packet(key.public, listed, relays=via)
     stamp = now_us() if timestamp is None else timestamp
     signature = key.sign(signable(stamp, packet))
-    return SignedRecord(key.public, signature, stamp, packet, listed)
+    return SignedRecord(key.public, signature, stamp, packet, listed, via)
+
+
+def check_relay(text: str) -> str:
+    """``NODEID@HOST:PORT`` in its one written form; InvalidInput if it is not one."""
+    node_text, sep, where = text.partition("@")
+    if not sep:
+        raise InvalidInput(f"not a relay: {text[:80]!r}")
+    try:
+        node_id = decode_node_id(node_text)
+    except InvalidNodeId:
+        raise InvalidInput(f"not a relay: {text[:80]!r}") from None
+    return f"{encode_node_id(node_id)}@{parse_address(where)}"
 
 
 def from_bytes(data: bytes) -> SignedRecord:
@@ -138,7 +169,8 @@ def from_bytes(data: bytes) -> SignedRecord:
 def from_relay_payload(public: bytes, payload: bytes) -> SignedRecord:
     """A relay's payload for the key ``public``, verified; BadRecord if anything is wrong."""
     timestamp, packet, signature = open_payload(public, payload)
-    return SignedRecord(public, signature, timestamp, packet, read_addresses(public, packet))
+    addresses, relays = read_record(public, packet)
+    return SignedRecord(public, signature, timestamp, packet, addresses, relays)
 
 
 def open_payload(public: bytes, payload: bytes) -> tuple[int, bytes, bytes]:
@@ -159,28 +191,42 @@ def open_payload(public: bytes, payload: bytes) -> tuple[int, bytes, bytes]:
 
 
 def read_addresses(public: bytes, packet: bytes) -> tuple[Address, ...]:
-    """The addresses a DNS packet names for ``public``: TXT answers at ``_polykey.<name>``
-    whose first string is ``v=1``. Other names, types and versions are skipped (a record may
-    carry more than ours); a packet that does not parse, or names none, is BadRecord."""
+    """The addresses a DNS packet names for ``public`` (see read_record)."""
+    return read_record(public, packet)[0]
+
+
+def read_record(public: bytes, packet: bytes) -> tuple[tuple[Address, ...], tuple[str, ...]]:
+    """The addresses and relays a DNS packet names for ``public``: TXT answers at
+    ``_polykey.<name>`` whose first string is ``v=1`` and second ``addr=`` or ``relay=``.
+    Other names, types and versions, and values that do not parse, are skipped (a record may
+    carry more than ours); a packet that does not parse, or names neither, is BadRecord."""
     try:
         message = dns.message.from_wire(packet)
     except (dns.exception.DNSException, ValueError, IndexError) as exc:
         raise BadRecord(f"the DNS packet does not parse ({type(exc).__name__})") from None
     name = owner(public)
     found: list[Address] = []
+    via: list[str] = []
     for rrset in message.answer:
         if rrset.name != name or rrset.rdtype != dns.rdatatype.TXT:
             continue
         for rdata in rrset:
             strings = list(rdata.strings)
-            if len(strings) != 2 or strings[0] != VERSION or not strings[1].startswith(b"addr="):
+            if len(strings) != 2 or strings[0] != VERSION:
                 continue
+            kind, _, value = strings[1].partition(b"=")
             try:
-                address = parse_address(strings[1][5:].decode("ascii"))
+                text = value.decode("ascii")
+                if kind == b"addr":
+                    address = parse_address(text)
+                    if address not in found:
+                        found.append(address)
+                elif kind == b"relay":
+                    relay = check_relay(text)
+                    if relay not in via:
+                        via.append(relay)
             except (UnicodeDecodeError, InvalidInput):
                 continue
-            if address not in found:
-                found.append(address)
-    if not found:
-        raise BadRecord("it names no address")
-    return tuple(found[:MAX_ADDRESSES])
+    if not found and not via:
+        raise BadRecord("it names no address and no relay")
+    return tuple(found[:MAX_ADDRESSES]), tuple(via[:MAX_RELAYS])

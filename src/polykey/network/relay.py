@@ -194,6 +194,8 @@ class Relay:
         self.from_client: dict[bytes, int] = {}
         self.meters: dict[bytes, _Meter] = {}
         self.refused = 0
+        self.carried = 0  # relayed connections since the relay started
+        self.punch: Any = None  # network.punch.Puncher: signalling for hole punching
 
     def __repr__(self) -> str:
         return f"Relay({len(self.registered)} registered, {self.relayed} relayed)"
@@ -247,6 +249,7 @@ class Relay:
         ):
             raise self._refuse("the relay carries as many connections as it may", 4)
         self.relayed += 1
+        self.carried += 1
         self.to_node[t] = self.to_node.get(t, 0) + 1
         self.from_client[c] = self.from_client.get(c, 0) + 1
         meters = (self._meter(t), self._meter(c))
@@ -295,7 +298,9 @@ class Relay:
         return {
             "registered": len(self.registered),
             "relayed": self.relayed,
+            "carried": self.carried,
             "refused": self.refused,
+            **({"punches": self.punch.forwarded} if self.punch is not None else {}),
             "rate": self.rate,
         }
 
@@ -423,13 +428,20 @@ class Tunnels:
                 await client.channel_closed()
         raise PeerUnreachable(encode_node_id(target))
 
-    async def _dial(
-        self, key: asyncssh.SSHKey, target: NodeId, relay: RelaySpec
+    async def relay_connection(
+        self, key: asyncssh.SSHKey, relay: RelaySpec
     ) -> asyncssh.SSHClientConnection:
+        """This node's connection to ``relay`` (kept; dialled if there is none)."""
         via = self._relays.get(bytes(relay.node_id))
         if via is None or via.is_closed():
             via = await dial_relay(key, relay)
             self._relays[bytes(relay.node_id)] = via
+        return via
+
+    async def _dial(
+        self, key: asyncssh.SSHKey, target: NodeId, relay: RelaySpec
+    ) -> asyncssh.SSHClientConnection:
+        via = await self.relay_connection(key, relay)
         try:
             client = await PeerClient.connect(
                 key, target, encode_node_id(target), FORWARD_PORT, tunnel=via
@@ -450,7 +462,12 @@ class Tunnels:
 
     def connections(self) -> list[dict[str, Any]]:
         return [
-            {"node_id": encode_node_id(NodeId(t)), "relay": encode_node_id(NodeId(r))}
+            {
+                "node_id": encode_node_id(NodeId(t)),
+                "relay": encode_node_id(NodeId(r)),
+                "address": f"via relay {encode_node_id(NodeId(r))}",
+                "idle_s": 0,
+            }
             for (t, r), conn in self._targets.items()
             if not conn.is_closed()
         ]

@@ -27,6 +27,7 @@ from polykey.network.graph import Address
 if TYPE_CHECKING:
     from polykey.crypto.signing import SigningKey
     from polykey.network.dht import Dht
+    from polykey.network.relay import RelaySpec
     from polykey.network.relays import Relays
 
 log = logging.getLogger("polykey.network")
@@ -38,13 +39,24 @@ RESOLVE_TIMEOUT_S = 6.0  # all strategies together (each has its own, shorter, l
 class Found:
     """Where a node is: its addresses (preferred first), how that was learnt (``cache`` for
     the node graph, ``lan``, ``relay``, ``dht``, ``peer``), and from where (a relay's URL, the graph
-    entry's own ``how``, ...)."""
+    entry's own ``how``, ...); and the relays it is registered with, which its record names (a
+    node behind NAT may name relays and no address)."""
 
     node_id: NodeId
     addresses: tuple[Address, ...]
     how: str
     source: str = ""
     at: str = ""
+    relays: tuple[RelaySpec, ...] = ()
+
+
+def relays_of(named: Sequence[str]) -> tuple[RelaySpec, ...]:
+    """The relays a record names (``NODEID@HOST:PORT``, checked when it was read)."""
+    if not named:
+        return ()
+    from polykey.network.relay import parse_relay
+
+    return tuple(parse_relay(text) for text in named)
 
 
 class Strategy(Protocol):
@@ -93,7 +105,9 @@ class Resolver:
         except Exception as exc:  # one strategy failing must not stop the others
             log.info("resolution by %s failed: %s", strategy.how, type(exc).__name__)
             return None
-        if found is None or not found.addresses or found.node_id != node_id:
+        if found is None or found.node_id != node_id:
+            return None
+        if not found.addresses and not found.relays:
             return None
         return found
 
@@ -111,7 +125,7 @@ class ByRelays:
         if answer is None:
             return None
         relay, record = answer
-        return Found(node_id, record.addresses, self.how, relay)
+        return Found(node_id, record.addresses, self.how, relay, relays=relays_of(record.relays))
 
 
 class PeerAsking(Protocol):
@@ -170,6 +184,8 @@ class Discovery:
         self.zc: Any = None
         self.announcer: Any = None
         self.addresses: tuple[Address, ...] = ()
+        self.via: tuple[str, ...] = ()  # the relays this node is registered with: published
+        self.published_via: tuple[str, ...] = ()
         self.last_timestamp = 0
         self.outcomes: list[dict[str, Any]] = []
         self.published_at = ""
@@ -219,12 +235,14 @@ class Discovery:
         return Resolver(strategies)
 
     async def run(self) -> None:
-        """Publish now, then whenever the addresses change or REPUBLISH_S has passed."""
+        """Publish now, then whenever the addresses or relays change or REPUBLISH_S has
+        passed. A loopback agent registered with a relay publishes the relay alone."""
         loop = asyncio.get_running_loop()
         due = 0.0
         while True:
             addresses = await asyncio.to_thread(self.current_addresses)
-            if addresses and (addresses != self.addresses or loop.time() >= due):
+            changed = addresses != self.addresses or self.via != self.published_via
+            if (addresses or self.via) and (changed or loop.time() >= due):
                 try:
                     await self.announce(addresses)
                 except Exception as exc:  # the next round tries again
@@ -236,8 +254,9 @@ class Discovery:
         from polykey.network import pkarr
 
         stamp = max(pkarr.now_us(), self.last_timestamp + 1)
-        record = pkarr.sign(self.key, addresses, stamp)  # never empty: refused there
-        self.last_timestamp, self.addresses = stamp, addresses
+        via = self.via
+        record = pkarr.sign(self.key, addresses, stamp, via)  # never empty: refused there
+        self.last_timestamp, self.addresses, self.published_via = stamp, addresses, via
         if self.announcer is not None:
             await self.announcer.announce(record)
         if not self.publish:
@@ -265,6 +284,7 @@ class Discovery:
             "dht": self.dht.status() if self.dht is not None else None,
             "lan": self.announcer is not None,
             "addresses": [str(a) for a in self.addresses],
+            **({"via": list(self.published_via)} if self.published_via else {}),
             **(
                 {"published": self.outcomes, "published_at": self.published_at}
                 if self.published_at

@@ -456,7 +456,45 @@ async def serve(
     and stock git's upload-pack and receive-pack to ``git(peer, service, path, process)``.
     ``idle``: the request timeout of `polykey` channels (see HELLO_FRAME)."""
     limits = limits or PeerLimits()
+    factory = _server_factory(handler, git, limits, idle, relay)
+    return await asyncssh.create_server(factory, host, port, **_server_options(host_key))
 
+
+async def serve_socket(
+    sock: Any,
+    host_key: asyncssh.SSHKey,
+    handler: Handler,
+    git: GitHandler | None = None,
+    limits: PeerLimits | None = None,
+    idle: float = IDLE_S,
+) -> asyncssh.SSHServerConnection:
+    """Serve one peer on a socket already connected (a punched one, network/punch.py) as
+    ``serve`` serves those it accepts: the same checks, limits and handlers."""
+    factory = _server_factory(handler, git, limits or PeerLimits(), idle, None)
+    options = _server_options(host_key)
+    conn: asyncssh.SSHServerConnection = await asyncssh.run_server(
+        sock, server_factory=factory, **options
+    )
+    return conn
+
+
+def _server_options(host_key: asyncssh.SSHKey) -> dict[str, Any]:
+    return {
+        "server_host_keys": [host_key],
+        "encoding": None,
+        "window": CHANNEL_WINDOW,
+        "allow_scp": False,
+        "agent_forwarding": False,
+        "x11_forwarding": False,
+        "allow_pty": False,
+        "line_editor": False,
+        "login_timeout": LOGIN_TIMEOUT_S,
+    }
+
+
+def _server_factory(
+    handler: Handler, git: GitHandler | None, limits: PeerLimits, idle: float, relay: Any
+) -> Callable[[], _Server]:
     async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
         peer = proc.get_extra_info("peer_node_id")
         service = (proc.command or "").partition(" ")[0]
@@ -469,20 +507,7 @@ async def serve(
             proc.stderr.write(b"only the polykey subsystem is served\n")
             proc.exit(1)
 
-    return await asyncssh.create_server(
-        lambda: _Server(limits, process, idle, relay),
-        host,
-        port,
-        server_host_keys=[host_key],
-        encoding=None,
-        window=CHANNEL_WINDOW,
-        allow_scp=False,
-        agent_forwarding=False,
-        x11_forwarding=False,
-        allow_pty=False,
-        line_editor=False,
-        login_timeout=LOGIN_TIMEOUT_S,
-    )
+    return lambda: _Server(limits, process, idle, relay)
 
 
 async def _git_channel(
@@ -666,18 +691,21 @@ class PeerClient:
         node_id: NodeId,
         host: str,
         port: int,
-        tunnel: asyncssh.SSHClientConnection | None = None,
+        tunnel: Any = None,
+        sock: Any = None,
     ) -> PeerClient:
         """A connection to ``node_id`` at ``host:port`` (through ``tunnel``, a relay, if
-        given: ``host`` is then the NodeId), its key pinned, and a first channel on it."""
+        given: ``host`` is then the NodeId; or on ``sock``, a socket already connected
+        there), its key pinned, and a first channel on it."""
         from polykey.crypto.signing import openssh_public_line
 
         pinned = asyncssh.import_public_key(openssh_public_line(bytes(node_id)))
         try:
             conn = await asyncio.wait_for(
                 asyncssh.connect(
-                    host,
-                    port,
+                    "" if sock is not None else host,
+                    () if sock is not None else port,
+                    sock=sock,
                     username="polykey",
                     client_keys=[client_key],
                     known_hosts=([pinned], [], []),

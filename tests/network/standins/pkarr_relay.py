@@ -49,10 +49,11 @@ class PkarrRelayStandIn:
     records: dict[bytes, Stored] = field(default_factory=dict)
     puts: list[tuple[str, int]] = field(default_factory=list)  # (z32, status) in order
     gets: list[tuple[str, int]] = field(default_factory=list)
+    host: str = "127.0.0.1"  # another only inside a network namespace a test made
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = ThreadingHTTPServer((self.host, 0), _Handler)
         self.server.daemon_threads = True
         self.server.block_on_close = False
         self.server.standin = self  # type: ignore[attr-defined]
@@ -62,7 +63,7 @@ class PkarrRelayStandIn:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://{self.host}:{self.server.server_address[1]}"
 
     def start(self) -> PkarrRelayStandIn:
         self.thread.start()
@@ -149,3 +150,12 @@ class _Handler(BaseHTTPRequestHandler):
             "Last-Modified": modified,
         }
         self._reply(200, headers, held.payload)
+
+
+if __name__ == "__main__":  # in a namespace: python -m tests.network.standins.pkarr_relay HOST
+    import sys
+
+    standin = PkarrRelayStandIn(host=sys.argv[1]).start()
+    print(standin.url, flush=True)
+    sys.stdin.read()  # until the test closes its end
+    standin.stop()

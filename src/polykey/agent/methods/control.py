@@ -137,6 +137,7 @@ def found_doc(node_id: str, found: Any) -> dict[str, Any]:
         "how": found.how,
         "source": found.source,
         "at": found.at,
+        "relays": [str(r) for r in getattr(found, "relays", ())],  # network/punch.py, relay.py
     }
 
 
