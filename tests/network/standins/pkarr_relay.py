@@ -14,12 +14,14 @@ from __future__ import annotations
 import email.utils
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import dns.exception
 import dns.message
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tests.standin_http import LocalHttp
 
 Z32 = "ybndrfg8ejkmcpqxot1uwisza345h769"
 MAX_BODY = 64 + 8 + 1000
@@ -53,25 +55,19 @@ class PkarrRelayStandIn:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer((self.host, 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.server.standin = self  # type: ignore[attr-defined]
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.http = LocalHttp(self, _Handler, self.host)
+        self.server = self.http.server
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.server.server_address[1]}"
+        return self.http.url
 
     def start(self) -> PkarrRelayStandIn:
-        self.thread.start()
+        self.http.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
 
     def put(self, name: str, body: bytes) -> tuple[int, dict[str, str]]:
         key = z32_key(name)

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tests.standin_http import LocalHttp
+
 MAX_CONTENT = 1_000_000  # GitHub's API gives up to 1 MB of a file's content
 
 
@@ -66,26 +68,20 @@ class GitHubStandIn:
         self.page_size_cap = 100
         self.stopping = threading.Event()
         self._clock = 1_700_000_000
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.server.standin = self  # type: ignore[attr-defined]
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.http = LocalHttp(self, _Handler)
+        self.server = self.http.server
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.http.url
 
     def start(self) -> GitHubStandIn:
-        self.thread.start()
+        self.http.start()
         return self
 
     def stop(self) -> None:
         self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
 
     # --- state ----------------------------------------------------------------------------------
 

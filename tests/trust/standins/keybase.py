@@ -4,11 +4,12 @@ documented shape, for the fields Polykey asks for (public_keys, proofs_summary).
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.standin_http import LocalHttp
 
 # a syntactically plausible armored key (the default); a test gives a real one to sign with
 BUNDLE = (
@@ -28,25 +29,19 @@ class KeybaseStandIn:
     def __init__(self) -> None:
         self.users: dict[str, KeybaseUser] = {}
         self.raw: dict[str, object] = {}  # username -> a reply body given as it is
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.server.standin = self  # type: ignore[attr-defined]
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.http = LocalHttp(self, _Handler)
+        self.server = self.http.server
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.http.url
 
     def start(self) -> KeybaseStandIn:
-        self.thread.start()
+        self.http.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
 
     def user_json(self, user: KeybaseUser) -> dict[str, Any]:
         kid = "0101" + user.fingerprint[:60]

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.standin_http import LocalHttp
 
 
 @dataclass(frozen=True)
@@ -27,25 +28,19 @@ class KeyHttpServer:
 
     def __init__(self) -> None:
         self.log: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.server.standin = self  # type: ignore[attr-defined]
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.http = LocalHttp(self, _Handler)
+        self.server = self.http.server
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.http.url
 
     def start(self) -> Any:
-        self.thread.start()
+        self.http.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
 
     def answer(self, path: str) -> Canned:
         raise NotImplementedError
