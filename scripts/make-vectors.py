@@ -1,5 +1,6 @@
 """Write docs/spec/node-file-vectors.json: the node file's test vectors (and, with
-``--sigchain``, docs/spec/sigchain-vectors.json: the sigchain's).
+``--sigchain``, docs/spec/sigchain-vectors.json: the sigchain's, with the key renewal's
+``sigchain_rotated`` and ``key_compromised`` from ``rotation_vectors``).
 
 The vectors are fixed once written: tests check the code against this file, so a change of format
 shows up as a failing test. Run again only with a new format version (and a new file name).
@@ -36,9 +37,11 @@ def main() -> int:
     secret = code.seed()
     root_key = RootKey.from_recovery_code(code)
     blank = hdr.Header(format=1, kdf=params, password_wrap=b"", recovery_wrap=b"")
-    rwrap = Sealer(hdr.recovery_kek(secret)).seal(data_key, blank.recovery_aad(), b"\x02" * 12)
+    rwrap = bytes(
+        Sealer(hdr.recovery_kek(secret)).seal(data_key, blank.recovery_aad(), b"\x02" * 12)
+    )
     with_r = hdr.Header(format=1, kdf=params, password_wrap=b"", recovery_wrap=rwrap)
-    pwrap = Sealer(kek).seal(data_key, with_r.password_aad(), b"\x01" * 12)
+    pwrap = bytes(Sealer(kek).seal(data_key, with_r.password_aad(), b"\x01" * 12))
     header = hdr.Header(format=1, kdf=params, password_wrap=pwrap, recovery_wrap=rwrap)
     body, checksum = header.encode()
 
@@ -46,7 +49,7 @@ def main() -> int:
     ns_id = keys.ns_id("node/keys")
     rec_id = keys.rec_id(ns_id, b"root-seed")
     plain = encode_record(b"root-seed", b"value bytes")
-    sealed = keys.seal(plain, aad(Kind.MUTABLE, ns_id, rec_id, 5), b"\x03" * 12)
+    sealed = bytes(keys.seal(plain, aad(Kind.MUTABLE, ns_id, rec_id, 5), b"\x03" * 12))
     ins_id = keys.ns_id("vault/objects")
     irec = keys.rec_id(ins_id, bytes(20))
     isealed = keys.seal(
@@ -143,7 +146,8 @@ def sigchain() -> int:
     if out.exists() and "--force" not in sys.argv:
         print(f"{out} exists; vectors are fixed once written (use --force for a new format)")
         return 1
-    out.write_text(json.dumps(sigchain_vectors(), indent=2) + "\n")
+    made = sigchain_vectors() | rotation_vectors() | fork_vectors()
+    out.write_text(json.dumps(made, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
@@ -296,6 +300,154 @@ def sigchain_vectors() -> dict[str, Any]:
         "rotated": {"owner": ids["D"], "docs": [rotated], "continues": "valid"},
         "failures": cases,
         "canonical_header": canonical({"alg": "EdDSA", "kid": ids["A"]}).decode(),
+    }
+
+
+def rotation_vectors() -> dict[str, Any]:
+    """The renewal's vectors (docs/spec/keys.md, "Renewal"; docs/spec/sigchain.md): messages
+    of ``sigchain.rotated`` (valid, and refused with their text) and ``key-compromised``
+    claims (the time each gives, or the refusal's text). Built on the chains of
+    ``sigchain_vectors``: A's closed by a rotate-key to D, and D's first entry."""
+    from polykey.trust.rotation import compromised_after, proof
+    from polykey.trust.sigchain import BadChain, Entry, verify_chain
+    from polykey.trust.sigchain_entry import add_signature, sign_claim
+
+    base = sigchain_vectors()
+    keys = {
+        name: RootKey.from_seed(bytes(range(i * 32, i * 32 + 32))) for i, name in enumerate("ABCD")
+    }
+    ids = {name: encode_node_id(key.node_id) for name, key in keys.items()}
+    docs: list[dict[str, Any]] = base["valid"]["docs"]
+    entries = verify_chain(keys["A"].node_id, docs)
+    opening: dict[str, Any] = base["rotated"]["docs"][0]
+    (first,) = verify_chain(keys["D"].node_id, [opening])
+
+    def claim(owner: str, seq: int, prev: Entry, typ: str, **fields: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"typ": typ, "iss": ids[owner], "seq": seq, "iat": 1700000000 + seq}
+        out |= {"jti": f"v0{owner.lower()}{seq:04d}", "prevClaimId": prev.jti}
+        return out | {"prevDigest": prev.digest} | fields
+
+    def signed(c: dict[str, Any], *signers: str) -> dict[str, Any]:
+        doc = sign_claim(keys[signers[0]], c)
+        for name in signers[1:]:
+            doc = add_signature(doc, keys[name])
+        return doc
+
+    closing = docs[-1]
+    proof(closing, [opening])  # the valid message
+    unlinked = claim("D", 1, entries[-2], "rotate-key", sub=ids["D"], **{"from": ids["A"]})
+    refusals: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
+        "closing is not a rotate-key": (docs[0], [opening]),
+        "no entry of the new chain": (closing, []),
+        "closing without the new key's signature": (
+            dict(closing, signatures=closing["signatures"][:1]),
+            [opening],
+        ),
+        "new chain of another key": (closing, [docs[0]]),
+        "opening not linked to the closing": (closing, [signed(unlinked, "D", "A")]),
+    }
+    refused = []
+    for name, (closing_doc, chain) in refusals.items():
+        try:
+            proof(closing_doc, chain)
+        except BadChain as exc:
+            expect = exc.message
+        else:
+            raise AssertionError(f"{name} was not refused")
+        refused.append({"name": name, "closing": closing_doc, "chain": chain, "expect": expect})
+
+    def compromised(sub: str, after: object, *signers: str) -> list[dict[str, Any]]:
+        c = claim("D", 2, first, "key-compromised", sub=ids[sub], after=after)
+        return [opening, signed(c, *(signers or ("D",)))]
+
+    plans: dict[str, list[dict[str, Any]]] = {
+        "revokes the old key after a time": compromised("A", 1699999000),
+        "a negative time counts for nothing": compromised("A", -1),
+        "a time that is not an integer counts for nothing": compromised("A", "1699999000"),
+        "another key than the old one counts for nothing": compromised("B", 1699999000),
+        "signed by the old key, not the chain's": compromised("A", 1699999000, "A"),
+    }
+    cases: list[dict[str, Any]] = []
+    for name, chain in plans.items():
+        try:
+            held = verify_chain(keys["D"].node_id, chain)
+        except BadChain as exc:
+            cases.append({"name": name, "docs": chain, "expect": exc.message})
+            continue
+        cases.append({"name": name, "docs": chain, "after": compromised_after(held, ids["A"])})
+    return {
+        "sigchain_rotated": {
+            "about": "Messages of the peer method sigchain.rotated (docs/spec/peer-protocol.md): "
+            "the old chain's closing rotate-key and the new chain from entry 1. `valid` moves "
+            "`old` to `new`; each refusal is refused with its text.",
+            "valid": {"closing": closing, "chain": [opening], "old": ids["A"], "new": ids["D"]},
+            "refused": refused,
+        },
+        "key_compromised": {
+            "about": "key-compromised claims in the new key's chain (docs/spec/keys.md): `after` "
+            "is the time from which the old key `old` is refused (null: the claim counts for "
+            "nothing); a case with `expect` is a chain refused with that text.",
+            "owner": ids["D"],
+            "old": ids["A"],
+            "cases": cases,
+        },
+    }
+
+
+def fork_vectors() -> dict[str, Any]:
+    """Proofs that a node signed two histories of its chain (docs/spec/sigchain.md, "Forks"),
+    each with the place it proves, and pairs that prove nothing, each with the refusal's
+    text. Built on A's valid chain of ``sigchain_vectors``."""
+    from polykey.trust.sigchain import BadChain, Entry, prove_fork, verify_chain, verify_entry
+    from polykey.trust.sigchain_entry import sign_claim
+
+    base = sigchain_vectors()
+    keys = {
+        name: RootKey.from_seed(bytes(range(i * 32, i * 32 + 32))) for i, name in enumerate("AB")
+    }
+    ids = {name: encode_node_id(key.node_id) for name, key in keys.items()}
+    docs: list[dict[str, Any]] = base["valid"]["docs"]
+    entries = verify_chain(keys["A"].node_id, docs)
+
+    def note(owner: str, seq: int, prev: Entry | None, jti: str, text: str) -> dict[str, Any]:
+        c: dict[str, Any] = {"typ": "x-note", "iss": ids[owner], "seq": seq}
+        c |= {"iat": 1700000100 + seq, "jti": jti, "note": text}
+        c |= {
+            "prevClaimId": prev.jti if prev else None,
+            "prevDigest": prev.digest if prev else None,
+        }
+        return sign_claim(keys[owner], c)
+
+    other2 = note("A", 2, entries[0], "v0x0002", "another entry 2")
+    after_other = note("A", 3, verify_entry(other2), "v0x0003", "after another entry 2")
+    bad = dict(other2, signatures=[dict(other2["signatures"][0])])
+    sig = bad["signatures"][0]["signature"]
+    bad["signatures"][0]["signature"] = sig[:10] + ("B" if sig[10] != "B" else "C") + sig[11:]
+    pairs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+        "another entry at a place held": (docs[1], other2),
+        "the next entry names another entry before it": (docs[1], after_other),
+        "the same entry twice": (docs[1], docs[1]),
+        "the next entry of the same chain": (docs[1], docs[2]),
+        "entries two places apart": (docs[0], docs[2]),
+        "an entry of another node": (docs[0], note("B", 1, None, "v0y0001", "B's own")),
+        "a signature that does not verify": (docs[1], bad),
+    }
+    proofs, refused = [], []
+    for name, (held, served) in pairs.items():
+        case: dict[str, Any] = {"name": name, "held": held, "served": served}
+        try:
+            proofs.append(case | {"seq": prove_fork(keys["A"].node_id, held, served)})
+        except BadChain as exc:
+            refused.append(case | {"expect": exc.message})
+    return {
+        "forks": {
+            "about": "Proofs that the node `owner` signed two histories of its sigchain "
+            '(docs/spec/sigchain.md, "Forks"): `held` and `served` prove a fork at `seq`; '
+            "each refusal proves nothing and is refused with its text.",
+            "owner": ids["A"],
+            "proofs": proofs,
+            "refused": refused,
+        }
     }
 
 

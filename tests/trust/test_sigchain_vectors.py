@@ -13,7 +13,14 @@ import pytest
 from polykey.ids import decode_node_id
 from polykey.keys.root import RootKey
 from polykey.trust.rotation import compromised_after, proof
-from polykey.trust.sigchain import BadChain, Head, chain_state, check_rotation, verify_chain
+from polykey.trust.sigchain import (
+    BadChain,
+    Head,
+    chain_state,
+    check_rotation,
+    prove_fork,
+    verify_chain,
+)
 
 VECTORS = Path(__file__).resolve().parents[2] / "docs" / "spec" / "sigchain-vectors.json"
 DOC: dict[str, Any] = json.loads(VECTORS.read_text())
@@ -94,3 +101,32 @@ def test_key_compromised_claim_gives_its_time_or_is_refused(case: dict[str, Any]
         return
     entries = verify_chain(owner, case["docs"])
     assert compromised_after(entries, DOC["key_compromised"]["old"]) == case["after"]
+
+
+def test_make_vectors_writes_the_file_byte_for_byte() -> None:
+    """scripts/make-vectors.py --sigchain (keys from fixed seeds) makes this very file, the
+    renewal's vectors (``rotation_vectors``) and the forks' included."""
+    import importlib.util
+
+    script = VECTORS.parents[2] / "scripts" / "make-vectors.py"
+    spec = importlib.util.spec_from_file_location("make_vectors", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made = module.sigchain_vectors() | module.rotation_vectors() | module.fork_vectors()
+    assert json.dumps(made, indent=2) + "\n" == VECTORS.read_text()
+
+
+@pytest.mark.parametrize("case", DOC["forks"]["proofs"], ids=lambda c: c["name"])
+def test_fork_proof_names_its_place(case: dict[str, Any]) -> None:
+    assert (
+        prove_fork(decode_node_id(DOC["forks"]["owner"]), case["held"], case["served"])
+        == (case["seq"])
+    )
+
+
+@pytest.mark.parametrize("case", DOC["forks"]["refused"], ids=lambda c: c["name"])
+def test_what_proves_no_fork_is_refused_with_its_text(case: dict[str, Any]) -> None:
+    with pytest.raises(BadChain) as caught:
+        prove_fork(decode_node_id(DOC["forks"]["owner"]), case["held"], case["served"])
+    assert caught.value.message == case["expect"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -196,6 +197,11 @@ def _gestalt_text(g: dict[str, Any]) -> str:
     for n in g.get("nodes", []):
         why = links.get(n)
         lines.append(f"node\t{shown(n)}" + (f"\t({shown(why)})" if why else ""))
+    for n in g.get("forked", []):
+        lines.append(
+            f"FORKED\t{shown(n)}\t(signed two histories of its sigchain: left out; "
+            f"`pk sigchain show {shown(n)}`)"
+        )
     for n, reason in sorted(g.get("unreachable", {}).items()):
         lines.append(f"unreached\t{shown(n)}\t{shown(reason)}")
     return "\n".join(lines) or "Nothing verified."
@@ -237,7 +243,7 @@ def sigchain() -> None:
 def sigchain_show(s: Settings, node_id: str | None) -> None:
     """This node's sigchain, or another node's (fetched when it answers, else as held)."""
     r = s.call("sigchain.show", {"node_id": node_id})
-    lines = []
+    lines = _fork_lines(r)
     for e in r["entries"]:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e["iat"]))
         mark = " (revoked)" if e["revoked"] else ""
@@ -255,3 +261,51 @@ def sigchain_verify(s: Settings, node_id: str | None) -> None:
     """Verify a sigchain from its first entry: every signature and link."""
     r = s.call("sigchain.verify", {"node_id": node_id})
     emit(s, f"The sigchain of {shown(r['node_id'])} verifies: {r['length']} entries.", r)
+
+
+@sigchain.command("forget")
+@node_options
+@click.argument("node_id", metavar="NODEID")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_settings
+def sigchain_forget(s: Settings, node_id: str, yes: bool) -> None:
+    """Forget the copy held of NODEID's sigchain, and the proof of a fork if it was caught
+    signing two histories: its next chain is taken afresh, as from a node never met."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"refusing to forget the sigchain of {node_id[:60]} without confirmation",
+                hint="Add --yes to forget it (a fork's proof is dropped with it).",
+            )
+        click.confirm(f"Forget the sigchain held of {node_id[:60]}?", abort=True)
+    r = s.call("sigchain.forget", {"node_id": node_id})
+    what = " and the proof of its fork" if r["forked"] else ""
+    emit(
+        s,
+        f"Forgot the {r['held']} entries held of {shown(r['node_id'])}'s sigchain{what}; "
+        "its next chain is taken afresh.",
+        r,
+    )
+
+
+def _fork_lines(r: dict[str, Any]) -> list[str]:
+    """A fork, loudly: both entries the node signed for one place in its chain."""
+    fork = r.get("fork")
+    if not fork:
+        return []
+    node, seq = shown(r["node_id"]), int(fork["seq"])
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(fork["at"]))
+    warning = (
+        f"FORKED: {node} signed two different histories of its sigchain at entry {seq} "
+        f"(seen {when} UTC). It is refused wherever a gestalt or identity would admit it."
+    )
+    click.echo(f"pk: warning: {warning}", err=True)
+    lines = [warning]
+    for side, label in (("held", "held"), ("served", "then served")):
+        e = fork[f"{side}_entry"]
+        lines.append(
+            f"  {label}:\tentry {e['seq']}\t{shown(e['typ'])}\t{shown(e['sub'])}\t"
+            f"{shown(e['digest'])}"
+        )
+    lines.append(f"  (once it is settled: `pk sigchain forget {node} --yes`)")
+    return lines

@@ -4,8 +4,10 @@
   claims in it are published proofs and links).
 - ``sigchain.present``: a peer hands its own chain (the entries after what this node holds of
   it), so that a node this one never met can show it belongs to a gestalt a vault is shared
-  with; kept as a verified copy, a shorter or forked chain refused. Only a node that shares
-  some vault with an identity keeps them (otherwise a stranger could fill its file).
+  with; kept as a verified copy, a shorter or forked chain refused (a fork its signatures
+  prove is kept in the chain's mark: from then on the node's pages are refused and gestalts
+  leave it out; docs/spec/sigchain.md, "Forks"). Only a node that shares some vault with an
+  identity keeps them (otherwise a stranger could fill its file).
 
 Registered in the one peer registry of sync/server.py.
 """

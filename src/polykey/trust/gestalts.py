@@ -12,7 +12,12 @@ Two kinds of link make the graph (docs/spec/gestalts.md):
   verified again before it counts.
 
 The chains read are this node's own and the verified copies of other nodes' (PeerChains,
-trust/sigchain.py). Identities the user chose to trust are kept in ``trust/identities``; only
+trust/sigchain.py). A node caught signing two histories of its chain (a fork whose proof its
+mark keeps) is no vertex: nothing it claims, and no link to it, joins it to anyone, so no grant
+to a gestalt or an identity reaches it (a grant naming its NodeId still does: the owner chose
+that node, not a person); gestalts list it as ``forked`` where it would have been reached.
+
+Identities the user chose to trust are kept in ``trust/identities``; only
 a trusted identity's gestalt is served vaults shared with that identity (trust/acl.py). Fetching
 the chains of other nodes is the Node's (it holds the peers); this class reads what is held and
 asks the providers.
@@ -99,13 +104,17 @@ class Gestalt:
     nodes: frozenset[str]
     identities: frozenset[str]
     why: dict[str, str] = field(default_factory=dict, compare=False)  # vertex -> how it joined
+    forked: frozenset[str] = frozenset()  # nodes reached but left out: they forked their chain
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "nodes": sorted(self.nodes),
             "identities": sorted(self.identities),
             "links": dict(sorted(self.why.items())),
         }
+        if self.forked:
+            out["forked"] = sorted(self.forked)
+        return out
 
 
 @dataclass(frozen=True)
@@ -234,15 +243,26 @@ class Gestalts:
         except (ValueError, KeyError, TypeError):
             return False
 
-    def claimants(self, identity: str) -> list[tuple[NodeId, Entry]]:
+    def claimants(self, identity: str) -> list[tuple[NodeId, Entry | None]]:
         """Nodes whose proofs the provider lists for ``identity``, each with the signed claim
-        found in its proof (verified as a claim of that node naming that identity). Their
-        chains are fetched by the caller; the identity is remembered as discovered."""
+        found in its proof (verified as a claim of that node naming that identity); for an
+        OpenPGP key, the nodes its notations name (no claim: only their chains hold it).
+        Their chains are fetched and their claims verified by the caller; the identity is
+        remembered as discovered."""
         from polykey.trust.providers.base import ProviderError
+        from polykey.trust.providers.openpgp import OpenPgp
 
         provider_name, user = parse_identity(identity)
         provider = self.provider_for(provider_name)
-        found: dict[bytes, tuple[NodeId, Entry]] = {}
+        found: dict[bytes, tuple[NodeId, Entry | None]] = {}
+        if isinstance(provider, OpenPgp):
+            try:
+                named = provider.named_nodes(identity)
+            except ProviderError:
+                named = []
+            for text in named:
+                node = decode_node_id(text)
+                found.setdefault(bytes(node), (node, None))
         for ref in provider.list(identity):
             try:
                 proof = provider.fetch(ref)
@@ -320,8 +340,10 @@ class Gestalts:
         by_identity: dict[str, set[str]] = {}
         for node, identity in proofs:
             by_identity.setdefault(identity, set()).add(node)
+        forks = set(self.chains.forks())
         nodes: set[str] = set()
         identities: set[str] = set()
+        forked: set[str] = set()
         why: dict[str, str] = {}
         todo = [start]
         while todo and len(nodes) + len(identities) < MAX_VERTICES:
@@ -334,7 +356,10 @@ class Gestalts:
                     why.setdefault(node, f"proves {vertex}")
                     todo.append(node)
                 continue
-            if vertex in nodes:
+            if vertex in nodes or vertex in forked:
+                continue
+            if vertex in forks:
+                forked.add(vertex)
                 continue
             nodes.add(vertex)
             for other in sorted(links.get(vertex, ())):
@@ -344,7 +369,8 @@ class Gestalts:
                 if node == vertex:
                     why.setdefault(identity, f"proved by {vertex}")
                     todo.append(identity)
-        return Gestalt(frozenset(nodes), frozenset(identities), why)
+        why = {v: w for v, w in why.items() if v not in forked}
+        return Gestalt(frozenset(nodes), frozenset(identities), why, frozenset(forked))
 
     def contains(self, identity: str, node_id: NodeId) -> bool:
         return encode_node_id(node_id) in self.gestalt(identity).nodes
@@ -353,8 +379,9 @@ class Gestalts:
         """Whether ``node_id`` belongs to the gestalt of the trusted ``identity``, verified
         on the spot where what is held is not enough: the identity's known claimants whose
         proofs went stale, then the node's own live claims of the gestalt's identities (its
-        chain is held: it presented it). A provider that fails leaves the answer no."""
-        if not self.trusted(identity):
+        chain is held: it presented it). A provider that fails leaves the answer no, and so
+        does a node caught forking its chain."""
+        if not self.trusted(identity) or self.chains.fork(node_id) is not None:
             return False
         if self.contains(identity, node_id):
             return True

@@ -57,7 +57,7 @@ from polykey.trust.sigchain_entry import (
     parse,
     sign_claim,
 )
-from polykey.trust.sigchain_peers import ForkedChain, PeerChains
+from polykey.trust.sigchain_peers import Fork, Forked, ForkedChain, PeerChains, prove_fork
 
 __all__ = [
     "DELEGATE",
@@ -73,6 +73,8 @@ __all__ = [
     "Claimed",
     "Draft",
     "Entry",
+    "Fork",
+    "Forked",
     "ForkedChain",
     "Head",
     "PeerChains",
@@ -81,6 +83,7 @@ __all__ = [
     "chain_state",
     "check_rotation",
     "countersign",
+    "prove_fork",
     "verify_chain",
     "verify_entry",
 ]

@@ -3,18 +3,25 @@
 Entries are kept sealed in the write-once namespace ``trust/peer-chains`` (key: the node's 32
 raw NodeId bytes then seq as 8 bytes big-endian; value: the entry's stored form) and the mark
 in the mutable namespace ``trust/chain-marks`` (key: NodeId text; value: JSON {"seq", "jti",
-"digest", "closed", "chars"}). The mark is versioned like any mutable record, so the copy
-cannot be rolled back behind it; an entry missing below the mark is damage.
+"digest", "closed", "chars"}, and "fork" once the node was caught signing two histories). The
+mark is versioned like any mutable record, so the copy cannot be rolled back behind it; an
+entry missing below the mark is damage.
 
 A page a node serves must continue the copy held: entries it repeats must be the very ones held,
 and a node that says its chain is shorter than the mark, or serves another entry at a seq held
-(a fork), is ForkedChain. The copy held is kept as it was, never replaced.
+(a fork), is ForkedChain. The copy held is kept as it was, never replaced. When the node's own
+signatures prove the fork (another entry at a seq held, or an entry after the last one held
+that names another entry before it: ``Fork``), the proof is kept in the mark; from then on the
+node's pages are refused and gestalts leave it out (trust/gestalts.py) until the user forgets
+the copy (``forget``, `pk sigchain forget`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from polykey.errors import NodeDamaged, PolykeyError
@@ -27,6 +34,7 @@ from polykey.trust.sigchain_chain import (
     chain_state,
     reload_chain,
     verify_chain,
+    verify_entry,
 )
 from polykey.trust.sigchain_entry import BadChain, Entry, Head
 
@@ -47,6 +55,51 @@ class ForkedChain(BadChain):
         "rewrote its history. The copy held is kept; do not trust the node's new claims."
     )
 
+    def __init__(self, detail: str = "", *, fork: Fork | None = None) -> None:
+        super().__init__(detail)
+        self.fork = fork  # the node's own signatures proving it, when they do
+
+
+class Forked(ForkedChain):
+    """The node signed two different histories of its sigchain"""
+
+    hint = (
+        "Someone holds a copy of its key, or it was restored from an old copy and went on. It "
+        "is refused wherever a gestalt or identity would admit it; `pk sigchain show NODEID` "
+        "shows both entries. Once it is settled, `pk sigchain forget NODEID --yes`."
+    )
+
+
+@dataclass(frozen=True)
+class Fork:
+    """Proof that a node signed two histories (docs/spec/sigchain.md, "Forks"): ``held``, the
+    entry ``seq`` of its chain as held, and ``served``, another entry ``seq`` or an entry
+    ``seq + 1`` naming another entry before it; both verify as signed by the node."""
+
+    seq: int
+    held: dict[str, Any]
+    served: dict[str, Any]
+    at: int  # unix seconds: when it was seen
+
+    def as_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "held": self.held, "served": self.served, "at": self.at}
+
+
+def prove_fork(node_id: NodeId, held: object, served: object) -> int:
+    """The seq at which the two documents prove that ``node_id`` signed two histories, or
+    BadChain saying why they do not: each must verify as an entry issued by that node, and
+    ``served`` must be another entry at ``held``'s seq, or the entry after it naming another
+    entry before it."""
+    node = encode_node_id(node_id)
+    a, b = verify_entry(held), verify_entry(served)
+    if a.iss != node or b.iss != node:
+        raise BadChain("the fork: both entries must be issued by the node")
+    if b.seq == a.seq and b.digest != a.digest:
+        return a.seq
+    if b.seq == a.seq + 1 and b.prev_digest != a.digest:
+        return a.seq
+    raise BadChain("the fork: the two entries do not show two histories")
+
 
 def entry_key(node_id: NodeId, seq: int) -> bytes:
     return bytes(node_id) + seq.to_bytes(8, "big")
@@ -55,8 +108,9 @@ def entry_key(node_id: NodeId, seq: int) -> bytes:
 class PeerChains:
     """What this node holds of other nodes' chains; made by the Node, which owns it."""
 
-    def __init__(self, store: NodeFile) -> None:
+    def __init__(self, store: NodeFile, now: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.now = now
         self._cache: dict[bytes, tuple[str, list[Entry]]] = {}  # NodeId -> (head digest, chain)
 
     def __repr__(self) -> str:
@@ -90,6 +144,19 @@ class PeerChains:
     def state(self, node_id: NodeId) -> ChainState:
         return chain_state(self._load(node_id))
 
+    def fork(self, node_id: NodeId) -> Fork | None:
+        """The proof that ``node_id`` signed two histories, when it was caught doing so."""
+        raw = self.store.get(MARKS, _mark_key(node_id))
+        return None if raw is None else _fork_of(raw)
+
+    def forks(self) -> dict[str, Fork]:
+        """NodeId text -> the proof of its fork, for every node caught signing two histories."""
+        out = {}
+        for key, raw in self.store.items(MARKS):
+            if b'"fork"' in raw and (found := _fork_of(raw)) is not None:
+                out[key.decode("ascii", errors="replace")] = found
+        return out
+
     def check(self) -> list[Damage]:
         """Every copy verified again from its start, signatures included (`pk node check`)."""
         damage = []
@@ -101,9 +168,22 @@ class PeerChains:
                 entries = verify_chain(node_id, [_doc(raw) for raw in raws])
                 if mark is not None and entries and entries[-1].digest != mark[0].digest:
                     raise BadChain("the copy does not end where its mark says")
+                self._check_fork(node_id)
             except (BadChain, NodeDamaged) as exc:
                 damage.append(Damage(place, exc.message))
         return damage
+
+    def _check_fork(self, node_id: NodeId) -> None:
+        raw = self.store.get(MARKS, _mark_key(node_id)) or b"{}"
+        fork = _fork_of(raw)
+        if fork is None:
+            if "fork" in json.loads(raw):
+                raise BadChain("the proof of a fork in its mark is malformed")
+            return
+        try:
+            prove_fork(node_id, fork.held, fork.served)
+        except BadChain as exc:
+            raise BadChain(f"the proof of a fork in its mark does not hold: {exc.detail}") from None
 
     # --- taking what a node serves ----------------------------------------------------------------
 
@@ -117,13 +197,25 @@ class PeerChains:
     ) -> ChainState:
         """Take a page of ``node_id``'s chain whose first entry is ``from_seq`` (``length``:
         how long the node says its chain is): verified to continue the copy held, then kept.
-        ForkedChain for a shorter chain or another entry at a seq held; BadChain for anything
-        else that does not verify; the copy held is unchanged by either."""
+        ForkedChain for a shorter chain or another entry at a seq held (Forked, its proof
+        kept in the mark, when the node's signatures prove it; and for any page of a node
+        caught so before); BadChain for anything else that does not verify; the copy held is
+        unchanged by either."""
+        known = self.fork(node_id)
+        if known is not None:
+            raise Forked(f"it signed two different entries {known.seq} before (seen then)")
         for _ in range(3):  # another thread may extend the copy while this page is verified
             held = self._load(node_id)
-            new = self._continuation(node_id, held, docs, from_seq, length)
+            try:
+                new = self._continuation(node_id, held, docs, from_seq, length)
+            except ForkedChain as exc:
+                if exc.fork is not None:
+                    self._keep_fork(node_id, exc.fork)
+                raise
             with self.store.write() as tx:
                 mark = self._mark(node_id)
+                if self.fork(node_id) is not None:  # caught by another thread meanwhile
+                    raise Forked("it signed two different entries before")
                 if (mark[0].digest if mark else None) != (held[-1].digest if held else None):
                     continue
                 if not new:
@@ -135,7 +227,7 @@ class PeerChains:
                     raise BadChain("the chains held of other nodes have reached their bound")
                 for entry in new:
                     tx.put(PEER_CHAINS, entry_key(node_id, entry.seq), entry.raw)
-                tx.put(MARKS, _mark_key(node_id), _mark_value(new[-1], chars))
+                tx.put(MARKS, _mark_key(node_id), _mark_value(new[-1], chars, None))
             chain = held + new
             self._remember(node_id, chain)
             return chain_state(chain)
@@ -152,11 +244,12 @@ class PeerChains:
         chars = (mark[1] if mark else 0) + sum(len(e.raw) for e in new)
         for entry in new:
             tx.put(PEER_CHAINS, entry_key(node_id, entry.seq), entry.raw)
-        tx.put(MARKS, _mark_key(node_id), _mark_value(new[-1], chars))
+        tx.put(MARKS, _mark_key(node_id), _mark_value(new[-1], chars, self.fork(node_id)))
         self._cache.pop(bytes(node_id), None)
 
     def forget(self, node_id: NodeId) -> None:
-        """Drop the copy held of ``node_id``'s chain (and its mark)."""
+        """Drop the copy held of ``node_id``'s chain (and its mark, a fork's proof with it):
+        the node's next chain is taken afresh."""
         with self.store.write() as tx:
             mark = self._mark(node_id)
             for seq in range(1, (mark[0].seq if mark else 0) + 1):
@@ -185,11 +278,39 @@ class PeerChains:
         for offset in range(repeated):
             seq = from_seq + offset
             if docs[offset] != held[seq - 1].doc():
-                raise ForkedChain(f"it serves another entry {seq} than the one seen before")
+                fork = self._proof(node_id, held[seq - 1], docs[offset])
+                detail = f"it serves another entry {seq} than the one seen before"
+                raise (Forked if fork else ForkedChain)(detail, fork=fork)
         rest = docs[repeated:]
         if count + len(rest) > MAX_ENTRIES:
             raise BadChain(f"the chain is longer than the {MAX_ENTRIES} entries kept")
-        return verify_chain(node_id, rest, earlier=held) if rest else []
+        if not rest:
+            return []
+        try:
+            return verify_chain(node_id, rest, earlier=held)
+        except BadChain:
+            fork = self._proof(node_id, held[-1], rest[0]) if held else None
+            if fork is None:
+                raise
+            detail = f"its entry {count + 1} names another entry {count} than the one seen before"
+            raise Forked(detail, fork=fork) from None
+
+    def _proof(self, node_id: NodeId, held: Entry, served: object) -> Fork | None:
+        """The proof of a fork ``served`` makes with ``held``, if it is one."""
+        try:
+            seq = prove_fork(node_id, held.doc(), served)
+        except BadChain:
+            return None
+        return Fork(seq, held.doc(), verify_entry(served).doc(), int(self.now()))
+
+    def _keep_fork(self, node_id: NodeId, fork: Fork) -> None:
+        with self.store.write() as tx:
+            raw = self.store.get(MARKS, _mark_key(node_id))
+            if raw is None or _fork_of(raw) is not None:
+                return  # nothing held (no fork can be), or caught before: the first proof kept
+            doc = json.loads(raw)
+            doc["fork"] = fork.as_json()
+            tx.put(MARKS, _mark_key(node_id), json.dumps(doc, sort_keys=True).encode())
 
     def _mark(self, node_id: NodeId) -> tuple[Head, int] | None:
         raw = self.store.get(MARKS, _mark_key(node_id))
@@ -248,10 +369,22 @@ def _mark_key(node_id: NodeId) -> bytes:
     return encode_node_id(node_id).encode("ascii")
 
 
-def _mark_value(entry: Entry, chars: int) -> bytes:
+def _mark_value(entry: Entry, chars: int, fork: Fork | None) -> bytes:
     doc: dict[str, Any] = {"seq": entry.seq, "jti": entry.jti, "digest": entry.digest}
     doc |= {"closed": entry.closes, "chars": chars}
+    if fork is not None:
+        doc["fork"] = fork.as_json()
     return json.dumps(doc, sort_keys=True).encode()
+
+
+def _fork_of(raw: bytes) -> Fork | None:
+    """The fork a mark's value holds, if any (a malformed one reads as none: `pk node check`
+    names it)."""
+    try:
+        doc = json.loads(raw)["fork"]
+        return Fork(int(doc["seq"]), dict(doc["held"]), dict(doc["served"]), int(doc["at"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _doc(raw: bytes) -> object:

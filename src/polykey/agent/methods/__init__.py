@@ -47,7 +47,8 @@ _BY_ROOM = {
     "transfer": "vaults.export vaults.import vaults.objects",
     "trust": "gestalts.get gestalts.list identities.authenticate identities.authenticated"
     " identities.claim identities.discover identities.get identities.list identities.provider"
-    " identities.statement identities.trust identities.untrust sigchain.show sigchain.verify",
+    " identities.statement identities.trust identities.untrust sigchain.show sigchain.verify"
+    " sigchain.forget",
     "health": "vaults.health",
     "audit": "audit.checkpoint audit.export audit.log audit.verify exposure.show",
     "reach": "nodes.home_relay nodes.seeds",

@@ -3,6 +3,7 @@ people.py)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ from polykey.rpc import NoParams
 if TYPE_CHECKING:
     from polykey.node import Node
     from polykey.people import Claimed
-    from polykey.trust.sigchain import Entry
+    from polykey.trust.sigchain import Entry, Fork
 
 
 PAGE = 1000
@@ -37,15 +38,51 @@ def _entry(e: Entry, revoked: set[str]) -> dict[str, Any]:
 @METHODS.method("sigchain.show")
 def sigchain_show(node: Node, p: ChainOf) -> dict[str, Any]:
     """A chain as held: this node's own, or the verified copy of another node's (fetched
-    first when that node answers)."""
+    first when that node answers); with ``fork``, the proof, when the node was caught
+    signing two histories (its chain is then not fetched)."""
     who = node.node_id if p.node_id is None else decode_node_id(p.node_id)
     fetched, reason = _refresh(node, who)
+    fork = node.chains.fork(who) if who != node.node_id else None
     entries = node.gestalts.entries(who)
     revoked = {e.sub for e in entries if e.typ == "revoke"}
     out = {"node_id": encode_node_id(who), "length": len(entries), "fetched": fetched}
     out["entries"] = [_entry(e, revoked) for e in entries]
     if reason:
         out["reason"] = reason
+    if fork is not None:
+        out["fork"] = _fork(fork)
+    return out
+
+
+def _fork(fork: Fork) -> dict[str, Any]:
+    """The proof of a fork, with what each of its two entries says."""
+    from polykey.trust.sigchain import verify_entry
+
+    out = fork.as_json()
+    for side in ("held", "served"):
+        e = verify_entry(out[side])
+        out[f"{side}_entry"] = _entry(e, set()) | {"digest": e.digest}
+    return out
+
+
+@dataclass(frozen=True)
+class Forget:
+    node_id: str
+
+
+@METHODS.method("sigchain.forget")
+def sigchain_forget(node: Node, p: Forget) -> dict[str, Any]:
+    """Drop the copy held of another node's chain and its mark (a fork's proof with it): its
+    next chain is taken afresh, as from a node never met."""
+    from polykey.errors import InvalidInput
+
+    who = decode_node_id(p.node_id)
+    if who == node.node_id:
+        raise InvalidInput("this node's own sigchain cannot be forgotten")
+    head, fork = node.chains.head(who), node.chains.fork(who)
+    node.chains.forget(who)
+    out: dict[str, Any] = {"node_id": encode_node_id(who), "held": head.seq if head else 0}
+    out["forked"] = fork is not None
     return out
 
 
@@ -55,6 +92,14 @@ def sigchain_verify(node: Node, p: ChainOf) -> dict[str, Any]:
     from polykey.trust.sigchain import Head, verify_chain
 
     who = node.node_id if p.node_id is None else decode_node_id(p.node_id)
+    fork = node.chains.fork(who) if who != node.node_id else None
+    if fork is not None:
+        from polykey.trust.sigchain import Forked
+
+        raise Forked(
+            f"{encode_node_id(who)} signed two different entries {fork.seq} "
+            f"(seen {time.strftime('%Y-%m-%d %H:%M', time.gmtime(fork.at))} UTC)"
+        )
     fetched, reason = _refresh(node, who)
     entries: list[Entry] = []
     while True:  # a page at a time, each checked against all before it
@@ -77,17 +122,24 @@ def sigchain_verify(node: Node, p: ChainOf) -> dict[str, Any]:
 
 
 def _refresh(node: Node, who: Any) -> tuple[bool, str]:
-    """Fetch ``who``'s new entries when it is another node and answers: (fetched, why not)."""
+    """Fetch ``who``'s new entries when it is another node and answers: (fetched, why not).
+    A shorter or forked chain is never hidden behind the copy; a fork the node's signatures
+    prove is kept, and shown by the caller instead."""
     if who == node.node_id:
         return False, ""
     from polykey.errors import PolykeyError
     from polykey.people import fetch_chain
+    from polykey.trust.sigchain import ForkedChain
 
+    if node.chains.fork(who) is not None:
+        return False, "it signed two histories: its chain is not taken"
     try:
         fetch_chain(node, who)
-    except PolykeyError as exc:
-        if exc.exit_code == 53:  # a shorter or forked chain: never hidden behind the copy
+    except ForkedChain as exc:
+        if node.chains.fork(who) is None:
             raise
+        return False, exc.message
+    except PolykeyError as exc:
         return False, exc.message
     return True, ""
 
@@ -235,11 +287,19 @@ def _claim_signed(node: Node, p: Claim) -> Claimed:
         entry = existing
     else:
         entry = node.sigchain.append("link-identity", {"sub": p.identity, "proof": proof})
+    named = None
+    if provider_name == "openpgp":  # so that the key finds this node (docs/spec/identities.md)
+        from polykey.trust.providers.openpgp import notation_command
+
+        named = (
+            "For others to find this node from the key, add a notation naming it to the "
+            f"key's self-signature, then publish the key again: `{notation_command(ref, me)}`"
+        )
     try:
         node.gestalts.verify(node.node_id, p.identity)
     except NotVerified as exc:
-        return Claimed(p.identity, entry.jti, ref, False, None, exc.detail)
-    return Claimed(p.identity, entry.jti, ref, True, None)
+        return Claimed(p.identity, entry.jti, ref, False, named, exc.detail)
+    return Claimed(p.identity, entry.jti, ref, True, named)
 
 
 @METHODS.method("identities.discover")

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,72 @@ def verify(
                 problem = exc
                 break
         raise problem
+
+
+def notations(key: bytes, fingerprint: str, *, timeout: float = TIMEOUT) -> list[tuple[str, str]]:
+    """The (name, value) notations on the newest good self-signature of each user ID of the
+    key whose primary fingerprint is ``fingerprint`` (found in ``key``), read by gpg in a fresh
+    GnuPG home: what its owner says about the key (Keyoxide's ``proof@ariadne.id``). A
+    revoked or expired key, or a revoked user ID, says nothing (KeyInvalid for the key)."""
+    wanted = fingerprint.upper()
+    with tempfile.TemporaryDirectory(prefix="pk-gpg-") as home:
+        os.chmod(home, 0o700)
+        _run(home, ["--import"], key, timeout)
+        validity = _primaries(home, timeout)
+        if wanted not in validity:
+            raise OtherKey(f"it is not {wanted}")
+        if validity[wanted] in ("r", "e"):
+            raise KeyInvalid(
+                f"the key {wanted} is {'revoked' if validity[wanted] == 'r' else 'expired'}"
+            )
+        args = ["--with-colons", "--fixed-list-mode", "--with-sig-check"]
+        args += ["--list-options", "show-sig-subpackets=20", "--list-sigs", wanted]
+        listing = _run(home, args, b"", timeout, check=False)
+    return _self_notations(listing, wanted)
+
+
+def _self_notations(listing: str, fingerprint: str) -> list[tuple[str, str]]:
+    """From gpg's colon listing: the notations of each live user ID's newest good self-sig."""
+    key_id = fingerprint[-16:]
+    newest: dict[int, tuple[int, list[tuple[str, str]]]] = {}  # uid -> (created, notations)
+    count = 0  # user IDs seen
+    uid: int | None = None  # the live user ID being read
+    sig: int | None = None  # when the self-signature whose subpackets follow was made
+    for line in listing.splitlines():
+        fields = line.split(":")
+        if fields[0] in ("pub", "sub", "uat"):
+            uid = sig = None
+        elif fields[0] == "uid":
+            count += 1
+            uid, sig = (None if fields[1:2] == ["r"] else count), None
+        elif fields[0] == "sig" and uid is not None and len(fields) > 10:
+            sig = None
+            good = fields[1] == "!" and fields[4].upper() == key_id
+            created = int(fields[5]) if fields[5].isdigit() else -1
+            self_sig = good and fields[10][:2] in ("10", "11", "12", "13")
+            if self_sig and created >= newest.get(uid, (-1, []))[0]:
+                newest[uid] = (created, [])
+                sig = created
+        elif fields[0] == "spk" and uid is not None and sig is not None and fields[1] == "20":
+            found = _notation(":".join(fields[4:]))
+            if found is not None:
+                newest[uid][1].append(found)
+    return [n for _, (_, found) in sorted(newest.items()) for n in found]
+
+
+def _notation(escaped: str) -> tuple[str, str] | None:
+    """A notation subpacket as gpg's colon listing writes it (percent-escaped): 4 flag bytes,
+    2 bytes the name's length, 2 the value's, the name, the value; human-readable only."""
+    raw = urllib.parse.unquote_to_bytes(escaped)
+    if len(raw) < 8 or not raw[0] & 0x80:
+        return None
+    names, values = int.from_bytes(raw[4:6], "big"), int.from_bytes(raw[6:8], "big")
+    if len(raw) != 8 + names + values:
+        return None
+    try:
+        return raw[8 : 8 + names].decode(), raw[8 + names :].decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class _BadSig(Exception):

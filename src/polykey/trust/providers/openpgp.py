@@ -7,6 +7,11 @@ key. That is looked up, in this order, by Web Key Directory (when the claim name
 address), on a keyserver (VKS, as keys.openpgp.org, or HKP), then in a local GnuPG keyring;
 the first source that holds the key decides. Checking is :mod:`gpg`'s (real GnuPG, in a
 temporary home).
+
+The other way round, a key names the nodes it vouches for as Keyoxide names accounts: a
+notation ``proof@ariadne.id=polykey:NODEID`` on its self-signature (``named_nodes``;
+``notation_command`` is the gpg command that adds it). Such a node counts only once its own
+chain's claim of the key verifies (trust/gestalts.py): the notation finds nodes, never proves.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ _FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 _LOCAL = re.compile(r"[!#$%&'*+\-/=?^_`{|}~.0-9A-Za-z]{1,64}")
 _DOMAIN = re.compile(r"(?=.{4,253}$)((?!-)[a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}")
 ZBASE32 = "ybndrfg8ejkmcpqxot1uwisza345h769"
+NOTATION = "proof@ariadne.id"  # Keyoxide's name for a claim on a key's self-signature
+NODE_URI = "polykey:"  # its value naming a node: polykey:NODEID
+MAX_NAMED = 64  # nodes one key may name
+_NODE_ID = re.compile(r"v[0-9a-v]{52}")
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,14 @@ def wkd_urls(email: str, base: str = "") -> builtins.list[str]:
         f"{advanced}/.well-known/openpgpkey/{domain}/{tail}",
         f"{direct}/.well-known/openpgpkey/{tail}",
     ]
+
+
+def notation_command(fingerprint: str, node_id: str) -> str:
+    """The gpg command that adds the notation naming ``node_id`` to the key's self-signature
+    (gpg asks for the key's passphrase); publish the key again afterwards."""
+    value = f"{NOTATION}={NODE_URI}{node_id}"
+    gpg_edit = f"gpg --batch --command-fd 0 --edit-key {fingerprint}"
+    return f"printf 'notation\\n{value}\\nsave\\n' | {gpg_edit}"
 
 
 def signature_of(proof: Mapping[str, object]) -> bytes:
@@ -225,10 +242,23 @@ class OpenPgp:
         return Proof(ref, ref.ref, text or base64.b64encode(key).decode())
 
     def list(self, identity: str) -> builtins.list[ProofRef]:
-        """A key lists no nodes: an OpenPGP identity is found through the nodes that claim it
-        (their chains), never by the key."""
+        """No proofs are published apart from the claims: the nodes a key names are
+        ``named_nodes``, and each is proven by the claim in its own chain."""
         fingerprint_of(identity)
         return []
+
+    def named_nodes(self, identity: str) -> builtins.list[str]:
+        """The NodeIds the key names in ``proof@ariadne.id=polykey:NODEID`` notations on its
+        newest self-signatures, as its first source gives it (at most ``MAX_NAMED``)."""
+        fingerprint = fingerprint_of(identity)
+        key = next(self.keys(fingerprint))
+        out: builtins.list[str] = []
+        for name, value in gpg.notations(key, fingerprint):
+            node = value[len(NODE_URI) :]
+            named = name == NOTATION and value.startswith(NODE_URI)
+            if named and _NODE_ID.fullmatch(node) and node not in out:
+                out.append(node)
+        return out[:MAX_NAMED]
 
 
 def check_signed(
