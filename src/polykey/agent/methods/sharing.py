@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from polykey.agent.methods import METHODS
 from polykey.errors import PolykeyError
@@ -13,6 +14,8 @@ from polykey.rpc import NoParams
 
 if TYPE_CHECKING:
     from polykey.node import Node
+
+T = TypeVar("T")
 
 
 def vault_writers(node: Node, name: str) -> list[str]:
@@ -268,6 +271,23 @@ def vaults_signers(node: Node, p: VaultsSigners) -> dict[str, Any]:
 # --- sync --------------------------------------------------------------------------------------
 
 
+def _presented(node: Node, peer: NodeId, ask: Callable[[], T]) -> T:
+    """``ask`` the peer after handing it this node's sigchain (people.present). Presenting is
+    done once per head and peer in a process; a peer that answers "no such vault" after that
+    may have dropped the copy it held (`pk sigchain forget` after a fork): present once more
+    and ask again, so a node cleared by its peer is not refused until this agent restarts."""
+    from polykey.people import present
+
+    present(node, peer)
+    try:
+        return ask()
+    except PolykeyError as exc:
+        if exc.exit_code != 51 or node.presented.pop(bytes(peer), None) is None:
+            raise
+    present(node, peer)
+    return ask()
+
+
 @METHODS.method("vaults.scan")
 def vaults_scan(node: Node, p: Peer) -> dict[str, Any]:
     from polykey.people import present
@@ -286,11 +306,10 @@ class VaultsClone:
 
 @METHODS.method("vaults.clone")
 def vaults_clone(node: Node, p: VaultsClone) -> dict[str, Any]:
-    from polykey.people import present
     from polykey.sync.client import clone
 
-    present(node, decode_node_id(p.node_id))
-    info = clone(node.vaults, node.peers, decode_node_id(p.node_id), p.vault, p.name)
+    peer = decode_node_id(p.node_id)
+    info = _presented(node, peer, lambda: clone(node.vaults, node.peers, peer, p.vault, p.name))
     return {"name": info.name, "id": info.id, "origin": info.origin}
 
 
@@ -305,7 +324,12 @@ def vaults_pull(node: Node, p: VaultsPull) -> dict[str, Any]:
     from polykey.sync.client import pull, pull_many
 
     clones = [i for i in node.vaults.all() if i.origin and (p.name is None or p.name == i.name)]
-    for origin in sorted({str(i.origin.get("node_id", "")) for i in clones} - {""}):
+    origins = sorted({str(i.origin.get("node_id", "")) for i in clones} - {""})
+    name = p.name
+    if name and len(origins) == 1:
+        peer = decode_node_id(origins[0])
+        return {"pulled": [_presented(node, peer, lambda: pull(node.vaults, node.peers, name))]}
+    for origin in origins:
         present(node, decode_node_id(origin))
     if p.name:
         return {"pulled": [pull(node.vaults, node.peers, p.name)]}
