@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from polykey.cli.client import AgentClient, AgentError, AgentGone
+from polykey.cli.client import AgentClient, AgentDied, AgentError, AgentGone
 
 
 def main(argv: list[str]) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
             client.call(method, params)
         finally:
             client.close()
-    except AgentGone:
+    except (AgentGone, AgentDied):  # AgentDied: it stopped (was killed) before it answered
         return 3
     except AgentError as exc:
         sys.stderr.write(f"agent error: {exc.message}\n")
