@@ -224,10 +224,14 @@ def join(node: Node, token: str, address: str = "") -> dict[str, Any]:
         parent, "child.join", {**asked, "address": _told(node, parent, address)}
     )
     signed = countersign(reply.get("draft"), node.key, typ=DELEGATE, issuer=parent)
-    node.peers.call(parent, "child.countersigned", {"entry": signed})
+    # The parent is kept before the countersignature is sent: once the parent holds it, the
+    # delegation is live, and a child that did not keep its parent could never pull it (the
+    # token is then spent). Interrupted before the parent took it, `pk child pull` asks for
+    # the draft again and countersigns it (``pull``).
     with node.store.write() as tx:
         rec = {"node_id": tok["p"], "address": tok["a"], "name": str(reply.get("name", ""))}
         put_json(tx, PARENT, b"parent", rec)
+    node.peers.call(parent, "child.countersigned", {"entry": signed})
     fetch_chain(node, parent)
     return {"node_id": encode_node_id(node.node_id), "parent": tok["p"], **pull(node)}
 
@@ -321,13 +325,14 @@ def show(node: Node, name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, **rec, "state": "waiting for join"}
     if rec.get("node_id"):
         held = delegations.issued().get(str(rec["node_id"]))
-        if held is None:
-            out["state"] = "revoked"
+        waiting = read_json(node.store, PENDING, str(rec["node_id"]).encode()) is not None
+        if held is None:  # joined, its countersignature not here yet: `pk child pull` sends it
+            out["state"] = "waiting for countersignature" if waiting else "revoked"
         else:
             jti, grant = held
             out |= {"jti": jti, "grant": grant.as_json()}
             out["state"] = "live" if grant.live(time.time()) else "expired"
-        if read_json(node.store, PENDING, str(rec["node_id"]).encode()) is not None:
+        if waiting:
             out["pending"] = True
     return out
 

@@ -170,3 +170,46 @@ def test_an_expired_delegation_is_refused(world: World) -> None:
     renewed = _json(d, "child", "pull")  # countersigns the renewal, then clones
     assert renewed["delegation"] == "live"
     assert [v["vault"] for v in renewed["vaults"]] == ["prod"]
+
+
+def _crashed_join(env: dict[str, str], at: int, token: str) -> int:
+    """`pk child join` that ends at once at its ``at``-th write COMMIT, before it runs
+    (bench/soak/crashat.py), without an agent; its exit status (137 when it crashed)."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "bench.soak.crashat", str(at), "before", "child", "join", "-"]
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        args, env={**env, "PK_NO_AGENT": "1"}, input=token.encode(), capture_output=True, cwd=root
+    )
+    return done.returncode
+
+
+def test_a_join_that_dies_after_any_write_can_still_be_finished(world: World) -> None:
+    """A join killed at each of its writes in turn: the child then either joins again with
+    the same token (nothing was spent) or finishes with `pk child pull`, and holds the vault.
+    Never a live delegation whose child does not know its parent."""
+    p = world.p
+    value = p("secrets", "cat", "prod:db/DB_PASSWORD")
+    crashes = 0
+    for at in range(1, 6):
+        name = f"k{at}"
+        n = _peer(name, world.tmp)
+        n("bootstrap")
+        token = p("child", "create", name, "--vault", "prod", "--token").strip()
+        status = _crashed_join(n.env, at, token)
+        if status == 0:  # fewer writes than ``at``: the join completed
+            break
+        assert status == 137, status
+        crashes += 1
+        again = run_pk("child", "pull", "--format", "json", env={**n.env, "PK_NO_AGENT": "1"})
+        if again.returncode != 0:  # not a child yet: the token was not spent
+            assert b"Traceback" not in again.stderr
+            n("child", "join", "-", stdin=token.encode())
+            again = run_pk("child", "pull", "--format", "json", env=n.env)
+        assert again.returncode == 0, (at, again.stderr.decode())
+        assert json.loads(again.stdout)["delegation"] == "live", at
+        assert n("secrets", "cat", "prod:db/DB_PASSWORD") == value, at
+        assert _json(p, "child", "show", name)["state"] == "live", at
+    assert crashes >= 2
