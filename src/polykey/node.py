@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from polykey.crypto.kdf import Argon2Params, equal
-from polykey.errors import NodeDamaged, PolykeyError, WrongRecoveryCode
+from polykey.errors import InvalidInput, NodeDamaged, PolykeyError, WrongRecoveryCode
 from polykey.ids import NodeId, encode_node_id
 from polykey.keys import recovery
 from polykey.keys.root import RootKey, encrypt_to, verify_file
@@ -50,6 +50,9 @@ TOKENS = Namespace("trust/tokens")
 """provider name -> the access token `pk identities authenticate` got (sealed, as every record)."""
 NODE_META = Namespace("node/meta")
 ROOT_SEED = b"root-seed"
+PENDING_CODE = b"pending-recovery-code"
+"""A renewal's new recovery code, kept (sealed) from the renewal's transaction until the
+command hands it over: a renewing command killed in between loses no code."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Node:
         self.acl.delegations = Delegations(self.sigchain, self.chains, self._lineage)
         self._device_flows: dict[str, Any] = {}  # provider -> a device flow under way
         self.presented: dict[bytes, int] = {}  # peer -> the head of this chain it was handed
+        self.untold_tried: dict[str, float] = {}  # peer -> when it was last told of a renewal
         self.audit = AuditLog(store)  # docs/spec/audit.md
 
     def __repr__(self) -> str:
@@ -248,23 +252,68 @@ class Node:
         and the rotation. Every part of the node is made again with the new key."""
         from polykey.trust import rotation
 
+        if self.pending_code() is not None:
+            raise InvalidInput(
+                "the last renewal's recovery code was never shown",
+                hint="`pk keys pending-code` shows it; renew after that.",
+            )
         code = recovery.generate()
         new_key = RootKey.from_recovery_code(code)
         parts = (self.sigchain, self.chains, self.acl, self.vaults)
         root = (NODE_KEYS, ROOT_SEED)  # the new code's wrap lands with the rest (one transaction)
-        done = rotation.renew(self.store, self.key, new_key, *parts, root, code.seed())
+        pending = [(NODE_KEYS, PENDING_CODE, str(code).encode())]  # until it is handed over
+        done = rotation.renew(
+            self.store, self.key, new_key, *parts, root, code.seed(),
+            untold=sorted(self._known_peers()), also=pending,
+        )  # fmt: skip
         self.peers.close()
         Node.__init__(self, self.store, new_key)
         return code, done
+
+    def pending_code(self) -> str | None:
+        """The recovery code of the last renewal while it was never handed over (the command
+        that renewed died before it could show it): `pk keys pending-code`."""
+        raw = self.store.get(NODE_KEYS, PENDING_CODE)
+        return None if raw is None else raw.decode()
+
+    def code_handed(self) -> None:
+        """The pending recovery code reached the user: it is no longer kept."""
+        if self.store.get(NODE_KEYS, PENDING_CODE) is not None:
+            with self.store.write() as tx:
+                tx.delete(NODE_KEYS, PENDING_CODE)
+
+    def _known_peers(self) -> set[str]:
+        """The NodeIds of every node this one knows (addresses, grants, clones' origins)."""
+        from polykey.trust import rotation
+
+        known = {*self.graph.entries(), *self.acl.nodes()}
+        known |= {str(i.origin.get("node_id", "")) for i in self.vaults.all()}
+        return known - {"", encode_node_id(self.node_id), *rotation.rotations(self.store)}
+
+    def tell_untold(self, now: float, every: float = 300.0) -> dict[str, str]:
+        """Tell each peer not yet told of this node's newest renewal (a renewal whose command
+        died before it told them, or a peer that was unreachable), each at most once per
+        ``every`` seconds: the agent's outbox does, so that no peer stays cut off."""
+        from polykey.ids import decode_node_id
+        from polykey.trust import rotation
+
+        out: dict[str, str] = {}
+        for text in sorted(rotation.untold(self.store)):
+            if now - self.untold_tried.get(text, float("-inf")) < every:
+                continue
+            self.untold_tried[text] = now
+            try:
+                out |= self.tell_renewal(decode_node_id(text))
+            except PolykeyError as exc:
+                out[text] = exc.message
+        return out
 
     def tell_renewal(self, only: NodeId | None = None) -> dict[str, str]:
         """Tell ``only``, or every node this one knows, of its renewals (they follow)."""
         from polykey.ids import decode_node_id
         from polykey.trust import rotation
 
-        known = {*self.graph.entries(), *self.acl.nodes()} if only is None else set()
-        known |= {str(i.origin.get("node_id", "")) for i in self.vaults.all()} if known else set()
-        known -= {encode_node_id(self.node_id), *rotation.rotations(self.store)}
+        known = self._known_peers() if only is None else set()
         targets = [only] if only is not None else []
         for text in sorted(known):
             try:

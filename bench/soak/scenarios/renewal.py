@@ -74,6 +74,7 @@ class Renewals(SharingScenario):
         self.crash = CommitClock(self.rng)
         self.key_id = ""
         self.code: str | None = ""
+        self.pending_shown = 0  # codes taken with `pk keys pending-code` after a kill
         self.ends: dict[str, int] = {}
         self.cut_off = 0  # the run after which b could no longer pull (0: it still can)
 
@@ -157,13 +158,23 @@ class Renewals(SharingScenario):
         self.b_pulls()
 
     def given(self, done: Done, out: Path | None) -> str:
-        """The new recovery code the command handed over, if it did."""
+        """The new recovery code the command handed over; if it died first, the code the node
+        kept for `pk keys pending-code` (what its user runs when `pk keys renewals` says so)."""
+        code = ""
         if out is not None:
-            return out.read_text().strip() if out.exists() else ""
-        try:
-            return str(json.loads(done.text()).get("recovery_code", ""))
-        except ValueError:
+            code = out.read_text().strip() if out.exists() else ""
+        else:
+            try:
+                code = str(json.loads(done.text()).get("recovery_code", ""))
+            except ValueError:
+                code = ""
+        if code:
+            return code
+        waiting = self.a.pk("keys", "pending-code", "--format", "json")
+        if not waiting.acked:
             return ""
+        self.pending_shown += 1
+        return str(json.loads(waiting.text()).get("recovery_code", ""))
 
     def verify_chain(self) -> None:
         done = self.a.pk("sigchain", "verify")
@@ -202,5 +213,7 @@ class Renewals(SharingScenario):
         super().summary_notes()
         ends = "; ".join(f"{n} {what}" for what, n in sorted(self.ends.items()))
         self.stats.note(f"{self.label}: renewals ended: {ends}")
+        if self.pending_shown:
+            self.stats.note(f"{self.label}: {self.pending_shown} code(s) from pk keys pending-code")
         if self.cut_off:
             self.stats.note(f"{self.label}: b could not pull from a after run {self.cut_off}")

@@ -242,6 +242,8 @@ class Agent:
         delivered = self.node.notifications.deliver_outbox()
         if delivered:
             log.info("delivered %d queued notification(s)", delivered)
+        for peer, how in self.node.tell_untold(time.time()).items():
+            log.info("told %s of this node's renewal: %s", peer[:12], how)
 
     def _known_peers(self) -> None:
         """The NodeIds this node deals with, for the peer port's stranger quota, and those

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -280,45 +281,97 @@ def renew(s: Settings, recovery_code_out: Path | None) -> None:
     running agent renews and serves peers with the new key at once (its peer port, discovery
     and relay registration made again).
     """
-    import os
-
-    from polykey.cli.nodes import RECOVERY_NOTICE
     from polykey.cli.safe_text import shown
-    from polykey.errors import InvalidInput
 
-    out_fd = None
-    if recovery_code_out is not None:  # made before the renewal, so the code can never be lost
-        try:
-            out_fd = os.open(recovery_code_out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            raise InvalidInput(
-                f"{recovery_code_out} already exists", hint="Choose a new file."
-            ) from None
-        except OSError as exc:
-            raise InvalidInput(f"cannot create {recovery_code_out}: {exc.strerror}") from None
+    out_fd = _code_file(recovery_code_out)  # made before the renewal: never a code lost
     try:
         r = s.call("keys.renew", {})
     except BaseException:
-        if out_fd is not None and recovery_code_out is not None:
-            os.close(out_fd)
-            recovery_code_out.unlink()
+        _drop_code_file(out_fd, recovery_code_out)
         raise
+    # The node keeps the new code (sealed) until it is handed over: a command killed before
+    # that loses nothing, `pk keys pending-code` shows it.
     code = r.pop("recovery_code")
-    if out_fd is not None:
-        with os.fdopen(out_fd, "w") as f:
+    lines = [f"Renewed {r['old']}", f"     as {r['node_id']}"]
+    lines += [f"  {peer}: {shown(how)}" for peer, how in sorted(r["told"].items())]
+    _hand_over(s, code, out_fd, recovery_code_out, lines, r)
+
+
+@keys.command("pending-code")
+@node_options
+@click.option(
+    "--recovery-code-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the recovery code to this new file (mode 0600) instead of printing it.",
+)
+@pass_settings
+def pending_code(s: Settings, recovery_code_out: Path | None) -> None:
+    """The new recovery code of a renewal whose command died before it showed it. Shown
+    once: the node then no longer keeps it (the old code no longer recovers the node)."""
+    from polykey.errors import InvalidInput
+
+    out_fd = _code_file(recovery_code_out)
+    code = s.call("keys.pending_code")["recovery_code"]
+    if code is None:
+        _drop_code_file(out_fd, recovery_code_out)
+        raise InvalidInput(
+            "no renewal's recovery code is waiting",
+            hint="Each renewal's code is shown when `pk keys renew` ends.",
+        )
+    _hand_over(s, str(code), out_fd, recovery_code_out, [], {})
+
+
+def _code_file(path: Path | None) -> int | None:
+    """A new file for a recovery code, mode 0600, or None without ``path``."""
+    import os
+
+    from polykey.errors import InvalidInput
+
+    if path is None:
+        return None
+    try:
+        return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        raise InvalidInput(f"{path} already exists", hint="Choose a new file.") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
+
+
+def _drop_code_file(fd: int | None, path: Path | None) -> None:
+    import os
+
+    if fd is not None and path is not None:
+        os.close(fd)
+        path.unlink()
+
+
+def _hand_over(
+    s: Settings,
+    code: str,
+    fd: int | None,
+    path: Path | None,
+    lines: list[str],
+    r: dict[str, Any],
+) -> None:
+    """Give the user ``code`` (to the file ``fd``, synced, or in the output), then tell the
+    node it was handed over, so that it stops keeping it."""
+    import os
+    import sys
+
+    from polykey.cli.nodes import RECOVERY_NOTICE
+
+    if fd is not None:
+        with os.fdopen(fd, "w") as f:
             f.write(code + "\n")
             f.flush()
             os.fsync(f.fileno())
+        lines.append(f"New recovery code written to {path}")
     else:
         r["recovery_code"] = code
-    lines = [f"Renewed {r['old']}", f"     as {r['node_id']}"]
-    for peer, how in sorted(r["told"].items()):
-        lines.append(f"  {peer}: {shown(how)}")
-    if out_fd is None:
         lines += ["", "New recovery code:", "", f"    {code}", "", RECOVERY_NOTICE]
-    else:
-        lines.append(f"New recovery code written to {recovery_code_out}")
-    emit(s, "\n".join(lines), r)
+    emit(s, "\n".join(lines).lstrip("\n"), r)
+    sys.stdout.flush()
+    s.call("keys.code_handed")
 
 
 @keys.command("revoke-old")
@@ -358,6 +411,8 @@ def renewals(s: Settings) -> None:
         + (f" compromised after {x['compromised']}" if x["compromised"] is not None else "")
         for x in r["renewals"]
     ]
+    if r.get("code_waiting"):
+        lines.append("The last renewal's recovery code was never shown: `pk keys pending-code`.")
     emit(s, "\n".join(lines) or "No renewals.", r)
 
 

@@ -165,14 +165,22 @@ def renew(
     vaults: Vaults,
     root: tuple[Namespace, bytes],
     recovery_secret: bytes,
+    *,
+    untold: Sequence[str] = (),
+    also: Sequence[tuple[Namespace, bytes, bytes]] = (),
 ) -> Rotation:
     """Make ``new_key`` this node's root key, in one transaction (``root``: where the root
     key's seed is kept) that also wraps the node file's data key under ``recovery_secret``
     (the new recovery code): no crash leaves the old code unlocking a renewed file. The
+    peers ``untold`` (every node this one knows) are kept as not told yet in the same
+    transaction, so a crash before ``tell`` leaves them to be told at the next contact, never
+    forgotten; ``also``: records written with it (the new code, until it is handed over). The
     links with own nodes wait for the other node's new statement. The caller then makes its
     parts again with the new key."""
     old, new = encode_node_id(old_key.node_id), encode_node_id(new_key.node_id)
     with store.write(recovery_secret=recovery_secret) as tx:
+        for namespace, key, value in also:
+            tx.put(namespace, key, value)
         entries, closing, opening = own.rotation(new_key)
         chains.keep(tx, old_key.node_id, [*entries, closing])
         own.restart(tx, opening)
@@ -182,7 +190,8 @@ def renew(
         acl.rename(tx, [i.id for i in infos], old, new, writer=True)
         _move_origins(tx, vaults, old, new)
         acl.links.rekey(tx, new_key)
-        record = Rotation(old, new, closing.iat, None, True, closing.doc(), opening.doc())
+        waiting = tuple(sorted(set(untold) - {old, new}))
+        record = Rotation(old, new, closing.iat, None, True, closing.doc(), opening.doc(), waiting)
         tx.put(ROTATIONS, old.encode(), record.encode())
     return record
 
@@ -291,15 +300,18 @@ def follow(
     link: object = None,
     moves: Sequence[Callable[[Transaction, str, str], None]] = (),
 ) -> dict[str, Any]:
-    """``teller`` says it renewed its key: checked, then what this node holds of the old
-    NodeId (grants, address, clone origins, ``moves``: queued notifications) is moved to
-    ``teller``, in one transaction. A link with the old NodeId moves when ``link`` is the new
-    key's link statement: this node's statement for the new key is answered (``"link"``). A
-    node this one does not know is told nothing is kept ({"followed": False})."""
+    """``teller`` tells of a renewal (its own, or an older one of the key it renewed from):
+    checked, then what this node holds of the old NodeId (grants, address, clone origins,
+    ``moves``: queued notifications) is moved to the new NodeId, in one transaction. A link
+    with the old NodeId moves when ``link`` is the new key's link statement: this node's
+    statement for the new key is answered (``"link"``). A node this one does not know is told
+    nothing is kept ({"followed": False})."""
     closing, entries = proof(closing_doc, chain)
-    old_id, new = decode_node_id(closing.iss), encode_node_id(teller)
-    if closing.sub != new:
-        raise BadChain("the rotation names another new key than the node telling it")
+    # Signed by the old key and the new one, a rotation proves itself whoever tells it: a node
+    # that renewed twice tells its older renewal under its newest key (``tell``, oldest first).
+    # Only the new key's own link statement must come from the new key itself.
+    old_id, new = decode_node_id(closing.iss), closing.sub
+    new_id = decode_node_id(new)
     old = closing.iss
     infos = vaults.all()
     known = (
@@ -316,17 +328,17 @@ def follow(
     head = chains.head(old_id)
     if head is not None and closing.seq <= head.seq + 1:  # it must continue the copy held
         chains.accept(old_id, [closing_doc], from_seq=closing.seq)
-    chains.accept(teller, chain, from_seq=1)
-    after = compromised_after(chains.entries(teller), old)
+    chains.accept(new_id, chain, from_seq=1)
+    after = compromised_after(chains.entries(new_id), old)
     with store.write() as tx:
         _check_prior(rotation_of(tx, old), new)  # again: another request may have landed
         record = Rotation(old, new, closing.iat, after, False, closing.doc(), entries[0].doc())
         acl.rename(tx, [i.id for i in infos], old, new)
         _move_origins(tx, vaults, old, new)
-        graph.move(tx, old_id, teller)
+        graph.move(tx, old_id, new_id)
         for move in moves:
             move(tx, old, new)
-        mine = acl.links.moved(tx, old_id, teller, link)
+        mine = acl.links.moved(tx, old_id, new_id, link if new_id == teller else None)
         tx.put(ROTATIONS, old.encode(), record.encode())
     out: dict[str, Any] = {"followed": True, "old": old, "until": record.until}
     return out | ({"link": mine.to_json()} if mine is not None else {})

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["METHODS", "ROOMS", "InvalidParams", "UnknownMethod", "call"]
 
 _BY_ROOM = {
-    "node": "keys.decrypt keys.openssh_private keys.public keys.renew keys.renewals"
+    "node": "keys.code_handed keys.decrypt keys.openssh_private keys.pending_code keys.public"
+    " keys.renew keys.renewals"
     " keys.revoke_old keys.sign node.check node.info",
     "vaults": "vaults.conflicts vaults.create vaults.diff vaults.list vaults.log vaults.rename"
     " vaults.resolve vaults.retag vaults.revert vaults.rm vaults.show vaults.undo",

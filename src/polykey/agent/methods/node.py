@@ -73,6 +73,19 @@ def keys_renew(node: Node, p: NoParams) -> dict[str, Any]:
     }
 
 
+@METHODS.method("keys.pending_code")
+def keys_pending_code(node: Node, p: NoParams) -> dict[str, Any]:
+    """The recovery code of the last renewal, while it was never handed over (None after)."""
+    return {"recovery_code": node.pending_code()}
+
+
+@METHODS.method("keys.code_handed")
+def keys_code_handed(node: Node, p: NoParams) -> dict[str, Any]:
+    """The renewal's recovery code reached the user: the node no longer keeps it."""
+    node.code_handed()
+    return {}
+
+
 @dataclass(frozen=True)
 class RevokeOld:
     after: int
@@ -103,4 +116,5 @@ def keys_renewals(node: Node, p: NoParams) -> dict[str, Any]:
     from polykey.trust.rotation import rotations
 
     found = sorted(rotations(node.store).values(), key=lambda r: (r.at, r.old))
-    return {"renewals": [r.as_json() for r in found]}
+    waiting = node.pending_code() is not None  # a renewal's code never shown
+    return {"renewals": [r.as_json() for r in found], "code_waiting": waiting}
