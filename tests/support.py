@@ -35,3 +35,14 @@ def run_pk(
         timeout=timeout,
         check=False,
     )
+
+
+def crash_pk(
+    at: int, when: str, *args: str, env: dict[str, str], input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `pk ARGS` without an agent, ended at once at its ``at``-th write COMMIT, ``when``
+    "before" or "after" it ran (bench/soak/crashat.py; exit 137 when it crashed)."""
+    argv = [sys.executable, "-m", "bench.soak.crashat", str(at), when, *args]
+    root = Path(__file__).resolve().parents[1]
+    env = {**env, "PK_NO_AGENT": "1"}
+    return subprocess.run(argv, env=env, input=input, capture_output=True, cwd=root, timeout=60)

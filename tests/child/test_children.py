@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import pk_env, run_pk
+from tests.support import crash_pk, pk_env, run_pk
 from tests.sync.test_share import free_port
 from tests.sync.test_three_agents import Peer
 
@@ -172,20 +172,6 @@ def test_an_expired_delegation_is_refused(world: World) -> None:
     assert [v["vault"] for v in renewed["vaults"]] == ["prod"]
 
 
-def _crashed_join(env: dict[str, str], at: int, token: str) -> int:
-    """`pk child join` that ends at once at its ``at``-th write COMMIT, before it runs
-    (bench/soak/crashat.py), without an agent; its exit status (137 when it crashed)."""
-    import subprocess
-    import sys
-
-    args = [sys.executable, "-m", "bench.soak.crashat", str(at), "before", "child", "join", "-"]
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        args, env={**env, "PK_NO_AGENT": "1"}, input=token.encode(), capture_output=True, cwd=root
-    )
-    return done.returncode
-
-
 def test_a_join_that_dies_after_any_write_can_still_be_finished(world: World) -> None:
     """A join killed at each of its writes in turn: the child then either joins again with
     the same token (nothing was spent) or finishes with `pk child pull`, and holds the vault.
@@ -198,7 +184,8 @@ def test_a_join_that_dies_after_any_write_can_still_be_finished(world: World) ->
         n = _peer(name, world.tmp)
         n("bootstrap")
         token = p("child", "create", name, "--vault", "prod", "--token").strip()
-        status = _crashed_join(n.env, at, token)
+        join = ("child", "join", "-")
+        status = crash_pk(at, "before", *join, env=n.env, input=token.encode()).returncode
         if status == 0:  # fewer writes than ``at``: the join completed
             break
         assert status == 137, status

@@ -12,8 +12,6 @@ teller, and the peer stayed cut off for good); and a running agent tells them by
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,11 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import pk_env
+from tests.support import crash_pk, pk_env
 from tests.sync.test_share import free_port
 from tests.sync.test_three_agents import Peer
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _peer(tmp: Path, name: str) -> Peer:
@@ -53,9 +49,7 @@ def _renew_and_die(p: Peer) -> str:
     the key)."""
     before = p("keys", "public").split()[0]
     for at in range(1, 8):
-        args = [sys.executable, "-m", "bench.soak.crashat", str(at), "after", "keys", "renew"]
-        env = {**p.env, "PK_NO_AGENT": "1"}
-        done = subprocess.run(args, env=env, capture_output=True, cwd=ROOT, check=False)
+        done = crash_pk(at, "after", "keys", "renew", env=p.env)
         assert done.returncode == 137, done.stderr.decode()
         assert b"recovery code" not in done.stdout.lower()  # it died before showing it
         now = p("keys", "public").split()[0]
