@@ -27,8 +27,8 @@ from polykey.keys.root import RootKey
 from polykey.network.graph import GRAPH
 from polykey.node import NODE_KEYS, NODE_META, PROVIDERS, ROOT_SEED, TOKENS, Node
 from polykey.notifications import INBOX, OUTBOX
-from polykey.store.container import show_key
-from polykey.store.nodefile import JOURNALS, NodeFile
+from polykey.store.container import JOURNALS, show_key
+from polykey.store.nodefile import NodeFile
 from polykey.store.records import Namespace
 from polykey.store.salvage import DamagedNode, Lost, Salvaged
 from polykey.sync.child import CHILDREN, PARENT, PENDING

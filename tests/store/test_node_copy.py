@@ -14,7 +14,8 @@ import pytest
 
 from polykey.errors import InvalidInput, NodeNotFound
 from polykey.node import Node
-from polykey.store.nodefile import CopyTargetExists, NodeFile, copy_node, read_header
+from polykey.store.copies import CopyTargetExists, copy_node
+from polykey.store.nodefile import NodeFile, read_header
 from tests.conftest import NodeFixture
 from tests.support import PASSWORD
 

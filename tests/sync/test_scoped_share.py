@@ -7,21 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from dulwich.objects import Blob, Commit, Tree
 
 from polykey.ids import decode_node_id
-from polykey.node import Node
 from polykey.vaults.objects import objects_ns, parse
 from polykey.vaults.paths import InvalidSecretPath
 from polykey.vaults.tags import parse_tags
 from tests.conftest import NodeFixture
-from tests.support import pk_env, run_pk
-from tests.sync.test_share import free_port
+from tests.support import run_pk
+from tests.sync.two_nodes import Pair, bootstrap_pair
 
 FOLDER = {"prod/db/password": b"DB-PASSWORD-ONE", "prod/db/user": b"DB-USER-ONE"}
 ELSEWHERE = {
@@ -33,44 +30,11 @@ ELSEWHERE = {
 LEAKS = (b"webfrontend", b"othernotes", b"rootsecret", b"WEBFRONTEND", b"OTHERNOTES", b"ROTATED")
 
 
-@dataclass
-class Scoped:
-    alice: dict[str, str]
-    bob: dict[str, str]
-    alice_id: str
-    bob_id: str
-    port: int
-    tmp: Path
-
-    def a(self, *args: str, stdin: bytes | None = None) -> str:
-        r = run_pk(*args, env=self.alice, input=stdin)
-        assert r.returncode == 0, r.stderr.decode()
-        return r.stdout.decode()
-
-    def b(self, *args: str, stdin: bytes | None = None) -> str:
-        r = run_pk(*args, env=self.bob, input=stdin)
-        assert r.returncode == 0, r.stderr.decode()
-        return r.stdout.decode()
-
-    def bob_node(self) -> Node:
-        return Node.open(self.tmp / "bob.pk", b"bob pw", allow_weak=True)
-
-    def alice_node(self) -> Node:
-        return Node.open(self.tmp / "alice.pk", b"alice pw", allow_weak=True)
-
-
 @pytest.fixture(scope="module")
-def scoped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scoped]:
+def scoped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     """Alice holds vault `work` (the folder, secrets elsewhere, tags on both, messages naming
     other paths), shares work:prod/db with bob and serves it; bob has cloned it as `mine`."""
-    tmp = tmp_path_factory.mktemp("scoped")
-    run = str(tmp / "run")
-    alice = pk_env(tmp / "alice.pk", PK_PASSWORD="alice pw", PK_RUNTIME_DIR=run)
-    bob = pk_env(tmp / "bob.pk", PK_PASSWORD="bob pw", PK_RUNTIME_DIR=run)
-    for env in (alice, bob):
-        assert run_pk("bootstrap", env=env).returncode == 0
-    ids = [run_pk("keys", "public", env=e).stdout.decode().split()[0] for e in (alice, bob)]
-    s = Scoped(alice, bob, ids[0], ids[1], free_port(), tmp)
+    s = bootstrap_pair(tmp_path_factory.mktemp("scoped"))
     s.a("vaults", "create", "work")
     for path, value in {**ELSEWHERE, **FOLDER}.items():  # messages name each path
         s.a("secrets", "write", f"work:{path}", stdin=value)
@@ -78,22 +42,22 @@ def scoped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scoped]:
     s.a("tags", "add", "work:prod/db/password", "db")
     s.a("secrets", "write", "work:prod/webfrontend/token", stdin=b"WEBFRONTEND-TOKEN-TWO")
     s.a("vaults", "share", "work:prod/db", s.bob_id)
-    s.a("agent", "start", "--background", "--port", str(s.port))
+    s.start_alice()
     try:
         s.b("nodes", "add", s.alice_id, f"127.0.0.1:{s.port}")
         s.b("vaults", "clone", s.alice_id, "work", "mine")
         yield s
     finally:
-        run_pk("agent", "stop", env=alice)
+        run_pk("agent", "stop", env=s.alice)
 
 
-def _records(s: Scoped, name: str) -> list[tuple[bytes, bytes]]:
+def _records(s: Pair, name: str) -> list[tuple[bytes, bytes]]:
     with s.bob_node() as node:
         vault_id = node.vaults.info(name).id
         return node.store.items(objects_ns(vault_id))
 
 
-def test_the_clone_holds_nothing_of_other_paths_in_any_object_or_commit(scoped: Scoped) -> None:
+def test_the_clone_holds_nothing_of_other_paths_in_any_object_or_commit(scoped: Pair) -> None:
     scoped.b("vaults", "pull", "mine")
     assert scoped.b("secrets", "cat", "mine:prod/db/password") == "DB-PASSWORD-ONE"
     listed = scoped.b("secrets", "ls", "mine", "-R").split()
@@ -121,7 +85,7 @@ def test_the_clone_holds_nothing_of_other_paths_in_any_object_or_commit(scoped: 
     assert "whole" in scoped.b("node", "check")
 
 
-def test_scan_names_the_folder_and_the_vault_as_itself(scoped: Scoped) -> None:
+def test_scan_names_the_folder_and_the_vault_as_itself(scoped: Pair) -> None:
     out = scoped.b("vaults", "scan", scoped.alice_id)
     assert "work" in out and "folder prod/db" in out
     perms = scoped.a("vaults", "permissions", "work")
@@ -129,7 +93,7 @@ def test_scan_names_the_folder_and_the_vault_as_itself(scoped: Scoped) -> None:
 
 
 def test_a_pull_brings_changes_to_the_folder_and_nothing_for_changes_elsewhere(
-    scoped: Scoped,
+    scoped: Pair,
 ) -> None:
     scoped.b("vaults", "pull", "mine")
     before = len(_records(scoped, "mine"))
@@ -145,7 +109,7 @@ def test_a_pull_brings_changes_to_the_folder_and_nothing_for_changes_elsewhere(
     assert messages[:1] == ["Update secret prod/db/password."]
 
 
-def _call(s: Scoped, method: str, params: dict[str, Any]) -> Any:
+def _call(s: Pair, method: str, params: dict[str, Any]) -> Any:
     """As bob, one peer method on alice, straight over SSH (what a modified `pk` could send)."""
     from polykey.network.ssh import PeerClient, PeerError, ssh_key
 
@@ -166,7 +130,7 @@ def _call(s: Scoped, method: str, params: dict[str, Any]) -> Any:
     return asyncio.run(asyncio.wait_for(run(), 60))
 
 
-def test_push_is_refused_by_the_share_and_by_the_serving_node(scoped: Scoped) -> None:
+def test_push_is_refused_by_the_share_and_by_the_serving_node(scoped: Pair) -> None:
     from polykey.network.ssh import PeerError
 
     refused = run_pk(
@@ -179,7 +143,7 @@ def test_push_is_refused_by_the_share_and_by_the_serving_node(scoped: Scoped) ->
     assert isinstance(answer, PeerError) and "only a folder" in answer.detail
 
 
-def test_a_have_outside_the_derived_history_reveals_nothing(scoped: Scoped) -> None:
+def test_a_have_outside_the_derived_history_reveals_nothing(scoped: Pair) -> None:
     source_head = json.loads(scoped.a("vaults", "log", "work", "--format", "json"))
     commits = source_head["commits"] if isinstance(source_head, dict) else source_head
     real = [c["id"] for c in commits]
@@ -189,7 +153,7 @@ def test_a_have_outside_the_derived_history_reveals_nothing(scoped: Scoped) -> N
     assert plain["writers"] == [scoped.alice_id] and plain["head"] not in real
 
 
-def test_stock_git_is_not_served_the_vault_to_a_folder_grant(scoped: Scoped) -> None:
+def test_stock_git_is_not_served_the_vault_to_a_folder_grant(scoped: Pair) -> None:
     from dulwich.errors import NotGitRepository
 
     from polykey.sync.gitserve import VaultBackend

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,46 +16,15 @@ from polykey.node import Node
 from polykey.vaults.objects import refs_ns
 from polykey.vaults.vault import BRANCH
 from tests.support import pk_env, run_pk
+from tests.sync.two_nodes import Pair, bootstrap_pair, free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Pair:
-    alice: dict[str, str]
-    bob: dict[str, str]
-    alice_id: str
-    bob_id: str
-    port: int
-    tmp: Path
-
-    def a(self, *args: str, stdin: bytes | None = None) -> str:
-        r = run_pk(*args, env=self.alice, input=stdin)
-        assert r.returncode == 0, r.stderr.decode()
-        return r.stdout.decode()
-
-    def b(self, *args: str, stdin: bytes | None = None) -> str:
-        r = run_pk(*args, env=self.bob, input=stdin)
-        assert r.returncode == 0, r.stderr.decode()
-        return r.stdout.decode()
-
-    def start_alice(self) -> None:
-        self.a("agent", "start", "--background", "--port", str(self.port))
+# many tests take these from here (two_nodes.py is the home of Pair and free_port)
+__all__ = ["Pair", "free_port", "pair"]
 
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
-    run = str(tmp_path / "run")
-    alice = pk_env(tmp_path / "alice.pk", PK_PASSWORD="alice pw", PK_RUNTIME_DIR=run)
-    bob = pk_env(tmp_path / "bob.pk", PK_PASSWORD="bob pw", PK_RUNTIME_DIR=run)
-    for env in (alice, bob):
-        assert run_pk("bootstrap", env=env).returncode == 0
-    ids = [run_pk("keys", "public", env=e).stdout.decode().split()[0] for e in (alice, bob)]
-    p = Pair(alice, bob, ids[0], ids[1], free_port(), tmp_path)
+    p = bootstrap_pair(tmp_path)
     p.a("vaults", "create", "work")
     p.a("secrets", "write", "work:db/password", stdin=b"first")
     p.a("vaults", "share", "work", p.bob_id)
@@ -65,7 +33,7 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
     try:
         yield p
     finally:
-        run_pk("agent", "stop", env=alice)
+        run_pk("agent", "stop", env=p.alice)
 
 
 def test_clone_then_pull_brings_each_update_and_checks_clean(pair: Pair) -> None:

@@ -19,6 +19,7 @@ from polykey.store.records import ID_BYTES
 SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x504B4E44  # "PKND"
 BUSY_TIMEOUT_S = 60.0
+JOURNALS = ("-wal", "-shm", "-journal")  # SQLite's files beside a database, by its name
 SCHEMA = """
 CREATE TABLE header (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL,
                      checksum BLOB NOT NULL);

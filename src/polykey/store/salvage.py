@@ -33,6 +33,7 @@ from polykey.errors import NodeDamaged, NodeExists, NotANode, StorageError, Wron
 from polykey.store import header as hdr
 from polykey.store.container import (
     APPLICATION_ID,
+    JOURNALS,
     SCHEMA,
     SQLITE_MAGIC,
     connect,
@@ -41,7 +42,7 @@ from polykey.store.container import (
     show_key,
     sqlite_errors,
 )
-from polykey.store.nodefile import JOURNALS, NodeFile
+from polykey.store.nodefile import NodeFile
 from polykey.store.records import (
     Kind,
     Manifest,

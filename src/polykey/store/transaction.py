@@ -34,14 +34,14 @@ from polykey.store.records import (
 )
 
 if TYPE_CHECKING:
-    from polykey.store.nodefile import NodeFile
+    from polykey.store.reader import NodeReader
 
 
 @dataclass
 class Transaction:
     """The changes of one write transaction, applied when its ``with`` block ends."""
 
-    node: NodeFile
+    node: NodeReader
     _puts: dict[tuple[Namespace, bytes], bytes | tuple[bytes | memoryview, ...] | None] = field(
         default_factory=dict,
         repr=False,  # values are secrets: never in a repr or a traceback
