@@ -216,3 +216,87 @@ def check_reply(
     ):
         raise BadMessage("a malformed error")
     return None, error
+
+
+# --- raw pages --------------------------------------------------------------------------------
+#
+# A reply that carries many objects (a page of a paged ``vaults.fetch``) may travel as a raw page
+# instead of JSON with base64, to a request that asked for one with ``"raw": true``
+# (docs/spec/peer-protocol.md, "Raw pages"): the reply without its objects as a JSON head, then
+# the objects' bytes, each after its length.
+
+PAGE_MARK = 0x00  # a raw page's first byte (a JSON body starts with "{")
+PAGE_VERSION = 1
+_U32 = 4
+
+
+class Page(dict[str, Any]):
+    """A result to send as a raw page: ``objects`` (a list of bytes) and, with ``part_of``,
+    ``part`` (bytes) travel after the head as bytes; every other key in the head as JSON."""
+
+
+def encode_page(request_id: int | str, result: dict[str, Any]) -> bytes:
+    """A raw page's body: ``00 ‖ 01 ‖ u32 head length ‖ head ‖ (u32 length ‖ bytes)*``; the
+    head is the JSON-RPC reply (as ``encode`` writes it) whose result counts its ``objects``."""
+    objects: list[bytes] = result.get("objects", [])
+    entries = list(objects)
+    head_result = {k: v for k, v in result.items() if k not in ("objects", "part")}
+    head_result["objects"] = len(objects)
+    if "part_of" in result:
+        entries.append(result["part"])
+    head = encode({"jsonrpc": "2.0", "id": request_id, "result": head_result})
+    out = [bytes((PAGE_MARK, PAGE_VERSION)), len(head).to_bytes(_U32, "big"), head]
+    for entry in entries:
+        if len(entry) > 0xFFFF_FFFF:
+            raise FrameError("an object too large for a raw page")
+        out.append(len(entry).to_bytes(_U32, "big"))
+        out.append(entry)
+    return b"".join(out)
+
+
+def is_page(body: bytes | bytearray) -> bool:
+    return len(body) > 0 and body[0] == PAGE_MARK
+
+
+def decode_page(body: bytes | bytearray, request_id: int | str) -> dict[str, Any]:
+    """The result of a raw page replying to request ``request_id``: its head's result with
+    ``objects`` the list of their bytes (and ``part``, with ``part_of``). BadMessage for a body
+    cut short, with bytes after its last object, of another version, or whose head is not a
+    JSON-RPC reply carrying a result that counts its objects."""
+    view = memoryview(body)
+    if len(view) < 2 + _U32 or view[0] != PAGE_MARK:
+        raise BadMessage("a raw page cut short")
+    if view[1] != PAGE_VERSION:
+        raise BadMessage("a raw page of another version")
+    at = 2 + _U32
+    end = at + int.from_bytes(view[2:at], "big")
+    if end > len(view):
+        raise BadMessage("a raw page cut short")
+    wired, error = check_reply(decode(bytes(view[at:end])), request_id)
+    if error is not None:
+        raise BadMessage("a raw page that carries an error")
+    result = from_wire(wired)
+    if not isinstance(result, dict) or "part" in result:
+        raise BadMessage("a raw page's head is not a page")
+    count = result.get("objects")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise BadMessage("a raw page's head does not count its objects")
+    total = count + (1 if "part_of" in result else 0)
+    if total * _U32 > len(view) - end:  # each takes at least its length: judged up front
+        raise BadMessage("a raw page cut short")
+    entries: list[bytes] = []
+    at = end
+    for _ in range(total):
+        start = at + _U32
+        if start > len(view):
+            raise BadMessage("a raw page cut short")
+        at = start + int.from_bytes(view[start - _U32 : start], "big")
+        if at > len(view):
+            raise BadMessage("a raw page cut short")
+        entries.append(bytes(view[start:at]))
+    if at != len(view):
+        raise BadMessage("a raw page with bytes after its last object")
+    if "part_of" in result:
+        result["part"] = entries.pop()
+    result["objects"] = entries
+    return result

@@ -2,8 +2,10 @@
 router, on loopback in this process, then a real agent behind a router made of network
 namespaces whose mappings are real nftables DNAT rules, reached from the "internet" side.
 
-Refused: malformed replies (wrong version, wrong opcode, truncated), oversized ones, a good
-reply from another port, a router that refuses (result code) or does not answer at all.
+PCP is tried first: this router answers it with NAT-PMP's "unsupported version" (RFC 6887
+section 9), and NAT-PMP maps the port. Refused: malformed replies (wrong version, wrong
+opcode, truncated), oversized ones, a good reply from another address, a router that refuses
+(result code) or does not answer at all.
 Nothing leaves loopback or the namespaces made here.
 """
 
@@ -34,7 +36,8 @@ PUBLIC_IP = "198.51.100.7"
 
 
 def _mapper(router: NatPmpStandIn, port: int = 4242, **kw: Any) -> PortMapper:
-    return PortMapper(port, gateway="127.0.0.1", server_port=router.port, **kw)
+    at = {"gateway": "127.0.0.1", "server_port": router.port, "protocols": ("PCP", "NAT-PMP")}
+    return PortMapper(port, **at, **kw)
 
 
 def _router(mode: str = "ok", **kw: Any) -> NatPmpStandIn:
@@ -114,9 +117,9 @@ def test_a_port_is_mapped_renewed_and_deleted_on_close() -> None:
 @pytest.mark.parametrize(
     ("mode", "reason"),
     [
-        ("malformed", "no answer from the router"),
-        ("oversized", "no answer from the router"),
-        ("wrong-source", "no answer from the router"),
+        ("malformed", "NAT-PMP: refused the router's reply: a reply of 11 bytes, not 12"),
+        ("oversized", "NAT-PMP: refused the router's reply: a reply of 60 bytes, more than 16"),
+        ("wrong-source", "NAT-PMP: refused the router's reply: a reply from 127.0.0.2:"),
         ("silent", "no answer from the router"),
         ("refuse", "not authorised"),
     ],
@@ -146,7 +149,7 @@ def test_a_bad_router_gives_no_mapping(mode: str, reason: str) -> None:
         router.close()
     assert told == [] and mapper.mapping is None
     assert reason in mapper.status()["error"]
-    assert mapper.status()["how"] == "NAT-PMP"
+    assert mapper.status()["how"] is None  # no protocol mapped it
 
 
 def test_a_lie_from_another_port_is_ignored_and_the_routers_reply_taken() -> None:
@@ -263,8 +266,9 @@ def test_an_agent_maps_its_port_publishes_it_and_deletes_it_on_stop(
         started = pk("agent", "start", "-b", "--port", str(AGENT_PORT), "--map-port", "--no-lan")
         assert started.returncode == 0, started.stderr.decode()
         mapped = json.loads(router.stdout.readline())
-        assert mapped == {
+        assert mapped == {  # PCP first: the router answers "unsupported version", NAT-PMP then
             "event": "map",
+            "how": "NAT-PMP",
             "client": LAN["agent"],
             "internal": AGENT_PORT,
             "external": AGENT_PORT,

@@ -23,7 +23,7 @@ import pytest
 
 from polykey.crypto.signing import SigningKey
 from polykey.ids import decode_node_id, node_id_from_bytes
-from polykey.network.ssh import (
+from polykey.network.limits import (
     HELLO_FRAME,
     MAX_CHANNELS_PER_CONNECTION,
     MAX_CONNECTIONS_PER_PEER,
@@ -33,6 +33,8 @@ from polykey.network.ssh import (
     MAX_STRANGER_CONNECTIONS,
     MAX_UNAUTHENTICATED,
     SMALL_FRAME,
+)
+from polykey.network.ssh import (
     SUBSYSTEM,
     PeerClient,
     PeerError,
@@ -374,10 +376,10 @@ def test_nodes_the_agent_does_not_know_share_a_few_connections(owner: Owner) -> 
 
 
 def test_a_connection_left_without_channels_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process: a server from network/ssh.py with a short idle time."""
-    from polykey.network import ssh
+    """In-process: a server from network/sshserver.py with a short idle time."""
+    from polykey.network import ssh, sshserver
 
-    monkeypatch.setattr(ssh, "IDLE_CONNECTION_S", 0.5)
+    monkeypatch.setattr(sshserver, "IDLE_CONNECTION_S", 0.5)
     host = SigningKey(bytes([7]) * 32)
 
     async def hello(_peer: object, _method: str, _params: dict[str, object]) -> dict[str, object]:
@@ -798,9 +800,10 @@ def test_large_frames_held_at_once_stay_within_the_budget_and_wait_their_turn(
 ) -> None:
     """Three pushes of ~130 KiB at once, with a budget of 150 KiB: one is held at a time, the
     others wait for it (none is refused), and the budget is whole again at the end."""
+    from polykey.network import limits as peer_limits
     from polykey.network import ssh
 
-    monkeypatch.setattr(ssh, "BUFFER_BUDGET", 150 * 1024)
+    monkeypatch.setattr(peer_limits, "BUFFER_BUDGET", 150 * 1024)
     limits = ssh.PeerLimits()
     inside, peak, held = 0, 0, []
     together = asyncio.Event()

@@ -39,8 +39,11 @@ def _both(c: Commit) -> tuple[ReceivedCommit, Commit]:
 
 
 @pytest.mark.parametrize("parents", [0, 1, 2, 5])
-def test_the_usual_shape_is_read_quickly_and_as_dulwich_reads_it(parents: int) -> None:
-    c = _commit(parents)
+@pytest.mark.parametrize("encoding", [None, b"UTF-8"], ids=["no encoding", "as nodes write"])
+def test_the_usual_shape_is_read_quickly_and_as_dulwich_reads_it(
+    parents: int, encoding: bytes | None
+) -> None:
+    c = _commit(parents, encoding=encoding)
     assert _quick_commit(c.as_raw_string(), c.id) is not None
     ours, theirs = _both(c)
     assert ours.tree == theirs.tree

@@ -146,11 +146,11 @@ from polykey.network.ssh import (
     PeerError,
     PeerLimits,
     PeerUnreachable,
-    _frame,
-    _read_frame,
-    _Server,
     ssh_key,
 )
+from polykey.network.sshserver import _Server
+from polykey.network.wire import frame_of as _frame
+from polykey.network.wire import read_frame as _read_frame
 from polykey.node import FAST_INSECURE_KDF, Node
 from polykey.sync.checks import UpdateRefused, validate
 from tests.support import pk_env, run_pk

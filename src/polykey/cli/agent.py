@@ -43,7 +43,7 @@ class AgentOptions:
     relay: bool = False  # --relay: relay connections to nodes registered here
     relay_rate: int | None = None  # --relay-rate, KiB/s per NodeId
     via_relay: str | None = None  # --via-relay NODEID@HOST:PORT
-    map_port: bool = False  # --map-port: ask the router (NAT-PMP) to forward --port
+    map_port: bool = False  # --map-port: ask the router (PCP, NAT-PMP, UPnP) to forward --port
 
 
 class AgentNotRunning(PolykeyError):
@@ -203,8 +203,8 @@ def agent() -> None:
 @click.option(
     "--map-port",
     is_flag=True,
-    help="Ask the router (NAT-PMP) to forward --port from its public address, publish that "
-    "address, and delete the mapping on stop. Off by default.",
+    help="Ask the router (PCP, else NAT-PMP, else UPnP IGD) to forward --port from its public "
+    "address, publish that address, and delete the mapping on stop. Off by default.",
 )
 @click.option("--child", is_flag=True, hidden=True)
 @pass_settings
@@ -529,7 +529,7 @@ def status(s: Settings) -> None:
         lines.append(
             f"{'reachable':<9} mapped {shown(mapped['mapped'])} ({how})"
             if mapped.get("mapped")
-            else f"{'reachable':<9} not mapped ({how}: {shown(mapped.get('error') or 'asking')})"
+            else f"{'reachable':<9} not mapped ({shown(mapped.get('error') or 'asking')})"
         )
     if isinstance(found, dict):
         lines.append(f"{'reachable':<9} {_reachable(found, shown)}")

@@ -57,6 +57,7 @@ class Pool:
         # our channels open per peer, and who waits for one of them to close
         self._open: dict[tuple[bytes, str, int], int] = {}
         self._freed: dict[tuple[bytes, str, int], list[asyncio.Future[None]]] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # channels closing (held till done)
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -126,10 +127,23 @@ class Pool:
                 if attempt == 2 or cached is None:
                     raise
             finally:
+                self._close_channel(slot, client)
+        raise PeerUnreachable(encode_node_id(peer))
+
+    def _close_channel(self, slot: tuple[bytes, str, int], client: PeerClient) -> None:
+        """Close an operation's channel; it counts as ours until the other side has closed it
+        too, but the operation's answer does not wait for that (a round trip)."""
+
+        async def closed() -> None:
+            try:
                 await client.channel_closed()
+            finally:
                 self._counted(slot, -1)
                 self._wake(slot)  # a channel of ours is gone: who waits looks again
-        raise PeerUnreachable(encode_node_id(peer))
+
+        task = asyncio.get_running_loop().create_task(closed())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _channel(
         self, slot: tuple[bytes, str, int], conn: asyncssh.SSHClientConnection, peer: NodeId

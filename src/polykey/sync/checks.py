@@ -319,11 +319,10 @@ def _check_tree(
     entries = tree.entries
     if not tree.names_ok:
         return _check_tree_in_order(sha, tree, kind, parsed, local, entries_ok)
-    fresh = set(entries).difference(entries_ok)  # (its names are distinct: so are its entries)
-    for entry in entries if len(fresh) > 1 else fresh:  # in the tree's own order
-        if entry in fresh:
-            _check_entry(sha, entry, kind, parsed, local)
-            entries_ok.add(entry)
+    # (its names are distinct: so are its entries) in the tree's own order
+    for entry in [e for e in entries if e not in entries_ok]:
+        _check_entry(sha, entry, kind, parsed, local)
+        entries_ok.add(entry)
     return tree.dirs
 
 

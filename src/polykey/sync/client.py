@@ -48,7 +48,7 @@ async def fetch(
     is asked for, made on the other node and received here (the checks of one page overlap
     the transfer of the next). The objects are then the intake's alone: the reply's list is
     left empty (a large history is not held twice)."""
-    params: dict[str, Any] = {"vault": vault, "haves": haves, "at": [0, 0]}
+    params: dict[str, Any] = {"vault": vault, "haves": haves, "at": [0, 0], "raw": True}
     reply = await client.call("vaults.fetch", params)
     first = dict(reply)
     pages = _Pages(keep=intake is None)
@@ -144,7 +144,8 @@ def scan(peers: Peers, peer: NodeId) -> list[dict[str, Any]]:
 def remote_writers(peers: Peers, peer: NodeId, vault: str) -> dict[str, Any]:
     """The writers a peer names for its vault (as a clone would take them): the vault's name
     there, and the NodeIds whose signed commits it takes, the peer's own among them."""
-    reply = peers.call(peer, "vaults.fetch", {"vault": vault, "haves": [], "at": [0, 0]})
+    params = {"vault": vault, "haves": [], "at": [0, 0], "raw": True}
+    reply = peers.call(peer, "vaults.fetch", params)
     named = fetch_reply({**reply, "objects": []}, vault)[0]
     return {
         "vault": named["name"],

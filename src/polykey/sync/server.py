@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from dulwich.objects import Commit
 
+from polykey import codec
 from polykey.errors import InvalidInput, PolykeyError
 from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.ssh import PROTOCOL_VERSION
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 MAX_HAVES = 256
 PAGE_BYTES = 8 * 1024 * 1024  # raw object bytes in one page of a paged fetch
 PAGE_OBJECTS = 1024  # objects in one page: a clone's pages are checked as the next ones come
+FIRST_PAGE_OBJECTS = 256  # in the first page: made sooner, so the asker starts checking sooner
 READ_BATCH = 256  # records read in one query while a page is made
 READ_UP_TO = 64 * 1024  # a record larger than this is read on its own, when it is sent
 AHEAD_PAGES = 4  # pages made ahead, for all peers together (at most 8 MiB each)
@@ -212,6 +214,7 @@ class Fetch:
     haves: list[Any] = field(default_factory=list, repr=False)  # what is not a commit id is ignored
     at: tuple[int, int] | None = None  # a paged fetch: [object index, byte offset]
     head: str | None = None  # a later page: the head the first page named
+    raw: bool = False  # a paged fetch: each page as a raw page (codec.Page), not JSON
 
 
 @PEER_METHODS.method("vaults.fetch")
@@ -255,7 +258,7 @@ def fetch(c: PeerCall, p: Fetch) -> dict[str, Any]:
     cursor = result.get("next")
     if cursor is not None:  # made while this page travels and the peer asks for the next
         service.ahead.make((*key, *cursor), lambda: page(objects, planned_, *cursor))
-    return {**reply, **result}
+    return codec.Page(reply, **result) if p.raw else {**reply, **result}
 
 
 def page(
@@ -273,6 +276,7 @@ def _page(
 ) -> dict[str, Any]:
     out: list[bytes] = []
     size = 0
+    most = min(FIRST_PAGE_OBJECTS, PAGE_OBJECTS) if index == 0 else PAGE_OBJECTS
     result: dict[str, Any]
     while index < len(plan):
         # records a batch at a time; one larger than READ_UP_TO is read only when it is sent
@@ -289,7 +293,7 @@ def _page(
                 if cursor[0] < len(plan):
                     result["next"] = cursor
                 return result
-            if out and (size + length > PAGE_BYTES or len(out) >= PAGE_OBJECTS):
+            if out and (size + length > PAGE_BYTES or len(out) >= most):
                 return {"objects": out, "next": [index, 0]}
             out.append(record if record is not None else objects.wire(sha, kind))
             size += length
