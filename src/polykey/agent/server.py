@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import resource
@@ -118,6 +119,11 @@ class Agent(AgentPeering):
         log.info("agent started: pid %d, socket %s", os.getpid(), path)
         if ready is not None:
             ready(self.status())
+        # what start-up made (modules, the node, the method table) lives as long as the agent:
+        # out of the collector's sight, a clone's many short-lived objects no longer make it
+        # walk them all again
+        gc.collect()
+        gc.freeze()
         background = [
             asyncio.create_task(self._every(OUTBOX_INTERVAL_S, self._outbox)),
             asyncio.create_task(self._checkpoints()),

@@ -58,7 +58,7 @@ def keys_decrypt(node: Node, p: Data) -> dict[str, Any]:
 def keys_renew(node: Node, p: NoParams) -> dict[str, Any]:
     """A new key pair and NodeId; the peers this node knows are told at once (the others at
     the next contact). In a running agent, the agent then serves with the new key (its peer
-    port, discovery and relay registration made again: agent/server.py ``_renewed``)."""
+    port, discovery and relay registration made again: agent/peering.py ``_renewed``)."""
     from polykey.ids import encode_node_id
 
     old = encode_node_id(node.node_id)
