@@ -156,6 +156,7 @@ def test_the_next_page_is_made_ahead_for_the_same_peer_only(
     from polykey.ids import NodeId
     from polykey.node import FAST_INSECURE_KDF, Node
     from polykey.sync import server
+    from polykey.sync.service import AheadKey
     from polykey.vaults.errors import VaultNotFound
 
     monkeypatch.setattr(server, "PAGE_OBJECTS", 2)  # a page of two objects: several pages
@@ -169,10 +170,10 @@ def test_the_next_page_is_made_ahead_for_the_same_peer_only(
         node.acl.grant(vault.id, other, ["pull"])
         service = server.PeerService(node.vaults, node.acl, node.node_id, node.notifications)
         fresh = server.PeerService(node.vaults, node.acl, node.node_id, node.notifications)
-        made: list[server.AheadKey] = []
+        made: list[AheadKey] = []
         make = service.ahead.make
 
-        def counted(key: server.AheadKey, job: Any) -> None:
+        def counted(key: AheadKey, job: Any) -> None:
             made.append(key)
             make(key, job)
 
@@ -199,7 +200,7 @@ def test_the_next_page_is_made_ahead_for_the_same_peer_only(
 
 
 def test_pages_made_ahead_are_bounded() -> None:
-    from polykey.sync.server import AHEAD_PAGES, PagesAhead
+    from polykey.sync.service import AHEAD_PAGES, PagesAhead
 
     ahead = PagesAhead()
     keys = [(b"p", "v", b"h", frozenset[bytes](), i, 0) for i in range(AHEAD_PAGES + 2)]

@@ -67,6 +67,14 @@ def harden_process() -> None:
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
+def settle_heap() -> None:
+    """What start-up made (modules, the node, the method table) lives as long as the agent: out
+    of the collector's sight, a clone's many short-lived objects no longer make it walk them all
+    again."""
+    gc.collect()
+    gc.freeze()
+
+
 def peer_uid(sock: socket.socket | None) -> int | None:
     if sock is None or not hasattr(socket, "SO_PEERCRED"):
         return None
@@ -119,25 +127,8 @@ class Agent(AgentPeering):
         log.info("agent started: pid %d, socket %s", os.getpid(), path)
         if ready is not None:
             ready(self.status())
-        # what start-up made (modules, the node, the method table) lives as long as the agent:
-        # out of the collector's sight, a clone's many short-lived objects no longer make it
-        # walk them all again
-        gc.collect()
-        gc.freeze()
-        background = [
-            asyncio.create_task(self._every(OUTBOX_INTERVAL_S, self._outbox)),
-            asyncio.create_task(self._checkpoints()),
-            asyncio.create_task(self._every(AUDIT_CHECKPOINT_S, self._audit_checkpoint)),
-        ]
-        if self.sync_interval:
-            background.append(asyncio.create_task(self._every(self.sync_interval, self._sync)))
-            rediscover = self._every(REDISCOVER_CHECK_S, self._rediscover)
-            background.append(asyncio.create_task(rediscover))
-        if self.peer_limits is not None:
-            known = self._every(KNOWN_PEERS_INTERVAL_S, self._known_peers)
-            background.append(asyncio.create_task(known))
-        if self.discovery is not None:
-            background.append(asyncio.create_task(self.discovery.run()))
+        settle_heap()
+        background = self._background()
         try:
             async with server:
                 await self.stopping.wait()
@@ -156,6 +147,23 @@ class Agent(AgentPeering):
                 self.worker.submit(self._final_checkpoint)
             self.worker.shutdown(wait=True)
             self.git_worker.shutdown(wait=False)
+
+    def _background(self) -> list[asyncio.Task[Any]]:
+        """The agent's own jobs, on the loop: the outbox, checkpoints, background sync and
+        rediscovery, the known-peers list, discovery's publishing."""
+        jobs = [
+            self._every(OUTBOX_INTERVAL_S, self._outbox),
+            self._checkpoints(),
+            self._every(AUDIT_CHECKPOINT_S, self._audit_checkpoint),
+        ]
+        if self.sync_interval:
+            jobs.append(self._every(self.sync_interval, self._sync))
+            jobs.append(self._every(REDISCOVER_CHECK_S, self._rediscover))
+        if self.peer_limits is not None:
+            jobs.append(self._every(KNOWN_PEERS_INTERVAL_S, self._known_peers))
+        if self.discovery is not None:
+            jobs.append(self.discovery.run())
+        return [asyncio.create_task(job) for job in jobs]
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

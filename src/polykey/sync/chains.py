@@ -19,7 +19,7 @@ from typing import Any
 
 from polykey.errors import InvalidInput
 from polykey.ids import NodeId
-from polykey.sync.server import PEER_METHODS, PeerCall, PeerService
+from polykey.sync.service import PEER_METHODS, PeerCall, PeerService
 
 MAX_PAGE = 1000  # entries in one page either way
 GET_CHARS = 4 * 1024 * 1024  # stored characters in one page served

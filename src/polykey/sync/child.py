@@ -30,7 +30,7 @@ from polykey.store.nodefile import NodeFile, Transaction
 from polykey.store.records import Namespace
 from polykey.sync.checks import Intake, fetch_reply, land, validate, writer_ids, writers
 from polykey.sync.client import fetch_vault
-from polykey.sync.server import PEER_METHODS, PeerCall
+from polykey.sync.service import PEER_METHODS, PeerCall
 from polykey.trust.rotation import retired as retired_keys
 from polykey.trust.sigchain import DELEGATE, verify_entry
 from polykey.vaults.registry import VaultInfo, Vaults

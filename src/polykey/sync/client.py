@@ -323,7 +323,7 @@ def push(vaults: Vaults, peers: Peers, name: str, peer: NodeId | None = None) ->
 
 
 def _push_once(vaults: Vaults, peers: Peers, name: str, peer: NodeId | None) -> dict[str, Any]:
-    from polykey.sync.server import collect
+    from polykey.sync.service import collect
 
     info = vaults.info(name)
     if not info.origin:

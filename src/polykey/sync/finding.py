@@ -21,7 +21,7 @@ from typing import Any
 from polykey.errors import PolykeyError
 from polykey.ids import decode_node_id, encode_node_id
 from polykey.network.seeds import Reach
-from polykey.sync.server import PEER_METHODS, PeerCall
+from polykey.sync.service import PEER_METHODS, PeerCall
 
 
 @dataclass(frozen=True)

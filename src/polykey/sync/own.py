@@ -109,7 +109,7 @@ async def _sync_one(
     theirs: dict[str, Any],
     mirror: bool,
 ) -> dict[str, Any]:
-    from polykey.sync.server import collect
+    from polykey.sync.service import collect
 
     vault = vaults.open(info.name)
     if info.id not in theirs:
@@ -164,7 +164,7 @@ async def _send_new(
     vaults: Vaults, acl: Acl, client: PeerClient, peer: NodeId, info: VaultInfo, vault: Vault
 ) -> dict[str, Any]:
     """A vault the linked node lacks: it adopts it, id, name, tags, grants and all."""
-    from polykey.sync.server import collect
+    from polykey.sync.service import collect
 
     head = vault.head()
     if head is None:

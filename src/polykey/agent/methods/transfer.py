@@ -83,7 +83,7 @@ class VaultsObjects:
 def vaults_objects(node: Node, p: VaultsObjects) -> dict[str, Any]:
     """Every git object of a vault's history (type byte + raw body), and its writers (the
     allowed signers of `export git`)."""
-    from polykey.sync.server import collect
+    from polykey.sync.service import collect
     from polykey.trust.rotation import rotations
 
     vault = node.vaults.open(p.vault)
