@@ -444,3 +444,14 @@ def pass_settings(f: F) -> F:
         return f(s, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def split_address(text: str, *, need_path: bool = True) -> tuple[str, str]:
+    """VAULT:PATH -> (vault, path); VAULT alone is allowed where a directory may be the root."""
+    vault, sep, path = text.partition(":")
+    if not vault or (need_path and (not sep or not path)):
+        raise UsageError(
+            f"expected VAULT:PATH, got {text[:80]!r}",
+            hint="Name a secret as VAULT:PATH, for example work:db/password.",
+        )
+    return vault, path

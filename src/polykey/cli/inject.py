@@ -17,9 +17,15 @@ from typing import Any, TypeVar
 
 import click
 
-from polykey.cli.common import Settings, emit, node_options, pass_settings, password_options
+from polykey.cli.common import (
+    Settings,
+    emit,
+    node_options,
+    pass_settings,
+    password_options,
+    split_address,
+)
 from polykey.cli.envfmt import FORMATS, render, valid_name
-from polykey.cli.secrets import split_address
 from polykey.errors import InvalidInput, UsageError
 
 ORIGINAL = ".pass"  # interop/layout.py: an imported pass entry's file, not a field

@@ -25,8 +25,8 @@ from polykey.cli.common import (
     read_input,
     read_new_secret,
     read_secret,
+    split_address,
 )
-from polykey.cli.secrets import split_address
 from polykey.errors import InvalidInput, UsageError
 
 PROGRESS_FROM = 200  # entries; fewer finish before a bar is worth drawing

@@ -6,8 +6,7 @@ import io
 
 import click
 
-from polykey.cli.common import Settings, emit, node_options, pass_settings
-from polykey.cli.secrets import split_address
+from polykey.cli.common import Settings, emit, node_options, pass_settings, split_address
 from polykey.errors import InvalidInput
 
 

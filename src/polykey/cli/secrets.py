@@ -16,22 +16,12 @@ from polykey.cli.common import (
     node_options,
     pass_settings,
     read_input,
+    split_address,
 )
 from polykey.cli.safe_text import shown
 from polykey.errors import InvalidInput, UsageError
 
 MAX_DIR_FILES = 100_000
-
-
-def split_address(text: str, *, need_path: bool = True) -> tuple[str, str]:
-    """VAULT:PATH -> (vault, path); VAULT alone is allowed where a directory may be the root."""
-    vault, sep, path = text.partition(":")
-    if not vault or (need_path and (not sep or not path)):
-        raise UsageError(
-            f"expected VAULT:PATH, got {text[:80]!r}",
-            hint="Name a secret as VAULT:PATH, for example work:db/password.",
-        )
-    return vault, path
 
 
 def read_value_from_stdin(prompt: str) -> bytes:

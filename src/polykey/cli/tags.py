@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from polykey.cli.common import Settings, emit, node_options, pass_settings
+from polykey.cli.common import Settings, emit, node_options, pass_settings, split_address
 from polykey.cli.safe_text import shown
-from polykey.cli.secrets import split_address
 
 
 @click.group()
