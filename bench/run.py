@@ -17,6 +17,7 @@ from bench import (
     flat,
     health,
     interop,
+    lan,
     large,
     node,
     own,
@@ -43,6 +44,7 @@ SECTIONS = {
     "audit": audit.section,
     "child": child.section,
     "dht": dht.section,
+    "lan": lan.section,
     "relay": relay.section,
     "scale": scale.section,
 }

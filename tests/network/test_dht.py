@@ -1,7 +1,9 @@
 """The Mainline DHT (docs/spec/discovery.md section 7) on a local DHT of 20 libtorrent
 sessions on loopback: a record put by us is a BEP 44 item any client reads (Pkarr's seq and
-signature), one put by libtorrent's own client is read by us, forged and older records never
-win, nothing leaves loopback, and an agent's NodeId alone is enough to clone from it."""
+signature), one put by libtorrent's own client is read by us, a record naming only a relay is
+found with it, forged and older records never win, nothing leaves loopback, and an agent's
+NodeId alone is enough to clone from it (the finder's DHT list the setting kept in its node,
+`pk nodes dht-bootstrap`; the publisher's PK_DHT_BOOTSTRAP)."""
 
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ import pytest
 lt = pytest.importorskip("libtorrent")
 
 from polykey.crypto.signing import SigningKey  # noqa: E402
-from polykey.ids import NodeId  # noqa: E402
+from polykey.ids import NodeId, encode_node_id  # noqa: E402
 from polykey.network import krpc, pkarr  # noqa: E402
 from polykey.network.dht import ByDht, Dht, DhtConfig, RecordCache, verified  # noqa: E402
 from polykey.network.graph import Address  # noqa: E402
+from polykey.network.resolve import Resolver  # noqa: E402
 from tests.network.standins.local_dht import (  # noqa: E402
     HostileNode,
     LocalDht,
@@ -141,6 +144,26 @@ def test_a_node_publishes_and_another_session_resolves_it(local_dht: LocalDht) -
     found = asyncio.run(publish_then_find())
     assert found is not None
     assert (found.how, found.addresses) == ("dht", HERE + THERE)
+
+
+def test_a_node_naming_only_a_relay_is_found_with_that_relay(local_dht: LocalDht) -> None:
+    key = SigningKey(bytes([8]) * 32)  # behind NAT: reachable only through its relay
+    relay = f"{encode_node_id(NodeId(KEY.public))}@127.0.0.1:4444"
+    record = pkarr.sign(key, [], relays=[relay])
+
+    async def publish_then_find() -> Any:
+        alice = await with_dht(DhtConfig(local_dht.bootstrap))
+        bob = await with_dht(DhtConfig(local_dht.bootstrap[1:], read_only=True))
+        try:
+            await alice.put(record)
+            return await Resolver([ByDht(bob)]).find(NodeId(key.public))
+        finally:
+            await alice.close()
+            await bob.close()
+
+    found = asyncio.run(publish_then_find())
+    assert found is not None and found.how == "dht"
+    assert (found.addresses, [str(r) for r in found.relays]) == ((), [relay])
 
 
 def test_a_record_with_a_bad_signature_is_ignored(local_dht: LocalDht) -> None:
@@ -271,9 +294,12 @@ def test_an_agent_found_through_the_dht_is_cloned_from_by_nodeid_alone(
                 tmp_path / f"{name}.pk",
                 PK_PASSWORD=f"{name} pw",
                 PK_RUNTIME_DIR=str(tmp_path / "run"),
-                PK_DHT_BOOTSTRAP=local_dht.env,
             )
             pk(env, "bootstrap")
+            if name == "alice":
+                env["PK_DHT_BOOTSTRAP"] = local_dht.env
+            else:  # bob's list is the setting kept in his node
+                pk(env, "nodes", "dht-bootstrap", local_dht.env)
             env["ID"] = pk(env, "keys", "public").split()[0]
             envs[name] = env
         alice, bob = envs["alice"], envs["bob"]
@@ -295,6 +321,8 @@ def test_an_agent_found_through_the_dht_is_cloned_from_by_nodeid_alone(
         assert "DHT on (publishing" in pk(alice, "agent", "status")
 
         pk(bob, "agent", "start", "-b")  # finds others only: its DHT session looks up
+        sources = json.loads(pk(bob, "agent", "status", "--format", "json"))["dht_bootstrap"]
+        assert sources == {"on": True, "from": "setting", "in_use": local_dht.env.split(",")}
         pk(bob, "vaults", "clone", alice["ID"], "work")
         assert pk(bob, "secrets", "cat", "work:db") == "found in the DHT"
         found = json.loads(pk(bob, "nodes", "find", "--fresh", alice["ID"], "--format", "json"))

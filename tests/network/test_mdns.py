@@ -16,12 +16,15 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from polykey.crypto.signing import SigningKey
+from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network import mdns, pkarr
 from polykey.network.graph import Address
+from tests.support import pk_env, run_pk
 
 SEED_A, SEED_B = "11" * 32, "22" * 32
 PUBLIC_A = SigningKey(bytes.fromhex(SEED_A)).public.hex()
@@ -118,9 +121,10 @@ def announce(lans: dict[str, str]) -> Iterator[object]:
             proc.wait(timeout=30)
 
 
-def lookup(lans: dict[str, str], host: str, public: str) -> object:
+def lookup(lans: dict[str, str], host: str, public: str, *extra: str) -> object:
     ip = {**LAN1, **LAN2}[host]
-    done = subprocess.run(helper(lans[host], "lookup", public, ip), capture_output=True, timeout=60)
+    argv = helper(lans[host], "lookup", public, ip, *extra)
+    done = subprocess.run(argv, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     return json.loads(done.stdout)
 
@@ -140,6 +144,31 @@ def test_an_announcement_under_another_nodes_name_is_refused(
 ) -> None:
     announce("b", SEED_B, PUBLIC_A)  # type: ignore[operator]
     assert lookup(lans, "a", PUBLIC_A) is None
+
+
+def test_a_node_naming_only_a_relay_is_found_on_the_lan_with_that_relay(
+    lans: dict[str, str], announce: object
+) -> None:
+    relay = f"{encode_node_id(NodeId(SigningKey(bytes.fromhex(SEED_B)).public))}@10.232.2.3:1315"
+    announce("a", SEED_A, "--via", relay)  # type: ignore[operator]
+    assert lookup(lans, "b", PUBLIC_A, "--relays") == {"addresses": [], "relays": [relay]}
+
+
+def test_an_agent_started_in_the_background_with_lan_is_found_on_the_lan(
+    lans: dict[str, str], tmp_path: Path
+) -> None:
+    env = pk_env(tmp_path / "a.pk", PK_PASSWORD="a", PK_RUNTIME_DIR=str(tmp_path / "run"))
+    assert run_pk("bootstrap", env=env).returncode == 0
+    node_id = json.loads(run_pk("keys", "public", "--format", "json", env=env).stdout)["node_id"]
+    public_hex = bytes(decode_node_id(node_id)).hex()
+    start = ["agent", "start", "-b", "--host", LAN1["a"], "--port", "1314", "--lan", "--no-publish"]
+    argv = ["ip", "netns", "exec", lans["a"], sys.executable, "-m", "polykey", *start]
+    try:
+        started = subprocess.run(argv, env=env, capture_output=True, timeout=60)
+        assert started.returncode == 0, started.stderr.decode()
+        assert lookup(lans, "b", public_hex) == ["10.232.1.1:1314"]
+    finally:
+        run_pk("agent", "stop", env=env)
 
 
 def test_the_txt_properties_carry_the_record_and_nothing_else_counts() -> None:

@@ -72,7 +72,8 @@ class AgentJobs:
         self.lan = True
         self.relay_urls: list[str] | None = None
         self.public_addresses: list[Any] = []  # network.graph.Address: --public-address
-        self.dht_bootstrap: list[Any] = []  # network.graph.Address: PK_DHT_BOOTSTRAP; none: off
+        self.dht_bootstrap: list[Any] = []  # network.graph.Address; none: the DHT is off
+        self.dht_from = ""  # where that list came from: "PK_DHT_BOOTSTRAP", "setting"; "": none
         self.discovery: Any = None  # network.resolve.Discovery once peers are served
         # relays and seeds (docs/spec/discovery.md sections 9, 10): --relay, --via-relay
         self.relay_serving = False
@@ -241,9 +242,30 @@ class AgentJobs:
             **({"peers_connected": self._connected()} if self.peer_limits is not None else {}),
             **({"sync_problems": list(self.sync_problems.values())} if self.sync_problems else {}),
             **({"discovery": self.discovery.status()} if self.discovery is not None else {}),
+            **self._discovery_sources(),
             **({"reach": self.reach.status()} if self.reach is not None else {}),
             **({"portmap": self.portmap.status()} if self.portmap is not None else {}),
         }
+
+    def dht_in_use(self) -> dict[str, Any]:
+        """The DHT this agent runs: whether it is on, the bootstrap list it started with, and
+        where that list came from: PK_DHT_BOOTSTRAP, the node's setting (`pk nodes
+        dht-bootstrap`), or nowhere (off). A new setting counts from the next start."""
+        on = self.discovery is not None and self.discovery.dht is not None
+        return {
+            "on": on,
+            "from": self.dht_from or "off",
+            "in_use": [str(a) for a in self.dht_bootstrap],
+        }
+
+    def _discovery_sources(self) -> dict[str, Any]:
+        """Where the DHT bootstrap list and the Pkarr relays came from (`pk agent status`)."""
+        relays: dict[str, Any] = {"from": "setting"}
+        if self.relay_urls is not None:
+            relays = {"from": "PK_PKARR_RELAYS", "urls": list(self.relay_urls)}
+        elif self.discovery is not None:
+            relays["urls"] = list(self.discovery.relays.urls)
+        return {"dht_bootstrap": self.dht_in_use(), "pkarr_relays": relays}
 
     def _connected(self) -> dict[str, int]:
         """What peers hold open on the peer port now."""

@@ -24,7 +24,8 @@ READY_TIMEOUT_S = 60.0
 ENV_RELAYS = "PK_PKARR_RELAYS"
 """Comma-separated Pkarr relay URLs the agent uses instead of the node's list (tests)."""
 ENV_DHT = "PK_DHT_BOOTSTRAP"
-"""Comma-separated HOST:PORT of Mainline DHT nodes to join (or `mainline`); unset: no DHT."""
+"""Comma-separated HOST:PORT of Mainline DHT nodes to join (or `mainline`); it overrides the
+node's setting (`pk nodes dht-bootstrap`). Neither set (the default): no DHT."""
 LOG_MAX_BYTES_ENV = "PK_AGENT_LOG_MAX_BYTES"
 """Overrides the size at which agent.log rotates (tests); read by the agent process only."""
 
@@ -163,7 +164,7 @@ def agent() -> None:
     default=True,
     show_default=True,
     help="Publish this node's signed address record to the Pkarr relays configured "
-    "(`pk nodes relays`) and to the Mainline DHT (PK_DHT_BOOTSTRAP, with libtorrent); none "
+    "(`pk nodes relays`) and to the Mainline DHT (`pk nodes dht-bootstrap`, with libtorrent); none "
     "by default, so nothing is published until one is set. --no-publish: the DHT is only read.",
 )
 @click.option(
@@ -319,6 +320,21 @@ def _env_dht() -> tuple[Any, ...]:
     return parse_bootstrap(raw)
 
 
+def _dht_bootstrap(node: Any) -> tuple[list[Any], str]:
+    """The DHT bootstrap list the agent joins from, and where it came from: PK_DHT_BOOTSTRAP
+    when set (it overrides the setting), else the node's setting (`pk nodes dht-bootstrap`);
+    neither: none, and the DHT is off."""
+    env = _env_dht()
+    if env:
+        return list(env), ENV_DHT
+    kept = node.graph.dht_bootstrap()
+    if not kept:
+        return [], ""
+    from polykey.network.dht import parse_bootstrap
+
+    return list(parse_bootstrap(",".join(kept))), "setting"
+
+
 def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
     """Start the agent as a detached child; hand it the password on a pipe, never in argv/env."""
     runtime = _ensured(s)
@@ -331,7 +347,7 @@ def _spawn(s: Settings, password: bytes, opts: AgentOptions) -> dict[str, Any]:
         args += ["--sync-interval", str(opts.sync_interval)]
     args += ["--peer-idle", str(opts.peer_idle)]
     args += [] if opts.publish else ["--no-publish"]
-    args += [] if opts.lan else ["--no-lan"]
+    args += ["--lan"] if opts.lan else ["--no-lan"]  # the child's default is --no-lan
     for text in opts.public:
         args += ["--public-address", text]
     args += ["--relay"] if opts.relay else []
@@ -447,7 +463,7 @@ def _serve(
     agent_.publish, agent_.lan = opts.publish, opts.lan
     agent_.relay_urls = list(opts.relays) if opts.relays is not None else None
     agent_.public_addresses = [parse_address(a) for a in opts.public]
-    agent_.dht_bootstrap = list(_env_dht())
+    agent_.dht_bootstrap, agent_.dht_from = _dht_bootstrap(node)
     _set_relaying(agent_, opts)
     agent_.map_port = opts.map_port
     token = sessions.issue()
@@ -533,6 +549,7 @@ def status(s: Settings) -> None:
         )
     if isinstance(found, dict):
         lines.append(f"{'reachable':<9} {_reachable(found, shown)}")
+    lines.extend(_source_lines(live, shown))
     reach = live.get("reach")
     if isinstance(reach, dict):
         lines.extend(_reach_lines(reach, shown))
@@ -561,6 +578,32 @@ def _reachable(d: dict[str, Any], shown: Any) -> str:
     else:
         parts.append("DHT off")
     return "; ".join(parts)
+
+
+def _source_lines(live: dict[str, Any], shown: Any) -> list[str]:
+    """Whether the DHT is on and where its bootstrap list came from; where the Pkarr relays
+    came from (the node's settings, or the environment that overrides them)."""
+    lines = []
+    dht = live.get("dht_bootstrap")
+    if isinstance(dht, dict):
+        where = {ENV_DHT: ENV_DHT, "setting": "the setting (`pk nodes dht-bootstrap`)"}
+        source = where.get(str(dht.get("from")))
+        if source is None:
+            text = "off: no bootstrap list (`pk nodes dht-bootstrap HOST:PORT|mainline`)"
+        elif dht.get("on"):
+            text = f"on, bootstrap list from {source}"
+        else:
+            text = f"off: not started, though {source} gives a list (see agent.log)"
+        lines.append(f"{'dht':<9} {text}")
+    relays = live.get("pkarr_relays")
+    if isinstance(relays, dict):
+        env = relays.get("from") == ENV_RELAYS
+        source = ENV_RELAYS if env else "the setting (`pk nodes relays`)"
+        urls = relays.get("urls")
+        count = f"{len(urls)} Pkarr relay(s)" if isinstance(urls, list) else "Pkarr relays"
+        count = "no Pkarr relay" if urls == [] else count
+        lines.append(f"{'relays':<9} {shown(count)} from {source}")
+    return lines
 
 
 def _reach_lines(r: dict[str, Any], shown: Any) -> list[str]:

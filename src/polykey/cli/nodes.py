@@ -268,7 +268,7 @@ def _size(count: int) -> str:
     return f"{value:.1f} GiB"
 
 
-# --- discovery (docs/spec/discovery.md): `pk nodes find`, `pk nodes relays` -------------------
+# --- discovery (docs/spec/discovery.md): `pk nodes find`, `relays`, `dht-bootstrap` ----------
 # Commands of the `pk nodes` group (cli/peers.py adds them).
 
 HOW_SHOWN = {
@@ -351,6 +351,74 @@ def _relays_here(s: Settings, urls: object) -> dict[str, object]:
         if isinstance(urls, list):
             node.graph.set_relays(list(dict.fromkeys(check_relay_url(u) for u in urls)))
         return {"relays": node.graph.relays()}
+
+
+@click.command("dht-bootstrap")
+@node_options
+@click.argument("entries", metavar="[HOST:PORT|mainline]...", nargs=-1)
+@click.option("--clear", is_flag=True, help="No bootstrap list: the DHT stays off.")
+@pass_settings
+def dht_bootstrap(s: Settings, entries: tuple[str, ...], clear: bool) -> None:
+    """Show the Mainline DHT bootstrap list, or set it (`--clear`: none, the DHT off).
+
+    An agent joins the DHT from these nodes, to publish this node's signed address record and
+    look others up: HOST:PORT of DHT nodes, or `mainline` for the public DHT's routers (needs
+    libtorrent: pip install polykey[dht]). None by default: nothing is sent to the DHT. Used
+    from the next `pk agent start`; PK_DHT_BOOTSTRAP, when set, overrides it.
+    """
+    from polykey.errors import UsageError
+
+    if clear and entries:
+        raise UsageError("give entries or --clear, not both")
+    params: dict[str, object] = {}
+    if clear or entries:
+        params = {"bootstrap": [] if clear else list(entries)}
+    if s.agent() is not None:
+        r = s.call("nodes.dht_bootstrap", params)
+    else:
+        r = _dht_bootstrap_here(s, params.get("bootstrap"))
+    emit(s, "\n".join(_dht_lines(r, changed=bool(params))), r)
+
+
+def _dht_bootstrap_here(s: Settings, entries: object) -> dict[str, object]:
+    from polykey.network.dht import bootstrap_entries
+
+    with s.open_node() as node:
+        if isinstance(entries, list):
+            node.graph.set_dht_bootstrap(bootstrap_entries(entries) if entries else [])
+        return {"bootstrap": node.graph.dht_bootstrap()}
+
+
+def _dht_lines(r: dict[str, object], *, changed: bool) -> list[str]:
+    """The list; then what it means now: the agent's own list (which it keeps until it
+    starts again), PK_DHT_BOOTSTRAP overriding it, libtorrent missing."""
+    from polykey.cli.safe_text import shown
+    from polykey.network.dht import available
+
+    listed = r["bootstrap"]
+    assert isinstance(listed, list)
+    lines = [shown(e) for e in listed] or ["No DHT bootstrap list: the DHT is off."]
+    if changed:
+        lines.append("Used from the next `pk agent start`.")
+    if os.environ.get("PK_DHT_BOOTSTRAP", "").strip():
+        lines.append("PK_DHT_BOOTSTRAP is set here: an agent started with it uses that instead.")
+    used = r.get("in_use")
+    if isinstance(used, list) and r.get("from") == "PK_DHT_BOOTSTRAP":
+        lines.append(f"The running agent uses PK_DHT_BOOTSTRAP: {', '.join(map(shown, used))}.")
+    elif isinstance(used, list) and used != _expanded(listed) and "from" in r:
+        now = ", ".join(map(shown, used)) or "none (DHT off)"
+        lines.append(f"The running agent uses the list it started with: {now}.")
+    if listed and not available():
+        lines.append("libtorrent is not installed: the DHT stays off (pip install polykey[dht]).")
+    return lines
+
+
+def _expanded(entries: list[object]) -> list[str]:
+    from polykey.network.dht import parse_bootstrap
+
+    if not entries:
+        return []
+    return [str(a) for a in parse_bootstrap(",".join(str(e) for e in entries))]
 
 
 # --- seeds and the home relay (docs/spec/discovery.md sections 9, 10) ------------------------

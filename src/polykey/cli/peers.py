@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from polykey.cli.common import Settings, emit, node_options, pass_settings
-from polykey.cli.nodes import find, home_relay, relays, seeds
+from polykey.cli.nodes import dht_bootstrap, find, home_relay, relays, seeds
 from polykey.cli.safe_text import indented, shown
 
 
@@ -211,5 +211,6 @@ def connections(s: Settings) -> None:
 
 nodes.add_command(find)  # discovery (network/resolve.py): written beside `pk node`'s commands
 nodes.add_command(relays)
+nodes.add_command(dht_bootstrap)
 nodes.add_command(seeds)  # seeds and relays of connections (network/seeds.py, relay.py)
 nodes.add_command(home_relay)

@@ -5,8 +5,9 @@ is started; without it ``available()`` is False and discovery uses the Pkarr rel
 
 A session is made from ``session_settings``, never from libtorrent's defaults: no default
 bootstrap router, no local peer discovery, UPnP or NAT-PMP, listening only on the interface
-given; it learns the DHT from the bootstrap list the user configured (``PK_DHT_BOOTSTRAP``;
-none by default, so no DHT runs). A ``read_only`` session (``--no-publish``) answers no query
+given; it learns the DHT from the bootstrap list the user configured (`pk nodes
+dht-bootstrap`, kept in the node, or ``PK_DHT_BOOTSTRAP``, which overrides it; none by default,
+so no DHT runs). A ``read_only`` session (``--no-publish``) answers no query
 and puts nothing: it only looks records up.
 
 Reads use libtorrent's ``dht_get_mutable_item(public_key, salt)``: each answer is the item's
@@ -33,7 +34,7 @@ from polykey.ids import NodeId
 from polykey.network import pkarr
 from polykey.network.graph import Address, parse_address
 from polykey.network.krpc import Krpc, PutResult, is_loopback
-from polykey.network.resolve import Found
+from polykey.network.resolve import Found, relays_of
 
 log = logging.getLogger("polykey.network")
 
@@ -57,19 +58,35 @@ def available() -> bool:
     return True
 
 
+BOOTSTRAP_HINT = "Give HOST:PORT of DHT nodes, or `mainline` for the public DHT's routers."
+
+
 def parse_bootstrap(text: str) -> tuple[Address, ...]:
     """A comma-separated list of HOST:PORT, or ``mainline`` for the public DHT's routers."""
     found: list[Address] = []
-    for part in (p.strip() for p in text.split(",")):
-        if part == "mainline":
-            found.extend(MAINLINE)
-        elif part:
-            found.append(parse_address(part))
-    if not found:
-        raise InvalidInput(
-            "the DHT bootstrap list is empty", hint="Give HOST:PORT,... or `mainline`."
-        )
+    for part in bootstrap_entries([text]):
+        found.extend(MAINLINE if part == "mainline" else [parse_address(part)])
     return tuple(dict.fromkeys(found))
+
+
+def bootstrap_entries(texts: Sequence[str]) -> list[str]:
+    """The entries of a bootstrap list as kept (`pk nodes dht-bootstrap`): each ``mainline``
+    or a checked ``HOST:PORT``, once, in order; each text may hold several, comma-separated.
+    InvalidInput (exit 3) for anything else, or for none at all."""
+    entries: list[str] = []
+    for part in (p.strip() for text in texts for p in text.split(",")):
+        if part == "mainline":
+            entries.append(part)
+        elif part:
+            try:
+                entries.append(str(parse_address(part)))
+            except InvalidInput:
+                raise InvalidInput(
+                    f"not a DHT bootstrap entry: {part[:80]!r}", hint=BOOTSTRAP_HINT
+                ) from None
+    if not entries:
+        raise InvalidInput("the DHT bootstrap list is empty", hint=BOOTSTRAP_HINT)
+    return list(dict.fromkeys(entries))
 
 
 @dataclass(frozen=True)
@@ -326,4 +343,5 @@ class ByDht:
         if record is None:
             return None
         log.info("found in the DHT in %.0f ms", (time.monotonic() - started) * 1000)
-        return Found(node_id, record.addresses, self.how, "mainline DHT")
+        relays = relays_of(record.relays)  # a node behind NAT may name relays and no address
+        return Found(node_id, record.addresses, self.how, "mainline DHT", relays=relays)

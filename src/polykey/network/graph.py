@@ -2,8 +2,8 @@
 
 An entry is the address of a NodeId, how it came (``manual``: `pk nodes add`; ``lan``,
 ``relay``, ``peer``: found by discovery, docs/spec/discovery.md) and when. The discovery
-settings (the Pkarr relays) live in the same namespace under a key starting with ``@``, which
-no NodeId does.
+settings (the Pkarr relays, the DHT bootstrap list) live in the same namespace under keys
+starting with ``@``, which no NodeId does.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from polykey.store.records import Namespace
 
 GRAPH = Namespace("nodes/graph")
 RELAYS_KEY = b"@relays"
+DHT_BOOTSTRAP_KEY = b"@dht-bootstrap"
 MANUAL = "manual"
 HOW = frozenset({MANUAL, "lan", "relay", "dht", "peer"})
 
@@ -120,11 +121,31 @@ class Graph:
         return list(urls)
 
     def set_relays(self, urls: Sequence[str]) -> None:
+        self._set_list(RELAYS_KEY, "relays", urls)
+
+    def dht_bootstrap(self) -> list[str]:
+        """The Mainline DHT nodes an agent joins from (``HOST:PORT`` or ``mainline``, as
+        network/dht.py checked them); none by default: no DHT."""
+        raw = self.store.get(GRAPH, DHT_BOOTSTRAP_KEY)
+        if raw is None:
+            return []
+        try:
+            entries = json.loads(raw)["bootstrap"]
+            if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise NodeDamaged("the DHT bootstrap list record is malformed") from None
+        return list(entries)
+
+    def set_dht_bootstrap(self, entries: Sequence[str]) -> None:
+        self._set_list(DHT_BOOTSTRAP_KEY, "bootstrap", entries)
+
+    def _set_list(self, key: bytes, field: str, values: Sequence[str]) -> None:
         with self.store.write() as tx:
-            if urls:
-                tx.put(GRAPH, RELAYS_KEY, json.dumps({"relays": list(urls)}).encode())
+            if values:
+                tx.put(GRAPH, key, json.dumps({field: list(values)}).encode())
             else:
-                tx.delete(GRAPH, RELAYS_KEY)
+                tx.delete(GRAPH, key)
 
 
 def _decode(raw: bytes) -> Entry:

@@ -2,9 +2,10 @@
 
 An agent serving peers on a LAN address announces ``<name>._polykey._tcp.local.`` (``name``
 the z-base-32 of its key) whose TXT properties carry its own signed Pkarr record for those
-addresses (``v=1``, then ``r0``, ``r1``, ... the relay payload's base64 in pieces), so a
-resolver takes only what the node itself signed: another host on the LAN can answer for the
-name, but not with a record that verifies. The SRV and A records are not used for the address.
+addresses and the relays it names (``v=1``, then ``r0``, ``r1``, ... the relay payload's
+base64 in pieces), so a resolver takes only what the node itself signed: another host on the
+LAN can answer for the name, but not with a record that verifies. The SRV and A records are not
+used for the address (a record naming only relays still has A records: this machine's).
 docs/spec/discovery.md section 4.
 
 zeroconf runs its own thread; its blocking calls are made from worker threads here.
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
 from polykey.ids import NodeId
 from polykey.network import pkarr, zbase32
-from polykey.network.resolve import Found
+from polykey.network.resolve import Found, relays_of
 
 if TYPE_CHECKING:
     from zeroconf import ServiceInfo, Zeroconf
@@ -31,6 +33,7 @@ SERVICE = "_polykey._tcp.local."
 LOOKUP_TIMEOUT_S = 1.5  # Polykey's mDNS query timeout
 PIECE_CHARS = 200  # base64 characters per TXT property (each at most 255 bytes)
 MAX_PIECES = 8
+CLOSE_WAIT_S = 5.0  # for a registration under way (its probes and announcements take ~2 s)
 
 
 def instance(public: bytes) -> str:
@@ -78,11 +81,14 @@ class Announcer:
         self.zc = zc
         self.port = port
         self.info: ServiceInfo | None = None
+        self._busy: asyncio.Future[None] | None = None  # a registration under way (a thread)
 
     def _info(self, record: pkarr.SignedRecord) -> ServiceInfo:
         from zeroconf import ServiceInfo
 
-        v4 = [a.host for a in record.addresses if _is_v4(a.host)]
+        # A records, not used for the address but needed for a complete DNS-SD answer: the
+        # record's own, else (it names relays only, or names) this machine's LAN addresses
+        v4 = [a.host for a in record.addresses if _is_v4(a.host)] or lan_addresses()[:5]
         return ServiceInfo(
             SERVICE,
             instance(record.public),
@@ -95,12 +101,25 @@ class Announcer:
     async def announce(self, record: pkarr.SignedRecord) -> None:
         info = self._info(record)
         if self.info is None:
-            await asyncio.to_thread(self.zc.register_service, info, allow_name_change=False)
+            call = asyncio.to_thread(self.zc.register_service, info, allow_name_change=False)
         else:
-            await asyncio.to_thread(self.zc.update_service, info)
-        self.info = info
+            call = asyncio.to_thread(self.zc.update_service, info)
+        before, self.info = self.info, info
+        self._busy = asyncio.ensure_future(call)
+        try:
+            await asyncio.shield(self._busy)  # cancelled, the thread goes on: close() waits
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.info = before  # not registered: the next round registers again
+            raise
 
     async def close(self) -> None:
+        """Unregistered (goodbye packets), after a registration under way has ended (a thread
+        left registering on a closed zeroconf never ends, and the agent's exit waits on it)."""
+        if self._busy is not None and not self._busy.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._busy), CLOSE_WAIT_S)
         if self.info is not None:
             await asyncio.to_thread(self.zc.unregister_service, self.info)
             self.info = None
@@ -125,7 +144,7 @@ class ByLan:
         except pkarr.BadRecord as exc:
             log.info("a LAN answer for a node was refused: %s", exc.detail)
             return None
-        return Found(node_id, record.addresses, self.how, "mdns")
+        return Found(node_id, record.addresses, self.how, "mdns", relays=relays_of(record.relays))
 
     def _ask(self, public: bytes) -> dict[bytes, bytes | None] | None:
         from zeroconf import ServiceInfo

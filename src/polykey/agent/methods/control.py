@@ -160,3 +160,23 @@ async def nodes_relays(c: Caller, p: NodesRelays) -> dict[str, Any]:
     current = await loop.run_in_executor(c.agent.worker, graph.relays)
     used = c.agent.relay_urls
     return {"relays": current, **({"in_use": used} if used is not None else {})}
+
+
+@dataclass(frozen=True)
+class NodesDhtBootstrap:
+    bootstrap: list[str] | None = field(default=None, repr=False)  # None: only read the list
+
+
+@CONTROL.method("nodes.dht_bootstrap")
+async def nodes_dht_bootstrap(c: Caller, p: NodesDhtBootstrap) -> dict[str, Any]:
+    """The node's DHT bootstrap list; given a list, it replaces it (an empty list: none). The
+    agent keeps the list it started with: a new one is used from its next start."""
+    from polykey.network.dht import bootstrap_entries
+
+    graph = c.agent.node.graph
+    loop = asyncio.get_running_loop()
+    if p.bootstrap is not None:
+        entries = bootstrap_entries(p.bootstrap) if p.bootstrap else []
+        await loop.run_in_executor(c.agent.worker, graph.set_dht_bootstrap, entries)
+    current = await loop.run_in_executor(c.agent.worker, graph.dht_bootstrap)
+    return {"bootstrap": current, **c.agent.dht_in_use()}
