@@ -10,9 +10,10 @@ import pytest
 
 from polykey.crypto.signing import SigningKey
 from polykey.errors import InvalidInput
-from polykey.network import pkarr, zbase32
+from polykey.network import pkarr, resolve, zbase32
 from polykey.network.graph import Address
 from polykey.network.relays import Relays, check_relay_url, retry_after
+from polykey.network.resolve import Discovery
 from tests.network.standins.pkarr_relay import PkarrRelayStandIn
 
 KEY = SigningKey(bytes(32))
@@ -119,3 +120,50 @@ def test_retry_after_is_bounded_and_tolerant() -> None:
     assert retry_after(None) == retry_after("Fri, 18 Oct 2024 13:24:21 GMT") == 60.0
     assert retry_after("-3") == retry_after("nan") == 60.0
     assert retry_after("999999") == 3600.0
+
+
+def _discovery(relay: PkarrRelayStandIn, *addresses: Address) -> Discovery:
+    return Discovery(KEY, Relays([relay.url]), publish=True, lan=False, public=addresses)
+
+
+def test_a_restarted_agent_whose_clock_went_back_still_replaces_its_record(
+    relay: PkarrRelayStandIn,
+) -> None:
+    """An earlier run, its clock an hour ahead, left a newer record: the relay answers 409, and
+    the agent signs again after the record held (soak pkarr/clock-back found it stuck)."""
+    hour_ahead = pkarr.now_us() + 3600 * 1_000_000
+    held = asyncio.run(Relays([relay.url]).publish(pkarr.sign(KEY, [HERE], hour_ahead)))
+    assert held[0].stored
+    moved = Address("192.0.2.2", 1314)
+    assert asyncio.run(_discovery(relay, moved).announce((moved,)))
+    assert [status for _, status in relay.puts[-2:]] == [409, 204]
+    found = asyncio.run(Relays([relay.url]).resolve(KEY.public))
+    assert found is not None
+    assert found[1].addresses == (moved,) and found[1].timestamp == hour_ahead + 1
+
+
+def test_a_record_nothing_took_is_published_again_soon_not_in_five_minutes(
+    relay: PkarrRelayStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429 (Retry-After 1 s) on the first publish: the record is tried again once the wait
+    is over, not at the next 5-minute republish (soak pkarr/limited found it stale)."""
+    monkeypatch.setattr(resolve, "RETRY_S", 0.5)
+    relay.limit, relay.retry_after = 0, "1"
+
+    async def main() -> list[tuple[str, int]]:
+        task = asyncio.create_task(_discovery(relay, HERE).run())
+        try:
+            for _ in range(200):  # 10 s at most
+                await asyncio.sleep(0.05)
+                if relay.puts and relay.puts[0][1] == 429:
+                    relay.limit = None  # the relay takes records again
+                if relay.puts and relay.puts[-1][1] == 204:
+                    break
+        finally:
+            task.cancel()
+        return list(relay.puts)
+
+    puts = asyncio.run(main())
+    assert [status for _, status in puts] == [429, 204]  # no PUT inside the Retry-After
+    found = asyncio.run(Relays([relay.url]).resolve(KEY.public))
+    assert found is not None and found[1].addresses == (HERE,)

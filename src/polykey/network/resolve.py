@@ -151,6 +151,7 @@ def dht_for(bootstrap: Sequence[Address], interface: str, *, read_only: bool) ->
     return dht.Dht(dht.DhtConfig(tuple(bootstrap), host, read_only=read_only))
 
 
+RETRY_S = 5.0  # a record nothing took: published again after this, doubling
 REPUBLISH_S = 300.0  # Iroh's; records vanish from the DHT unless republished
 ADDRESS_CHECK_S = 30.0  # how often a wildcard host's addresses are looked at again
 LOOPBACK = ("127.", "::1", "localhost")
@@ -236,21 +237,42 @@ class Discovery:
 
     async def run(self) -> None:
         """Publish now, then whenever the addresses or relays change or REPUBLISH_S has
-        passed. A loopback agent registered with a relay publishes the relay alone."""
+        passed. A loopback agent registered with a relay publishes the relay alone. A record
+        that nothing took (every relay limited, in conflict or unreachable, no DHT node
+        storing it) is published again after RETRY_S, doubling up to REPUBLISH_S; a relay's
+        Retry-After is kept by the relay list itself (network/relays.py)."""
         loop = asyncio.get_running_loop()
-        due = 0.0
+        due, retry = 0.0, RETRY_S
         while True:
             addresses = await asyncio.to_thread(self.current_addresses)
             changed = addresses != self.addresses or self.via != self.published_via
             if (addresses or self.via) and (changed or loop.time() >= due):
                 try:
-                    await self.announce(addresses)
+                    taken = await self.announce(addresses)
                 except Exception as exc:  # the next round tries again
                     log.warning("publishing the record failed: %s", type(exc).__name__)
-                due = loop.time() + REPUBLISH_S
-            await asyncio.sleep(ADDRESS_CHECK_S)
+                    taken = False
+                if taken:
+                    due, retry = loop.time() + REPUBLISH_S, RETRY_S
+                else:
+                    due, retry = loop.time() + retry, min(retry * 2, REPUBLISH_S)
+            await asyncio.sleep(min(ADDRESS_CHECK_S, max(0.5, due - loop.time())))
 
-    async def announce(self, addresses: tuple[Address, ...]) -> None:
+    async def announce(self, addresses: tuple[Address, ...]) -> bool:
+        """Sign and announce this node's record; True when something took it (a relay, a DHT
+        node, or nothing to publish to: the LAN only). A relay or DHT node that holds a newer
+        record of this key (one signed before a restart, at a clock since stepped back) is
+        answered at once with a record stamped after it."""
+        taken, newer = await self._announce(addresses)
+        if newer is not None and newer >= self.last_timestamp:
+            log.info("a newer record of this node is held: signing again after it")
+            self.last_timestamp = newer
+            taken, _ = await self._announce(addresses)
+        return taken
+
+    async def _announce(self, addresses: tuple[Address, ...]) -> tuple[bool, int | None]:
+        """Announce once: whether it was taken, and the timestamp of a newer record of this
+        key held where it was refused as older (None: no such refusal)."""
         from polykey.network import pkarr
 
         stamp = max(pkarr.now_us(), self.last_timestamp + 1)
@@ -259,8 +281,9 @@ class Discovery:
         self.last_timestamp, self.addresses, self.published_via = stamp, addresses, via
         if self.announcer is not None:
             await self.announcer.announce(record)
-        if not self.publish:
-            return
+        if not self.publish or (not self.relays and self.dht is None):
+            return True, None
+        taken, conflict = False, False
         if self.relays:
             outcomes = await self.relays.publish(record)
             self.outcomes = [
@@ -270,12 +293,35 @@ class Discovery:
             ]
             self.published_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             log.info("record published: %s", ", ".join(o.result for o in outcomes))
+            taken = any(o.stored for o in outcomes)
+            conflict = any(o.result == "conflict" for o in outcomes)
         if self.dht is not None and not self.dht.config.read_only:
             put = await self.dht.put(record)
             self.published_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             log.info(
                 "record put in the DHT: %s on %d of %d node(s)", put.result, put.stored, put.asked
             )
+            taken = taken or put.stored > 0
+            conflict = conflict or put.newer > 0
+        elif self.dht is not None:
+            taken = taken or not self.relays  # read-only: nothing of it to take
+        return taken, (await self._held_newer() if conflict else None)
+
+    async def _held_newer(self) -> int | None:
+        """The timestamp of this key's record held by the relays or the DHT (verified as
+        signed by this key), if it is not older than the last one signed here."""
+        public = self.key.public
+        stamps: list[int] = []
+        if self.relays:
+            found = await self.relays.resolve(public)
+            if found is not None:
+                stamps.append(found[1].timestamp)
+        if self.dht is not None:
+            record = await self.dht.get(public)
+            if record is not None:
+                stamps.append(record.timestamp)
+        newest = max(stamps, default=None)
+        return newest if newest is not None and newest >= self.last_timestamp else None
 
     def status(self) -> dict[str, Any]:
         return {
