@@ -9,7 +9,8 @@ address found before); when it has none, the discovery strategies run at once (t
 them with ``set_resolver``; without an agent, the relays configured in the node), each found
 address is dialled in turn, and the one that answers is kept in the graph with how it was
 found. A found address that stops answering is looked up again once; a hand-added one never
-is replaced. The seeds (network/seeds.py), if any, are asked too (``nodes.find``).
+is replaced. The peers this node is connected to now, and the seeds (network/seeds.py) if
+any, are asked too (``nodes.find``), in that order.
 
 When no address answers, the node is reached through a relay (network/relay.py): the relays
 discovery or a seed named for it, else those it was last reached through. Through each, a
@@ -24,7 +25,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from polykey.ids import NodeId, encode_node_id
+from polykey.errors import InvalidInput
+from polykey.ids import NodeId, decode_node_id, encode_node_id
 from polykey.network.graph import MANUAL, Address, Graph, UnknownNode
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+ASK_CONNECTED = 8  # connected peers asked where a node is, before the seeds
 SEEDS_FRESH_S = 300.0  # how long the seeds named by DNS are used before they are looked up again
 
 Serve = Callable[[NodeId, str, dict[str, Any]], dict[str, Any]]
@@ -96,7 +99,7 @@ class Peers:
                 from polykey.network.resolve import ByRelays
 
                 base = Resolver([ByRelays(Relays(urls))])
-        if not self.reach.seeds():
+        if not self.reach.seeds() and not self.pool.connections():
             return base
         from polykey.network.seeds import AskSeeds
 
@@ -323,9 +326,24 @@ class Peers:
             self._seeds = (time.monotonic(), expand(self.reach.seeds()))
         return self._seeds[1]
 
+    def connected(self) -> list[Seed]:
+        """The peers this node holds an SSH connection to now (newest use first), as they are
+        asked where a node is: each at the address it is connected at."""
+        from polykey.network.graph import parse_address
+        from polykey.network.seeds import Seed
+
+        out: list[Seed] = []
+        for c in sorted(self.pool.connections(), key=lambda c: float(c["idle_s"])):
+            try:
+                out.append(Seed(decode_node_id(c["node_id"]), parse_address(c["address"])))
+            except InvalidInput:  # InvalidNodeId and a bad address alike
+                continue
+        return out[:ASK_CONNECTED]
+
     def ask_seeds(self, node_id: NodeId) -> list[Told]:
-        """Ask the seeds where ``node_id`` is, one after another until one names an address
-        (blocking; the seeds are dialled at their own addresses, never resolved)."""
+        """Ask the peers connected now, then the seeds, where ``node_id`` is, one after another
+        until one names an address (blocking; each is reached at its own address, the
+        connected ones over the connection held, never resolved)."""
         from polykey.network.seeds import Told, told
         from polykey.network.ssh import PeerError, PeerUnreachable
 
@@ -335,7 +353,8 @@ class Peers:
             return await client.call("nodes.find", wanted)
 
         answers: list[Told] = []
-        for seed in self.seed_nodes():
+        asked = {(s.node_id, s.address): s for s in [*self.connected(), *self.seed_nodes()]}
+        for seed in asked.values():
             if seed.node_id == node_id:
                 return [Told(seed, (seed.address,), ())]
             try:

@@ -5,7 +5,8 @@ returning what it found or None. ``Resolver.find`` starts them all, takes the fi
 answers with addresses, and cancels the rest; a strategy that fails (an exception) counts as
 no answer and is logged. Nothing here authenticates: the SSH host key pin does when the
 address is dialled (docs/spec/discovery.md section 5). The node graph, the first strategy, is
-read by ``Peers`` on its own thread before any of these start (it answers at once).
+read by ``Peers`` on its own thread before any of these start (it answers at once); asking
+peers (the connected ones, then the seeds: ``peer``) is network/seeds.py's ``AskSeeds``.
 
 ``Discovery`` is the other half, an agent's: publishing its own record (relays, the DHT,
 the LAN) and building the resolver its Peers use (section 6).
@@ -126,15 +127,6 @@ class ByRelays:
             return None
         relay, record = answer
         return Found(node_id, record.addresses, self.how, relay, relays=relays_of(record.relays))
-
-
-class PeerAsking(Protocol):
-    """Asking the nodes this one is connected to where ``node_id`` is (Polykey's Kademlia
-    lookup and its signalling path would sit here). Not built yet: an interface only."""
-
-    how: str  # "peer"
-
-    async def find(self, node_id: NodeId) -> Found | None: ...
 
 
 def dht_for(bootstrap: Sequence[Address], interface: str, *, read_only: bool) -> Dht | None:

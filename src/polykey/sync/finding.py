@@ -10,7 +10,7 @@ here authenticates anything: the SSH host key pin does when the address is diall
 ``peer.observed`` ("I see you as HOST:PORT") is answered by the transport itself
 (network/ssh.py), which alone knows where the peer came from.
 
-Registered in the one peer registry of sync/server.py.
+Registered in the one peer registry (sync/service.py).
 """
 
 from __future__ import annotations
