@@ -353,7 +353,8 @@ class Peers:
             return await client.call("nodes.find", wanted)
 
         answers: list[Told] = []
-        asked = {(s.node_id, s.address): s for s in [*self.connected(), *self.seed_nodes()]}
+        others = [s for s in self.connected() if s.node_id != node_id]  # not where it is now
+        asked = {(s.node_id, s.address): s for s in [*others, *self.seed_nodes()]}
         for seed in asked.values():
             if seed.node_id == node_id:
                 return [Told(seed, (seed.address,), ())]
