@@ -125,20 +125,28 @@ class AgentPeering(AgentJobs):
             await stream.finish()
 
         key = ssh_key(self.node.key.signing.openssh_private_pem())
-        self.peer_limits = PeerLimits()
-        if self.relay_serving:
+        if self.peer_limits is None:  # after a renewal, the same: it counts what is still open
+            self.peer_limits = PeerLimits()
+        if self.relay_serving and self.relay is None:  # kept too: its registrations stay
             from polykey.network.relay import RATE, Relay
 
-            self.relay = service.relay = Relay(self.peer_limits, rate=self.relay_rate or RATE)
+            self.relay = Relay(self.peer_limits, rate=self.relay_rate or RATE)
+        service.relay = self.relay
         await loop.run_in_executor(self.worker, self._known_peers)
         self.peer_server = await serve(
             host, port, key, handle, git, self.peer_limits, idle, relay=self.relay
         )
         from polykey.network.punch import Puncher
         from polykey.network.ssh import serve_socket
+        from polykey.network.sshserver import serve_relayed
 
         async def accept(sock: Any) -> Any:  # a punched socket (network/punch.py)
             return await serve_socket(sock, key, handle, git, self.peer_limits, idle)
+
+        async def relayed(conn: Any, name: str, port: int) -> Any:  # network/relay.py
+            return await serve_relayed(conn, name, port, key, handle, git, self.peer_limits, idle)
+
+        self.serve_relayed = relayed
 
         self.puncher = Puncher(key, accept, host=host, relay=self.relay)
         if self.relay is not None:
@@ -158,6 +166,8 @@ class AgentPeering(AgentJobs):
 
     async def _serve_renewed(self) -> None:
         self.node.peers.set_waiter(self.worker.wait)  # the Node's Peers are new
+        if self.puncher is not None:  # its punches under way and the connections it
+            await self.puncher.close()  # punched, all under the old host key
         if self.peer_server is not None and self.peer_port is not None:
             self.peer_server.close()  # new connections: the new host key; open ones: the
             await self.peer_server.wait_closed()  # new service (self.peer_service)
@@ -224,7 +234,8 @@ class AgentPeering(AgentJobs):
         if via is not None and self.peer_port is not None:
             key = peers._ssh_key()
             local = registration_target(self.peer_host, self.peer_port)
-            registrar = Registrar(key, self.node.node_id, via, local)
+            serve = self.serve_relayed  # relayed connections served on the registration
+            registrar = Registrar(key, self.node.node_id, via, local, serve)
             if self.discovery is not None:  # its record names the relay (discovery.md 9)
                 self.discovery.via = (str(via),)
         seeds = await loop.run_in_executor(self.worker, peers.reach.seeds)

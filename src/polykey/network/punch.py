@@ -362,7 +362,12 @@ class Punched:
 class Puncher:
     """An agent's part: on a relay, forwarding requests to its registered nodes (``ask``);
     on any node serving peers, answering one and punching back (``offer``), the socket then
-    served by ``accept`` as the peer port serves what it accepts."""
+    served by ``accept`` as the peer port serves what it accepts.
+
+    It holds the punches under way (a task each, with its bound socket and, while the punch
+    lasts, a listener on the same port) and the connections it punched and served (with the
+    host key it was made with). ``close`` ends all of them: the agent closes its puncher when
+    it stops and when it renews its key (a new one then serves with the new key)."""
 
     def __init__(
         self,
@@ -383,7 +388,10 @@ class Puncher:
         self.running = 0
         self.forwarded = 0  # requests this relay forwarded
         self.punched = 0  # connections punched to this node and served
+        self.closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sockets: set[socket.socket] = set()  # bound for the punches under way
+        self._served: set[Any] = set()  # asyncssh.SSHServerConnection, punched and served
 
     def __repr__(self) -> str:
         return f"Puncher(forwarded {self.forwarded}, punched {self.punched})"
@@ -430,11 +438,14 @@ class Puncher:
             seen_host = parse_address(f"{params.get('seen')}:1").host
         except InvalidInput:
             raise PunchRefused("the relay did not say where it sees this node") from None
+        if self.closed:
+            raise PunchRefused("this node is renewing its key or stopping")
         if self.running >= MAX_AT_ONCE:
             raise PunchRefused("too many punches at once")
         sock = bound_socket(self.host)
         port = sock.getsockname()[1]
         self.running += 1
+        self._sockets.add(sock)
         task = asyncio.create_task(self._punch_back(sock, request.address))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -442,27 +453,55 @@ class Puncher:
         return {"address": where}
 
     async def _punch_back(self, sock: socket.socket, there: Address) -> None:
+        connected: socket.socket | None = None
         try:
             connected = await simultaneous_open(sock, there, listen=True)
             if connected is None:
                 log.info("punch to %s did not connect", there)
                 return
             try:
-                await self.accept(connected)
+                conn = await self.accept(connected)
             except (OSError, asyncssh.Error, TimeoutError) as exc:
                 log.info("a punched connection from %s failed: %s", there, exc)
+                connected.close()
                 return
+            self._served = {c for c in self._served if not c.is_closed()}
+            self._served.add(conn)
             self.punched += 1
             log.info("serving a punched connection from %s", there)
+        except BaseException:
+            if connected is not None:
+                connected.close()
+            raise
         finally:
             self.running -= 1
+            self._sockets.discard(sock)
+            if connected is not sock:  # not handed over: closed (a no-op if it was)
+                sock.close()
 
     def status(self) -> dict[str, int]:
-        return {"forwarded": self.forwarded, "punched": self.punched}
+        return {
+            "forwarded": self.forwarded,
+            "punched": self.punched,
+            "running": self.running,
+            "open": sum(1 for c in self._served if not c.is_closed()),
+        }
 
     async def close(self) -> None:
+        """End the punches under way (their sockets and listeners closed) and close the
+        connections punched to this node; new requests are refused from now on."""
+        self.closed = True
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        for sock in list(self._sockets):  # a task cancelled before it ever ran
+            sock.close()
+        self._sockets.clear()
+        served, self._served = list(self._served), set()
+        for conn in served:
+            conn.close()
+        for conn in served:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 2)

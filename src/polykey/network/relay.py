@@ -9,9 +9,11 @@ node's key pinned. The relay pipes bytes between the two channels and nothing el
 talks to whom and how much, never what, and it can fail to deliver but never impersonate.
 
 The relay connects only to registered NodeIds (never to a host and port: it is no open proxy),
-and is bounded: registrations, relayed connections in all, per registered node and per client,
-and bytes per second per NodeId (both directions together; a peer over its rate is paused, and
-SSH's flow control holds the sender back).
+and is bounded: registrations, relayed connections in all, per registered node, per client
+NodeId and per client address (NodeIds cost nothing to make, addresses do), and bytes per
+second per NodeId (both directions together; a peer over its rate is paused, and SSH's flow
+control holds the sender back). Each forward names the address the relay sees its client at, so
+that the node limits the handshakes of each client rather than of the relay as a whole.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ FORWARD_PORT = 1314  # the port of every registration; it names nothing on eithe
 MAX_REGISTERED = 256  # nodes registered with one relay
 MAX_RELAYED = 512  # relayed connections open at once, in all
 MAX_RELAYED_PER_NODE = 32  # ... to one registered node
-MAX_RELAYED_PER_CLIENT = 16  # ... from one client
+MAX_RELAYED_PER_CLIENT = 16  # ... from one client NodeId
+MAX_RELAYED_PER_ADDRESS = 32  # ... from one client address, all its NodeIds together
+MAX_RELAYED_PER_ADDRESS_TO_NODE = 16  # ... of those, to one registered node
 RATE = 16 * 1024 * 1024  # bytes per second per NodeId, both ways together (--relay-rate)
 BURST_S = 0.25  # what a NodeId may send at once: this many seconds of its rate
 KEEPALIVE_S = 30.0  # the registration's keepalive (3 unanswered: registered again)
@@ -183,15 +187,20 @@ class Relay:
         max_relayed: int = MAX_RELAYED,
         per_node: int = MAX_RELAYED_PER_NODE,
         per_client: int = MAX_RELAYED_PER_CLIENT,
+        per_address: int = MAX_RELAYED_PER_ADDRESS,
+        per_address_to_node: int = MAX_RELAYED_PER_ADDRESS_TO_NODE,
     ) -> None:
         self.limits = limits
         self.rate = rate
         self.max_registered, self.max_relayed = max_registered, max_relayed
         self.per_node, self.per_client = per_node, per_client
+        self.per_address, self.per_address_to_node = per_address, per_address_to_node
         self.registered: dict[bytes, _Registration] = {}
         self.relayed = 0
         self.to_node: dict[bytes, int] = {}
         self.from_client: dict[bytes, int] = {}
+        self.from_address: dict[str, int] = {}
+        self.from_address_to_node: dict[tuple[str, bytes], int] = {}
         self.meters: dict[bytes, _Meter] = {}
         self.refused = 0
         self.carried = 0  # relayed connections since the relay started
@@ -228,10 +237,13 @@ class Relay:
             del self.registered[key]
             log.info("relay: %s unregistered", encode_node_id(registration.node_id))
 
-    def connect(self, client: NodeId, host: str, port: int) -> Awaitable[SSHForwarder]:
+    def connect(
+        self, client: NodeId, host: str, port: int, source: tuple[str, int] = ("", 0)
+    ) -> Awaitable[SSHForwarder]:
         """A client's ``direct-tcpip`` request to reach ``host``: the coroutine that opens the
-        other half on the registered node's connection. asyncssh.ChannelOpenError (the client
-        reads it as a refusal) when ``host`` is not a registered NodeId or a bound is reached."""
+        other half on the registered node's connection, naming ``source`` (where the relay
+        sees the client) as its origin. asyncssh.ChannelOpenError (the client reads it as a
+        refusal) when ``host`` is not a registered NodeId or a bound is reached."""
         try:
             target = decode_node_id(host)
         except InvalidNodeId:
@@ -241,17 +253,21 @@ class Relay:
         registration = self.registered.get(bytes(target))
         if registration is None or registration.conn.is_closed():
             raise self._refuse(f"{host} is not registered with this relay", 2)
-        t, c = bytes(target), bytes(client)
+        t, c, a = bytes(target), bytes(client), source[0][:100]
         if (
             self.relayed >= self.max_relayed
             or self.to_node.get(t, 0) >= self.per_node
             or self.from_client.get(c, 0) >= self.per_client
+            or self.from_address.get(a, 0) >= self.per_address
+            or self.from_address_to_node.get((a, t), 0) >= self.per_address_to_node
         ):
             raise self._refuse("the relay carries as many connections as it may", 4)
         self.relayed += 1
         self.carried += 1
         self.to_node[t] = self.to_node.get(t, 0) + 1
         self.from_client[c] = self.from_client.get(c, 0) + 1
+        self.from_address[a] = self.from_address.get(a, 0) + 1
+        self.from_address_to_node[a, t] = self.from_address_to_node.get((a, t), 0) + 1
         meters = (self._meter(t), self._meter(c))
         released = [False]
 
@@ -261,6 +277,8 @@ class Relay:
                 self.relayed -= 1
                 _less(self.to_node, t)
                 _less(self.from_client, c)
+                _less(self.from_address, a)
+                _less(self.from_address_to_node, (a, t))
 
         async def open_other_half() -> SSHForwarder:
             try:
@@ -268,8 +286,8 @@ class Relay:
                     cast(Any, lambda: _Pipe(meters, release)),
                     host,
                     FORWARD_PORT,
-                    encode_node_id(client),
-                    0,
+                    a,  # the origin: where the client is seen (the node limits by it)
+                    max(0, min(int(source[1]), 65535)),
                 )
             except (OSError, asyncssh.Error) as exc:
                 release()
@@ -305,7 +323,7 @@ class Relay:
         }
 
 
-def _less(counts: dict[bytes, int], key: bytes) -> None:
+def _less(counts: dict[Any, int], key: Any) -> None:
     left = counts.get(key, 1) - 1
     if left > 0:
         counts[key] = left
@@ -323,13 +341,27 @@ async def dial_relay(key: asyncssh.SSHKey, relay: RelaySpec) -> asyncssh.SSHClie
     return client.conn
 
 
+ServeRelayed = Callable[[asyncssh.SSHClientConnection, str, int], Awaitable[Any]]
+
+
 class Registrar:
     """Keeps this node registered with its relay: one SSH connection with the remote forward
-    named by this node's NodeId, the relayed connections handed to the peer port at ``local``.
-    A lost registration is made again, after RETRY_S."""
+    named by this node's NodeId. The relayed connections are served on it by ``serve`` (the
+    agent: network/sshserver.py ``serve_relayed``, each counted by its client's address), or
+    else handed to the peer port at ``local``. A lost registration is made again, after
+    RETRY_S; ``run`` cancelled closes the connection and waits (2 s at most) until it is
+    closed, the relay then dropping the registration."""
 
-    def __init__(self, key: asyncssh.SSHKey, me: NodeId, relay: RelaySpec, local: Address) -> None:
+    def __init__(
+        self,
+        key: asyncssh.SSHKey,
+        me: NodeId,
+        relay: RelaySpec,
+        local: Address,
+        serve: ServeRelayed | None = None,
+    ) -> None:
         self.key, self.me, self.relay, self.local = key, me, relay, local
+        self.serve = serve
         self.conn: asyncssh.SSHClientConnection | None = None
         self.since = ""
         self.error = ""
@@ -356,15 +388,19 @@ class Registrar:
         conn.set_keepalive(KEEPALIVE_S, 3)  # a relay gone silent is noticed, and NATs see traffic
         self.conn = conn
         try:
-            await conn.forward_remote_port(
-                encode_node_id(self.me), FORWARD_PORT, self.local.host, self.local.port
-            )
+            name = encode_node_id(self.me)
+            if self.serve is not None:
+                await self.serve(conn, name, FORWARD_PORT)
+            else:
+                await conn.forward_remote_port(name, FORWARD_PORT, self.local.host, self.local.port)
             self.since, self.error = _now(), ""
             log.info("registered with the relay %s", self.relay)
             await conn.wait_closed()
         finally:
             self.conn = None
             conn.close()
+            with contextlib.suppress(Exception):  # the relay drops it as it closes
+                await asyncio.wait_for(conn.wait_closed(), 2)
 
     def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"relay": str(self.relay), "registered": bool(self.since)}

@@ -3,6 +3,10 @@ after public-key authentication; connections and channels are counted against th
 (network/limits.py); each `polykey` subsystem channel goes to network/rpcserver.py and each
 `git-upload-pack` / `git-receive-pack` exec request (stock git) to the git handler. Nothing is
 read before authentication.
+
+A node registered with a relay serves the connections the relay forwards on the registration
+itself (``serve_relayed``): each arrives named by the address the relay sees its client at,
+and that address, not the relay's, is what its handshakes count against.
 """
 
 from __future__ import annotations
@@ -103,8 +107,10 @@ class _Server(asyncssh.SSHServer):
         process: Callable[..., Any],
         idle: float = IDLE_S,
         relay: Any = None,
+        relayed: bool = False,
     ) -> None:
         self.limits = limits
+        self.relayed = relayed  # its connections are forwarded by the relay this node uses
         self.process = process
         self.relay = relay  # network.relay.Relay on an agent started with --relay
         self.relaying = False
@@ -176,8 +182,7 @@ class _Server(asyncssh.SSHServer):
             log.warning("turned a connection away: too many open")
             conn.close()
             return
-        peername = conn.get_extra_info("peername")
-        address = str(peername[0]) if peername else ""
+        address = self._origin(conn)
         if limits.handshakes.get(address, 0) >= MAX_HANDSHAKES_PER_ADDRESS:
             log.warning("turned a connection from %s away: too many handshakes", address[:60])
             conn.close()
@@ -187,6 +192,19 @@ class _Server(asyncssh.SSHServer):
         limits.connections += 1
         limits.unauthenticated += 1
         limits.handshakes[address] = limits.handshakes.get(address, 0) + 1
+
+    def _origin(self, conn: asyncssh.SSHServerConnection) -> str:
+        """What this connection's handshakes count against: the address it comes from; for
+        one forwarded by the relay, the address the relay sees its client at (the relay names
+        it in the forward), so that the clients of one relay do not share one count."""
+        if not self.relayed:
+            peername = conn.get_extra_info("peername")
+            return str(peername[0]) if peername else ""
+        origin = conn.get_extra_info("remote_peername") or ("", 0)
+        host = str(origin[0])[:100]
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            conn.set_extra_info(peername=(host, int(origin[1])))  # peer.observed: as relayed
+        return f"relayed {host}"
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.counted:
@@ -221,7 +239,10 @@ class _Server(asyncssh.SSHServer):
     def connection_requested(self, dest_host: str, dest_port: int, *_: Any) -> Any:
         if self.relay is None or self.bound is None:
             return False
-        relayed = self.relay.connect(self.bound, dest_host, dest_port)  # or ChannelOpenError
+        assert self.conn is not None
+        peername = self.conn.get_extra_info("peername") or ("", 0)
+        source = (str(peername[0]), int(peername[1]))  # named to the node in the forward
+        relayed = self.relay.connect(self.bound, dest_host, dest_port, source)  # or refused
         self.relaying = True
         self._disarm()
         return relayed
@@ -300,6 +321,26 @@ async def serve_socket(
     return conn
 
 
+async def serve_relayed(
+    conn: asyncssh.SSHClientConnection,
+    name: str,
+    port: int,
+    host_key: asyncssh.SSHKey,
+    handler: Handler,
+    git: GitHandler | None = None,
+    limits: PeerLimits | None = None,
+    idle: float = IDLE_S,
+) -> asyncssh.SSHAcceptor:
+    """A registration (network/relay.py): a remote forward named ``name:port`` on ``conn``,
+    the connection to the relay, whose forwarded channels are served as ``serve`` serves what
+    it accepts, each counted against the address the relay names as its origin."""
+    factory = _server_factory(handler, git, limits or PeerLimits(), idle, None, relayed=True)
+    acceptor: asyncssh.SSHAcceptor = await asyncssh.create_server(
+        factory, name, port, tunnel=conn, **_server_options(host_key)
+    )
+    return acceptor
+
+
 def _server_options(host_key: asyncssh.SSHKey) -> dict[str, Any]:
     return {
         "server_host_keys": [host_key],
@@ -315,7 +356,12 @@ def _server_options(host_key: asyncssh.SSHKey) -> dict[str, Any]:
 
 
 def _server_factory(
-    handler: Handler, git: GitHandler | None, limits: PeerLimits, idle: float, relay: Any
+    handler: Handler,
+    git: GitHandler | None,
+    limits: PeerLimits,
+    idle: float,
+    relay: Any,
+    relayed: bool = False,
 ) -> Callable[[], _Server]:
     async def process(proc: asyncssh.SSHServerProcess[bytes]) -> None:
         peer = proc.get_extra_info("peer_node_id")
@@ -329,7 +375,7 @@ def _server_factory(
             proc.stderr.write(b"only the polykey subsystem is served\n")
             proc.exit(1)
 
-    return lambda: _Server(limits, process, idle, relay)
+    return lambda: _Server(limits, process, idle, relay, relayed)
 
 
 async def _git_channel(
