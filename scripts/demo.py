@@ -145,13 +145,14 @@ def main() -> int:
             db.execute("UPDATE record SET sealed = randomblob(length(sealed))")
         pk("node", "check", env=dict(alice, PK_NODE=str(work / "damaged.pk")), check=False)
 
-        step("Coming next: UPnP and PCP port mapping, a faster clone")
+        step("Also built")
         print(
-            "  Also here: merging (pk vaults pull/push/sync), own nodes (pk nodes link), backups"
+            "  Merging (pk vaults pull/push/sync), own nodes (pk nodes link), backups"
             " (pk backup), identities and sharing with a person (pk identities, pk vaults share"
             " V github:NAME), key renewal (pk keys renew), child nodes for servers (pk child),"
             " folder shares (pk vaults share V:PATH), the audit log (pk audit), finding nodes"
-            " (pk nodes find: LAN, relays, the DHT, seeds, hole punching), pk health,"
+            " (pk nodes find: LAN, relays, the DHT, connected peers, seeds, hole punching,"
+            " PCP/NAT-PMP/UPnP port mapping), pk health,"
             " pk import/export, stock git clone and push."
         )
     finally:
