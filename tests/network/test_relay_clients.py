@@ -40,7 +40,7 @@ from polykey.network.relay import (
     RelaySpec,
 )
 from polykey.network.ssh import PeerClient, serve, ssh_key
-from polykey.network.sshserver import serve_relayed
+from polykey.network.sshserver import UNNAMED_ORIGIN, serve_relayed
 from tests.network.netns import Host, ip, need_namespaces, registered
 
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -289,6 +289,46 @@ def test_the_node_counts_relayed_handshakes_by_the_origin_the_relay_names() -> N
             task.cancel()
             for conn in conns:
                 conn.close()
+            registrar.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_origin_the_relay_names_that_is_no_address_is_not_taken() -> None:
+    """A hostile relay names garbage (terminal escapes, no address, a port out of range) as
+    its clients' origins: none of it is kept or answered as `peer.observed`; all such
+    connections share one count, and the node's limit still holds on them."""
+
+    async def scenario() -> None:
+        relay = Relay()
+        relay_key, node_key = key(1), key(2)
+        relay_id, node_id = (NodeId(SigningKey(bytes([n]) * 32).public) for n in (1, 2))
+        server = await serve("127.0.0.1", 0, relay_key, hello, relay=relay)
+        spec = RelaySpec(relay_id, Address("127.0.0.1", server.get_port()))
+        limits = PeerLimits()
+
+        async def relayed(conn: Any, name: str, port: int) -> Any:
+            return await serve_relayed(conn, name, port, node_key, hello, None, limits)
+
+        registrar = Registrar(node_key, node_id, spec, Address("127.0.0.1", 9), relayed)
+        task = asyncio.create_task(registrar.run())
+        try:
+            while not relay.is_registered(node_id):
+                await asyncio.sleep(0.02)
+            # the relay's side of the registration, used as a hostile relay would use it
+            conn: Any = relay.registered[bytes(node_id)].conn
+            name = encode_node_id(node_id)
+            origins = [("\x1b[31mevil\nhost", 1), ("", 0), ("10.0.0.1", 70000), ("300.1.2.3", 5)]
+            held = [
+                (await conn.create_connection(Hanging, name, FORWARD_PORT, *origins[i % 4]))[1]
+                for i in range(MAX_HANDSHAKES_PER_ADDRESS + 4)
+            ]
+            while sum(s.closed for s in held) < 4:  # one shared count, held to the limit
+                await asyncio.sleep(0.02)
+            assert limits.handshakes == {UNNAMED_ORIGIN: MAX_HANDSHAKES_PER_ADDRESS}
+        finally:
+            task.cancel()
             registrar.close()
             server.close()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,6 +43,10 @@ from polykey.network.sshlib import asyncssh
 from polykey.network.wire import SUBSYSTEM
 
 log = logging.getLogger("polykey.network")
+
+# what a relayed connection counts against when its relay names no IP address and port as its
+# origin (a relay of before origins, or one that sends anything else): all such share one count
+UNNAMED_ORIGIN = "relayed (origin not named)"
 
 
 def node_id_of(key: asyncssh.SSHKey) -> NodeId | None:
@@ -201,9 +206,13 @@ class _Server(asyncssh.SSHServer):
             peername = conn.get_extra_info("peername")
             return str(peername[0]) if peername else ""
         origin = conn.get_extra_info("remote_peername") or ("", 0)
-        host = str(origin[0])[:100]
-        with contextlib.suppress(TypeError, ValueError, IndexError):
-            conn.set_extra_info(peername=(host, int(origin[1])))  # peer.observed: as relayed
+        try:  # the relay's word: an IP address and a port, or nothing is taken from it
+            host, port = str(ipaddress.ip_address(str(origin[0])[:64])), int(origin[1])
+        except (TypeError, ValueError, IndexError):
+            return UNNAMED_ORIGIN
+        if not 0 <= port <= 65535:
+            return UNNAMED_ORIGIN
+        conn.set_extra_info(peername=(host, port))  # peer.observed: as relayed
         return f"relayed {host}"
 
     def connection_lost(self, exc: Exception | None) -> None:
