@@ -98,6 +98,15 @@ def test_a_relay_serving_a_bad_record_counts_as_no_answer(relay: PkarrRelayStand
     assert asyncio.run(Relays([relay.url]).resolve(KEY.public)) is None
 
 
+def test_a_relay_serving_a_huge_body_counts_as_no_answer(relay: PkarrRelayStandIn) -> None:
+    """A hostile relay answers a lookup with 8 MiB: refused by its length, never buffered
+    (a record is at most 1,072 bytes)."""
+    from tests.network.standins.pkarr_relay import Stored
+
+    relay.records[KEY.public] = Stored(b"\0" * (8 << 20), 9, b"", 0.0)
+    assert asyncio.run(Relays([relay.url]).resolve(KEY.public)) is None
+
+
 def test_the_first_good_answer_wins_over_a_dead_relay(relay: PkarrRelayStandIn) -> None:
     dead = PkarrRelayStandIn()  # bound, never serving: its port refuses nothing, answers nothing
     dead.server.server_close()
@@ -167,3 +176,34 @@ def test_a_record_nothing_took_is_published_again_soon_not_in_five_minutes(
     assert [status for _, status in puts] == [429, 204]  # no PUT inside the Retry-After
     found = asyncio.run(Relays([relay.url]).resolve(KEY.public))
     assert found is not None and found[1].addresses == (HERE,)
+
+
+def test_a_relay_streaming_an_endless_body_is_cut_off() -> None:
+    """A hostile relay answers a lookup with a chunked body that never ends: the client stops
+    reading past a record's largest size, instead of buffering what it is sent."""
+    sent = [0]
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"\0" * 4096
+        try:
+            while sent[0] < 64 << 20:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+                sent[0] += len(chunk)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> object:
+        server = await asyncio.start_server(endless, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await Relays([f"http://127.0.0.1:{port}"]).resolve(KEY.public)
+        finally:
+            server.close()
+
+    assert asyncio.run(main()) is None
+    assert sent[0] < 64 << 20  # the client hung up long before the relay was done

@@ -134,15 +134,19 @@ class Relays:
     ) -> tuple[str, pkarr.SignedRecord] | None:
         import httpx
 
-        try:
-            reply = await client.get(f"{relay}/{zbase32.encode(public)}")
-        except httpx.HTTPError as exc:
+        from polykey.network.httpbody import BodyRefused, fetch
+
+        url = f"{relay}/{zbase32.encode(public)}"
+        try:  # a record is at most MAX_PAYLOAD_BYTES: no more is read, nor for longer
+            async with asyncio.timeout(self.timeout):
+                status, body = await fetch(client, url, pkarr.MAX_PAYLOAD_BYTES)
+        except (httpx.HTTPError, BodyRefused, TimeoutError) as exc:
             log.info("relay %s: %s", relay, type(exc).__name__)
             return None
-        if reply.status_code != 200:
+        if status != 200:
             return None
         try:
-            return relay, pkarr.from_relay_payload(public, reply.content)
+            return relay, pkarr.from_relay_payload(public, body)
         except pkarr.BadRecord as exc:
             log.info("relay %s gave a bad record: %s", relay, exc.detail)
             return None

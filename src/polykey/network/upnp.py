@@ -30,6 +30,7 @@ from polykey.network.gateway import (
     usable_external,
 )
 from polykey.network.graph import Address
+from polykey.network.httpbody import BodyRefused, fetch
 
 SSDP = ("239.255.255.250", 1900)
 MX_S = 1  # the devices' reply is spread over this many seconds
@@ -157,21 +158,11 @@ async def _fetch(
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
-    """(status, body) of one GET (or POST of ``content``), the body read up to ``limit``
-    bytes (more: refused)."""
-    method = "GET" if content is None else "POST"
-    async with client.stream(method, url, content=content, headers=headers) as reply:
-        declared = reply.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise NoMapping(f"a reply of {declared} bytes from the router, more than {limit}")
-        if reply.headers.get("content-encoding", "identity") != "identity":
-            raise NoMapping("a compressed reply from the router")
-        body = bytearray()
-        async for chunk in reply.aiter_raw():
-            body += chunk
-            if len(body) > limit:
-                raise NoMapping(f"a reply from the router of more than {limit} bytes")
-        return reply.status_code, bytes(body)
+    """(status, body) of one GET (or POST of ``content``) to the router, bounded."""
+    try:
+        return await fetch(client, url, limit, content, headers)
+    except BodyRefused as exc:
+        raise NoMapping(f"{exc} from the router") from None
 
 
 class UpnpClient:
