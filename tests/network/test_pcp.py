@@ -14,6 +14,7 @@ import pytest
 from polykey.network import pcp
 from polykey.network.graph import Address
 from polykey.network.portmap import BadReply, Mapping, NoMapping, PortMapper
+from tests.network.mapping import map_renew_close
 from tests.network.standins.natpmp import NatPmpStandIn
 
 PUBLIC_IP = "198.51.100.7"
@@ -80,27 +81,13 @@ def _mapper(router: NatPmpStandIn, **kw: Any) -> PortMapper:
 
 def test_a_port_is_mapped_by_pcp_renewed_and_deleted_on_close() -> None:
     router = _router(pcp=True, max_lifetime=60)
-    changes: list[Mapping | None] = []
-
-    async def scenario() -> PortMapper:
-        mapper = _mapper(router)
-
-        async def changed(mapping: Mapping | None) -> None:
-            changes.append(mapping)
-
-        task = asyncio.create_task(mapper.run(changed))
-        while not changes:
-            await asyncio.sleep(0.01)
-        assert await mapper.map_once() == changes[0]  # renewed: the same, by the same nonce
-        assert mapper.status()["how"] == "PCP"
-        task.cancel()
-        await mapper.close()
-        return mapper
-
     try:
-        mapper = asyncio.run(scenario())
+        run = map_renew_close(lambda: _mapper(router))
     finally:
         router.close()
+    changes, mapper = run.changes, run.mapper
+    assert run.renewed == changes[0]  # renewed: the same, by the same nonce
+    assert run.status["how"] == "PCP"
     assert changes == [Mapping(Address(PUBLIC_IP, 4242), 4242, 60, "127.0.0.1", "PCP")]
     assert [(e["event"], e["how"]) for e in router.events] == [
         ("map", "PCP"),

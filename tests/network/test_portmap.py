@@ -29,6 +29,7 @@ import pytest
 from polykey.network import portmap
 from polykey.network.graph import Address
 from polykey.network.portmap import Mapping, NoMapping, PortMapper
+from tests.network.mapping import map_renew_close
 from tests.network.standins.natpmp import NatPmpStandIn
 from tests.support import pk_env, run_pk
 
@@ -88,26 +89,12 @@ def test_the_default_gateway_is_read_from_the_routing_table(tmp_path: Path) -> N
 
 def test_a_port_is_mapped_renewed_and_deleted_on_close() -> None:
     router = _router(max_lifetime=60)
-    changes: list[Mapping | None] = []
-
-    async def scenario() -> None:
-        mapper = _mapper(router)
-
-        async def changed(mapping: Mapping | None) -> None:
-            changes.append(mapping)
-
-        task = asyncio.create_task(mapper.run(changed))
-        while not changes:
-            await asyncio.sleep(0.01)
-        mapping = await mapper.map_once()  # a renewal: the same mapping, no change told
-        assert mapping == changes[0]
-        task.cancel()
-        await mapper.close()
-
     try:
-        asyncio.run(scenario())
+        run = map_renew_close(lambda: _mapper(router))
     finally:
         router.close()
+    changes = run.changes
+    assert run.renewed == changes[0]  # a renewal: the same mapping, no change told
     assert changes == [Mapping(Address(PUBLIC_IP, 4242), 4242, 60, "127.0.0.1")]
     assert str(changes[0]) == f"{PUBLIC_IP}:4242 (NAT-PMP)"
     assert [e["event"] for e in router.events] == ["map", "map", "delete"]

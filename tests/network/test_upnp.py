@@ -15,6 +15,7 @@ import pytest
 from polykey.network import upnp
 from polykey.network.graph import Address
 from polykey.network.portmap import BadReply, Mapping, NoMapping, PortMapper
+from tests.network.mapping import map_renew_close
 from tests.network.standins.upnp_igd import DESCRIPTION, ENTITIES, FAULT, UpnpStandIn
 
 PUBLIC_IP = "198.51.100.8"
@@ -93,27 +94,13 @@ def _mapper(igd: UpnpStandIn, **kw: Any) -> PortMapper:
 
 def test_a_port_is_mapped_by_upnp_after_pcp_and_nat_pmp_find_no_answer() -> None:
     igd = UpnpStandIn("127.0.0.1", PUBLIC_IP).start()
-    changes: list[Mapping | None] = []
-
-    async def scenario() -> PortMapper:
-        mapper = _mapper(igd, server_port=_closed_udp_port())
-
-        async def changed(mapping: Mapping | None) -> None:
-            changes.append(mapping)
-
-        task = asyncio.create_task(mapper.run(changed))
-        while not changes:
-            await asyncio.sleep(0.01)
-        assert await mapper.map_once() == changes[0]  # renewed: added again, by UPnP only
-        assert mapper.status()["how"] == "UPnP IGD"
-        task.cancel()
-        await mapper.close()
-        return mapper
-
     try:
-        mapper = asyncio.run(scenario())
+        run = map_renew_close(lambda: _mapper(igd, server_port=_closed_udp_port()))
     finally:
         igd.close()
+    changes, mapper = run.changes, run.mapper
+    assert run.renewed == changes[0]  # renewed: added again, by UPnP only
+    assert run.status["how"] == "UPnP IGD"
     assert changes == [Mapping(Address(PUBLIC_IP, 4242), 4242, 7200, "127.0.0.1", "UPnP IGD")]
     assert [(e["event"], e["lifetime"]) for e in igd.events] == [
         ("map", 7200),

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import re
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
+
+from tests.network.standins import serve_events_until_stdin_closes
 
 TABLE = "pkportmap"
 
@@ -207,15 +207,7 @@ def main() -> None:
     router = NatPmpStandIn(
         args.host, args.public, port=5351, mode=args.mode, wan=args.wan, pcp=args.pcp
     )
-
-    def show(doc: dict[str, Any]) -> None:
-        print(json.dumps(doc), flush=True)
-
-    router.on_event = show
-    router.start()
-    print("ready", flush=True)
-    sys.stdin.read()
-    router.close()
+    serve_events_until_stdin_closes(router)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ DTD of nested entities), ``fault`` (AddPortMapping answered by a SOAP fault, 718
 from __future__ import annotations
 
 import argparse
-import json
 import socket
-import sys
 import threading
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.network.standins import serve_events_until_stdin_closes
 from tests.network.standins.natpmp import add_dnat, nat_table, remove_dnat
 
 GROUP = "239.255.255.250"
@@ -212,15 +211,7 @@ def main() -> None:
     parser.add_argument("--mode", default="ok")
     args = parser.parse_args()
     igd = UpnpStandIn(args.host, args.public, mode=args.mode, wan=args.wan, multicast=True)
-
-    def show(doc: dict[str, Any]) -> None:
-        print(json.dumps(doc), flush=True)
-
-    igd.on_event = show
-    igd.start()
-    print("ready", flush=True)
-    sys.stdin.read()
-    igd.close()
+    serve_events_until_stdin_closes(igd)
 
 
 if __name__ == "__main__":
